@@ -1,0 +1,52 @@
+/** `kneegrade serve`: the three services in one process, or the ones named with --only. */
+import type { Config } from "@kneegrade/config";
+import { createDb } from "@kneegrade/db";
+import { startListener } from "@kneegrade/listener";
+import type { Logger } from "@kneegrade/log";
+import { startReporter } from "@kneegrade/reporter";
+import { startWorker } from "@kneegrade/worker";
+
+export const SERVICES = ["listener", "worker", "reporter"] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+export function parseOnly(value: string | undefined): ServiceName[] {
+  if (!value) return [...SERVICES];
+  const names = value
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = names.filter((n) => !(SERVICES as readonly string[]).includes(n));
+  if (unknown.length > 0 || names.length === 0) {
+    throw new Error(
+      `--only: unknown service ${unknown.join(", ") || "(none)"}; use ${SERVICES.join(",")}`,
+    );
+  }
+  return [...new Set(names)] as ServiceName[];
+}
+
+export async function serve(config: Config, services: ServiceName[], log: Logger) {
+  const db = createDb(config.DATABASE_URL);
+  await db.$queryRaw`SELECT 1`.catch((error: Error) => {
+    throw new Error(`PostgreSQL at DATABASE_URL is not reachable: ${error.message}`);
+  });
+  const running: { close(): Promise<void> }[] = [];
+  if (services.includes("listener"))
+    running.push(await startListener(config, db, log.child({ service: "listener" })));
+  if (services.includes("worker"))
+    running.push(await startWorker(config, log.child({ service: "worker" })));
+  if (services.includes("reporter"))
+    running.push(await startReporter(config, log.child({ service: "reporter" })));
+  log.info({ event: "serve.started", services }, "kneegrade running");
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ event: "serve.stopping", signal }, "shutting down");
+    for (const r of running.reverse()) await r.close();
+    await db.$disconnect();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}

@@ -1,0 +1,135 @@
+/**
+ * The operator's view, `kneegrade status [--json]`. The JSON shape is an interface: fields are only
+ * ever added (bump `schemaVersion` on any other change). Documented in docs/OPERATIONS.md.
+ */
+import type { Config } from "@kneegrade/config";
+import { QUEUES, type QueueName } from "@kneegrade/contracts";
+import type { Db } from "@kneegrade/db";
+import { createQueue } from "@kneegrade/queue";
+
+export const JOB_STATES = ["waiting", "active", "delayed", "completed", "failed"] as const;
+type JobCounts = Record<(typeof JOB_STATES)[number], number>;
+
+export interface StatusReport {
+  schemaVersion: 1;
+  generatedAt: string;
+  studies: { total: number; byStatus: Record<string, number> };
+  instances: { received: number; knee: number; notKnee: number; resent: number };
+  skipped: { reason: string; studies: number }[];
+  queues: Record<QueueName, JobCounts | { error: string }>;
+  jobs: { byStatus: Record<string, number> };
+  deliveries: { byStatus: Record<string, number> };
+  recentStudies: {
+    studyInstanceUid: string;
+    status: string;
+    revision: number;
+    instances: number;
+    kneeInstances: number;
+    lastReceivedAt: string;
+    statusReason: string | null;
+    jobs: { jobId: string; revision: number; status: string }[];
+  }[];
+}
+
+const countBy = <T extends string>(rows: { key: T; n: number }[]) =>
+  Object.fromEntries(rows.map((r) => [r.key, r.n])) as Record<string, number>;
+
+export async function collectStatus(db: Db, config: Config, recent = 10): Promise<StatusReport> {
+  const [studies, routing, resent, skipped, jobs, deliveries, recentStudies] = await Promise.all([
+    db.study.groupBy({ by: ["status"], _count: { _all: true } }),
+    db.instance.groupBy({ by: ["routing"], _count: { _all: true } }),
+    db.instance.aggregate({ _sum: { duplicateCount: true } }),
+    db.study.groupBy({
+      by: ["statusReason"],
+      where: { status: "REFUSED" },
+      _count: { _all: true },
+    }),
+    db.gradingJob.groupBy({ by: ["status"], _count: { _all: true } }),
+    db.delivery.groupBy({ by: ["status"], _count: { _all: true } }),
+    db.study.findMany({
+      orderBy: { lastReceivedAt: "desc" },
+      take: recent,
+      include: {
+        jobs: {
+          select: { jobId: true, revision: true, status: true },
+          orderBy: { revision: "asc" },
+        },
+        instances: { select: { routing: true } },
+      },
+    }),
+  ]);
+  const queues = {} as StatusReport["queues"];
+  for (const name of Object.values(QUEUES)) {
+    const queue = createQueue(name, config);
+    try {
+      const counts = await queue.getJobCounts(...JOB_STATES);
+      queues[name] = Object.fromEntries(JOB_STATES.map((s) => [s, counts[s] ?? 0])) as JobCounts;
+    } catch (error) {
+      queues[name] = { error: (error as Error).message };
+    } finally {
+      await queue.close();
+    }
+  }
+  const byRouting = countBy(routing.map((r) => ({ key: r.routing, n: r._count._all })));
+  const byStudyStatus = countBy(studies.map((s) => ({ key: s.status, n: s._count._all })));
+  return {
+    schemaVersion: 1,
+    generatedAt: new Date().toISOString(),
+    studies: {
+      total: Object.values(byStudyStatus).reduce((a, b) => a + b, 0),
+      byStatus: byStudyStatus,
+    },
+    instances: {
+      received: (byRouting.KNEE ?? 0) + (byRouting.NOT_KNEE ?? 0),
+      knee: byRouting.KNEE ?? 0,
+      notKnee: byRouting.NOT_KNEE ?? 0,
+      resent: resent._sum.duplicateCount ?? 0,
+    },
+    skipped: skipped.map((s) => ({ reason: s.statusReason ?? "unknown", studies: s._count._all })),
+    queues,
+    jobs: { byStatus: countBy(jobs.map((j) => ({ key: j.status, n: j._count._all }))) },
+    deliveries: { byStatus: countBy(deliveries.map((d) => ({ key: d.status, n: d._count._all }))) },
+    recentStudies: recentStudies.map((s) => ({
+      studyInstanceUid: s.studyInstanceUid,
+      status: s.status,
+      revision: s.revision,
+      instances: s.instances.length,
+      kneeInstances: s.instances.filter((i) => i.routing === "KNEE").length,
+      lastReceivedAt: s.lastReceivedAt.toISOString(),
+      statusReason: s.statusReason,
+      jobs: s.jobs,
+    })),
+  };
+}
+
+export function formatStatus(s: StatusReport): string {
+  const lines = [
+    `kneegrade status at ${s.generatedAt}`,
+    "",
+    `Studies: ${s.studies.total}  ${fmtCounts(s.studies.byStatus)}`,
+    `Instances received: ${s.instances.received} (knee ${s.instances.knee}, not knee ${s.instances.notKnee}, resent ${s.instances.resent})`,
+    "Skipped studies:",
+    ...(s.skipped.length ? s.skipped.map((k) => `  ${k.studies} × ${k.reason}`) : ["  none"]),
+    "Queues:",
+    ...Object.entries(s.queues).map(
+      ([name, c]) =>
+        `  ${name.padEnd(14)} ${"error" in c ? `unavailable: ${c.error}` : fmtCounts(c)}`,
+    ),
+    `Grading jobs: ${fmtCounts(s.jobs.byStatus)}`,
+    `Deliveries: ${fmtCounts(s.deliveries.byStatus)}`,
+    "Recent studies:",
+    ...(s.recentStudies.length
+      ? s.recentStudies.map(
+          (r) =>
+            `  ${r.studyInstanceUid}  ${r.status} r${r.revision}  ${r.kneeInstances}/${r.instances} knee` +
+            (r.statusReason ? `  (${r.statusReason})` : ""),
+        )
+      : ["  none"]),
+  ];
+  return lines.join("\n");
+}
+
+function fmtCounts(counts: Record<string, number>): string {
+  const entries = Object.entries(counts);
+  return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(" ") : "none";
+}

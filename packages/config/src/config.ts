@@ -1,0 +1,102 @@
+/**
+ * kneegrade's configuration: environment variables only, validated before anything connects.
+ * Every variable, its default and its unit is documented in README.md ("Configuration").
+ */
+import { z } from "zod";
+
+const aeTitle = z
+  .string()
+  .trim()
+  .min(1)
+  .max(16)
+  .regex(/^[\x20-\x5b\x5d-\x7e]+$/, "must be 1-16 printable ASCII characters without backslash");
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positive = z.coerce.number().positive();
+const optionalPath = z
+  .string()
+  .trim()
+  .transform((v) => (v === "" ? undefined : v))
+  .optional();
+
+const schema = z
+  .object({
+    DATABASE_URL: z
+      .string()
+      .url()
+      .refine((v) => /^postgres(ql)?:\/\//.test(v), "must be a postgresql:// URL")
+      .default("postgresql://postgres@127.0.0.1:5432/kneegrade"),
+    REDIS_URL: z
+      .string()
+      .url()
+      .refine((v) => /^rediss?:\/\//.test(v), "must be a redis:// or rediss:// URL")
+      .default("redis://127.0.0.1:6379"),
+    /** Prefix of every BullMQ key, so several installations (or test runs) can share one Redis. */
+    QUEUE_PREFIX: z.string().trim().min(1).default("kneegrade"),
+    LISTENER_HOST: z.string().trim().min(1).default("0.0.0.0"),
+    /** 0 picks a free port (tests). */
+    LISTENER_PORT: z.coerce.number().int().min(0).max(65535).default(11112),
+    LISTENER_AET: aeTitle.default("KNEEGRADE"),
+    ALLOWED_CALLING_AETS: z
+      .string()
+      .default("")
+      .transform((v) =>
+        v
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s !== ""),
+      )
+      .pipe(z.array(aeTitle)),
+    LISTENER_TLS_KEY: optionalPath,
+    LISTENER_TLS_CERT: optionalPath,
+    LISTENER_TLS_CA: optionalPath,
+    SPOOL_DIR: z.string().trim().min(1).default("./var/spool"),
+    STUDY_STABLE_SECONDS: positive.default(10),
+    MAX_ASSOCIATIONS: z.coerce.number().int().min(1).default(16),
+    MAX_INSTANCE_MB: positive.default(512),
+    SPOOL_MIN_FREE_MB: z.coerce.number().min(0).default(1024),
+    ROUTING_RULES_FILE: optionalPath,
+    PACS_HOST: z.string().trim().min(1).default("127.0.0.1"),
+    PACS_PORT: port.default(4242),
+    PACS_AET: aeTitle.default("ORTHANC"),
+    DIMSE_TIMEOUT_SECONDS: positive.default(30),
+    MODEL_DIR: z.string().trim().min(1).default("./models/dist"),
+    LOG_LEVEL: z
+      .enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
+      .default("info"),
+  })
+  .superRefine((c, ctx) => {
+    if ((c.LISTENER_TLS_KEY === undefined) !== (c.LISTENER_TLS_CERT === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LISTENER_TLS_CERT"],
+        message: "LISTENER_TLS_KEY and LISTENER_TLS_CERT must be set together",
+      });
+    }
+  });
+
+export type Config = z.infer<typeof schema>;
+
+/** Thrown when the environment is invalid; the message lists every problem by variable name. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Reads and validates the configuration. Pure: no file, socket or log is touched. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const input = Object.fromEntries(
+    Object.keys(schema.shape).map((k) => [k, env[k] === "" ? undefined : env[k]]),
+  );
+  // ALLOWED_CALLING_AETS="" is meaningful (any peer), keep it as given.
+  input.ALLOWED_CALLING_AETS = env.ALLOWED_CALLING_AETS;
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => `${i.path.join(".") || "(config)"}: ${i.message}`),
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,97 @@
+/**
+ * DICOM SCU operations (C-ECHO, C-STORE) over dcmjs-dimse, as promises with a timeout of their own:
+ * dcmjs-dimse gives no response event when a peer accepts no usable transfer syntax.
+ */
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import dimse from "dcmjs-dimse";
+
+const { Client } = dimse;
+const { CEchoRequest, CStoreRequest } = dimse.requests;
+
+export interface DicomPeer {
+  host: string;
+  port: number;
+  calledAet: string;
+  callingAet: string;
+  timeoutMs?: number;
+}
+
+export interface RequestOutcome {
+  /** The file a C-STORE sent, or "echo". */
+  item: string;
+  status: number | null;
+  error?: string;
+}
+
+function run(peer: DicomPeer, items: { item: string; request: dimse.requests.Request }[]) {
+  return new Promise<RequestOutcome[]>((resolve) => {
+    dimse.log.setLevel("silent");
+    const client = new Client();
+    const outcomes = new Map<string, RequestOutcome>();
+    for (const { item, request } of items) {
+      outcomes.set(item, { item, status: null, error: "no response" });
+      request.on("response", (response: dimse.responses.Response) => {
+        outcomes.set(item, { item, status: response.getStatus() });
+      });
+      client.addRequest(request);
+    }
+    let failure: string | undefined;
+    const finish = () => {
+      clearTimeout(timer);
+      resolve(
+        [...outcomes.values()].map((o) =>
+          o.status === null && failure ? { ...o, error: failure } : o,
+        ),
+      );
+    };
+    const timer = setTimeout(() => {
+      failure = "timed out";
+      client.abort();
+      finish();
+    }, peer.timeoutMs ?? 30_000);
+    client.on(
+      "associationRejected",
+      (reject: { result: number; source: number; reason: number }) => {
+        failure = `association rejected (result ${reject.result}, source ${reject.source}, reason ${reject.reason})`;
+      },
+    );
+    client.on("networkError", (error: Error) => {
+      failure ??= `network error: ${error.message}`;
+      finish();
+    });
+    client.on("closed", finish);
+    client.send(peer.host, peer.port, peer.callingAet, peer.calledAet, {
+      connectTimeout: peer.timeoutMs ?? 30_000,
+      associationTimeout: peer.timeoutMs ?? 30_000,
+    });
+  });
+}
+
+export async function cEcho(peer: DicomPeer): Promise<RequestOutcome> {
+  const [outcome] = await run(peer, [{ item: "echo", request: new CEchoRequest() }]);
+  return outcome!;
+}
+
+/** Sends files (directories are walked) in one association; one outcome per file. */
+export async function cStoreFiles(peer: DicomPeer, paths: string[]): Promise<RequestOutcome[]> {
+  const files = (await Promise.all(paths.map(listFiles))).flat();
+  if (files.length === 0) return [];
+  return run(
+    peer,
+    files.map((file) => ({ item: file, request: new CStoreRequest(file) })),
+  );
+}
+
+async function listFiles(path: string): Promise<string[]> {
+  const info = await stat(path);
+  if (!info.isDirectory()) return [path];
+  const entries = await readdir(path, { withFileTypes: true });
+  const nested = await Promise.all(
+    entries
+      .filter((e) => !e.name.startsWith("."))
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((e) => listFiles(join(path, e.name))),
+  );
+  return nested.flat();
+}

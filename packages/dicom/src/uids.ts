@@ -1,0 +1,56 @@
+/** UIDs from DICOM PS3.4 (SOP classes) and PS3.5 (transfer syntaxes) that kneegrade deals in. */
+
+export const SOP_CLASSES = {
+  verification: "1.2.840.10008.1.1",
+  computedRadiography: "1.2.840.10008.5.1.4.1.1.1",
+  digitalXRayForPresentation: "1.2.840.10008.5.1.4.1.1.1.1",
+  digitalXRayForProcessing: "1.2.840.10008.5.1.4.1.1.1.1.1",
+  comprehensiveSR: "1.2.840.10008.5.1.4.1.1.88.33",
+} as const;
+
+/** The radiograph storage SOP classes the listener accepts (CR; DX for presentation/processing). */
+export const RADIOGRAPH_SOP_CLASSES: readonly string[] = [
+  SOP_CLASSES.computedRadiography,
+  SOP_CLASSES.digitalXRayForPresentation,
+  SOP_CLASSES.digitalXRayForProcessing,
+];
+
+export const TRANSFER_SYNTAXES = {
+  implicitVrLittleEndian: "1.2.840.10008.1.2",
+  explicitVrLittleEndian: "1.2.840.10008.1.2.1",
+  explicitVrBigEndian: "1.2.840.10008.1.2.2",
+  jpegBaseline: "1.2.840.10008.1.2.4.50",
+  jpegExtended: "1.2.840.10008.1.2.4.51",
+  jpegLossless: "1.2.840.10008.1.2.4.57",
+  jpegLosslessSv1: "1.2.840.10008.1.2.4.70",
+  jpegLsLossless: "1.2.840.10008.1.2.4.80",
+  jpegLsNearLossless: "1.2.840.10008.1.2.4.81",
+  jpeg2000Lossless: "1.2.840.10008.1.2.4.90",
+  jpeg2000: "1.2.840.10008.1.2.4.91",
+  rleLossless: "1.2.840.10008.1.2.5",
+} as const;
+
+/**
+ * Transfer syntaxes accepted as they arrive (no re-encoding on the way in). Order is only a
+ * tie-breaker: the listener takes the first syntax *the peer* proposes that is in this list.
+ */
+export const ACCEPTED_TRANSFER_SYNTAXES: readonly string[] = [
+  TRANSFER_SYNTAXES.explicitVrLittleEndian,
+  TRANSFER_SYNTAXES.implicitVrLittleEndian,
+  TRANSFER_SYNTAXES.jpegLosslessSv1,
+  TRANSFER_SYNTAXES.jpegLossless,
+  TRANSFER_SYNTAXES.jpegBaseline,
+  TRANSFER_SYNTAXES.jpegExtended,
+  TRANSFER_SYNTAXES.jpegLsLossless,
+  TRANSFER_SYNTAXES.jpegLsNearLossless,
+  TRANSFER_SYNTAXES.jpeg2000Lossless,
+  TRANSFER_SYNTAXES.jpeg2000,
+  TRANSFER_SYNTAXES.rleLossless,
+];
+
+/** Root of UIDs kneegrade generates (UUID-derived, PS3.5 B.2). */
+export const UUID_UID_ROOT = "2.25";
+
+/** Implementation identity written into File Meta Information (PS3.7 D.3.3.2). */
+export const IMPLEMENTATION_CLASS_UID = "2.25.182466127404213457094591217318240871233";
+export const IMPLEMENTATION_VERSION_NAME = "KNEEGRADE_01";

@@ -1,0 +1,44 @@
+/**
+ * BullMQ wiring shared by the services: one Redis connection setting, one key prefix, the queue
+ * names from @kneegrade/contracts. Redis carries jobs only; their truth is in PostgreSQL.
+ */
+import type { QueueName } from "@kneegrade/contracts";
+import { type ConnectionOptions, type JobsOptions, Queue } from "bullmq";
+
+export interface QueueConfig {
+  REDIS_URL: string;
+  QUEUE_PREFIX: string;
+}
+
+/** Connection options for BullMQ; workers need `maxRetriesPerRequest: null`. */
+export function redisConnection(redisUrl: string): ConnectionOptions {
+  const url = new URL(redisUrl);
+  return {
+    host: url.hostname,
+    port: Number(url.port || 6379),
+    username: url.username ? decodeURIComponent(url.username) : undefined,
+    password: url.password ? decodeURIComponent(url.password) : undefined,
+    db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
+    tls: url.protocol === "rediss:" ? {} : undefined,
+    maxRetriesPerRequest: null,
+  };
+}
+
+/**
+ * Retries with exponential backoff for transient errors; permanent ones are thrown as
+ * UnrecoverableError and fail at once. Finished jobs are kept a week for `kneegrade status`.
+ */
+export const DEFAULT_JOB_OPTIONS: JobsOptions = {
+  attempts: 5,
+  backoff: { type: "exponential", delay: 5_000 },
+  removeOnComplete: { age: 7 * 24 * 3600 },
+  removeOnFail: { age: 30 * 24 * 3600 },
+};
+
+export function createQueue(name: QueueName, config: QueueConfig): Queue {
+  return new Queue(name, {
+    connection: redisConnection(config.REDIS_URL),
+    prefix: config.QUEUE_PREFIX,
+    defaultJobOptions: DEFAULT_JOB_OPTIONS,
+  });
+}

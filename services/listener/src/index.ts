@@ -1,0 +1,2 @@
+export { assembleStableStudies, enqueuePendingJobs } from "./assembler.ts";
+export { type RunningListener, startListener } from "./listener.ts";

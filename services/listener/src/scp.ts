@@ -1,0 +1,310 @@
+/**
+ * The DICOM Storage SCP (dcmjs-dimse): association policy, C-ECHO, and C-STORE streamed to the
+ * spool. The peer only hears "success" once the instance is fsynced, renamed into place and
+ * recorded in PostgreSQL; anything else gets a failure status it can act on (resend later).
+ */
+import { unlink } from "node:fs/promises";
+import type { Socket } from "node:net";
+import type { Db } from "@kneegrade/db";
+import {
+  ACCEPTED_TRANSFER_SYNTAXES,
+  ASSOCIATION_REJECT,
+  DIMSE_STATUS,
+  DicomParseError,
+  IncompleteHeaderError,
+  RADIOGRAPH_SOP_CLASSES,
+  type RadiographHeader,
+  type RoutingRules,
+  readRadiographHeader,
+  routeInstance,
+  SOP_CLASSES,
+} from "@kneegrade/dicom";
+import type { Logger } from "@kneegrade/log";
+import dimse from "dcmjs-dimse";
+import { ingestInstance } from "./ingest.ts";
+import { freeSpoolBytes, readWhole, SpoolWriter } from "./spool.ts";
+
+const { Scp, Dataset } = dimse;
+const { CEchoResponse, CStoreResponse } = dimse.responses;
+const { PresentationContextResult } = dimse.constants;
+
+type Association = dimse.association.Association;
+type PresentationContext = dimse.association.PresentationContext;
+type CStoreRequest = dimse.requests.CStoreRequest;
+type CStoreResponseT = dimse.responses.CStoreResponse;
+type DatasetT = dimse.Dataset;
+
+export interface ScpPolicy {
+  calledAet: string;
+  /** Empty: any calling AE title is accepted. */
+  allowedCallingAets: string[];
+  maxAssociations: number;
+  maxInstanceBytes: number;
+  minFreeBytes: number;
+  spoolDir: string;
+  routingRules: RoutingRules;
+}
+
+export interface ScpDeps {
+  db: Db;
+  log: Logger;
+  policy: ScpPolicy;
+  /** Open associations, shared by every connection of one listener. */
+  associations: { open: number };
+}
+
+const ACCEPTED_ABSTRACT_SYNTAXES = new Set([SOP_CLASSES.verification, ...RADIOGRAPH_SOP_CLASSES]);
+const ACCEPTED_TS = new Set(ACCEPTED_TRANSFER_SYNTAXES);
+
+/** Why a C-STORE failed, mapped to the DIMSE status the peer receives. */
+class StoreFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The result of receiving one data set: a spooled file or the reason it was not kept. */
+type Received = { ok: true; writer: SpoolWriter } | { ok: false; failure: StoreFailure };
+
+/** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
+export function createScpClass(deps: ScpDeps) {
+  const { db, log, policy } = deps;
+
+  return class KneegradeScp extends Scp {
+    private association?: Association;
+    private counted = false;
+    private readonly received = new WeakMap<DatasetT, Received>();
+    private writers = new Set<SpoolWriter>();
+
+    private readonly peer: Socket;
+
+    constructor(socket: Socket, opts?: ConstructorParameters<typeof Scp>[1]) {
+      super(socket, opts);
+      this.peer = socket;
+      this.on("close", () => this.onClose());
+    }
+
+    override associationRequested(association: Association): void {
+      this.association = association;
+      const calling = association.getCallingAeTitle().trim();
+      const called = association.getCalledAeTitle().trim();
+      const { result, source, reason } = ASSOCIATION_REJECT;
+      const reject = (r: number, s: number, why: number, text: string) => {
+        log.warn(
+          { event: "association.rejected", callingAet: calling, calledAet: called, reason: text },
+          "association rejected",
+        );
+        this.sendAssociationReject(r, s, why);
+      };
+      if (policy.allowedCallingAets.length > 0 && !policy.allowedCallingAets.includes(calling)) {
+        reject(
+          result.permanent,
+          source.serviceUser,
+          reason.callingAeNotRecognized,
+          "calling AE title not allowed",
+        );
+        return;
+      }
+      if (called !== policy.calledAet) {
+        reject(
+          result.permanent,
+          source.serviceUser,
+          reason.calledAeNotRecognized,
+          "called AE title not recognized",
+        );
+        return;
+      }
+      if (deps.associations.open >= policy.maxAssociations) {
+        reject(
+          result.transient,
+          source.serviceProviderPresentation,
+          reason.localLimitExceeded,
+          "too many concurrent associations",
+        );
+        return;
+      }
+      for (const { context } of association.getPresentationContexts()) {
+        negotiate(context);
+      }
+      deps.associations.open += 1;
+      this.counted = true;
+      log.info({ event: "association.accepted", callingAet: calling }, "association accepted");
+      this.sendAssociationAccept();
+    }
+
+    override associationReleaseRequested(): void {
+      this.sendAssociationReleaseResponse();
+    }
+
+    override abort(): void {
+      // dcmjs-dimse's default only logs; a peer that aborts must be let go at once.
+      log.warn({ event: "association.aborted" }, "association aborted by peer");
+      this.peer.destroy();
+    }
+
+    override cEchoRequest(
+      request: dimse.requests.CEchoRequest,
+      callback: (r: dimse.responses.CEchoResponse) => void,
+    ) {
+      const response = CEchoResponse.fromRequest(request);
+      response.setStatus(DIMSE_STATUS.success);
+      callback(response);
+    }
+
+    override createStoreWritableStream(context: PresentationContext, request: CStoreRequest) {
+      const writer = new SpoolWriter(
+        policy.spoolDir,
+        {
+          mediaStorageSopClassUid: request.getAffectedSopClassUid(),
+          mediaStorageSopInstanceUid: request.getAffectedSopInstanceUid(),
+          transferSyntaxUid: context.getAcceptedTransferSyntaxUid() ?? "",
+          sourceAeTitle: this.association?.getCallingAeTitle().trim(),
+        },
+        policy.maxInstanceBytes,
+      );
+      this.writers.add(writer);
+      return writer;
+    }
+
+    override createDatasetFromStoreWritableStream(
+      writable: SpoolWriter,
+      context: PresentationContext,
+      callback: (dataset: DatasetT) => void,
+    ) {
+      // The real data set stays on disk; dcmjs-dimse gets an empty placeholder to carry along.
+      const placeholder = new Dataset({}, context.getAcceptedTransferSyntaxUid());
+      this.received.set(placeholder, { ok: true, writer: writable });
+      callback(placeholder);
+    }
+
+    override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponseT) => void) {
+      const response = CStoreResponse.fromRequest(request);
+      const received = this.received.get(request.getDataset() as DatasetT);
+      const calling = this.association?.getCallingAeTitle().trim() ?? "";
+      this.store(request, received, calling)
+        .then((header) => {
+          response.setStatus(DIMSE_STATUS.success);
+          log.info(
+            {
+              event: "instance.stored",
+              studyInstanceUid: header.studyInstanceUid,
+              sopInstanceUid: header.sopInstanceUid,
+            },
+            "instance stored",
+          );
+        })
+        .catch((error: unknown) => {
+          const failure =
+            error instanceof StoreFailure
+              ? error
+              : new StoreFailure(DIMSE_STATUS.outOfResources, "STORE_FAILED", String(error));
+          response.setStatus(failure.status);
+          response.setErrorComment(failure.message.slice(0, 64));
+          log.error(
+            {
+              event: "instance.refused",
+              code: failure.code,
+              sopInstanceUid: request.getAffectedSopInstanceUid(),
+              err: failure.message,
+            },
+            "instance not stored",
+          );
+        })
+        .finally(() => callback(response));
+    }
+
+    private async store(
+      request: CStoreRequest,
+      received: Received | undefined,
+      callingAet: string,
+    ): Promise<RadiographHeader> {
+      if (!received)
+        throw new StoreFailure(DIMSE_STATUS.outOfResources, "NO_DATASET", "no data set");
+      if (!received.ok) throw received.failure;
+      const writer = received.writer;
+      this.writers.delete(writer);
+      const free = await freeSpoolBytes(policy.spoolDir).catch(() => 0);
+      const file = await writer.finish();
+      if ("refusal" in file) {
+        throw new StoreFailure(
+          DIMSE_STATUS.outOfResources,
+          file.refusal,
+          `not stored: ${file.refusal}`,
+        );
+      }
+      const dropFile = () => unlink(file.tmpPath).catch(() => {});
+      if (free - file.sizeBytes < policy.minFreeBytes) {
+        await dropFile();
+        throw new StoreFailure(
+          DIMSE_STATUS.outOfResources,
+          "disk-watermark",
+          "spool disk below watermark",
+        );
+      }
+      let header: RadiographHeader;
+      try {
+        try {
+          header = readRadiographHeader(file.head, file.isWholeFile);
+        } catch (error) {
+          if (!(error instanceof IncompleteHeaderError)) throw error;
+          header = readRadiographHeader(await readWhole(file.tmpPath), true);
+        }
+      } catch (error) {
+        await dropFile();
+        if (error instanceof DicomParseError) {
+          const status = /missing/.test(error.message)
+            ? DIMSE_STATUS.datasetDoesNotMatchSopClass
+            : DIMSE_STATUS.cannotUnderstand;
+          throw new StoreFailure(status, "INVALID_OBJECT", error.message);
+        }
+        throw error;
+      }
+      if (
+        header.sopInstanceUid !== request.getAffectedSopInstanceUid() ||
+        header.sopClassUid !== request.getAffectedSopClassUid()
+      ) {
+        await dropFile();
+        throw new StoreFailure(
+          DIMSE_STATUS.datasetDoesNotMatchSopClass,
+          "UID_MISMATCH",
+          "SOP class/instance UID differ from the C-STORE command",
+        );
+      }
+      const routing = routeInstance(header, policy.routingRules);
+      try {
+        await ingestInstance(db, { header, routing, file, callingAet, spoolDir: policy.spoolDir });
+      } catch (error) {
+        await dropFile();
+        throw new StoreFailure(
+          DIMSE_STATUS.outOfResources,
+          "DB_UNAVAILABLE",
+          `not recorded: ${String(error)}`,
+        );
+      }
+      return header;
+    }
+
+    private onClose(): void {
+      if (this.counted) deps.associations.open -= 1;
+      this.counted = false;
+      // A data set that never completed was never acknowledged: drop its bytes.
+      for (const writer of this.writers) void writer.discard();
+      this.writers.clear();
+    }
+  };
+}
+
+/** Accepts the first transfer syntax the peer proposes that kneegrade keeps as it is. */
+function negotiate(context: PresentationContext): void {
+  if (!ACCEPTED_ABSTRACT_SYNTAXES.has(context.getAbstractSyntaxUid())) {
+    context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
+    return;
+  }
+  const syntax = context.getTransferSyntaxUids().find((ts) => ACCEPTED_TS.has(ts));
+  if (syntax) context.setResult(PresentationContextResult.Accept, syntax);
+  else context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
+}

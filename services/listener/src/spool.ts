@@ -1,0 +1,217 @@
+/**
+ * The spool: where received objects are kept, one Part 10 file per instance at
+ * `<SPOOL_DIR>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`.
+ *
+ * A C-STORE data set is streamed to `<SPOOL_DIR>/.incoming/` as it arrives (never held whole in
+ * memory), hashed on the way, fsynced, and only then renamed into place; the directory is fsynced
+ * too, so a success status is never sent for bytes that a power cut could take back.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  statfs,
+  unlink,
+} from "node:fs/promises";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { encodeFileMetaInformation, type FileMetaInformation } from "@kneegrade/dicom";
+
+/** Enough for the header of any ordinary radiograph; larger headers fall back to a file read. */
+const HEAD_BYTES = 256 * 1024;
+
+export const INCOMING_DIR = ".incoming";
+
+export interface SpooledFile {
+  tmpPath: string;
+  sha256: string;
+  sizeBytes: number;
+  /** The first bytes of the file, for reading the header without another disk read. */
+  head: Buffer;
+  isWholeFile: boolean;
+}
+
+/** Why bytes were dropped instead of kept; answered with "out of resources". */
+export type SpoolRefusal = "instance-too-large" | "disk-full" | "write-failed";
+
+/**
+ * A Writable that dcmjs-dimse fills with one C-STORE data set. It never throws back into the
+ * DIMSE layer: a failure is remembered and reported by `finish()`, so the peer gets a status.
+ */
+export class SpoolWriter extends Writable {
+  readonly tmpPath: string;
+  private file?: FileHandle;
+  private readonly hash = createHash("sha256");
+  private readonly headChunks: Buffer[] = [];
+  private headLength = 0;
+  private size = 0;
+  refusal?: SpoolRefusal;
+  failure?: Error;
+
+  constructor(
+    spoolDir: string,
+    private readonly meta: FileMetaInformation,
+    private readonly maxBytes: number,
+  ) {
+    super({ highWaterMark: 4 * 1024 * 1024 });
+    this.tmpPath = join(spoolDir, INCOMING_DIR, `${randomUUID()}.part`);
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o640)
+      .then(async (file) => {
+        this.file = file;
+        await this.append(encodeFileMetaInformation(this.meta));
+        callback();
+      })
+      .catch((error: Error) => {
+        this.fail(error);
+        callback();
+      });
+  }
+
+  override _write(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    callback: (error?: Error | null) => void,
+  ) {
+    if (this.refusal) {
+      callback();
+      return;
+    }
+    if (this.size + chunk.length > this.maxBytes) {
+      this.refusal = "instance-too-large";
+      callback();
+      return;
+    }
+    this.append(chunk).then(
+      () => callback(),
+      (error: Error) => {
+        this.fail(error);
+        callback();
+      },
+    );
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    const file = this.file;
+    if (!file || this.refusal) {
+      callback();
+      return;
+    }
+    file.sync().then(
+      () => callback(),
+      (error: Error) => {
+        this.fail(error);
+        callback();
+      },
+    );
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const file = this.file;
+    this.file = undefined;
+    (file ? file.close() : Promise.resolve()).finally(() => callback(error));
+  }
+
+  /** Waits for the data set to be on disk (fsynced); resolves with what was written or a refusal. */
+  async finish(): Promise<SpooledFile | { refusal: SpoolRefusal; error?: Error }> {
+    if (!this.writableFinished) {
+      await new Promise<void>((resolve) => {
+        this.once("finish", resolve);
+        this.once("error", () => resolve());
+      });
+    }
+    await this.file?.close().catch(() => {});
+    this.file = undefined;
+    if (this.refusal) {
+      await unlink(this.tmpPath).catch(() => {});
+      return { refusal: this.refusal, error: this.failure };
+    }
+    const head = Buffer.concat(this.headChunks, this.headLength);
+    return {
+      tmpPath: this.tmpPath,
+      sha256: this.hash.digest("hex"),
+      sizeBytes: this.size,
+      head,
+      isWholeFile: head.length === this.size,
+    };
+  }
+
+  /** Drops a half-received data set (association aborted or closed mid-transfer). */
+  async discard(): Promise<void> {
+    this.destroy();
+    await new Promise((resolve) => this.once("close", resolve));
+    await unlink(this.tmpPath).catch(() => {});
+  }
+
+  private async append(chunk: Buffer): Promise<void> {
+    if (!this.file) return;
+    this.hash.update(chunk);
+    if (this.headLength < HEAD_BYTES) {
+      const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
+      this.headChunks.push(Buffer.from(part));
+      this.headLength += part.length;
+    }
+    this.size += chunk.length;
+    await this.file.write(chunk);
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    const code = (error as NodeJS.ErrnoException).code;
+    this.refusal ??= code === "ENOSPC" || code === "EDQUOT" ? "disk-full" : "write-failed";
+  }
+}
+
+/** Final location of an instance in the spool. UIDs are digits and dots: safe as path parts. */
+export function spoolPathFor(
+  spoolDir: string,
+  uids: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string },
+): string {
+  return join(
+    spoolDir,
+    uids.studyInstanceUid,
+    uids.seriesInstanceUid,
+    `${uids.sopInstanceUid}.dcm`,
+  );
+}
+
+/** Atomically moves a spooled file into place and makes the rename durable. */
+export async function commitSpoolFile(tmpPath: string, finalPath: string): Promise<void> {
+  const dir = finalPath.slice(0, finalPath.lastIndexOf("/"));
+  await mkdir(dir, { recursive: true });
+  await rename(tmpPath, finalPath);
+  const handle = await open(dir, fsConstants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Prepares the spool and removes half-received files left by a crash (never acknowledged). */
+export async function prepareSpool(spoolDir: string): Promise<number> {
+  const incoming = join(spoolDir, INCOMING_DIR);
+  await mkdir(incoming, { recursive: true });
+  const leftovers = (await readdir(incoming)).filter((f) => f.endsWith(".part"));
+  await Promise.all(leftovers.map((f) => rm(join(incoming, f), { force: true })));
+  return leftovers.length;
+}
+
+/** Free space for unprivileged writers on the spool's file system, in bytes. */
+export async function freeSpoolBytes(spoolDir: string): Promise<number> {
+  const s = await statfs(spoolDir);
+  return s.bavail * s.bsize;
+}
+
+/** Reads a whole spooled file (only for headers larger than the captured head). */
+export function readWhole(path: string): Promise<Buffer> {
+  return readFile(path);
+}

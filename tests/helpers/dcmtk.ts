@@ -1,0 +1,62 @@
+/** DCMTK as the modality: echoscu, storescu, dcmodify and dcmdump, run as real processes. */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+
+const exec = promisify(execFile);
+
+export interface ToolResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function tool(cmd: string, args: string[], timeoutMs = 60_000): Promise<ToolResult> {
+  try {
+    const { stdout, stderr } = await exec(cmd, args, { timeout: timeoutMs, maxBuffer: 64 << 20 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return {
+      code: typeof e.code === "number" ? e.code : -1,
+      stdout: e.stdout ?? "",
+      stderr: e.stderr ?? "",
+    };
+  }
+}
+
+export interface ScuTarget {
+  port: number;
+  calledAet?: string;
+  callingAet?: string;
+}
+
+export function echoscu(t: ScuTarget): Promise<ToolResult> {
+  return tool("echoscu", [
+    "-aec",
+    t.calledAet ?? "KNEEGRADE",
+    "-aet",
+    t.callingAet ?? "MODALITY",
+    "127.0.0.1",
+    String(t.port),
+  ]);
+}
+
+export function storescu(t: ScuTarget, files: string[], extra: string[] = []): Promise<ToolResult> {
+  return tool("storescu", [
+    ...extra,
+    "-aec",
+    t.calledAet ?? "KNEEGRADE",
+    "-aet",
+    t.callingAet ?? "MODALITY",
+    "127.0.0.1",
+    String(t.port),
+    ...files,
+  ]);
+}
+
+/** Reads one attribute with dcmdump (e.g. "0020,000d"); undefined when absent. */
+export async function dumpValue(file: string, tag: string): Promise<string | undefined> {
+  const r = await tool("dcmdump", ["-Un", "+P", tag, file]);
+  const m = /\[(.*)\]/.exec(r.stdout) ?? /=(\S+)/.exec(r.stdout);
+  return m?.[1];
+}
