@@ -18,6 +18,7 @@ import {
   readRadiographHeader,
   routeInstance,
   SOP_CLASSES,
+  TRANSFER_SYNTAXES,
 } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import dimse from "dcmjs-dimse";
@@ -298,13 +299,28 @@ export function createScpClass(deps: ScpDeps) {
   };
 }
 
-/** Accepts the first transfer syntax the peer proposes that kneegrade keeps as it is. */
+/**
+ * Accepts the first transfer syntax the peer proposes that kneegrade keeps as it is (so a
+ * compressed image arrives compressed), except that explicit VR little endian is preferred over
+ * implicit when both are offered: it keeps the VRs, and peers send files in it as they are.
+ */
+export function chooseTransferSyntax(proposed: string[]): string | undefined {
+  const usable = proposed.filter((ts) => ACCEPTED_TS.has(ts));
+  if (
+    usable[0] === TRANSFER_SYNTAXES.implicitVrLittleEndian &&
+    usable.includes(TRANSFER_SYNTAXES.explicitVrLittleEndian)
+  ) {
+    return TRANSFER_SYNTAXES.explicitVrLittleEndian;
+  }
+  return usable[0];
+}
+
 function negotiate(context: PresentationContext): void {
   if (!ACCEPTED_ABSTRACT_SYNTAXES.has(context.getAbstractSyntaxUid())) {
     context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
     return;
   }
-  const syntax = context.getTransferSyntaxUids().find((ts) => ACCEPTED_TS.has(ts));
+  const syntax = chooseTransferSyntax(context.getTransferSyntaxUids());
   if (syntax) context.setResult(PresentationContextResult.Accept, syntax);
   else context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
 }
