@@ -1,0 +1,55 @@
+/** DICOM over TLS (LISTENER_TLS_KEY/CERT), with DCMTK's echoscu/storescu as the TLS peer. */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { tool } from "../helpers/dcmtk.ts";
+import { type Harness, startHarness } from "../helpers/env.ts";
+import { buildStudy } from "../helpers/studies.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "kneegrade-tls-"));
+const key = join(dir, "key.pem");
+const cert = join(dir, "cert.pem");
+let h: Harness;
+
+beforeAll(async () => {
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=kneegrade-test",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+    ],
+    { stdio: "ignore" },
+  );
+  h = await startHarness({ LISTENER_TLS_KEY: key, LISTENER_TLS_CERT: cert });
+});
+afterAll(() => h.stop());
+
+const tlsArgs = ["+tla", "+cf", cert, "-aec", "KNEEGRADE", "-aet", "MODALITY"];
+
+it("speaks DICOM over TLS only", async () => {
+  const port = String(h.listener.port);
+  const echo = await tool("echoscu", [...tlsArgs, "127.0.0.1", port]);
+  expect(echo.code, echo.stderr).toBe(0);
+  const plain = await tool("echoscu", ["-aec", "KNEEGRADE", "127.0.0.1", port], 15_000);
+  expect(plain.code).not.toBe(0);
+
+  const study = await buildStudy({ dir: join(dir, "study"), sources: ["RG3_UNC.dcm"] });
+  const store = await tool("storescu", [...tlsArgs, "127.0.0.1", port, study.instances[0]!.path]);
+  expect(store.code, store.stderr).toBe(0);
+  expect(
+    await h.db.instance.count({ where: { sopInstanceUid: study.instances[0]!.sopInstanceUid } }),
+  ).toBe(1);
+});
