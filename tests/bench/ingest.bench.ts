@@ -1,0 +1,257 @@
+/**
+ * Ingest benchmark: the kneegrade listener (in-process, on the real PostgreSQL and Redis, exactly
+ * as the tests start it) against DCMTK storescp, both fed the same uncompressed radiographs by
+ * DCMTK storescu over one association.
+ *
+ *   npm run bench:ingest -- [--count N] [--rounds R]     (or BENCH_COUNT / BENCH_ROUNDS)
+ *
+ * Each round sends the N files once to every target, the order alternating between rounds; the
+ * median wall time per target is reported. Every run is checked (N rows in the database and N
+ * spooled files for kneegrade, N files for storescp), and the benchmark exits 1 if one is not.
+ */
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import globalSetup from "../global-setup.ts";
+import { tool } from "../helpers/dcmtk.ts";
+import { type Harness, resetDb, startHarness } from "../helpers/env.ts";
+import { buildStudy } from "../helpers/studies.ts";
+import { INCOMING_SPOOL_DIR, listFilesRecursive, procCpuMs, startStorescp } from "./storescp.ts";
+
+const TARGET_RATIO = 0.8;
+const SOURCE = "RG3_UNC.dcm";
+
+function intOption(flag: string, env: string | undefined, fallback: number): number {
+  const argv = process.argv.slice(2);
+  const at = argv.indexOf(flag);
+  const raw = at >= 0 ? argv[at + 1] : env;
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer`);
+  return n;
+}
+
+interface Target {
+  name: string;
+  port: number;
+  calledAet: string;
+  /** Empties the target's storage (and database) before a run. */
+  reset(): Promise<void>;
+  /** Throws unless exactly `n` instances were kept by the last run. */
+  verify(n: number): Promise<void>;
+  /** CPU time (ms) the receiving process has used so far. */
+  cpuMs(): number;
+  /** Extra per-run measurement around a run (kneegrade: in-process RSS). */
+  around?<T>(run: () => Promise<T>): Promise<T>;
+}
+
+interface RunResult {
+  seconds: number;
+  cpuMs: number;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+const fmt = (x: number, digits = 2) => x.toFixed(digits);
+const pad = (s: string, n: number) => s.padEnd(n);
+const lpad = (s: string, n: number) => s.padStart(n);
+
+async function main(): Promise<number> {
+  const count = intOption("--count", process.env.BENCH_COUNT, 20);
+  const rounds = intOption("--rounds", process.env.BENCH_ROUNDS, 3);
+  const work = await mkdtemp(join(tmpdir(), "kneegrade-bench-"));
+  let harness: Harness | undefined;
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    // --- data: N copies of the WG04 uncompressed CR with new UIDs, BodyPartExamined=KNEE ---
+    const study = await buildStudy({
+      dir: join(work, "in"),
+      sources: Array.from({ length: count }, () => SOURCE),
+      bodyPart: "KNEE",
+    });
+    const files = study.instances.map((i) => i.path);
+    let bytes = 0;
+    for (const f of files) bytes += (await stat(f)).size;
+    const mb = bytes / 1e6;
+
+    // --- targets ---
+    await globalSetup();
+    // A study that never becomes stable during the benchmark: the assembler stays out of it.
+    harness = await startHarness({ STUDY_STABLE_SECONDS: "3600" });
+    const h = harness;
+    const spoolDir = h.config.SPOOL_DIR;
+    let rssPeakDelta = 0;
+    const kneegrade: Target = {
+      name: "kneegrade listener (in-process)",
+      port: h.listener.port,
+      calledAet: h.config.LISTENER_AET,
+      async reset() {
+        await resetDb(h.db);
+        for (const entry of await readdir(spoolDir)) {
+          if (entry !== INCOMING_SPOOL_DIR)
+            await rm(join(spoolDir, entry), { recursive: true, force: true });
+        }
+      },
+      async verify(n) {
+        // Only this benchmark's study: the test database may be shared with a concurrent test run.
+        const rows = await h.db.instance.count({
+          where: { routing: "KNEE", study: { studyInstanceUid: study.studyInstanceUid } },
+        });
+        const spooled = (await listFilesRecursive(spoolDir)).filter(
+          (f) => !f.includes(`/${INCOMING_SPOOL_DIR}/`) && f.endsWith(".dcm"),
+        );
+        if (rows !== n || spooled.length !== n)
+          throw new Error(`kneegrade kept ${rows} rows / ${spooled.length} files, expected ${n}`);
+      },
+      cpuMs() {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1000;
+      },
+      async around(run) {
+        const base = process.memoryUsage.rss();
+        let peak = base;
+        const timer = setInterval(() => {
+          peak = Math.max(peak, process.memoryUsage.rss());
+        }, 20);
+        try {
+          return await run();
+        } finally {
+          clearInterval(timer);
+          peak = Math.max(peak, process.memoryUsage.rss());
+          rssPeakDelta = Math.max(rssPeakDelta, peak - base);
+        }
+      },
+    };
+
+    const version = /v(\d+\.\d+\.\d+)/.exec((await tool("storescp", ["--version"])).stdout)?.[1];
+    const baselineName = `DCMTK storescp ${version ?? "?"}`;
+    const plain = await startStorescp(join(work, "storescp"), []);
+    stops.push(plain.stop);
+    // storescp has no fsync option; the closest is to run `sync FILE DIR` (coreutils: fsync of
+    // the file and of its directory) synchronously after each file, before the response is sent.
+    const synced = await startStorescp(join(work, "storescp-sync"), [
+      "--exec-on-reception",
+      "sync #p/#f #p",
+      "--exec-sync",
+    ]);
+    stops.push(synced.stop);
+    const scpTarget = (name: string, s: typeof plain): Target => ({
+      name,
+      port: s.port,
+      calledAet: s.aet,
+      reset: async () => {
+        await rm(s.dir, { recursive: true, force: true });
+        await s.mkdir();
+      },
+      async verify(n) {
+        const kept = await listFilesRecursive(s.dir);
+        if (kept.length !== n) throw new Error(`${name} kept ${kept.length} files, expected ${n}`);
+      },
+      cpuMs: () => procCpuMs(s.pid),
+    });
+    const baseline = scpTarget(baselineName, plain);
+    const baselineSync = scpTarget(`${baselineName} + exec sync`, synced);
+    const targets = [kneegrade, baseline, baselineSync];
+
+    // --- runs ---
+    const send = async (t: Target, list: string[]): Promise<RunResult> => {
+      await t.reset();
+      // Start every run with no dirty pages left by the previous one (an fsync may flush them).
+      await tool("sync", []);
+      const cpu0 = t.cpuMs();
+      const go = async () => {
+        const t0 = performance.now();
+        const args = ["-aec", t.calledAet, "-aet", "MODALITY", "127.0.0.1", String(t.port)];
+        const r = await tool("storescu", [...args, ...list], 600_000);
+        const seconds = (performance.now() - t0) / 1000;
+        if (r.code !== 0) throw new Error(`storescu → ${t.name} exited ${r.code}: ${r.stderr}`);
+        return seconds;
+      };
+      const seconds = t.around ? await t.around(go) : await go();
+      const cpuMs = t.cpuMs() - cpu0;
+      await t.verify(list.length);
+      return { seconds, cpuMs };
+    };
+
+    // Warm-up (not counted): JIT, connection pool, page cache of the input files.
+    for (const t of targets) await send(t, files.slice(0, Math.min(3, count)));
+    rssPeakDelta = 0;
+
+    const results = new Map<Target, RunResult[]>(targets.map((t) => [t, []]));
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? targets : [...targets].reverse();
+      for (const t of order) results.get(t)!.push(await send(t, files));
+    }
+    for (const t of targets) await t.reset();
+
+    // --- report ---
+    const secondsOf = (t: Target) => results.get(t)!.map((x) => x.seconds);
+    const med = (t: Target) => median(secondsOf(t));
+    console.log(
+      `\ningest benchmark: ${count} × ${SOURCE} (${fmt(bytes / count / 1e6)} MB each, ` +
+        `${fmt(mb, 1)} MB total, uncompressed), storescu, one association per run, ` +
+        `${rounds} round(s), median wall time`,
+    );
+    console.log(
+      `baseline: ${baselineName} -- stores uncompressed as received, no fsync option ` +
+        "(second row: + `--exec-on-reception 'sync #p/#f #p' --exec-sync`, i.e. fsync of file+dir)\n",
+    );
+    const rows = targets.map((t) => {
+      const runs = secondsOf(t);
+      const m = med(t);
+      return [
+        t.name,
+        fmt(m, 3),
+        fmt(count / m, 1),
+        fmt(mb / m, 1),
+        fmt(median(results.get(t)!.map((x) => x.cpuMs)) / count, 1),
+        runs.map((s) => fmt(s, 3)).join(" "),
+      ];
+    });
+    const head = ["target", "median s", "inst/s", "MB/s", "cpu ms/inst", "runs (s)"];
+    const widths = head.map((h0, i) => Math.max(h0.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) =>
+      cells
+        .map((c, i) => (i === 0 || i === 5 ? pad(c, widths[i]!) : lpad(c, widths[i]!)))
+        .join("  ");
+    console.log(line(head));
+    console.log(widths.map((w) => "-".repeat(w)).join("  "));
+    for (const r of rows) console.log(line(r));
+
+    const ratio = med(baseline) / med(kneegrade);
+    const ratioSync = med(baselineSync) / med(kneegrade);
+    const verdict = ratio >= TARGET_RATIO ? "meets target" : "BELOW TARGET";
+    console.log(
+      `\nratio kneegrade / ${baselineName} (instances/s): ${fmt(ratio)}  ` +
+        `(target >= ${TARGET_RATIO}) ${verdict}`,
+    );
+    console.log(`ratio kneegrade / ${baselineName} + exec sync: ${fmt(ratioSync)}`);
+    console.log(
+      `listener peak RSS delta during a run: ${fmt(rssPeakDelta / 2 ** 20, 1)} MiB ` +
+        "(process.memoryUsage.rss() sampled every 20 ms)",
+    );
+    console.log(
+      `verified: every run kept ${count} instances (DB rows + spool files / storescp files)`,
+    );
+    return 0;
+  } finally {
+    for (const stop of stops) await stop().catch(() => {});
+    if (harness) {
+      await resetDb(harness.db).catch(() => {});
+      await harness.stop();
+    }
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`bench:ingest failed: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(1);
+  },
+);
