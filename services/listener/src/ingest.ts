@@ -2,7 +2,13 @@
  * Records one received instance in PostgreSQL and moves it into the spool, *before* the peer is
  * told it was stored. Re-sent instances are idempotent; an instance that arrives after its study
  * was queued opens a new revision of the study, which is graded again.
+ *
+ * This is the hot path of ingest (the peer waits for it), so it is two SQL statements rather than
+ * an interactive transaction: one for the resend check, and one atomic statement whose
+ * `INSERT … ON CONFLICT DO UPDATE` on the study row both locks it against the assembler and decides
+ * the revision (see docs/ARCHITECTURE.md, "Ingest").
  */
+import { randomUUID } from "node:crypto";
 import { rm, unlink } from "node:fs/promises";
 import type { Db } from "@kneegrade/db";
 import type { RadiographHeader, RoutingDecision } from "@kneegrade/dicom";
@@ -17,133 +23,106 @@ export interface IngestInput {
 }
 
 export type IngestOutcome =
-  | { kind: "stored"; studyId: string; revision: number; newRevision: boolean }
+  | { kind: "stored"; studyId: string; revision: number }
   | { kind: "duplicate"; studyId: string }
   | { kind: "replaced"; studyId: string; revision: number };
-
-/** Statuses after which a new knee instance starts a new revision. */
-const SETTLED = new Set(["QUEUED", "GRADING", "GRADED", "REPORTED", "FAILED"]);
 
 export async function ingestInstance(db: Db, input: IngestInput): Promise<IngestOutcome> {
   const { header, routing, file } = input;
   const keep = routing.decision === "KNEE";
-  const finalPath = keep ? spoolPathFor(input.spoolDir, header) : null;
 
-  const existing = await db.instance.findUnique({
-    where: { sopInstanceUid: header.sopInstanceUid },
-    select: { id: true, sha256: true, studyId: true },
-  });
-  if (existing && existing.sha256 === file.sha256) {
+  // The same object again (same SOP Instance UID, same bytes): count it, change nothing else.
+  const duplicate = await db.$queryRaw<{ studyId: string }[]>`
+    WITH dup AS (
+      UPDATE "Instance" SET "duplicateCount" = "duplicateCount" + 1
+      WHERE "sopInstanceUid" = ${header.sopInstanceUid} AND sha256 = ${file.sha256}
+      RETURNING "studyId"
+    ), audit AS (
+      INSERT INTO "AuditEvent" (event, actor, "studyInstanceUid", "sopInstanceUid")
+      SELECT 'instance.duplicate', ${input.callingAet}, ${header.studyInstanceUid}, ${header.sopInstanceUid}
+      FROM dup
+    )
+    SELECT "studyId"::text AS "studyId" FROM dup`;
+  if (duplicate[0]) {
     await unlink(file.tmpPath).catch(() => {});
-    await db.$transaction([
-      db.instance.update({
-        where: { id: existing.id },
-        data: { duplicateCount: { increment: 1 } },
-      }),
-      db.auditEvent.create({
-        data: {
-          event: "instance.duplicate",
-          actor: input.callingAet,
-          studyInstanceUid: header.studyInstanceUid,
-          sopInstanceUid: header.sopInstanceUid,
-        },
-      }),
-    ]);
-    return { kind: "duplicate", studyId: existing.studyId };
+    return { kind: "duplicate", studyId: duplicate[0].studyId };
   }
 
   // Rename first: if the database write fails the file is removed again and the peer gets a
   // failure status, so it resends; a crash in between leaves an unreferenced file, never a row
   // pointing at nothing.
-  if (finalPath) await commitSpoolFile(file.tmpPath, finalPath);
+  const spoolPath = keep ? spoolPathFor(input.spoolDir, header) : null;
+  if (spoolPath) await commitSpoolFile(file.tmpPath, spoolPath);
   else await unlink(file.tmpPath).catch(() => {});
 
+  const details = JSON.stringify({
+    routing: routing.decision,
+    reason: routing.reason,
+    transferSyntaxUid: header.transferSyntaxUid,
+    sizeBytes: file.sizeBytes,
+  });
   try {
-    return await db.$transaction(async (tx) => {
-      const study = await tx.study.upsert({
-        where: { studyInstanceUid: header.studyInstanceUid },
-        create: {
-          studyInstanceUid: header.studyInstanceUid,
-          accessionNumber: header.accessionNumber ?? null,
-          modality: header.modality ?? null,
-        },
-        update: {},
-      });
-      // Serialise instances of one study against each other and against the assembler.
-      await tx.$executeRaw`SELECT 1 FROM "Study" WHERE id = ${study.id}::uuid FOR UPDATE`;
-      const locked = await tx.study.findUniqueOrThrow({ where: { id: study.id } });
-
-      let revision = locked.revision;
-      let newRevision = false;
-      if (keep && SETTLED.has(locked.status)) {
-        revision += 1;
-        newRevision = true;
-      }
-      // A knee instance (re)opens the study; so does anything sent to a study still assembling or
-      // refused (it is judged again when stable). Other instances leave a settled study alone.
-      const reopen = keep || locked.status === "RECEIVING" || locked.status === "REFUSED";
-      await tx.study.update({
-        where: { id: locked.id },
-        data: {
-          revision,
-          lastReceivedAt: new Date(),
-          ...(reopen ? { status: "RECEIVING", statusReason: null } : {}),
-        },
-      });
-
-      const series = await tx.series.upsert({
-        where: { seriesInstanceUid: header.seriesInstanceUid },
-        create: {
-          seriesInstanceUid: header.seriesInstanceUid,
-          studyId: locked.id,
-          modality: header.modality ?? null,
-          bodyPartExamined: header.bodyPartExamined ?? null,
-          seriesDescription: header.seriesDescription ?? null,
-        },
-        update: {},
-      });
-
-      const data = {
-        sopClassUid: header.sopClassUid,
-        studyId: locked.id,
-        seriesId: series.id,
-        transferSyntaxUid: header.transferSyntaxUid,
-        spoolPath: finalPath,
-        sha256: file.sha256,
-        sizeBytes: BigInt(file.sizeBytes),
-        callingAet: input.callingAet,
-        receivedAt: new Date(),
-        revision,
-        routing: routing.decision,
-        routingReason: routing.reason,
-        imageLaterality: header.imageLaterality ?? header.laterality ?? null,
-        viewPosition: header.viewPosition ?? null,
-      };
-      if (existing) {
-        await tx.instance.update({ where: { id: existing.id }, data });
-      } else {
-        await tx.instance.create({ data: { sopInstanceUid: header.sopInstanceUid, ...data } });
-      }
-      await tx.auditEvent.create({
-        data: {
-          event: existing ? "instance.replaced" : "instance.stored",
-          actor: input.callingAet,
-          studyInstanceUid: header.studyInstanceUid,
-          sopInstanceUid: header.sopInstanceUid,
-          details: {
-            routing: routing.decision,
-            reason: routing.reason,
-            revision,
-            transferSyntaxUid: header.transferSyntaxUid,
-            sizeBytes: file.sizeBytes,
-          },
-        },
-      });
-      if (existing) return { kind: "replaced" as const, studyId: locked.id, revision };
-      return { kind: "stored" as const, studyId: locked.id, revision, newRevision };
-    });
+    const [row] = await db.$queryRaw<{ studyId: string; revision: number; replaced: boolean }[]>`
+      WITH study AS (
+        INSERT INTO "Study" (id, "studyInstanceUid", "accessionNumber", modality, "updatedAt")
+        VALUES (${randomUUID()}::uuid, ${header.studyInstanceUid}, ${header.accessionNumber ?? null},
+                ${header.modality ?? null}, now())
+        ON CONFLICT ("studyInstanceUid") DO UPDATE SET
+          -- A knee instance in a settled study opens the next revision...
+          revision = CASE WHEN ${keep} AND "Study".status IN ('QUEUED', 'GRADING', 'GRADED', 'REPORTED', 'FAILED')
+                          THEN "Study".revision + 1 ELSE "Study".revision END,
+          -- ...and (re)opens the study; so does anything sent to a study still assembling or
+          -- refused (it is judged again when stable). Other instances leave a settled study alone.
+          status = CASE WHEN ${keep} OR "Study".status IN ('RECEIVING', 'REFUSED')
+                        THEN 'RECEIVING'::"StudyStatus" ELSE "Study".status END,
+          "statusReason" = CASE WHEN ${keep} OR "Study".status IN ('RECEIVING', 'REFUSED')
+                                THEN NULL ELSE "Study"."statusReason" END,
+          "lastReceivedAt" = now(),
+          "updatedAt" = now()
+        RETURNING id, revision
+      ), series AS (
+        INSERT INTO "Series" (id, "seriesInstanceUid", "studyId", modality, "bodyPartExamined", "seriesDescription")
+        SELECT ${randomUUID()}::uuid, ${header.seriesInstanceUid}, study.id, ${header.modality ?? null},
+               ${header.bodyPartExamined ?? null}, ${header.seriesDescription ?? null}
+        FROM study
+        ON CONFLICT ("seriesInstanceUid") DO UPDATE SET "seriesInstanceUid" = EXCLUDED."seriesInstanceUid"
+        RETURNING id
+      ), instance AS (
+        INSERT INTO "Instance" (id, "sopInstanceUid", "sopClassUid", "studyId", "seriesId",
+          "transferSyntaxUid", "spoolPath", sha256, "sizeBytes", "callingAet", "receivedAt", revision,
+          routing, "routingReason", "imageLaterality", "viewPosition")
+        SELECT ${randomUUID()}::uuid, ${header.sopInstanceUid}, ${header.sopClassUid}, study.id, series.id,
+               ${header.transferSyntaxUid}, ${spoolPath}, ${file.sha256}, ${BigInt(file.sizeBytes)},
+               ${input.callingAet}, now(), study.revision, ${routing.decision}::"RoutingDecision",
+               ${routing.reason}, ${header.imageLaterality ?? header.laterality ?? null},
+               ${header.viewPosition ?? null}
+        FROM study, series
+        -- Same UID, other content: the sender replaced the object; keep the new one.
+        ON CONFLICT ("sopInstanceUid") DO UPDATE SET
+          "studyId" = EXCLUDED."studyId", "seriesId" = EXCLUDED."seriesId",
+          "transferSyntaxUid" = EXCLUDED."transferSyntaxUid", "spoolPath" = EXCLUDED."spoolPath",
+          sha256 = EXCLUDED.sha256, "sizeBytes" = EXCLUDED."sizeBytes",
+          "callingAet" = EXCLUDED."callingAet", "receivedAt" = EXCLUDED."receivedAt",
+          revision = EXCLUDED.revision, routing = EXCLUDED.routing,
+          "routingReason" = EXCLUDED."routingReason", "imageLaterality" = EXCLUDED."imageLaterality",
+          "viewPosition" = EXCLUDED."viewPosition"
+        RETURNING (xmax <> 0) AS replaced
+      ), audit AS (
+        INSERT INTO "AuditEvent" (event, actor, "studyInstanceUid", "sopInstanceUid", details)
+        SELECT CASE WHEN instance.replaced THEN 'instance.replaced' ELSE 'instance.stored' END,
+               ${input.callingAet}, ${header.studyInstanceUid}, ${header.sopInstanceUid},
+               jsonb_set(${details}::jsonb, '{revision}', to_jsonb(study.revision))
+        FROM study, instance
+      )
+      SELECT study.id::text AS "studyId", study.revision, instance.replaced
+      FROM study, instance`;
+    if (!row) throw new Error("ingest statement returned no row");
+    if (row.replaced) return { kind: "replaced", studyId: row.studyId, revision: row.revision };
+    return { kind: "stored", studyId: row.studyId, revision: row.revision };
   } catch (error) {
-    if (finalPath && !existing) await rm(finalPath, { force: true });
+    // Not recorded, so not acknowledged: the peer sends it again. (A replaced object's old bytes
+    // were overwritten by the rename; the resend restores a consistent pair.)
+    if (spoolPath) await rm(spoolPath, { force: true });
     throw error;
   }
 }

@@ -81,6 +81,18 @@ export class SpoolWriter extends Writable {
     _encoding: BufferEncoding,
     callback: (error?: Error | null) => void,
   ) {
+    this.writeChunk(chunk, callback);
+  }
+
+  /** dcmjs-dimse hands over one PDV (~16 KiB) at a time: write what has queued up in one call. */
+  override _writev(
+    chunks: { chunk: Buffer; encoding: BufferEncoding }[],
+    callback: (error?: Error | null) => void,
+  ): void {
+    this.writeChunk(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+
+  private writeChunk(chunk: Buffer, callback: (error?: Error | null) => void): void {
     if (this.refusal) {
       callback();
       return;
@@ -183,11 +195,25 @@ export function spoolPathFor(
   );
 }
 
+/** Series directories known to exist (bounded; a miss only costs one mkdir). */
+const knownDirs = new Set<string>();
+
 /** Atomically moves a spooled file into place and makes the rename durable. */
 export async function commitSpoolFile(tmpPath: string, finalPath: string): Promise<void> {
   const dir = finalPath.slice(0, finalPath.lastIndexOf("/"));
-  await mkdir(dir, { recursive: true });
-  await rename(tmpPath, finalPath);
+  if (!knownDirs.has(dir)) {
+    await mkdir(dir, { recursive: true });
+    if (knownDirs.size > 10_000) knownDirs.clear();
+    knownDirs.add(dir);
+  }
+  try {
+    await rename(tmpPath, finalPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    // The directory went away since we made it (clean-up of old studies): make it again.
+    await mkdir(dir, { recursive: true });
+    await rename(tmpPath, finalPath);
+  }
   const handle = await open(dir, fsConstants.O_RDONLY);
   try {
     await handle.sync();
