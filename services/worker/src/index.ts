@@ -25,7 +25,7 @@ export async function startWorker(config: Config, log: Logger): Promise<RunningW
     );
   } else {
     log.warn(
-      { event: "worker.grading-unavailable", modelVersion: model.manifest.version },
+      { event: "worker.grading-unavailable", modelStatus: model.manifest.status },
       "model found, but this kneegrade version does not grade yet: grade-study jobs stay queued",
     );
   }

@@ -1,25 +1,41 @@
 /**
- * Finds the installed model: `<MODEL_DIR>/manifest.json` and the ONNX members it lists, each
- * checked against its sha256. Without one the worker does not take jobs: they wait, nothing is lost.
+ * Finds the installed model: `<MODEL_DIR>/manifest.json` (format in models/README.md) and the ONNX
+ * members it lists, each checked against its sha256. Without a usable one the worker takes no
+ * jobs: they wait, nothing is lost.
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 
+/** The parts of the manifest the worker relies on. */
 const Manifest = z.object({
-  version: z.string().min(1),
+  schema_version: z.literal(1),
+  kind: z.literal("kneegrade-kl-ensemble"),
+  /** "smoke" models come from the CI rehearsal: never used to grade a patient's knee. */
+  status: z.enum(["smoke", "candidate", "release"]),
+  labels: z.array(z.string()).length(5),
   members: z
     .array(
-      z.object({ name: z.string().min(1), file: z.string().min(1), sha256: z.string().length(64) }),
+      z.object({
+        name: z.string().min(1),
+        file: z.string().min(1),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+        temperature: z.number().positive(),
+      }),
     )
     .min(1),
+  ensemble: z.object({ rule: z.literal("mean_calibrated_probabilities") }),
 });
 export type ModelManifest = z.infer<typeof Manifest>;
 
 export type ModelCheck =
   | { ok: true; manifest: ModelManifest }
-  | { ok: false; code: "MODEL_MISSING" | "MODEL_INVALID"; reason: string };
+  | {
+      ok: false;
+      code: "MODEL_MISSING" | "MODEL_INVALID" | "MODEL_NOT_FOR_PATIENTS";
+      reason: string;
+    };
 
 export async function checkModel(modelDir: string): Promise<ModelCheck> {
   const manifestPath = join(modelDir, "manifest.json");
@@ -38,10 +54,18 @@ export async function checkModel(modelDir: string): Promise<ModelCheck> {
   }
   const parsed = Manifest.safeParse(json);
   if (!parsed.success) {
+    const issue = parsed.error.issues[0];
     return {
       ok: false,
       code: "MODEL_INVALID",
-      reason: `${manifestPath}: ${parsed.error.issues[0]?.message}`,
+      reason: `${manifestPath}: ${issue?.path.join(".")}: ${issue?.message}`,
+    };
+  }
+  if (parsed.data.status === "smoke") {
+    return {
+      ok: false,
+      code: "MODEL_NOT_FOR_PATIENTS",
+      reason: `${manifestPath} is a smoke-test model (status "smoke"): it must never grade patients`,
     };
   }
   for (const member of parsed.data.members) {

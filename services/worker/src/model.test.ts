@@ -1,0 +1,52 @@
+/** The worker's model check against manifests written the way models/ writes them. */
+import { createHash } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { checkModel } from "./model.ts";
+
+function modelDir(status: string, tamper = false) {
+  const dir = mkdtempSync(join(tmpdir(), "kneegrade-model-"));
+  const onnx = Buffer.from("not really onnx, only hashed here");
+  writeFileSync(join(dir, "a.onnx"), onnx);
+  const sha256 = createHash("sha256")
+    .update(tamper ? Buffer.from("other") : onnx)
+    .digest("hex");
+  writeFileSync(
+    join(dir, "manifest.json"),
+    JSON.stringify({
+      schema_version: 1,
+      kind: "kneegrade-kl-ensemble",
+      status,
+      labels: ["KL0", "KL1", "KL2", "KL3", "KL4"],
+      members: [{ name: "a", file: "a.onnx", sha256, temperature: 1.2 }],
+      ensemble: { rule: "mean_calibrated_probabilities" },
+    }),
+  );
+  return dir;
+}
+
+describe("checkModel", () => {
+  it("accepts a candidate model whose files match their hashes", async () => {
+    const check = await checkModel(modelDir("candidate"));
+    expect(check.ok && check.manifest.members.map((m) => m.name)).toEqual(["a"]);
+  });
+  it("says what is missing", async () => {
+    const check = await checkModel(join(tmpdir(), "no-such-model-dir"));
+    expect(check).toMatchObject({ ok: false, code: "MODEL_MISSING" });
+  });
+  it("refuses a smoke-test model for patients", async () => {
+    expect(await checkModel(modelDir("smoke"))).toMatchObject({
+      ok: false,
+      code: "MODEL_NOT_FOR_PATIENTS",
+    });
+  });
+  it("refuses a member whose bytes differ from the manifest", async () => {
+    expect(await checkModel(modelDir("release", true))).toMatchObject({
+      ok: false,
+      code: "MODEL_INVALID",
+      reason: expect.stringContaining("sha256 mismatch"),
+    });
+  });
+});
