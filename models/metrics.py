@@ -1,0 +1,71 @@
+"""Metrics for ordinal 5-grade classification and temperature scaling."""
+from typing import Dict
+
+import numpy as np
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int = 5) -> np.ndarray:
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def qwk(y_true: np.ndarray, y_pred: np.ndarray, k: int = 5) -> float:
+    """Quadratic weighted Cohen's kappa."""
+    cm = confusion(y_true, y_pred, k).astype(float)
+    n = cm.sum()
+    if n == 0:
+        return 0.0
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    w = (i - j) ** 2 / (k - 1) ** 2
+    expected = np.outer(cm.sum(1), cm.sum(0)) / n
+    den = (w * expected).sum()
+    return float(1 - (w * cm).sum() / den) if den > 0 else 0.0
+
+
+def ece(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-class confidence, equal-width bins."""
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y_true).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(total)
+
+
+def softmax(logits: np.ndarray, t: float = 1.0) -> np.ndarray:
+    z = logits / t
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def nll(logits: np.ndarray, y: np.ndarray, t: float) -> float:
+    p = softmax(logits, t)
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood (grid in log space, then refined)."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    best = min(grid, key=lambda t: nll(logits, y, t))
+    fine = best * np.exp(np.linspace(-0.06, 0.06, 61))
+    return float(min(fine, key=lambda t: nll(logits, y, t)))
+
+
+def report(probs: np.ndarray, y_true: np.ndarray, k: int = 5) -> Dict[str, object]:
+    pred = probs.argmax(1)
+    cm = confusion(y_true, pred, k)
+    per = [float(cm[g, g] / cm[g].sum()) if cm[g].sum() else None for g in range(k)]
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float((pred == y_true).mean()),
+        "qwk": qwk(y_true, pred, k),
+        "mae": float(np.abs(pred - y_true).mean()),
+        "ece": ece(probs, y_true),
+        "per_grade_accuracy": per,
+        "confusion": cm.tolist(),
+    }

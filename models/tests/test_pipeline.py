@@ -1,0 +1,113 @@
+"""Smoke run of the GPU script's path on the CPU: pack -> gpu_run (train, export, manifest,
+fixtures) -> evaluate; plus the train CLI and the manifest's hashes and fixtures."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from models.evaluate import evaluate
+from models.onnx_io import available_runtime, run_onnx
+from models.pim import build_model
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory, data_dir, repo_root):
+    tmp = tmp_path_factory.mktemp("rehearsal")
+    env = dict(os.environ, OUT=str(tmp / "out"))
+    py = sys.executable
+    subprocess.run([py, "-m", "models.pack", "--data", str(data_dir), "--out", str(tmp / "pack"),
+                    "--limit-per-grade", "3"], cwd=repo_root, check=True, env=env, capture_output=True)
+    p = subprocess.run([py, "-m", "models.gpu_run", "--config", "models/configs/smoke.json",
+                        "--pack-dir", str(tmp / "pack"), "--work", str(tmp / "work"), "--status", "smoke",
+                        "--time-limit-s", "120"], cwd=repo_root, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return tmp
+
+
+def test_gpu_run_outputs(rehearsal):
+    out = rehearsal / "out"
+    files = sorted(f.name for f in out.iterdir())
+    assert files == ["eval_val.json", "fixtures.json", "manifest.json", "tiny_a.onnx", "tiny_b.onnx",
+                     "train_log.txt"]
+    assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in out.iterdir())
+    log = (out / "train_log.txt").read_text()
+    assert "decoded train 15" in log and "[tiny_a] best epoch" in log and "gpu_run done" in log
+    epochs = [json.loads(l) for l in log.splitlines() if l.startswith("{")]
+    assert {e["member"] for e in epochs} == {"tiny_a", "tiny_b"} and all("val_qwk" in e for e in epochs)
+
+
+def test_manifest_hashes_and_contract(rehearsal):
+    out = rehearsal / "out"
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["schema_version"] == 1 and man["status"] == "smoke"
+    assert man["labels"] == ["KL0", "KL1", "KL2", "KL3", "KL4"]
+    assert man["ensemble"]["rule"] == "mean_calibrated_probabilities"
+    assert [m["name"] for m in man["members"]] == ["tiny_a", "tiny_b"]
+    for m in man["members"]:
+        data = (out / m["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == m["sha256"] and len(data) == m["bytes"]
+        assert m["input"]["shape"] == ["batch", 1, 64, 64] and m["input"]["channels"] == 1
+        assert m["input"]["preprocessing"]["clahe"]["expected"] is True
+        assert m["temperature"] > 0 and m["opset"] >= 17
+        assert [o["name"] for o in m["outputs"]] == ["logits", "tokens_l1", "tokens_l2", "tokens_l3", "tokens_l4"]
+    fx = man["fixtures"]
+    assert hashlib.sha256((out / fx["file"]).read_bytes()).hexdigest() == fx["sha256"]
+
+
+def test_fixtures_reproduce_checkpoints(rehearsal):
+    """The fixtures hold the PyTorch outputs of the exported weights (and ONNX matches them)."""
+    out = rehearsal / "out"
+    fx = json.loads((out / "fixtures.json").read_text())
+    man = json.loads((out / "manifest.json").read_text())
+    x = (np.array(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"]).astype(np.float32) / 255)
+    probs = []
+    for m in man["members"]:
+        ckpt = torch.load(rehearsal / "work" / f"{m['name']}.pt", map_location="cpu")
+        model = build_model(ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"])
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x))["logits"].numpy()
+        want = fx["members"][m["name"]]["logits"]
+        np.testing.assert_allclose(logits.reshape(-1), want["data"], atol=1e-5)
+        if available_runtime():
+            got = run_onnx(out / m["file"], x)["outputs"]
+            for name, ref in fx["members"][m["name"]].items():
+                np.testing.assert_allclose(got[name].reshape(-1), ref["data"], atol=1e-4, rtol=1e-4)
+        z = logits / m["temperature"]
+        e = np.exp(z - z.max(1, keepdims=True))
+        probs.append(e / e.sum(1, keepdims=True))
+    np.testing.assert_allclose(np.mean(probs, 0), fx["ensemble"]["probabilities"], atol=1e-5)
+
+
+def test_evaluate_on_pngs(rehearsal, data_dir):
+    doc = evaluate(data_dir / "val", rehearsal / "work", rehearsal / "eval", limit_per_grade=2)
+    res = doc["results"]
+    assert set(res) == {"tiny_a", "tiny_b", "ensemble"}
+    for r in res.values():
+        assert r["n"] == 10 and np.array(r["confusion"]).sum() == 10
+        assert 0 <= r["accuracy"] <= 1 and -1 <= r["qwk"] <= 1 and 0 <= r["ece"] <= 1
+        assert len(r["per_grade_accuracy"]) == 5
+    assert (rehearsal / "eval" / "confusion.png").stat().st_size > 1000
+    if available_runtime():
+        doc2 = evaluate(data_dir / "val", rehearsal / "out", rehearsal / "eval_onnx", limit_per_grade=2)
+        for name in ("tiny_a", "tiny_b", "ensemble"):
+            assert doc2["results"][name]["confusion"] == res[name]["confusion"]
+
+
+def test_train_cli(tmp_path, repo_root, data_dir):
+    cfg = json.loads((repo_root / "models" / "configs" / "smoke.json").read_text())
+    cfg.update(train_dir=str(data_dir / "train"), val_dir=str(data_dir / "val"), limit_per_grade=2, epochs=1,
+               members=[{"name": "only", "backbone": "resnet_tiny"}])
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    p = subprocess.run([sys.executable, "-m", "models.train", "--config", str(tmp_path / "c.json"), "--out",
+                        str(tmp_path / "run")], cwd=repo_root, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    ckpt = torch.load(tmp_path / "run" / "only.pt", map_location="cpu")
+    assert ckpt["best_epoch"] == 1 and ckpt["config"]["backbone"] == "resnet_tiny" and ckpt["temperature"] > 0
+    assert '"epoch": 1' in (tmp_path / "run" / "train_log.txt").read_text()
