@@ -30,28 +30,24 @@ export interface ScuTarget {
   callingAet?: string;
 }
 
-export function echoscu(t: ScuTarget): Promise<ToolResult> {
-  return tool("echoscu", [
+/** AE titles, host and port, as every DCMTK SCU takes them. */
+function peerArgs(t: ScuTarget): string[] {
+  return [
     "-aec",
     t.calledAet ?? "KNEEGRADE",
     "-aet",
     t.callingAet ?? "MODALITY",
     "127.0.0.1",
     String(t.port),
-  ]);
+  ];
+}
+
+export function echoscu(t: ScuTarget, extra: string[] = []): Promise<ToolResult> {
+  return tool("echoscu", [...extra, ...peerArgs(t)]);
 }
 
 export function storescu(t: ScuTarget, files: string[], extra: string[] = []): Promise<ToolResult> {
-  return tool("storescu", [
-    ...extra,
-    "-aec",
-    t.calledAet ?? "KNEEGRADE",
-    "-aet",
-    t.callingAet ?? "MODALITY",
-    "127.0.0.1",
-    String(t.port),
-    ...files,
-  ]);
+  return tool("storescu", [...extra, ...peerArgs(t), ...files]);
 }
 
 /** Reads one attribute with dcmdump (e.g. "0020,000d"); undefined when absent. */

@@ -22,3 +22,37 @@ export async function startCuttingProxy(targetPort: number, cutAfterBytes: numbe
   const port = (server.address() as net.AddressInfo).port;
   return { port, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
+
+/**
+ * A TCP proxy that forwards only the client's first chunk (its A-ASSOCIATE-RQ) and then swallows
+ * everything it sends: the association is established and then hangs, holding its slot.
+ */
+export async function startStallingProxy(targetPort: number) {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    upstream.pipe(client);
+    let forwarded = false;
+    client.on("data", (chunk: Buffer) => {
+      if (!forwarded) upstream.write(chunk);
+      forwarded = true;
+    });
+    const closeBoth = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("close", closeBoth).on("error", closeBoth);
+    upstream.on("close", closeBoth).on("error", closeBoth);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}

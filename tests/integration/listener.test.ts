@@ -2,6 +2,7 @@
  * The listener against real peers: DCMTK as the modality, the local PostgreSQL and Redis.
  * Test studies are built from ../shared/data/dicom/wg04 (NEMA WG04, a real CR radiograph).
  */
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dumpValue, echoscu, storescu, tool } from "../helpers/dcmtk.ts";
 import { type Harness, sendStudy, startHarness, waitFor } from "../helpers/env.ts";
 import { WG04_FILES, type Wg04File } from "../helpers/paths.ts";
-import { startCuttingProxy } from "../helpers/proxy.ts";
+import { startCuttingProxy, startStallingProxy } from "../helpers/proxy.ts";
 import { buildStudy } from "../helpers/studies.ts";
 
 const work = join(tmpdir(), `kneegrade-test-${process.pid}`);
@@ -235,6 +236,33 @@ describe("listener policy", () => {
       } finally {
         await h.stop();
       }
+    }
+  });
+
+  it("rejects associations beyond MAX_ASSOCIATIONS, transiently, until a slot frees", async () => {
+    const h = await startHarness({ MAX_ASSOCIATIONS: "1" });
+    const proxy = await startStallingProxy(h.listener.port);
+    // This association is accepted, then hangs: its C-ECHO never reaches the listener.
+    const hanging = spawn("echoscu", ["-aec", "KNEEGRADE", "127.0.0.1", String(proxy.port)], {
+      stdio: "ignore",
+    });
+    try {
+      const refused = await waitFor(async () => {
+        const r = await echoscu(h.target);
+        return r.code !== 0 ? r : undefined;
+      });
+      expect(refused.stderr).toMatch(/Association Rejected/i);
+      expect(refused.stderr).toMatch(/Transient/i);
+      expect(refused.stderr).toMatch(/Local Limit Exceeded/i);
+    } finally {
+      hanging.kill("SIGKILL");
+      await proxy.close();
+    }
+    try {
+      // The slot is given back when the hanging peer goes away.
+      await waitFor(async () => ((await echoscu(h.target)).code === 0 ? true : undefined));
+    } finally {
+      await h.stop();
     }
   });
 

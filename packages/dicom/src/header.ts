@@ -35,6 +35,24 @@ export class IncompleteHeaderError extends Error {
 
 const PIXEL_DATA = "x7fe00010";
 
+/** The attributes knee routing rules may test (docs/ROUTING.md). */
+export const ROUTABLE_ATTRIBUTES = [
+  "bodyPartExamined",
+  "studyDescription",
+  "seriesDescription",
+  "protocolName",
+  "requestedProcedureDescription",
+  "viewPosition",
+] as const;
+
+const OPTIONAL_ATTRIBUTES = [
+  ...ROUTABLE_ATTRIBUTES,
+  "modality",
+  "imageLaterality",
+  "laterality",
+  "accessionNumber",
+] as const;
+
 const TAGS = {
   sopClassUid: "x00080016",
   sopInstanceUid: "x00080018",
@@ -79,22 +97,7 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
     if (!v) throw new DicomParseError(`missing ${name}`);
     return v;
   };
-  const optional = Object.fromEntries(
-    (
-      [
-        "modality",
-        "bodyPartExamined",
-        "studyDescription",
-        "seriesDescription",
-        "protocolName",
-        "requestedProcedureDescription",
-        "viewPosition",
-        "imageLaterality",
-        "laterality",
-        "accessionNumber",
-      ] as const
-    ).map((k) => [k, text(ds, TAGS[k])]),
-  );
+  const optional = Object.fromEntries(OPTIONAL_ATTRIBUTES.map((k) => [k, text(ds, TAGS[k])]));
   return {
     sopClassUid: required(TAGS.sopClassUid, "SOPClassUID (0008,0016)"),
     sopInstanceUid: required(TAGS.sopInstanceUid, "SOPInstanceUID (0008,0018)"),

@@ -5,16 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import type { RadiographHeader } from "./header.ts";
-
-const ROUTABLE_ATTRIBUTES = [
-  "bodyPartExamined",
-  "studyDescription",
-  "seriesDescription",
-  "protocolName",
-  "requestedProcedureDescription",
-  "viewPosition",
-] as const;
+import { type RadiographHeader, ROUTABLE_ATTRIBUTES } from "./header.ts";
 
 const Rule = z.object({
   name: z.string().min(1),
