@@ -21,6 +21,8 @@ export interface RadiographHeader {
   laterality?: string;
   accessionNumber?: string;
   hasPixelData: boolean;
+  /** Where Pixel Data's value starts in the file, and its length (undefined: encapsulated). */
+  pixelData?: { offset: number; length?: number };
 }
 
 /** The data set could not be parsed at all (answered with "cannot understand"). */
@@ -90,7 +92,8 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
     if (!isWholeFile) throw new IncompleteHeaderError(message);
     throw new DicomParseError(`unparseable data set: ${message}`);
   }
-  const hasPixelData = ds.elements[PIXEL_DATA] !== undefined;
+  const pixelElement = ds.elements[PIXEL_DATA];
+  const hasPixelData = pixelElement !== undefined;
   if (!hasPixelData && !isWholeFile) throw new IncompleteHeaderError("no pixel data in prefix");
   const required = (tag: string, name: string) => {
     const v = text(ds, tag);
@@ -106,5 +109,36 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
     transferSyntaxUid: required("x00020010", "TransferSyntaxUID (0002,0010)"),
     ...optional,
     hasPixelData,
+    ...(pixelElement
+      ? {
+          pixelData: {
+            offset: pixelElement.dataOffset,
+            length: pixelElement.hadUndefinedLength ? undefined : pixelElement.length,
+          },
+        }
+      : {}),
   };
+}
+
+/** Sequence Delimitation Item (FFFE,E0DD) with length 0, as it ends encapsulated pixel data. */
+const SEQUENCE_DELIMITER = Buffer.from("feffdde000000000", "hex");
+
+/**
+ * Whether the pixel data the header announces is all there: a truncated object is refused rather
+ * than graded. `tail` is the end of the file (at least its last few hundred bytes).
+ */
+export function pixelDataProblem(
+  header: RadiographHeader,
+  sizeBytes: number,
+  tail: Uint8Array,
+): string | undefined {
+  const pixels = header.pixelData;
+  if (!pixels) return undefined;
+  if (pixels.length !== undefined) {
+    const end = pixels.offset + pixels.length;
+    return end > sizeBytes ? `pixel data truncated: ${sizeBytes} of ${end} bytes` : undefined;
+  }
+  return Buffer.from(tail).includes(SEQUENCE_DELIMITER)
+    ? undefined
+    : "encapsulated pixel data not terminated (truncated)";
 }

@@ -3,7 +3,12 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { DicomParseError, IncompleteHeaderError, readRadiographHeader } from "./header.ts";
+import {
+  DicomParseError,
+  IncompleteHeaderError,
+  pixelDataProblem,
+  readRadiographHeader,
+} from "./header.ts";
 import { encodeFileMetaInformation } from "./part10.ts";
 
 const WG04 = new URL("../../../../shared/data/dicom/wg04/RG3_UNC.dcm", import.meta.url);
@@ -61,4 +66,16 @@ describe("encodeFileMetaInformation + readRadiographHeader", () => {
     ]);
     expect(() => readRadiographHeader(garbage, true)).toThrow(DicomParseError);
   });
+});
+
+describe("pixelDataProblem", () => {
+  for (const name of ["RG3_UNC.dcm", "RG3_JPLL.dcm", "RG3_RLE.dcm"]) {
+    it(`accepts the complete ${name} and refuses it cut short`, () => {
+      const file = readFileSync(new URL(name, WG04));
+      const header = readRadiographHeader(file, true);
+      expect(pixelDataProblem(header, file.length, file.subarray(-1024))).toBeUndefined();
+      const cut = file.subarray(0, file.length - 5000);
+      expect(pixelDataProblem(header, cut.length, cut.subarray(-1024))).toMatch(/truncated/);
+    });
+  }
 });

@@ -12,6 +12,7 @@ import {
   DIMSE_STATUS,
   DicomParseError,
   IncompleteHeaderError,
+  pixelDataProblem,
   RADIOGRAPH_SOP_CLASSES,
   type RadiographHeader,
   type RoutingRules,
@@ -263,6 +264,11 @@ export function createScpClass(deps: ScpDeps) {
           throw new StoreFailure(status, "INVALID_OBJECT", error.message);
         }
         throw error;
+      }
+      const truncated = pixelDataProblem(header, file.sizeBytes, file.tail);
+      if (truncated) {
+        await dropFile();
+        throw new StoreFailure(DIMSE_STATUS.cannotUnderstand, "TRUNCATED", truncated);
       }
       if (
         header.sopInstanceUid !== request.getAffectedSopInstanceUid() ||

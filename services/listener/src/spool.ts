@@ -25,6 +25,8 @@ import { encodeFileMetaInformation, type FileMetaInformation } from "@kneegrade/
 
 /** Enough for the header of any ordinary radiograph; larger headers fall back to a file read. */
 const HEAD_BYTES = 256 * 1024;
+/** The end of the data set, where encapsulated pixel data must be terminated. */
+const TAIL_BYTES = 1024;
 
 export const INCOMING_DIR = ".incoming";
 
@@ -34,6 +36,8 @@ export interface SpooledFile {
   sizeBytes: number;
   /** The first bytes of the file, for reading the header without another disk read. */
   head: Buffer;
+  /** The last bytes of the file, to tell a complete data set from a truncated one. */
+  tail: Buffer;
   isWholeFile: boolean;
 }
 
@@ -50,6 +54,7 @@ export class SpoolWriter extends Writable {
   private readonly hash = createHash("sha256");
   private readonly headChunks: Buffer[] = [];
   private headLength = 0;
+  private tail = Buffer.alloc(0);
   private size = 0;
   refusal?: SpoolRefusal;
   failure?: Error;
@@ -152,6 +157,7 @@ export class SpoolWriter extends Writable {
       sha256: this.hash.digest("hex"),
       sizeBytes: this.size,
       head,
+      tail: this.tail,
       isWholeFile: head.length === this.size,
     };
   }
@@ -171,6 +177,10 @@ export class SpoolWriter extends Writable {
       this.headChunks.push(Buffer.from(part));
       this.headLength += part.length;
     }
+    this.tail =
+      chunk.length >= TAIL_BYTES
+        ? Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES))
+        : Buffer.concat([this.tail, chunk]).subarray(-TAIL_BYTES);
     this.size += chunk.length;
     await this.file.write(chunk);
   }
