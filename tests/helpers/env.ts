@@ -94,12 +94,13 @@ export async function sendStudy(target: ScuTarget, study: Pick<TestStudy, "insta
 export async function waitFor<T>(
   check: () => Promise<T | undefined>,
   timeoutMs = 15_000,
+  what = "a condition",
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error("timed out waiting");
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -24,19 +24,26 @@ export async function startCuttingProxy(targetPort: number, cutAfterBytes: numbe
 }
 
 /**
- * A TCP proxy that forwards only the client's first chunk (its A-ASSOCIATE-RQ) and then swallows
- * everything it sends: the association is established and then hangs, holding its slot.
+ * A TCP proxy that forwards the client's bytes until the server first answers (the A-ASSOCIATE-AC)
+ * and swallows everything after: the association is established and then hangs, holding its slot.
  */
 export async function startStallingProxy(targetPort: number) {
   const sockets = new Set<net.Socket>();
+  let onAnswer: () => void = () => {};
+  const firstAnswer = new Promise<void>((resolve) => {
+    onAnswer = resolve;
+  });
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, "127.0.0.1");
     sockets.add(client).add(upstream);
-    upstream.pipe(client);
-    let forwarded = false;
+    let answered = false;
+    upstream.on("data", (chunk: Buffer) => {
+      answered = true;
+      onAnswer();
+      client.write(chunk);
+    });
     client.on("data", (chunk: Buffer) => {
-      if (!forwarded) upstream.write(chunk);
-      forwarded = true;
+      if (!answered) upstream.write(chunk);
     });
     const closeBoth = () => {
       client.destroy();
@@ -49,6 +56,8 @@ export async function startStallingProxy(targetPort: number) {
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
+    /** Resolves when the server first answered a client through the proxy. */
+    answered: () => firstAnswer,
     close: () =>
       new Promise<void>((r) => {
         for (const s of sockets) s.destroy();

@@ -179,6 +179,13 @@ describe("listener (DCMTK storescu/echoscu → kneegrade)", () => {
     expect(
       await h.db.instance.count({ where: { sopInstanceUid: bad.instances[0]!.sopInstanceUid } }),
     ).toBe(0);
+    const audited = await waitFor(
+      async () =>
+        (await h.db.auditEvent.findFirst({
+          where: { event: "instance.refused", sopInstanceUid: bad.instances[0]!.sopInstanceUid },
+        })) ?? undefined,
+    );
+    expect(audited.details).toMatchObject({ code: "INVALID_OBJECT", status: 0xa900 });
     expect((await echoscu(h.target)).code).toBe(0);
   });
 
@@ -214,6 +221,11 @@ describe("listener policy", () => {
       const r = await storescu({ ...h.target, callingAet: "STRANGER" }, [study.instances[0]!.path]);
       expect(r.code).not.toBe(0);
       expect(await h.db.instance.count()).toBe(0);
+      const rejected = await waitFor(async () => {
+        const rows = await h.db.auditEvent.findMany({ where: { event: "association.rejected" } });
+        return rows.length === 3 ? rows : undefined;
+      });
+      expect(rejected.map((r) => r.actor).sort()).toEqual(["MODALITY", "STRANGER", "STRANGER"]);
     } finally {
       await h.stop();
     }
@@ -247,10 +259,9 @@ describe("listener policy", () => {
       stdio: "ignore",
     });
     try {
-      const refused = await waitFor(async () => {
-        const r = await echoscu(h.target);
-        return r.code !== 0 ? r : undefined;
-      });
+      await proxy.answered(); // the hanging association holds the only slot from here on
+      const refused = await echoscu(h.target);
+      expect(refused.code).not.toBe(0);
       expect(refused.stderr).toMatch(/Association Rejected/i);
       expect(refused.stderr).toMatch(/Transient/i);
       expect(refused.stderr).toMatch(/Local Limit Exceeded/i);
@@ -260,7 +271,11 @@ describe("listener policy", () => {
     }
     try {
       // The slot is given back when the hanging peer goes away.
-      await waitFor(async () => ((await echoscu(h.target)).code === 0 ? true : undefined));
+      await waitFor(
+        async () => ((await echoscu(h.target)).code === 0 ? true : undefined),
+        15_000,
+        "the slot to be given back",
+      );
     } finally {
       await h.stop();
     }

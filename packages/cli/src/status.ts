@@ -14,7 +14,10 @@ export interface StatusReport {
   schemaVersion: 1;
   generatedAt: string;
   studies: { total: number; byStatus: Record<string, number> };
-  instances: { received: number; knee: number; notKnee: number; resent: number };
+  /** `refused`: C-STOREs answered with a failure status (nothing kept); `resent`: resends ignored. */
+  instances: { received: number; knee: number; notKnee: number; resent: number; refused: number };
+  /** Associations refused (unknown AE titles, too many at once), from the audit trail. */
+  associations: { rejected: number };
   skipped: { reason: string; studies: number }[];
   queues: Record<QueueName, JobCounts | { error: string }>;
   jobs: { byStatus: Record<string, number> };
@@ -35,29 +38,36 @@ const countBy = <T extends string>(rows: { key: T; n: number }[]) =>
   Object.fromEntries(rows.map((r) => [r.key, r.n])) as Record<string, number>;
 
 export async function collectStatus(db: Db, config: Config, recent = 10): Promise<StatusReport> {
-  const [studies, routing, resent, skipped, jobs, deliveries, recentStudies] = await Promise.all([
-    db.study.groupBy({ by: ["status"], _count: { _all: true } }),
-    db.instance.groupBy({ by: ["routing"], _count: { _all: true } }),
-    db.instance.aggregate({ _sum: { duplicateCount: true } }),
-    db.study.groupBy({
-      by: ["statusReason"],
-      where: { status: "REFUSED" },
-      _count: { _all: true },
-    }),
-    db.gradingJob.groupBy({ by: ["status"], _count: { _all: true } }),
-    db.delivery.groupBy({ by: ["status"], _count: { _all: true } }),
-    db.study.findMany({
-      orderBy: { lastReceivedAt: "desc" },
-      take: recent,
-      include: {
-        jobs: {
-          select: { jobId: true, revision: true, status: true },
-          orderBy: { revision: "asc" },
+  const [studies, routing, resent, skipped, jobs, deliveries, recentStudies, refusals] =
+    await Promise.all([
+      db.study.groupBy({ by: ["status"], _count: { _all: true } }),
+      db.instance.groupBy({ by: ["routing"], _count: { _all: true } }),
+      db.instance.aggregate({ _sum: { duplicateCount: true } }),
+      db.study.groupBy({
+        by: ["statusReason"],
+        where: { status: "REFUSED" },
+        _count: { _all: true },
+      }),
+      db.gradingJob.groupBy({ by: ["status"], _count: { _all: true } }),
+      db.delivery.groupBy({ by: ["status"], _count: { _all: true } }),
+      db.study.findMany({
+        orderBy: { lastReceivedAt: "desc" },
+        take: recent,
+        include: {
+          jobs: {
+            select: { jobId: true, revision: true, status: true },
+            orderBy: { revision: "asc" },
+          },
+          instances: { select: { routing: true } },
         },
-        instances: { select: { routing: true } },
-      },
-    }),
-  ]);
+      }),
+      db.auditEvent.groupBy({
+        by: ["event"],
+        where: { event: { in: ["instance.refused", "association.rejected"] } },
+        _count: { _all: true },
+      }),
+    ]);
+  const byEvent = countBy(refusals.map((r) => ({ key: r.event, n: r._count._all })));
   const queues = {} as StatusReport["queues"];
   for (const name of Object.values(QUEUES)) {
     const queue = createQueue(name, config);
@@ -84,7 +94,9 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       knee: byRouting.KNEE ?? 0,
       notKnee: byRouting.NOT_KNEE ?? 0,
       resent: resent._sum.duplicateCount ?? 0,
+      refused: byEvent["instance.refused"] ?? 0,
     },
+    associations: { rejected: byEvent["association.rejected"] ?? 0 },
     skipped: skipped.map((s) => ({ reason: s.statusReason ?? "unknown", studies: s._count._all })),
     queues,
     jobs: { byStatus: countBy(jobs.map((j) => ({ key: j.status, n: j._count._all }))) },
@@ -107,7 +119,8 @@ export function formatStatus(s: StatusReport): string {
     `kneegrade status at ${s.generatedAt}`,
     "",
     `Studies: ${s.studies.total}  ${fmtCounts(s.studies.byStatus)}`,
-    `Instances received: ${s.instances.received} (knee ${s.instances.knee}, not knee ${s.instances.notKnee}, resent ${s.instances.resent})`,
+    `Instances received: ${s.instances.received} (knee ${s.instances.knee}, not knee ${s.instances.notKnee}, resent ${s.instances.resent}); refused ${s.instances.refused}`,
+    `Associations rejected: ${s.associations.rejected}`,
     "Skipped studies:",
     ...(s.skipped.length ? s.skipped.map((k) => `  ${k.studies} × ${k.reason}`) : ["  none"]),
     "Queues:",

@@ -76,6 +76,20 @@ type Received = { ok: true; writer: SpoolWriter } | { ok: false; failure: StoreF
 export function createScpClass(deps: ScpDeps) {
   const { db, log, policy } = deps;
 
+  /** Audit events of refusals: best effort, never delays or changes the answer to the peer. */
+  const audit = (event: string, actor: string, details: Record<string, string | number | null>) => {
+    const sopInstanceUid =
+      typeof details.sopInstanceUid === "string" ? details.sopInstanceUid : null;
+    db.auditEvent
+      .create({ data: { event, actor, sopInstanceUid, details } })
+      .catch((error: Error) =>
+        log.error(
+          { event: "audit.failed", audited: event, err: error.message },
+          "audit not written",
+        ),
+      );
+  };
+
   return class KneegradeScp extends Scp {
     private association?: Association;
     private counted = false;
@@ -96,10 +110,14 @@ export function createScpClass(deps: ScpDeps) {
       const called = association.getCalledAeTitle().trim();
       const { result, source, reason } = ASSOCIATION_REJECT;
       const reject = (r: number, s: number, why: number, text: string) => {
-        log.warn(
-          { event: "association.rejected", callingAet: calling, calledAet: called, reason: text },
-          "association rejected",
-        );
+        const details = {
+          callingAet: calling,
+          calledAet: called,
+          reason: text,
+          peer: this.peer.remoteAddress ?? null,
+        };
+        log.warn({ event: "association.rejected", ...details }, "association rejected");
+        audit("association.rejected", calling, details);
         this.sendAssociationReject(r, s, why);
       };
       if (policy.allowedCallingAets.length > 0 && !policy.allowedCallingAets.includes(calling)) {
@@ -206,15 +224,17 @@ export function createScpClass(deps: ScpDeps) {
               : new StoreFailure(DIMSE_STATUS.outOfResources, "STORE_FAILED", String(error));
           response.setStatus(failure.status);
           response.setErrorComment(failure.message.slice(0, 64));
+          const sopInstanceUid = request.getAffectedSopInstanceUid();
           log.error(
-            {
-              event: "instance.refused",
-              code: failure.code,
-              sopInstanceUid: request.getAffectedSopInstanceUid(),
-              err: failure.message,
-            },
+            { event: "instance.refused", code: failure.code, sopInstanceUid, err: failure.message },
             "instance not stored",
           );
+          audit("instance.refused", calling, {
+            code: failure.code,
+            status: failure.status,
+            message: failure.message,
+            sopInstanceUid,
+          });
         })
         .finally(() => callback(response));
     }
