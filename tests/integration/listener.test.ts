@@ -8,11 +8,21 @@ import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
+import { createDb } from "@kneegrade/db";
+import { startListener } from "@kneegrade/listener";
+import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
 import type { Queue } from "bullmq";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dumpValue, echoscu, storescu, tool } from "../helpers/dcmtk.ts";
-import { type Harness, sendStudy, startHarness, waitFor } from "../helpers/env.ts";
+import {
+  cleanupConfig,
+  type Harness,
+  sendStudy,
+  startHarness,
+  testConfig,
+  waitFor,
+} from "../helpers/env.ts";
 import { WG04_FILES, type Wg04File } from "../helpers/paths.ts";
 import { startCuttingProxy, startStallingProxy } from "../helpers/proxy.ts";
 import { buildStudy } from "../helpers/studies.ts";
@@ -293,6 +303,30 @@ describe("listener policy", () => {
       expect(await h.db.instance.count()).toBe(0);
     } finally {
       await h.stop();
+    }
+  });
+});
+
+describe("listener without its database", () => {
+  it("answers 'out of resources' and keeps nothing when PostgreSQL is unreachable", async () => {
+    const config = await testConfig({
+      DATABASE_URL: "postgresql://postgres@127.0.0.1:1/kneegrade",
+    });
+    const db = createDb(config.DATABASE_URL);
+    const listener = await startListener(config, db, createLogger("test", "silent"));
+    try {
+      const study = await buildStudy({ dir: join(work, "nodb"), sources: ["RG3_UNC.dcm"] });
+      const r = await storescu({ port: listener.port }, [study.instances[0]!.path], ["-v"]);
+      expect(r.code).not.toBe(0);
+      expect(r.stdout + r.stderr).toMatch(/Received Store Response \(Refused: OutOfResources\)/);
+      // Neither a half-written nor a committed file stays behind: the modality keeps the original.
+      expect(await readdir(join(config.SPOOL_DIR, ".incoming"))).toEqual([]);
+      expect(await readdir(config.SPOOL_DIR)).toEqual([".incoming"]);
+      expect((await echoscu({ port: listener.port })).code).toBe(0);
+    } finally {
+      await listener.close();
+      await db.$disconnect();
+      await cleanupConfig(config);
     }
   });
 });
