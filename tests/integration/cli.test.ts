@@ -92,3 +92,34 @@ describe("kneegrade send", () => {
     expect(sent.stdout).toContain(`failed: ${study.instances[0]!.path}`);
   });
 });
+
+describe("kneegrade serve start-up", () => {
+  it("refuses an invalid configuration before connecting, naming every variable", async () => {
+    const r = await runCli(["serve"], {
+      ...env,
+      LISTENER_PORT: "eleven",
+      STUDY_STABLE_SECONDS: "0",
+    });
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain("LISTENER_PORT");
+    expect(r.stderr).toContain("STUDY_STABLE_SECONDS");
+  });
+
+  it("says which dependency is missing: a routing rules file, the database", async () => {
+    const rules = await runCli(["serve", "--only", "listener"], {
+      ...env,
+      ROUTING_RULES_FILE: "/nonexistent/rules.json",
+    });
+    expect(rules.code).toBe(1);
+    expect(rules.stdout).toContain("ROUTING_RULES_FILE /nonexistent/rules.json");
+    const db = await runCli(["serve"], {
+      ...env,
+      DATABASE_URL: "postgresql://postgres@127.0.0.1:1/x",
+    });
+    expect(db.code).toBe(1);
+    expect(db.stdout).toMatch(/PostgreSQL at DATABASE_URL is not reachable: .*127\.0\.0\.1:1/);
+    const only = await runCli(["serve", "--only", "listener,printer"], env);
+    expect(only.code).toBe(1);
+    expect(only.stdout).toContain("unknown service printer");
+  });
+});

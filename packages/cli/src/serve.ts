@@ -1,6 +1,7 @@
 /** `kneegrade serve`: the three services in one process, or the ones named with --only. */
 import type { Config } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
+import { loadRoutingRules } from "@kneegrade/dicom";
 import { startListener } from "@kneegrade/listener";
 import type { Logger } from "@kneegrade/log";
 import { startReporter } from "@kneegrade/reporter";
@@ -25,13 +26,17 @@ export function parseOnly(value: string | undefined): ServiceName[] {
 }
 
 export async function serve(config: Config, services: ServiceName[], log: Logger) {
+  // Everything that can be checked without a connection first.
+  const routingRules = loadRoutingRules(config.ROUTING_RULES_FILE);
   const db = createDb(config.DATABASE_URL);
   await db.$queryRaw`SELECT 1`.catch((error: Error) => {
-    throw new Error(`PostgreSQL at DATABASE_URL is not reachable: ${error.message}`);
+    // Prisma's message embeds the invocation; its last line says what went wrong.
+    const reason = error.message.trim().split("\n").pop();
+    throw new Error(`PostgreSQL at DATABASE_URL is not reachable: ${reason}`);
   });
   const running: { close(): Promise<void> }[] = [];
   if (services.includes("listener"))
-    running.push(await startListener(config, db, log.child({ service: "listener" })));
+    running.push(await startListener(config, db, log.child({ service: "listener" }), routingRules));
   if (services.includes("worker"))
     running.push(await startWorker(config, log.child({ service: "worker" })));
   if (services.includes("reporter"))

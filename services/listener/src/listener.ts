@@ -8,7 +8,7 @@ import tls from "node:tls";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
-import { loadRoutingRules } from "@kneegrade/dicom";
+import { loadRoutingRules, type RoutingRules } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
 import dimse from "dcmjs-dimse";
@@ -27,10 +27,18 @@ const DIMSE_OPTIONS = {
   pduTimeout: 60_000,
 };
 
-export async function startListener(config: Config, db: Db, log: Logger): Promise<RunningListener> {
+/**
+ * Starts the SCP and the assembler. `routingRules` defaults to ROUTING_RULES_FILE (or the built-in
+ * rules); `kneegrade serve` loads them before it connects to anything, so a bad file fails fast.
+ */
+export async function startListener(
+  config: Config,
+  db: Db,
+  log: Logger,
+  routingRules: RoutingRules = loadRoutingRules(config.ROUTING_RULES_FILE),
+): Promise<RunningListener> {
   // dcmjs-dimse logs every PDU at info level: keep only its errors.
   dimse.log.setLevel("error");
-  const routingRules = loadRoutingRules(config.ROUTING_RULES_FILE);
   const removed = await prepareSpool(config.SPOOL_DIR);
   if (removed > 0) {
     log.warn(
