@@ -25,9 +25,18 @@ export interface RadiographHeader {
   pixelData?: { offset: number; length?: number };
 }
 
-/** The data set could not be parsed at all (answered with "cannot understand"). */
+/**
+ * The data set is not usable: `unparseable` (answered with "cannot understand") or missing an
+ * attribute its SOP class requires (answered with "data set does not match SOP class").
+ */
 export class DicomParseError extends Error {
   override name = "DicomParseError";
+  constructor(
+    readonly kind: "unparseable" | "missing-attribute",
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** The head ended before the pixel data tag: read more of the file and try again. */
@@ -90,14 +99,14 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (!isWholeFile) throw new IncompleteHeaderError(message);
-    throw new DicomParseError(`unparseable data set: ${message}`);
+    throw new DicomParseError("unparseable", `unparseable data set: ${message}`);
   }
   const pixelElement = ds.elements[PIXEL_DATA];
   const hasPixelData = pixelElement !== undefined;
   if (!hasPixelData && !isWholeFile) throw new IncompleteHeaderError("no pixel data in prefix");
   const required = (tag: string, name: string) => {
     const v = text(ds, tag);
-    if (!v) throw new DicomParseError(`missing ${name}`);
+    if (!v) throw new DicomParseError("missing-attribute", `missing ${name}`);
     return v;
   };
   const optional = Object.fromEntries(OPTIONAL_ATTRIBUTES.map((k) => [k, text(ds, TAGS[k])]));

@@ -24,7 +24,7 @@ import {
 import type { Logger } from "@kneegrade/log";
 import dimse from "dcmjs-dimse";
 import { ingestInstance } from "./ingest.ts";
-import { freeSpoolBytes, readWhole, SpoolWriter } from "./spool.ts";
+import { freeSpoolBytesSync, readWhole, SpoolWriter } from "./spool.ts";
 
 const { Scp, Dataset } = dimse;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
@@ -69,9 +69,6 @@ class StoreFailure extends Error {
   }
 }
 
-/** The result of receiving one data set: a spooled file or the reason it was not kept. */
-type Received = { ok: true; writer: SpoolWriter } | { ok: false; failure: StoreFailure };
-
 /** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
 export function createScpClass(deps: ScpDeps) {
   const { db, log, policy } = deps;
@@ -93,7 +90,8 @@ export function createScpClass(deps: ScpDeps) {
   return class KneegradeScp extends Scp {
     private association?: Association;
     private counted = false;
-    private readonly received = new WeakMap<DatasetT, Received>();
+    /** The spool writer behind each placeholder data set handed to dcmjs-dimse. */
+    private readonly received = new WeakMap<DatasetT, SpoolWriter>();
     private writers = new Set<SpoolWriter>();
 
     private readonly peer: Socket;
@@ -176,6 +174,8 @@ export function createScpClass(deps: ScpDeps) {
     }
 
     override createStoreWritableStream(context: PresentationContext, request: CStoreRequest) {
+      // Below the watermark nothing is written at all; the bytes are read off the wire and dropped.
+      const full = freeSpoolBytesSync(policy.spoolDir) < policy.minFreeBytes;
       const writer = new SpoolWriter(
         policy.spoolDir,
         {
@@ -185,6 +185,7 @@ export function createScpClass(deps: ScpDeps) {
           sourceAeTitle: this.association?.getCallingAeTitle().trim(),
         },
         policy.maxInstanceBytes,
+        full ? "disk-watermark" : undefined,
       );
       this.writers.add(writer);
       return writer;
@@ -197,7 +198,7 @@ export function createScpClass(deps: ScpDeps) {
     ) {
       // The real data set stays on disk; dcmjs-dimse gets an empty placeholder to carry along.
       const placeholder = new Dataset({}, context.getAcceptedTransferSyntaxUid());
-      this.received.set(placeholder, { ok: true, writer: writable });
+      this.received.set(placeholder, writable);
       callback(placeholder);
     }
 
@@ -241,15 +242,13 @@ export function createScpClass(deps: ScpDeps) {
 
     private async store(
       request: CStoreRequest,
-      received: Received | undefined,
+      writer: SpoolWriter | undefined,
       callingAet: string,
     ): Promise<RadiographHeader> {
-      if (!received)
+      if (!writer) {
         throw new StoreFailure(DIMSE_STATUS.outOfResources, "NO_DATASET", "no data set");
-      if (!received.ok) throw received.failure;
-      const writer = received.writer;
+      }
       this.writers.delete(writer);
-      const free = await freeSpoolBytes(policy.spoolDir).catch(() => 0);
       const file = await writer.finish();
       if ("refusal" in file) {
         throw new StoreFailure(
@@ -259,14 +258,6 @@ export function createScpClass(deps: ScpDeps) {
         );
       }
       const dropFile = () => unlink(file.tmpPath).catch(() => {});
-      if (free - file.sizeBytes < policy.minFreeBytes) {
-        await dropFile();
-        throw new StoreFailure(
-          DIMSE_STATUS.outOfResources,
-          "disk-watermark",
-          "spool disk below watermark",
-        );
-      }
       let header: RadiographHeader;
       try {
         try {
@@ -278,9 +269,10 @@ export function createScpClass(deps: ScpDeps) {
       } catch (error) {
         await dropFile();
         if (error instanceof DicomParseError) {
-          const status = /missing/.test(error.message)
-            ? DIMSE_STATUS.datasetDoesNotMatchSopClass
-            : DIMSE_STATUS.cannotUnderstand;
+          const status =
+            error.kind === "missing-attribute"
+              ? DIMSE_STATUS.datasetDoesNotMatchSopClass
+              : DIMSE_STATUS.cannotUnderstand;
           throw new StoreFailure(status, "INVALID_OBJECT", error.message);
         }
         throw error;

@@ -7,7 +7,7 @@
  * too, so a success status is never sent for bytes that a power cut could take back.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
+import { constants as fsConstants, statfsSync } from "node:fs";
 import {
   type FileHandle,
   mkdir,
@@ -16,7 +16,6 @@ import {
   readFile,
   rename,
   rm,
-  statfs,
   unlink,
 } from "node:fs/promises";
 import { join } from "node:path";
@@ -42,7 +41,7 @@ export interface SpooledFile {
 }
 
 /** Why bytes were dropped instead of kept; answered with "out of resources". */
-export type SpoolRefusal = "instance-too-large" | "disk-full" | "write-failed";
+export type SpoolRefusal = "instance-too-large" | "disk-full" | "disk-watermark" | "write-failed";
 
 /**
  * A Writable that dcmjs-dimse fills with one C-STORE data set. It never throws back into the
@@ -63,12 +62,19 @@ export class SpoolWriter extends Writable {
     spoolDir: string,
     private readonly meta: FileMetaInformation,
     private readonly maxBytes: number,
+    /** Set when the instance is refused before its first byte (the disk watermark). */
+    refusal?: SpoolRefusal,
   ) {
     super({ highWaterMark: 4 * 1024 * 1024 });
+    this.refusal = refusal;
     this.tmpPath = join(spoolDir, INCOMING_DIR, `${randomUUID()}.part`);
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
+    if (this.refusal) {
+      callback();
+      return;
+    }
     open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o640)
       .then(async (file) => {
         this.file = file;
@@ -241,10 +247,14 @@ export async function prepareSpool(spoolDir: string): Promise<number> {
   return leftovers.length;
 }
 
-/** Free space for unprivileged writers on the spool's file system, in bytes. */
-export async function freeSpoolBytes(spoolDir: string): Promise<number> {
-  const s = await statfs(spoolDir);
-  return s.bavail * s.bsize;
+/** Free space for unprivileged writers on the spool's file system, in bytes (0 if unknown). */
+export function freeSpoolBytesSync(spoolDir: string): number {
+  try {
+    const s = statfsSync(spoolDir);
+    return s.bavail * s.bsize;
+  } catch {
+    return 0;
+  }
 }
 
 /** Reads a whole spooled file (only for headers larger than the captured head). */
