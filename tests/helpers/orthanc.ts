@@ -1,5 +1,6 @@
 /** A real Orthanc (Debian's package) as the PACS, on loopback ports of its own. */
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,7 +34,9 @@ export async function startOrthanc(aet = "ORTHANC"): Promise<RunningOrthanc> {
     Plugins: [],
   };
   await writeFile(join(dir, "orthanc.json"), JSON.stringify(config));
-  const child: ChildProcess = spawn("Orthanc", [`--logdir=${dir}`, join(dir, "orthanc.json")], {
+  // Debian installs it in /usr/sbin, which is not on every user's PATH.
+  const bin = existsSync("/usr/sbin/Orthanc") ? "/usr/sbin/Orthanc" : "Orthanc";
+  const child: ChildProcess = spawn(bin, [`--logdir=${dir}`, join(dir, "orthanc.json")], {
     stdio: "ignore",
   });
   const httpUrl = `http://127.0.0.1:${httpPort}`;
