@@ -41,15 +41,19 @@ it("queues a study once although the listener was killed twice while receiving i
   const target = { port: Number(env.LISTENER_PORT) };
   const [a, b] = study.instances.map((i) => i.path) as [string, string];
 
+  const logs: (() => string)[] = [];
   let serve = await startServe(env, ["--only", "listener"]);
+  logs.push(serve.output);
   expect((await storescu(target, [a])).code).toBe(0);
   await kill(serve.child);
 
   serve = await startServe(env, ["--only", "listener"]);
+  logs.push(serve.output);
   expect((await storescu(target, [b], ["-xs"])).code).toBe(0);
   await kill(serve.child); // killed again, before the study became stable
 
   serve = await startServe(env, ["--only", "listener"]);
+  logs.push(serve.output);
   try {
     expect((await echoscu(target)).code).toBe(0);
     await waitFor(async () => {
@@ -86,6 +90,14 @@ it("queues a study once although the listener was killed twice while receiving i
     expect(listed.jobs).toHaveLength(1);
   } finally {
     await kill(serve.child, "SIGTERM");
+  }
+  // Structured logs, and no patient data in them: the WG04 object's patient name, ID, birth date
+  // and accession number never appear, its UIDs do.
+  const output = logs.map((l) => l()).join("");
+  expect(output).toContain('"event":"instance.stored"');
+  expect(output).toContain(study.studyInstanceUid);
+  for (const phi of ["CompressedSamples", "11RG3", "19790408", "FUJI95706"]) {
+    expect(output).not.toContain(phi);
   }
   const queue = createQueue(QUEUES.gradeStudy, {
     REDIS_URL: env.REDIS_URL!,

@@ -1,6 +1,6 @@
 /**
  * Structured JSON logs (pino). Every line carries a stable `event` name; study/series/SOP UIDs are
- * fine, patient data is not: the fields below are removed wherever they appear.
+ * fine, patient data is not: the fields below are removed at the top level and one level down.
  */
 import { pino } from "pino";
 
@@ -17,8 +17,12 @@ const PATIENT_FIELDS = [
   "accessionNumber",
 ];
 
-export function createLogger(name: string, level = process.env.LOG_LEVEL ?? "info"): Logger {
-  return pino({
+export function createLogger(
+  name: string,
+  level = process.env.LOG_LEVEL ?? "info",
+  destination?: pino.DestinationStream,
+): Logger {
+  const options: pino.LoggerOptions = {
     name,
     level,
     base: { app: name },
@@ -27,5 +31,6 @@ export function createLogger(name: string, level = process.env.LOG_LEVEL ?? "inf
       paths: [...PATIENT_FIELDS, ...PATIENT_FIELDS.map((f) => `*.${f}`)],
       remove: true,
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
