@@ -170,8 +170,11 @@ export class SpoolWriter extends Writable {
 
   /** Drops a half-received data set (association aborted or closed mid-transfer). */
   async discard(): Promise<void> {
-    this.destroy();
-    await new Promise((resolve) => this.once("close", resolve));
+    if (!this.closed) {
+      const closed = new Promise((resolve) => this.once("close", resolve));
+      this.destroy();
+      await closed;
+    }
     await unlink(this.tmpPath).catch(() => {});
   }
 
