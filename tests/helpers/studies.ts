@@ -59,3 +59,9 @@ export async function buildStudy(opts: {
   }
   return { studyInstanceUid, seriesInstanceUid, instances };
 }
+
+/** The data set of a Part 10 file: everything after the File Meta Information group. */
+export function datasetBytes(file: Buffer): Buffer {
+  const groupLength = file.readUInt32LE(132 + 8);
+  return file.subarray(132 + 12 + groupLength);
+}

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { datasetBytes } from "../../../tests/helpers/studies.ts";
 import {
   DicomParseError,
   IncompleteHeaderError,
@@ -13,11 +14,6 @@ import { encodeFileMetaInformation } from "./part10.ts";
 
 const WG04 = new URL("../../../../shared/data/dicom/wg04/RG3_UNC.dcm", import.meta.url);
 
-/** The data set of a Part 10 file, without its File Meta Information. */
-function dataset(file: Buffer): Buffer {
-  return file.subarray(132 + 12 + file.readUInt32LE(140));
-}
-
 describe("encodeFileMetaInformation + readRadiographHeader", () => {
   const original = readFileSync(WG04);
   const meta = {
@@ -26,7 +22,7 @@ describe("encodeFileMetaInformation + readRadiographHeader", () => {
     transferSyntaxUid: "1.2.840.10008.1.2.1",
     sourceAeTitle: "CR_ROOM",
   };
-  const rebuilt = Buffer.concat([encodeFileMetaInformation(meta), dataset(original)]);
+  const rebuilt = Buffer.concat([encodeFileMetaInformation(meta), datasetBytes(original)]);
 
   it("writes a File Meta Information group that DCMTK reads", () => {
     const dir = mkdtempSync(join(tmpdir(), "kneegrade-part10-"));

@@ -3,7 +3,7 @@
  * spool. The peer only hears "success" once the instance is fsynced, renamed into place and
  * recorded in PostgreSQL; anything else gets a failure status it can act on (resend later).
  */
-import { unlink } from "node:fs/promises";
+import { readFile, unlink } from "node:fs/promises";
 import type { Socket } from "node:net";
 import type { Db } from "@kneegrade/db";
 import {
@@ -24,7 +24,7 @@ import {
 import type { Logger } from "@kneegrade/log";
 import dimse from "dcmjs-dimse";
 import { ingestInstance } from "./ingest.ts";
-import { freeSpoolBytesSync, readWhole, SpoolWriter } from "./spool.ts";
+import { freeSpoolBytesSync, SpoolWriter } from "./spool.ts";
 
 const { Scp, Dataset } = dimse;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
@@ -264,7 +264,7 @@ export function createScpClass(deps: ScpDeps) {
           header = readRadiographHeader(file.head, file.isWholeFile);
         } catch (error) {
           if (!(error instanceof IncompleteHeaderError)) throw error;
-          header = readRadiographHeader(await readWhole(file.tmpPath), true);
+          header = readRadiographHeader(await readFile(file.tmpPath), true);
         }
       } catch (error) {
         await dropFile();

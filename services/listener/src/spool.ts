@@ -8,16 +8,7 @@
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants as fsConstants, statfsSync } from "node:fs";
-import {
-  type FileHandle,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  unlink,
-} from "node:fs/promises";
+import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { encodeFileMetaInformation, type FileMetaInformation } from "@kneegrade/dicom";
@@ -258,9 +249,4 @@ export function freeSpoolBytesSync(spoolDir: string): number {
   } catch {
     return 0;
   }
-}
-
-/** Reads a whole spooled file (only for headers larger than the captured head). */
-export function readWhole(path: string): Promise<Buffer> {
-  return readFile(path);
 }
