@@ -15,9 +15,14 @@ import { REPO_ROOT, SHARED_DATA } from "./paths.ts";
 
 const PYTHON = process.env.KNEEGRADE_PYTHON ?? "/usr/bin/python3";
 
-/** smoke: two tiny 64-px members on 3 crops per grade (seconds). */
+/**
+ * smoke: two tiny 64-px members on 3 crops per grade (seconds): for contracts and parity.
+ * test: the same members on up to 170 crops per grade for a few epochs (under a minute): its grades
+ * depend on the knee, so pipeline tests can compare grades.
+ */
 export const TEST_MODELS = {
   smoke: { config: "models/configs/smoke.json", perGrade: 3, sets: [] as string[] },
+  test: { config: "models/configs/test.json", perGrade: 170, sets: [] as string[] },
 } as const;
 export type TestModelName = keyof typeof TEST_MODELS;
 
@@ -80,7 +85,8 @@ export async function testModel(name: TestModelName = "smoke"): Promise<string> 
   await rename(join(work, "out"), dir);
   await mkdir(join(dir, "checkpoints"), { recursive: true });
   for (const file of readdirSync(join(work, "work"))) {
-    if (file.endsWith(".pt")) await rename(join(work, "work", file), join(dir, "checkpoints", file));
+    if (file.endsWith(".pt"))
+      await rename(join(work, "work", file), join(dir, "checkpoints", file));
   }
   await rm(work, { recursive: true, force: true });
   return dir;

@@ -19,6 +19,8 @@ export interface RadiographHeader {
   viewPosition?: string;
   imageLaterality?: string;
   laterality?: string;
+  /** (0020,0020) as written, e.g. "L\\F": the patient directions of the rows and columns. */
+  patientOrientation?: string;
   accessionNumber?: string;
   hasPixelData: boolean;
   /** Where Pixel Data's value starts in the file, and its length (undefined: encapsulated). */
@@ -61,6 +63,7 @@ const OPTIONAL_ATTRIBUTES = [
   "modality",
   "imageLaterality",
   "laterality",
+  "patientOrientation",
   "accessionNumber",
 ] as const;
 
@@ -78,6 +81,7 @@ const TAGS = {
   viewPosition: "x00185101",
   imageLaterality: "x00200062",
   laterality: "x00200060",
+  patientOrientation: "x00200020",
   accessionNumber: "x00080050",
 } as const;
 

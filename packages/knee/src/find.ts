@@ -1,0 +1,120 @@
+/**
+ * From a decoded radiograph to the model inputs of its knees, or a recorded reason why not.
+ */
+import { cutKnee } from "./crop.ts";
+import { assignLaterality, type LateralityHeader, type Side } from "./laterality.ts";
+import { type GreyImage, type KneeCandidate, localiseKnees } from "./localise.ts";
+
+/** Below this knee score a found knee is graded but flagged for the reviewer. */
+export const LOW_CONFIDENCE_SCORE = 0.6;
+
+/** DICOM ViewPosition terms (and common variants) that are not an AP/PA projection. */
+const NOT_AP_VIEWS = new Set([
+  "LL",
+  "RL",
+  "LLD",
+  "RLD",
+  "LLO",
+  "RLO",
+  "LAT",
+  "LATERAL",
+  "ML",
+  "LM",
+  "OBL",
+  "OBLIQUE",
+  "AXIAL",
+  "SKYLINE",
+]);
+
+export interface KneeImageInput extends GreyImage {
+  /** Mean of row and column spacing, mm; null when unknown. */
+  spacingMm: number | null;
+}
+
+export interface KneeHeader extends LateralityHeader {
+  viewPosition?: string | undefined;
+}
+
+export interface FoundKnee {
+  laterality: Side | "U";
+  lateralitySource: string;
+  lateralityAssumed: boolean;
+  /** The crop square in image pixels. */
+  box: { cx: number; cy: number; side: number };
+  /** The square's side in mm, when the spacing is known. */
+  sideMm: number | null;
+  /** Knee score (see localise.ts), -1..1. */
+  score: number;
+  lowConfidence: boolean;
+  crop224: Uint8Array;
+  input: Float32Array;
+}
+
+export type KneeRefusalCode = "NOT_AP_VIEW" | "NO_KNEE_FOUND";
+
+export type KneeFindings =
+  | { ok: true; knees: FoundKnee[]; warnings: string[] }
+  | { ok: false; code: KneeRefusalCode; reason: string; bestScore: number | null };
+
+export async function findKnees(
+  image: KneeImageInput,
+  header: KneeHeader,
+  inputSize: number,
+  options: { minScore?: number } = {},
+): Promise<KneeFindings> {
+  const view = header.viewPosition?.trim().toUpperCase();
+  if (view && NOT_AP_VIEWS.has(view)) {
+    return {
+      ok: false,
+      code: "NOT_AP_VIEW",
+      reason: `ViewPosition ${view}: only AP/PA knee views are graded`,
+      bestScore: null,
+    };
+  }
+  const found = await localiseKnees(image, {
+    spacingMm: image.spacingMm,
+    ...(options.minScore !== undefined ? { minScore: options.minScore } : {}),
+  });
+  if (found.knees.length === 0) {
+    const best = found.best?.score ?? null;
+    return {
+      ok: false,
+      code: "NO_KNEE_FOUND",
+      reason:
+        best === null
+          ? "no knee joint found"
+          : `no knee joint found (best knee score ${best.toFixed(2)} < ${found.minScore.toFixed(2)})`,
+      bestScore: best,
+    };
+  }
+  const sides = assignLaterality(found.knees, image.width, header);
+  const warnings: string[] = [];
+  if (found.knees.length === 2 && ["R", "L"].includes(header.imageLaterality?.trim() ?? "")) {
+    warnings.push(
+      `ImageLaterality says ${header.imageLaterality} but two knees were found: sides taken from their positions`,
+    );
+  }
+  const knees: FoundKnee[] = [];
+  for (const [i, k] of found.knees.entries()) {
+    const s = sides[i]!;
+    const crop = await cutKnee(image, k as KneeCandidate, inputSize);
+    const lowConfidence = k.score < LOW_CONFIDENCE_SCORE;
+    if (lowConfidence) {
+      warnings.push(
+        `knee ${s.laterality}: low localisation confidence (score ${k.score.toFixed(2)})`,
+      );
+    }
+    if (s.assumed) warnings.push(`knee ${s.laterality}: laterality assumed (${s.source})`);
+    knees.push({
+      laterality: s.laterality,
+      lateralitySource: s.source,
+      lateralityAssumed: s.assumed,
+      box: { cx: k.cx, cy: k.cy, side: k.side },
+      sideMm: image.spacingMm ? k.side * image.spacingMm : null,
+      score: k.score,
+      lowConfidence,
+      ...crop,
+    });
+  }
+  return { ok: true, knees, warnings };
+}

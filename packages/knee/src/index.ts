@@ -1,0 +1,4 @@
+export * from "./crop.ts";
+export * from "./find.ts";
+export * from "./laterality.ts";
+export * from "./localise.ts";

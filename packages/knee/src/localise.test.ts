@@ -1,0 +1,182 @@
+import { readdirSync, readFileSync } from "node:fs";
+import dicomParser from "dicom-parser";
+import { describe, expect, it } from "vitest";
+import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
+import { composeRadiograph, type PlacedKnee } from "../../../tests/helpers/radiographs.ts";
+import { areaResize } from "./crop.ts";
+import { findKnees } from "./find.ts";
+import { assignLaterality, rowDirection } from "./laterality.ts";
+import { localiseKnees } from "./localise.ts";
+
+const VAL = `${SHARED_DATA}knee-kl/val/`;
+const crop = (grade: number, i: number) =>
+  `${VAL}${grade}/${readdirSync(`${VAL}${grade}`).sort()[i]}`;
+
+const display = (stored: Uint16Array) => Uint8Array.from(stored, (v) => v >> 4);
+
+/** Bilateral images with the knees at varied places, sizes and pixel spacings. */
+const CASES = Array.from({ length: 8 }, (_, k) => ({
+  spacingMm: [0.1, 0.14, 0.15, 0.2][k % 4]!,
+  sideMm: 80 + ((k * 7) % 35),
+  knees: [
+    { grade: k % 5, i: 3 * k, xMm: 95 + 4 * k, yMm: 140 + ((k * 9) % 40) },
+    { grade: (k + 2) % 5, i: 3 * k + 1, xMm: 265 - 3 * k, yMm: 143 + ((k * 9) % 40) },
+  ],
+}));
+
+describe("knee localisation on full radiographs composed from real crops", () => {
+  it("finds both knees of bilateral radiographs within a few millimetres", async () => {
+    const errors: number[] = [];
+    for (const [k, c] of CASES.entries()) {
+      const placed: PlacedKnee[] = c.knees.map((p) => ({
+        png: crop(p.grade, p.i),
+        xMm: p.xMm,
+        yMm: p.yMm,
+        sideMm: c.sideMm,
+      }));
+      const r = await composeRadiograph({
+        widthMm: 360,
+        heightMm: 320,
+        spacingMm: c.spacingMm,
+        knees: placed,
+        seed: k,
+      });
+      const found = await localiseKnees(
+        { width: r.width, height: r.height, data: display(r.stored) },
+        { spacingMm: c.spacingMm },
+      );
+      expect(found.knees, `image ${k}`).toHaveLength(2);
+      for (const [j, knee] of found.knees.entries()) {
+        const truth = r.truth[j]!;
+        errors.push(Math.hypot(knee.cx - truth.cx, knee.cy - truth.cy) * c.spacingMm);
+        expect(knee.side / truth.side).toBeGreaterThan(0.85);
+        expect(knee.side / truth.side).toBeLessThan(1.15);
+      }
+    }
+    const mean = errors.reduce((a, b) => a + b, 0) / errors.length;
+    // A crop is 80–115 mm wide: a 10 mm error still keeps the joint well inside it.
+    expect(Math.max(...errors)).toBeLessThan(12);
+    expect(mean).toBeLessThan(6);
+  });
+
+  it("finds a knee without pixel spacing, searching sizes relative to the image", async () => {
+    const r = await composeRadiograph({
+      widthMm: 200,
+      heightMm: 280,
+      spacingMm: 0.15,
+      knees: [{ png: crop(3, 5), xMm: 100, yMm: 150, sideMm: 95 }],
+    });
+    const found = await localiseKnees({
+      width: r.width,
+      height: r.height,
+      data: display(r.stored),
+    });
+    expect(found.knees).toHaveLength(1);
+    const [knee] = found.knees;
+    const truth = r.truth[0]!;
+    expect(Math.hypot(knee!.cx - truth.cx, knee!.cy - truth.cy) * 0.15).toBeLessThan(12);
+  });
+
+  it("refuses or flags the WG04 radiograph (distal tibia and ankle, no knee joint)", async () => {
+    const ds = dicomParser.parseDicom(readFileSync(`${WG04_DIR}RG3_UNC.dcm`));
+    const pd = ds.elements.x7fe00010!;
+    const stored = new Uint16Array(
+      ds.byteArray.buffer.slice(
+        ds.byteArray.byteOffset + pd.dataOffset,
+        ds.byteArray.byteOffset + pd.dataOffset + pd.length,
+      ),
+    );
+    let max = 0;
+    for (const v of stored) max = Math.max(max, v);
+    // MONOCHROME1: invert so that bone is bright, as the display path does.
+    const data = Uint8Array.from(stored, (v) => 255 - Math.round((v / max) * 255));
+    const result = await findKnees(
+      { width: 1760, height: 1760, data, spacingMm: null },
+      { viewPosition: "AP", laterality: "R" },
+      64,
+    );
+    // Its best match (an ankle region) scores at about the refusal threshold: refused, or at
+    // least every "knee" found is flagged as a low-confidence localisation for the reviewer.
+    if (result.ok) {
+      expect(result.knees.every((k) => k.lowConfidence)).toBe(true);
+      expect(result.warnings.join("\n")).toMatch(/low localisation confidence/);
+    } else {
+      expect(result.code).toBe("NO_KNEE_FOUND");
+      expect(result.reason).toMatch(/best knee score 0\.\d\d < 0\.50/);
+    }
+  });
+
+  it("refuses an image without structure, and a lateral view without looking", async () => {
+    const flat = new Uint8Array(800 * 600).fill(90);
+    const none = await findKnees({ width: 800, height: 600, data: flat, spacingMm: 0.2 }, {}, 64);
+    expect(none).toMatchObject({ ok: false, code: "NO_KNEE_FOUND" });
+    const lateral = await findKnees(
+      { width: 800, height: 600, data: flat, spacingMm: 0.2 },
+      { viewPosition: "LL" },
+      64,
+    );
+    expect(lateral).toMatchObject({ ok: false, code: "NOT_AP_VIEW" });
+  });
+
+  it("cuts crops the size of the model input and records laterality from the header", async () => {
+    const r = await composeRadiograph({
+      widthMm: 360,
+      heightMm: 300,
+      spacingMm: 0.15,
+      knees: [
+        { png: crop(1, 2), xMm: 95, yMm: 150, sideMm: 90 },
+        { png: crop(4, 2), xMm: 265, yMm: 150, sideMm: 90 },
+      ],
+    });
+    const image = { width: r.width, height: r.height, data: display(r.stored), spacingMm: 0.15 };
+    const found = await findKnees(image, { patientOrientation: "L\\F", imageLaterality: "B" }, 64);
+    expect(found.ok).toBe(true);
+    if (!found.ok) return;
+    expect(found.knees.map((k) => k.laterality)).toEqual(["R", "L"]);
+    for (const k of found.knees) {
+      expect(k.input).toHaveLength(64 * 64);
+      expect(k.crop224).toHaveLength(224 * 224);
+      expect(k.sideMm).toBeGreaterThan(75);
+      expect(k.sideMm).toBeLessThan(105);
+      expect(k.lateralityAssumed).toBe(false);
+    }
+    const mirrored = await findKnees(image, { patientOrientation: "R\\F" }, 64);
+    expect(mirrored.ok && mirrored.knees.map((k) => k.laterality)).toEqual(["L", "R"]);
+    const assumed = await findKnees(image, {}, 64);
+    expect(assumed.ok && assumed.knees.map((k) => k.laterality)).toEqual(["R", "L"]);
+    expect(assumed.ok && assumed.warnings.join("\n")).toMatch(/laterality assumed/);
+  });
+});
+
+describe("laterality", () => {
+  it("reads the row direction of PatientOrientation", () => {
+    expect(rowDirection("L\\F")).toBe("L");
+    expect(rowDirection("R\\F")).toBe("R");
+    expect(rowDirection("LP\\F")).toBe("L");
+    expect(rowDirection("A\\F")).toBeUndefined();
+    expect(rowDirection(undefined)).toBeUndefined();
+  });
+
+  it("takes a single knee's side from the header, else from a clearly off-centre position", () => {
+    expect(assignLaterality([{ cx: 500 }], 1000, { imageLaterality: "L" })[0]).toMatchObject({
+      laterality: "L",
+      source: "ImageLaterality",
+    });
+    expect(assignLaterality([{ cx: 500 }], 1000, { laterality: "R" })[0]?.laterality).toBe("R");
+    expect(
+      assignLaterality([{ cx: 500 }], 1000, { patientOrientation: "L\\F" })[0]?.laterality,
+    ).toBe("U");
+    expect(
+      assignLaterality([{ cx: 150 }], 1000, { patientOrientation: "L\\F" })[0]?.laterality,
+    ).toBe("R");
+  });
+});
+
+describe("areaResize", () => {
+  it("averages the cells PyTorch's area interpolation averages", () => {
+    // 3 → 2: cells [0, 2) and [1, 3) on each axis.
+    const src = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+    expect(Array.from(areaResize(src, 3, 2))).toEqual([3, 4, 6, 7]);
+    expect(Array.from(areaResize(src, 3, 3))).toEqual(src);
+  });
+});

@@ -1,0 +1,226 @@
+/**
+ * Full-size knee radiographs composed from real crops of ../shared/data/knee-kl, with the knees at
+ * known positions and sizes, written as DX DICOM: what a modality sends, with a ground truth.
+ *
+ * Each crop (224 px, one knee, femur above, tibia below) is scaled to its physical size and set into
+ * a leg: soft tissue around it, the femur and tibia continued above and below it from the crop's
+ * edge rows, fading out; plus film noise and a gentle exposure gradient. Stored as 12-bit values.
+ */
+import { readFile } from "node:fs/promises";
+import dcmjs from "dcmjs";
+import sharp from "sharp";
+import { newUid } from "./studies.ts";
+
+export interface PlacedKnee {
+  /** A 224-px crop (PNG) from knee-kl. */
+  png: string;
+  /** Centre of the joint in the image, mm from the top-left corner. */
+  xMm: number;
+  yMm: number;
+  /** Side of the square the crop covers, mm. */
+  sideMm: number;
+}
+
+export interface ComposedRadiograph {
+  width: number;
+  height: number;
+  spacingMm: number;
+  /** 12-bit stored values, row-major (MONOCHROME2 unless asked otherwise). */
+  stored: Uint16Array;
+  /** Where each knee is, in pixels: centre and side of its crop square. */
+  truth: { cx: number; cy: number; side: number; png: string }[];
+}
+
+/** A small deterministic generator (mulberry32), so a composed image is reproducible. */
+function random(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const smooth = (x: number) => (x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x));
+
+export async function composeRadiograph(opts: {
+  widthMm: number;
+  heightMm: number;
+  spacingMm: number;
+  knees: PlacedKnee[];
+  seed?: number;
+  noise?: number;
+}): Promise<ComposedRadiograph> {
+  const { spacingMm } = opts;
+  const width = Math.round(opts.widthMm / spacingMm);
+  const height = Math.round(opts.heightMm / spacingMm);
+  const rand = random(opts.seed ?? 1);
+  const img = new Float32Array(width * height).fill(0.04);
+  const truth: ComposedRadiograph["truth"] = [];
+  for (const knee of opts.knees) {
+    const side = Math.round(knee.sideMm / spacingMm);
+    const cx = Math.round(knee.xMm / spacingMm);
+    const cy = Math.round(knee.yMm / spacingMm);
+    const crop = new Uint8Array(
+      await sharp(await readFile(knee.png))
+        .greyscale()
+        .resize(side, side, { kernel: "cubic" })
+        .raw()
+        .toBuffer(),
+    );
+    const left = cx - Math.floor(side / 2);
+    const top = cy - Math.floor(side / 2);
+    // Soft tissue: a band 1.7 crop sides wide down the whole image, smooth at its edges.
+    const tissueHalf = 0.85 * side;
+    for (
+      let x = Math.max(0, cx - tissueHalf - 40);
+      x < Math.min(width, cx + tissueHalf + 40);
+      x++
+    ) {
+      const edge = smooth((tissueHalf - Math.abs(x - cx)) / (0.15 * side));
+      for (let y = 0; y < height; y++) {
+        const i = y * width + Math.round(x);
+        img[i] = Math.max(img[i]!, 0.04 + 0.2 * edge);
+      }
+    }
+    // Bone continued above and below the crop from its edge rows (shafts narrowing as they go).
+    const topRow = Float32Array.from({ length: side }, (_, x) => crop[x]! / 255);
+    const bottomRow = Float32Array.from(
+      { length: side },
+      (_, x) => crop[(side - 1) * side + x]! / 255,
+    );
+    for (let y = 0; y < height; y++) {
+      if (y >= top && y < top + side) continue;
+      const above = y < top;
+      const d = above ? top - y : y - (top + side - 1);
+      const row = above ? topRow : bottomRow;
+      const narrowing = 1 - Math.min(0.35, d / (4 * side));
+      const fade = smooth(1 - d / (3 * side));
+      for (let x = 0; x < side; x++) {
+        const u = (x - side / 2) / narrowing + side / 2;
+        const src = row[Math.min(side - 1, Math.max(0, Math.round(u)))]!;
+        const gx = left + x;
+        if (gx < 0 || gx >= width || y < 0 || y >= height) continue;
+        const i = y * width + gx;
+        const inside = u >= 0 && u < side ? 1 : 0;
+        img[i] = Math.max(img[i]!, (0.2 + (src - 0.2) * fade) * inside + img[i]! * (1 - inside));
+      }
+    }
+    // The crop itself, feathered into the tissue over its outer 3 %.
+    const feather = Math.max(2, Math.round(0.03 * side));
+    for (let y = 0; y < side; y++) {
+      for (let x = 0; x < side; x++) {
+        const gx = left + x;
+        const gy = top + y;
+        if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
+        const edge = Math.min(x, y, side - 1 - x, side - 1 - y);
+        const w = edge >= feather ? 1 : smooth(edge / feather);
+        const i = gy * width + gx;
+        img[i] = w * (crop[y * side + x]! / 255) + (1 - w) * img[i]!;
+      }
+    }
+    truth.push({ cx, cy, side, png: knee.png });
+  }
+  const noise = opts.noise ?? 0.01;
+  const stored = new Uint16Array(width * height);
+  for (let y = 0; y < height; y++) {
+    const gradient = 0.95 + 0.1 * (y / height);
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      const gauss = (rand() + rand() + rand() - 1.5) * 2 * noise;
+      const v = Math.min(1, Math.max(0, img[i]! * gradient + gauss));
+      stored[i] = Math.round(v * 4095);
+    }
+  }
+  return { width, height, spacingMm, stored, truth };
+}
+
+export interface RadiographDicomOptions {
+  studyInstanceUid?: string;
+  seriesInstanceUid?: string;
+  sopInstanceUid?: string;
+  photometric?: "MONOCHROME1" | "MONOCHROME2";
+  /** Which attribute carries the spacing (DX writes ImagerPixelSpacing; CR often PixelSpacing). */
+  spacingAttribute?: "PixelSpacing" | "ImagerPixelSpacing" | "none";
+  patientOrientation?: [string, string] | null;
+  imageLaterality?: "R" | "L" | "B" | "U" | null;
+  viewPosition?: string;
+  bodyPart?: string;
+}
+
+/** Writes a composed radiograph as a DX (for presentation) Part 10 file, Explicit VR Little Endian. */
+export function radiographDicom(r: ComposedRadiograph, o: RadiographDicomOptions = {}): Uint8Array {
+  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
+  const photometric = o.photometric ?? "MONOCHROME2";
+  const pixels =
+    photometric === "MONOCHROME1" ? r.stored.map((v) => 4095 - v) : Uint16Array.from(r.stored);
+  const sopClassUid = "1.2.840.10008.5.1.4.1.1.1.1"; // Digital X-Ray Image Storage - For Presentation
+  const sopInstanceUid = o.sopInstanceUid ?? newUid();
+  const spacing = [r.spacingMm, r.spacingMm];
+  const spacingAttribute = o.spacingAttribute ?? "ImagerPixelSpacing";
+  const dataset: Record<string, unknown> = {
+    SpecificCharacterSet: "ISO_IR 100",
+    ImageType: ["ORIGINAL", "PRIMARY"],
+    SOPClassUID: sopClassUid,
+    SOPInstanceUID: sopInstanceUid,
+    StudyDate: "20261127",
+    ContentDate: "20261127",
+    StudyTime: "101500",
+    ContentTime: "101500",
+    AccessionNumber: "SYNTH0001",
+    Modality: "DX",
+    PresentationIntentType: "FOR PRESENTATION",
+    Manufacturer: "kneegrade test composer",
+    ReferringPhysicianName: "",
+    StudyDescription: "XR KNEE BILATERAL (synthetic test image)",
+    SeriesDescription: "Knees AP",
+    PatientName: "Synthetic^Knee",
+    PatientID: "SYNTH-KNEE",
+    PatientBirthDate: "",
+    PatientSex: "O",
+    BodyPartExamined: o.bodyPart ?? "KNEE",
+    ViewPosition: o.viewPosition ?? "AP",
+    StudyInstanceUID: o.studyInstanceUid ?? newUid(),
+    SeriesInstanceUID: o.seriesInstanceUid ?? newUid(),
+    StudyID: "1",
+    SeriesNumber: "1",
+    InstanceNumber: "1",
+    SamplesPerPixel: 1,
+    PhotometricInterpretation: photometric,
+    Rows: r.height,
+    Columns: r.width,
+    BitsAllocated: 16,
+    BitsStored: 12,
+    HighBit: 11,
+    PixelRepresentation: 0,
+    WindowCenter: "2048",
+    WindowWidth: "4096",
+    RescaleIntercept: "0",
+    RescaleSlope: "1",
+    RescaleType: "US",
+    LossyImageCompression: "00",
+    BurnedInAnnotation: "NO",
+    PixelIntensityRelationship: "LOG",
+    PixelIntensityRelationshipSign: photometric === "MONOCHROME1" ? -1 : 1,
+    DetectorType: "SCINTILLATOR",
+    PixelData: [pixels.buffer],
+    _vrMap: { PixelData: "OW" },
+  };
+  if (spacingAttribute !== "none") dataset[spacingAttribute] = spacing;
+  if (o.patientOrientation !== null)
+    dataset.PatientOrientation = o.patientOrientation ?? ["L", "F"];
+  if (o.imageLaterality !== null) dataset.ImageLaterality = o.imageLaterality ?? "B";
+  const meta = {
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: sopClassUid,
+    MediaStorageSOPInstanceUID: sopInstanceUid,
+    TransferSyntaxUID: "1.2.840.10008.1.2.1",
+    ImplementationClassUID: "2.25.300419254128446211542468591235212390941",
+    ImplementationVersionName: "KNEEGRADE_TEST",
+  };
+  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
+  dict.dict = DicomMetaDictionary.denaturalizeDataset(dataset);
+  return new Uint8Array(dict.write());
+}
