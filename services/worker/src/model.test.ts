@@ -20,7 +20,26 @@ function modelDir(status: string, tamper = false) {
       kind: "kneegrade-kl-ensemble",
       status,
       labels: ["KL0", "KL1", "KL2", "KL3", "KL4"],
-      members: [{ name: "a", file: "a.onnx", sha256, temperature: 1.2 }],
+      created_utc: "2026-01-01T00:00:00Z",
+      members: [
+        {
+          name: "a",
+          file: "a.onnx",
+          sha256,
+          input: {
+            name: "image",
+            dtype: "float32",
+            layout: "NCHW",
+            shape: ["batch", 1, 224, 224],
+            channels: 1,
+            height: 224,
+            width: 224,
+            intensity: { scale: 1 / 255, offset: 0 },
+          },
+          outputs: [{ name: "logits" }, { name: "tokens_l1" }],
+          temperature: 1.2,
+        },
+      ],
       ensemble: { rule: "mean_calibrated_probabilities" },
     }),
   );
@@ -40,6 +59,13 @@ describe("checkModel", () => {
     expect(await checkModel(modelDir("smoke"))).toMatchObject({
       ok: false,
       code: "MODEL_NOT_FOR_PATIENTS",
+    });
+  });
+  it("accepts a smoke-test model only when tests allow it", async () => {
+    const check = await checkModel(modelDir("smoke"), { allowTestModel: true });
+    expect(check).toMatchObject({
+      ok: true,
+      version: expect.stringMatching(/^smoke-[0-9a-f]{12}$/),
     });
   });
   it("refuses a member whose bytes differ from the manifest", async () => {

@@ -1,0 +1,34 @@
+export {
+  BatcherClosedError,
+  type BatchInfo,
+  MicroBatcher,
+  type MicroBatcherOptions,
+  type Predictor,
+} from "./batcher.ts";
+export {
+  type LoadModelOptions,
+  loadModel,
+  type ManifestMember,
+  ManifestSchema,
+  type ModelCheck,
+  type ModelCheckCode,
+  type ModelManifest,
+  modelVersion,
+} from "./manifest.ts";
+export {
+  argmax,
+  type Crop,
+  Ensemble,
+  type EnsembleMember,
+  type EnsembleOptions,
+  type Heatmap,
+  InferenceError,
+  type InferenceErrorCode,
+  type InputSize,
+  type KneePrediction,
+  type MemberPrediction,
+  type MemberTiming,
+  type PredictTimings,
+  type RawMemberOutputs,
+  softmax,
+} from "./runtime.ts";

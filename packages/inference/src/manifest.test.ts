@@ -1,0 +1,167 @@
+/** The model check against a model the models/ toolkit really built (and tampered copies of it). */
+import { createHash } from "node:crypto";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testModel } from "../../../tests/helpers/test-model.ts";
+import { loadModel, modelVersion } from "./manifest.ts";
+import { Ensemble, InferenceError } from "./runtime.ts";
+import { captureLogger, copyModel, membersOf } from "./test-support.ts";
+
+let smoke: string;
+const copies: string[] = [];
+async function tampered(edit: (manifest: Record<string, unknown>) => void) {
+  const dir = await copyModel(smoke, edit);
+  copies.push(dir);
+  return dir;
+}
+
+beforeAll(async () => {
+  smoke = await testModel("smoke");
+});
+afterAll(async () => {
+  await Promise.all(copies.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+describe("loadModel", () => {
+  it("accepts the smoke model only with allowTestModel, with its runtime fields", async () => {
+    const check = await loadModel(smoke, { allowTestModel: true });
+    if (!check.ok) throw new Error(check.reason);
+    expect(check.manifest.status).toBe("smoke");
+    expect(check.manifest.created_utc).toMatch(/^\d{4}-\d\d-\d\dT/);
+    for (const m of check.manifest.members) {
+      expect(m.input).toMatchObject({ name: "image", channels: 1, height: 64, width: 64 });
+      expect(m.input.intensity.scale).toBeCloseTo(1 / 255, 12);
+      expect(m.input.intensity.offset).toBe(0);
+      expect(m.outputs.map((o) => o.name)).toEqual([
+        "logits",
+        "tokens_l1",
+        "tokens_l2",
+        "tokens_l3",
+        "tokens_l4",
+      ]);
+      expect(m.temperature).toBeGreaterThan(0);
+    }
+    // Unknown fields are kept for whoever reports them (e.g. val metrics).
+    expect(check.manifest.members[0]).toHaveProperty("val");
+  });
+
+  it("derives the version from the status and the members' sha256s", async () => {
+    const check = await loadModel(smoke, { allowTestModel: true });
+    if (!check.ok) throw new Error(check.reason);
+    const hash = createHash("sha256");
+    for (const m of check.manifest.members) hash.update(`${m.sha256}\n`);
+    expect(check.version).toBe(`smoke-${hash.digest("hex").slice(0, 12)}`);
+    expect(check.version).toMatch(/^smoke-[0-9a-f]{12}$/);
+    expect(modelVersion({ ...check.manifest, status: "release" })).toBe(
+      check.version.replace("smoke-", "release-"),
+    );
+  });
+
+  it("refuses a smoke-test model for patients", async () => {
+    expect(await loadModel(smoke)).toMatchObject({ ok: false, code: "MODEL_NOT_FOR_PATIENTS" });
+    await expect(Ensemble.open({ modelDir: smoke })).rejects.toMatchObject({
+      name: "InferenceError",
+      code: "MODEL_NOT_FOR_PATIENTS",
+    });
+  });
+
+  it("says what is missing: the folder, or a member file", async () => {
+    const none = join(tmpdir(), "no-such-model-dir");
+    expect(await loadModel(none)).toMatchObject({
+      ok: false,
+      code: "MODEL_MISSING",
+      reason: expect.stringContaining("no model manifest"),
+    });
+    await expect(Ensemble.open({ modelDir: none })).rejects.toBeInstanceOf(InferenceError);
+    const dir = await tampered((m) => {
+      membersOf(m)[1]!.file = "gone.onnx";
+    });
+    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
+      ok: false,
+      code: "MODEL_MISSING",
+      reason: expect.stringContaining("gone.onnx not found"),
+    });
+  });
+
+  it("refuses a member whose bytes differ from the manifest", async () => {
+    const dir = await tampered(() => {});
+    const file = join(dir, "tiny_b.onnx");
+    const bytes = await readFile(file);
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
+    await writeFile(file, bytes);
+    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
+      ok: false,
+      code: "MODEL_INVALID",
+      reason: "member tiny_b: sha256 mismatch",
+    });
+    await expect(Ensemble.open({ modelDir: dir, allowTestModel: true })).rejects.toMatchObject({
+      code: "MODEL_INVALID",
+    });
+  });
+
+  it("refuses members that disagree on the input size", async () => {
+    const dir = await tampered((m) => {
+      const input = membersOf(m)[1]!.input as Record<string, unknown>;
+      input.height = 32;
+      input.width = 32;
+      input.shape = ["batch", 1, 32, 32];
+    });
+    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
+      ok: false,
+      code: "MODEL_INVALID",
+      reason: expect.stringContaining("all members must take the same crop"),
+    });
+  });
+
+  it("refuses manifests the runtime could not use", async () => {
+    const cases: [string, (m: Record<string, unknown>) => void, string][] = [
+      [
+        "no intensity",
+        (m) => delete (membersOf(m)[0]!.input as Record<string, unknown>).intensity,
+        "intensity",
+      ],
+      ["no logits", (m) => (membersOf(m)[0]!.outputs = [{ name: "tokens_l1" }]), "logits"],
+      ["no token maps", (m) => (membersOf(m)[0]!.outputs = [{ name: "logits" }]), "token maps"],
+      ["bad temperature", (m) => (membersOf(m)[0]!.temperature = 0), "temperature"],
+      [
+        "shape vs height",
+        (m) => ((membersOf(m)[0]!.input as Record<string, unknown>).height = 65),
+        "shape",
+      ],
+      [
+        "escaping path",
+        (m) => (membersOf(m)[0]!.file = "../tiny_a.onnx"),
+        "inside the model folder",
+      ],
+      ["duplicate names", (m) => (membersOf(m)[1]!.name = "tiny_a"), "duplicate member name"],
+      ["no created_utc", (m) => delete m.created_utc, "created_utc"],
+      ["schema 2", (m) => (m.schema_version = 2), "schema_version"],
+    ];
+    for (const [what, edit, reason] of cases) {
+      const check = await loadModel(await tampered(edit), { allowTestModel: true });
+      expect(check, what).toMatchObject({ ok: false, code: "MODEL_INVALID" });
+      expect(!check.ok && check.reason, what).toContain(reason);
+    }
+  });
+
+  it("refuses an unreadable manifest", async () => {
+    const dir = await tampered(() => {});
+    await writeFile(join(dir, "manifest.json"), "{ not json");
+    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
+      ok: false,
+      code: "MODEL_INVALID",
+    });
+  });
+
+  it("refuses an ONNX graph whose names differ from the manifest's", async () => {
+    const dir = await tampered((m) => {
+      (membersOf(m)[0]!.input as Record<string, unknown>).name = "pixels";
+    });
+    const { logger } = captureLogger();
+    await expect(Ensemble.open({ modelDir: dir, allowTestModel: true, logger })).rejects.toThrow(
+      /graph has inputs \[image\], the manifest says pixels/,
+    );
+  });
+});

@@ -1,0 +1,209 @@
+/**
+ * The installed model: `<dir>/manifest.json` (format in models/README.md) and the ONNX members it
+ * lists, each checked against its sha256. `loadModel` never throws for a bad model: it says what is
+ * wrong with a stable code, so a worker without a usable model can report it and take no jobs.
+ */
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { isAbsolute, join, normalize } from "node:path";
+import { z } from "zod";
+
+const TOKENS_OUTPUT = /^tokens_l\d+$/;
+
+const Intensity = z.looseObject({
+  /** float = grey * scale + offset (grey 0..255). */
+  scale: z.number().positive(),
+  offset: z.number().default(0),
+});
+
+const MemberInput = z.looseObject({
+  name: z.string().min(1),
+  dtype: z.literal("float32"),
+  layout: z.literal("NCHW"),
+  channels: z.int().positive(),
+  height: z.int().positive(),
+  width: z.int().positive(),
+  intensity: Intensity,
+});
+
+const MemberOutput = z.looseObject({
+  name: z.string().min(1),
+  shape: z.array(z.union([z.string(), z.int()])).optional(),
+});
+
+const Member = z
+  .looseObject({
+    name: z.string().min(1),
+    file: z
+      .string()
+      .min(1)
+      .refine(
+        (f) => !isAbsolute(f) && !normalize(f).split(/[\\/]/).includes(".."),
+        "must be a path inside the model folder",
+      ),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    input: MemberInput,
+    outputs: z
+      .array(MemberOutput)
+      .min(1)
+      .refine((o) => o.some((x) => x.name === "logits"), "needs a `logits` output")
+      .refine(
+        (o) => o.some((x) => TOKENS_OUTPUT.test(x.name)),
+        "needs token maps (`tokens_l1`..) for the heat map",
+      ),
+    labels: z.array(z.string()).length(5).optional(),
+    /** Calibration: probabilities = softmax(logits / temperature). */
+    temperature: z.number().positive(),
+  })
+  .check((ctx) => {
+    const input = ctx.value.input;
+    const shape = input.shape;
+    if (Array.isArray(shape) && shape.length === 4) {
+      const [, c, h, w] = shape as unknown[];
+      if (c !== input.channels || h !== input.height || w !== input.width) {
+        ctx.issues.push({
+          code: "custom",
+          input: shape,
+          path: ["input", "shape"],
+          message: `shape ${JSON.stringify(shape)} disagrees with channels/height/width`,
+        });
+      }
+    }
+  });
+
+/** The parts of the manifest the product relies on (unknown fields are kept as they are). */
+export const ManifestSchema = z
+  .looseObject({
+    schema_version: z.literal(1),
+    kind: z.literal("kneegrade-kl-ensemble"),
+    /** "smoke" models come from the CI rehearsal: never used to grade a patient's knee. */
+    status: z.enum(["smoke", "candidate", "release"]),
+    created_utc: z.iso.datetime(),
+    labels: z.array(z.string()).length(5),
+    members: z.array(Member).min(1),
+    ensemble: z.looseObject({ rule: z.literal("mean_calibrated_probabilities") }),
+  })
+  .check((ctx) => {
+    const { members, labels } = ctx.value;
+    const issue = (path: PropertyKey[], message: string) =>
+      ctx.issues.push({ code: "custom", input: ctx.value, path, message });
+    const names = new Set<string>();
+    members.forEach((m, i) => {
+      if (names.has(m.name)) issue(["members", i, "name"], `duplicate member name ${m.name}`);
+      names.add(m.name);
+      if (m.labels && m.labels.join("\n") !== labels.join("\n")) {
+        issue(["members", i, "labels"], "differ from the manifest's labels");
+      }
+    });
+    const first = members[0];
+    members.forEach((m, i) => {
+      if (first && (m.input.height !== first.input.height || m.input.width !== first.input.width)) {
+        issue(
+          ["members", i, "input"],
+          `input size ${m.input.height}x${m.input.width} differs from member ${first.name}'s ` +
+            `${first.input.height}x${first.input.width}: all members must take the same crop`,
+        );
+      }
+    });
+  });
+
+export type ModelManifest = z.infer<typeof ManifestSchema>;
+export type ManifestMember = ModelManifest["members"][number];
+
+export type ModelCheckCode = "MODEL_MISSING" | "MODEL_INVALID" | "MODEL_NOT_FOR_PATIENTS";
+
+export type ModelCheck =
+  | {
+      ok: true;
+      manifest: ModelManifest;
+      /** `<status>-<first 12 hex of sha256 over the members' sha256s>`: see {@link modelVersion}. */
+      version: string;
+    }
+  | { ok: false; code: ModelCheckCode; reason: string };
+
+export interface LoadModelOptions {
+  /** Accept a status "smoke" model (tests, benchmarks). Never in production. */
+  allowTestModel?: boolean;
+}
+
+/**
+ * The model version: `<status>-<hex>` where hex is the first 12 hex digits of the sha256 of the
+ * members' sha256 strings in manifest order, each followed by "\n". It changes whenever any
+ * member's bytes (or the members' order or status) change, and is the same wherever the same files
+ * are installed.
+ */
+export function modelVersion(manifest: Pick<ModelManifest, "status" | "members">): string {
+  const hash = createHash("sha256");
+  for (const m of manifest.members) hash.update(`${m.sha256}\n`);
+  return `${manifest.status}-${hash.digest("hex").slice(0, 12)}`;
+}
+
+/** A checked model plus the verified bytes of each member (the runtime loads exactly these). */
+export type LoadedModel =
+  | (Extract<ModelCheck, { ok: true }> & { files: Map<string, Uint8Array> })
+  | Extract<ModelCheck, { ok: false }>;
+
+/** @internal `loadModel` that also hands back the member bytes it verified. */
+export async function readModel(dir: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
+  const manifestPath = join(dir, "manifest.json");
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(manifestPath, "utf8"));
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === "ENOENT";
+    return {
+      ok: false,
+      code: missing ? "MODEL_MISSING" : "MODEL_INVALID",
+      reason: missing
+        ? `no model manifest at ${manifestPath}`
+        : `${manifestPath}: ${(error as Error).message}`,
+    };
+  }
+  const parsed = ManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return {
+      ok: false,
+      code: "MODEL_INVALID",
+      reason: `${manifestPath}: ${issue?.path.join(".")}: ${issue?.message}`,
+    };
+  }
+  const manifest = parsed.data;
+  if (manifest.status === "smoke" && !options.allowTestModel) {
+    return {
+      ok: false,
+      code: "MODEL_NOT_FOR_PATIENTS",
+      reason: `${manifestPath} is a smoke-test model (status "smoke"): it must never grade patients`,
+    };
+  }
+  const files = new Map<string, Uint8Array>();
+  for (const member of manifest.members) {
+    const path = join(dir, member.file);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch {
+      return {
+        ok: false,
+        code: "MODEL_MISSING",
+        reason: `member ${member.name}: ${path} not found`,
+      };
+    }
+    if (createHash("sha256").update(bytes).digest("hex") !== member.sha256) {
+      return { ok: false, code: "MODEL_INVALID", reason: `member ${member.name}: sha256 mismatch` };
+    }
+    files.set(member.name, bytes);
+  }
+  return { ok: true, manifest, version: modelVersion(manifest), files };
+}
+
+/**
+ * Checks the model in `dir`: the manifest parses, the status is usable (status "smoke" only with
+ * `allowTestModel`), and every member file exists with its sha256. Never throws for a bad model.
+ */
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<ModelCheck> {
+  const loaded = await readModel(dir, options);
+  if (!loaded.ok) return loaded;
+  const { files: _files, ...check } = loaded;
+  return check;
+}
