@@ -1,6 +1,7 @@
 """The knee localiser's templates: the mean of the training crops (both sides, horizontal flips
-averaged in) and the mean of their vertical-gradient magnitude (the joint line, the condyles' and
-plateau's edges), at the localiser's coarse and fine sizes. The Node localiser (packages/knee) matches it by normalised
+averaged in) and the means of their vertical-gradient magnitude (the joint line, the condyles' and
+plateau's edges) and horizontal-gradient magnitude (the bone's outline, which fixes the size), at
+the localiser's coarse and fine sizes. The Node localiser (packages/knee) matches it by normalised
 cross-correlation over a full radiograph. Only an average of thousands of crops is written: no
 image of any subject can be recovered from it.
 
@@ -22,19 +23,26 @@ def vertical_gradient(a: np.ndarray) -> np.ndarray:
     return np.concatenate([g, g[-1:]], axis=0)
 
 
-def mean_templates(data: Path, size: int, grades: str = "01234") -> tuple[np.ndarray, np.ndarray, int]:
+def horizontal_gradient(a: np.ndarray) -> np.ndarray:
+    """|I(y, x+1) - I(y, x)|, the last column repeated."""
+    return vertical_gradient(a.T).T
+
+
+def mean_templates(data: Path, size: int, grades: str = "01234"):
     total = np.zeros((size, size), np.float64)
     grad = np.zeros((size, size), np.float64)
+    hgrad = np.zeros((size, size), np.float64)
     n = 0
     for png in sorted(data.glob(f"[{grades}]/*.png")):
         img = Image.open(png).convert("L").resize((size, size), Image.BILINEAR)
         a = np.asarray(img, np.float64) / 255.0
         total += a + a[:, ::-1]
         grad += vertical_gradient(a) + vertical_gradient(a[:, ::-1])
+        hgrad += horizontal_gradient(a) + horizontal_gradient(a[:, ::-1])
         n += 1
     if n == 0:
         raise SystemExit(f"no crops under {data}/<grade>/*.png")
-    return total / (2 * n), grad / (2 * n), n
+    return total / (2 * n), grad / (2 * n), hgrad / (2 * n), n
 
 
 def main(argv=None):
@@ -50,13 +58,14 @@ def main(argv=None):
         # All grades at every size; per grade at the refinement size (the largest): a severe knee
         # (KL 4, joint space gone) matches the all-grade mean less well than a healthy one.
         for grades in ["01234"] + (list("01234") if size == max(sizes) else []):
-            mean, grad, count = mean_templates(Path(args.data), size, grades)
+            mean, grad, hgrad, count = mean_templates(Path(args.data), size, grades)
             n = max(n, count)
             templates.append({
                 "size": size,
                 "grades": [int(g) for g in grades],
                 "mean": [round(float(v), 5) for v in mean.ravel()],
                 "vgrad": [round(float(v), 5) for v in grad.ravel()],
+                "hgrad": [round(float(v), 5) for v in hgrad.ravel()],
             })
     doc = {
         "schema_version": 2,
@@ -64,7 +73,8 @@ def main(argv=None):
         "crops": n,
         "source": "knee-kl train crops (Chen 2018, doi:10.17632/56rmx5bjcr.1, CC BY 4.0), each averaged "
                   "with its mirror image, bilinear-resized to each size; grey/255. mean: mean intensity; "
-                  "vgrad: mean |I(y+1,x) - I(y,x)| (last row repeated)",
+                  "vgrad: mean |I(y+1,x) - I(y,x)| (last row repeated); hgrad: mean |I(y,x+1) - I(y,x)| "
+                  "(last column repeated)",
         "templates": templates,
     }
     Path(args.out).write_text(json.dumps(doc, separators=(",", ":")) + "\n")

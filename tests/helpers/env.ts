@@ -45,7 +45,7 @@ export async function cleanupConfig(config: Config): Promise<void> {
 
 export async function resetDb(db: Db): Promise<void> {
   await db.$executeRawUnsafe(
-    `TRUNCATE "AuditEvent", "Delivery", "Report", "KneeResult", "GradingJob", "Instance", "Series", "Study" CASCADE`,
+    `TRUNCATE "AuditEvent", "Delivery", "Report", "KneeResult", "InstanceGrading", "GradingJob", "Instance", "Series", "Study" CASCADE`,
   );
 }
 
@@ -95,12 +95,13 @@ export async function waitFor<T>(
   check: () => Promise<T | undefined>,
   timeoutMs = 15_000,
   what = "a condition",
+  intervalMs = 200,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -108,14 +108,15 @@ export async function composeRadiograph(opts: {
         img[i] = Math.max(img[i]!, (0.2 + (src - 0.2) * fade) * inside + img[i]! * (1 - inside));
       }
     }
-    // The crop itself, feathered into the tissue over its outer 3 %.
+    // The crop itself, feathered into the tissue over its left and right 3 % (above and below, the
+    // bone continues from its edge rows without a seam).
     const feather = Math.max(2, Math.round(0.03 * side));
     for (let y = 0; y < side; y++) {
       for (let x = 0; x < side; x++) {
         const gx = left + x;
         const gy = top + y;
         if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
-        const edge = Math.min(x, y, side - 1 - x, side - 1 - y);
+        const edge = Math.min(x, side - 1 - x);
         const w = edge >= feather ? 1 : smooth(edge / feather);
         const i = gy * width + gx;
         img[i] = w * (crop[y * side + x]! / 255) + (1 - w) * img[i]!;

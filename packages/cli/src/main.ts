@@ -4,6 +4,16 @@ import { createDb } from "@kneegrade/db";
 import { cEcho, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
 import { Command, Option } from "commander";
+import {
+  collectFiles,
+  evaluateFolder,
+  formatEvaluation,
+  formatGraded,
+  gradeFiles,
+  NOTICE,
+  openModel,
+  TEST_MODEL_NOTICE,
+} from "./grade.ts";
 import { parseOnly, serve } from "./serve.ts";
 import { collectStatus, formatStatus } from "./status.ts";
 
@@ -129,5 +139,108 @@ program
       await db.$disconnect();
     }
   });
+
+interface ModelCliOptions {
+  modelDir?: string;
+  providers?: string;
+  threads?: string;
+  allowTestModel?: boolean;
+  json?: boolean;
+}
+
+function withModelOptions(cmd: Command): Command {
+  return cmd
+    .option("--model-dir <dir>", "model folder with manifest.json (default: MODEL_DIR)")
+    .option("--providers <list>", "execution providers in order (default: INFERENCE_PROVIDERS)")
+    .option("--threads <n>", "onnxruntime threads (default: INFERENCE_THREADS)")
+    .option(
+      "--allow-test-model",
+      'accept a model with status "smoke" (tests and demos; also ALLOW_TEST_MODEL=1)',
+    )
+    .option("--json", "machine-readable output (a stable interface)");
+}
+
+async function withModel<T>(
+  o: ModelCliOptions,
+  run: (m: Awaited<ReturnType<typeof openModel>>) => Promise<T>,
+): Promise<T> {
+  const c = config();
+  const log = createLogger(
+    "kneegrade",
+    o.json ? "silent" : c.LOG_LEVEL === "info" ? "warn" : c.LOG_LEVEL,
+  );
+  let opened: Awaited<ReturnType<typeof openModel>>;
+  try {
+    opened = await openModel(
+      {
+        modelDir: o.modelDir ?? c.MODEL_DIR,
+        providers: o.providers
+          ? o.providers.split(",").map((s) => s.trim())
+          : c.INFERENCE_PROVIDERS,
+        threads: o.threads ? Number(o.threads) : c.INFERENCE_THREADS,
+        allowTestModel: Boolean(o.allowTestModel) || c.ALLOW_TEST_MODEL,
+      },
+      log,
+    );
+  } catch (error) {
+    console.error(`kneegrade: no usable model: ${(error as Error).message}`);
+    process.exit(2);
+  }
+  try {
+    return await run(opened);
+  } finally {
+    await opened.ensemble.close();
+  }
+}
+
+withModelOptions(
+  program
+    .command("grade")
+    .description(
+      "grade DICOM radiographs (and PNG/JPEG images taken as already-cropped knees) offline",
+    )
+    .argument("<paths...>", "files or directories"),
+).action(async (paths: string[], o: ModelCliOptions) => {
+  const failed = await withModel(o, async ({ predictor, model }) => {
+    const files = await collectFiles(paths);
+    if (files.length === 0) {
+      console.error("kneegrade: no files to grade");
+      return true;
+    }
+    const results = await gradeFiles(files, predictor);
+    if (o.json) {
+      const notices = [NOTICE, ...(model.testModel ? [TEST_MODEL_NOTICE] : [])];
+      console.log(JSON.stringify({ schemaVersion: 1, model, notices, results }, null, 2));
+    } else {
+      console.log(formatGraded(results, model));
+    }
+    return results.some((r) => r.outcome === "FAILED");
+  });
+  process.exit(failed ? 1 : 0);
+});
+
+withModelOptions(
+  program
+    .command("evaluate")
+    .description("accuracy, QWK, MAE and confusion matrix on a <dir>/<grade>/*.png folder")
+    .argument("<dir>", "folder laid out <grade>/*.png, grade 0-4")
+    .option("--limit-per-grade <n>", "only the first n images (sorted) of each grade"),
+).action(async (dir: string, o: ModelCliOptions & { limitPerGrade?: string }) => {
+  await withModel(o, async ({ ensemble, model }) => {
+    const metrics = await evaluateFolder(dir, ensemble, {
+      ...(o.limitPerGrade ? { limitPerGrade: Number(o.limitPerGrade) } : {}),
+    });
+    console.log(
+      o.json
+        ? JSON.stringify(
+            { ...metrics, model: { version: model.version, status: model.status } },
+            null,
+            2,
+          )
+        : formatEvaluation(metrics, model),
+    );
+  });
+  process.exit(0);
+});
 
 await program.parseAsync();

@@ -38,7 +38,7 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
   if (services.includes("listener"))
     running.push(await startListener(config, db, log.child({ service: "listener" }), routingRules));
   if (services.includes("worker"))
-    running.push(await startWorker(config, log.child({ service: "worker" })));
+    running.push(await startWorker(config, db, log.child({ service: "worker" })));
   if (services.includes("reporter"))
     running.push(await startReporter(config, log.child({ service: "reporter" })));
   log.info({ event: "serve.started", services }, "kneegrade running");

@@ -21,6 +21,13 @@ export interface StatusReport {
   skipped: { reason: string; studies: number }[];
   queues: Record<QueueName, JobCounts | { error: string }>;
   jobs: { byStatus: Record<string, number> };
+  /** Studies graded / refused by the worker / failed; instance outcomes; knees graded; the model. */
+  grading: {
+    studies: { graded: number; refused: number; failed: number };
+    instances: Record<string, number>;
+    knees: number;
+    lastModel: { version: string; status: string | null; providers: unknown } | null;
+  };
   deliveries: { byStatus: Record<string, number> };
   recentStudies: {
     studyInstanceUid: string;
@@ -38,6 +45,15 @@ const countBy = <T extends string>(rows: { key: T; n: number }[]) =>
   Object.fromEntries(rows.map((r) => [r.key, r.n])) as Record<string, number>;
 
 export async function collectStatus(db: Db, config: Config, recent = 10): Promise<StatusReport> {
+  const [outcomes, knees, lastJob] = await Promise.all([
+    db.instanceGrading.groupBy({ by: ["outcome"], _count: { _all: true } }),
+    db.kneeResult.count(),
+    db.gradingJob.findFirst({
+      where: { status: "COMPLETED", modelVersion: { not: null } },
+      orderBy: { finishedAt: "desc" },
+      select: { modelVersion: true, modelStatus: true, providers: true },
+    }),
+  ]);
   const [studies, routing, resent, skipped, jobs, deliveries, recentStudies, refusals] =
     await Promise.all([
       db.study.groupBy({ by: ["status"], _count: { _all: true } }),
@@ -100,6 +116,29 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
     skipped: skipped.map((s) => ({ reason: s.statusReason ?? "unknown", studies: s._count._all })),
     queues,
     jobs: { byStatus: countBy(jobs.map((j) => ({ key: j.status, n: j._count._all }))) },
+    grading: {
+      studies: {
+        // Graded studies stay counted once reported.
+        graded: (byStudyStatus.GRADED ?? 0) + (byStudyStatus.REPORTED ?? 0),
+        // Refused by the worker (no gradable knee); studies the listener routed away are "skipped".
+        refused:
+          (byStudyStatus.REFUSED ?? 0) -
+          skipped.reduce(
+            (a, s) => a + (s.statusReason?.startsWith("NOT_KNEE") ? s._count._all : 0),
+            0,
+          ),
+        failed: byStudyStatus.FAILED ?? 0,
+      },
+      instances: countBy(outcomes.map((o) => ({ key: o.outcome, n: o._count._all }))),
+      knees,
+      lastModel: lastJob?.modelVersion
+        ? {
+            version: lastJob.modelVersion,
+            status: lastJob.modelStatus,
+            providers: lastJob.providers,
+          }
+        : null,
+    },
     deliveries: { byStatus: countBy(deliveries.map((d) => ({ key: d.status, n: d._count._all }))) },
     recentStudies: recentStudies.map((s) => ({
       studyInstanceUid: s.studyInstanceUid,
@@ -129,6 +168,12 @@ export function formatStatus(s: StatusReport): string {
         `  ${name.padEnd(14)} ${"error" in c ? `unavailable: ${c.error}` : fmtCounts(c)}`,
     ),
     `Grading jobs: ${fmtCounts(s.jobs.byStatus)}`,
+    `Graded: ${s.grading.studies.graded} studies, ${s.grading.knees} knees; refused ${s.grading.studies.refused}; failed ${s.grading.studies.failed}  (instances: ${fmtCounts(s.grading.instances)})`,
+    ...(s.grading.lastModel
+      ? [
+          `Model: ${s.grading.lastModel.version} (status ${s.grading.lastModel.status}; providers ${JSON.stringify(s.grading.lastModel.providers)})`,
+        ]
+      : []),
     `Deliveries: ${fmtCounts(s.deliveries.byStatus)}`,
     "Recent studies:",
     ...(s.recentStudies.length

@@ -61,6 +61,34 @@ const schema = z
     PACS_AET: aeTitle.default("ORTHANC"),
     DIMSE_TIMEOUT_SECONDS: positive.default(30),
     MODEL_DIR: z.string().trim().min(1).default("./models/dist"),
+    /** Execution providers in order of preference; each member falls back to the next. */
+    INFERENCE_PROVIDERS: z
+      .string()
+      .default("cpu")
+      .transform((v) =>
+        v
+          .split(",")
+          .map((s) => s.trim().toLowerCase())
+          .filter((s) => s !== ""),
+      )
+      .pipe(z.array(z.enum(["webgpu", "cuda", "cpu"])).min(1, "name at least one provider")),
+    /** onnxruntime intra-op threads per session; 0 lets onnxruntime choose. */
+    INFERENCE_THREADS: z.coerce.number().int().min(0).default(0),
+    /** Knees per model run, gathered across concurrent jobs (micro-batching). */
+    INFERENCE_MAX_BATCH: z.coerce.number().int().min(1).max(1024).default(16),
+    /** How long the first knee waits for others to join its batch, ms. */
+    INFERENCE_MAX_WAIT_MS: z.coerce.number().min(0).max(10_000).default(10),
+    /** Attempts of a grading or report job before it is recorded as failed. */
+    JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
+    /** Delay before a job's first retry, seconds; it doubles with each further retry. */
+    JOB_BACKOFF_SECONDS: z.coerce.number().min(0).default(5),
+    /** grade-study jobs one worker process runs at once. */
+    WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+    /** Accept a model with manifest status "smoke" (tests and demos only; results say so). */
+    ALLOW_TEST_MODEL: z
+      .enum(["0", "1", "false", "true", "no", "yes"])
+      .default("0")
+      .transform((v) => v === "1" || v === "true" || v === "yes"),
     LOG_LEVEL: z
       .enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
       .default("info"),

@@ -21,6 +21,7 @@ const Template = z.object({
       grades: z.array(z.number().int().min(0).max(4)),
       mean: z.array(z.number()),
       vgrad: z.array(z.number()),
+      hgrad: z.array(z.number()),
     }),
   ),
 });
@@ -32,6 +33,7 @@ export interface KneeTemplate {
   grades: number[];
   mean: Float32Array;
   vgrad: Float32Array;
+  hgrad: Float32Array;
 }
 
 let cached: KneeTemplate[] | undefined;
@@ -45,7 +47,7 @@ export function kneeTemplates(): KneeTemplate[] {
     const path = new URL("../assets/knee-template.json", import.meta.url);
     const doc = Template.parse(JSON.parse(readFileSync(path, "utf8")));
     cached = doc.templates.map((t) => {
-      if (t.mean.length !== t.size ** 2 || t.vgrad.length !== t.size ** 2) {
+      if ([t.mean, t.vgrad, t.hgrad].some((a) => a.length !== t.size ** 2)) {
         throw new Error(`${path}: template ${t.size} has the wrong length`);
       }
       return {
@@ -53,6 +55,7 @@ export function kneeTemplates(): KneeTemplate[] {
         grades: t.grades,
         mean: zeroMeanUnitNorm(Float32Array.from(t.mean)),
         vgrad: zeroMeanUnitNorm(Float32Array.from(t.vgrad)),
+        hgrad: zeroMeanUnitNorm(Float32Array.from(t.hgrad)),
       };
     });
   }
@@ -85,10 +88,13 @@ export interface KneeCandidate {
 export interface LocaliseOptions {
   /** mm per pixel (mean of row and column spacing); null when the header has none. */
   spacingMm?: number | null;
-  /** Minimum knee score (default 0.5). Below it the image has no knee we can grade. */
+  /** Minimum knee score (default 0.45). Below it the image has no knee we can grade. */
   minScore?: number;
-  /** A second knee must reach this fraction of the first one's score (default 0.7). */
-  pairRatio?: number;
+  /**
+   * Minimum score of a second knee beside a first one (default 0.42): at the first knee's height,
+   * of its size and clearly beside it — the geometry is evidence enough for a lower score.
+   */
+  pairMinScore?: number;
 }
 
 export interface LocaliseResult {
@@ -98,7 +104,8 @@ export interface LocaliseResult {
   minScore: number;
 }
 
-export const DEFAULT_MIN_SCORE = 0.5;
+export const DEFAULT_MIN_SCORE = 0.45;
+export const DEFAULT_PAIR_MIN_SCORE = 0.42;
 const COARSE = 24;
 const FINE = 64;
 const SCALE_STEP = 1.1;
@@ -189,15 +196,33 @@ export function verticalGradient(image: Float32Array, width: number, height: num
   return g;
 }
 
+/** |I(y, x+1) - I(y, x)|, the last column repeated: the bone's outline. */
+export function horizontalGradient(
+  image: Float32Array,
+  width: number,
+  height: number,
+): Float32Array {
+  const g = new Float32Array(width * height);
+  for (let y = 0; y < height; y++) {
+    const row = y * width;
+    for (let x = 0; x < width - 1; x++)
+      g[row + x] = Math.abs(image[row + x + 1]! - image[row + x]!);
+    if (width > 1) g[row + width - 1] = g[row + width - 2]!;
+  }
+  return g;
+}
+
 /**
- * The knee score at every position: the mean of the NCC with the mean knee and the NCC of the
- * vertical gradient with the mean knee's gradient. Intensity alone also matches any long bone
- * (bright column, dark sides); the gradient term needs the joint line and the bone ends.
+ * The knee score at every position: the mean of three NCCs — intensity with the mean knee, the
+ * vertical gradient with the mean knee's (the joint line and bone ends: intensity alone also
+ * matches any long bone, a bright column with dark sides), and the horizontal gradient with the
+ * mean knee's (the condyles' and plateau's outline, which pins the size).
  */
 export function kneeScoreMap(image: Float32Array, width: number, height: number, t: KneeTemplate) {
   const a = nccMap(image, width, height, t.mean, t.size);
   const b = nccMap(verticalGradient(image, width, height), width, height, t.vgrad, t.size);
-  for (let i = 0; i < a.map.length; i++) a.map[i] = (a.map[i]! + b.map[i]!) / 2;
+  const c = nccMap(horizontalGradient(image, width, height), width, height, t.hgrad, t.size);
+  for (let i = 0; i < a.map.length; i++) a.map[i] = (a.map[i]! + b.map[i]! + c.map[i]!) / 3;
   return a;
 }
 
@@ -335,7 +360,7 @@ export async function localiseKnees(
   options: LocaliseOptions = {},
 ): Promise<LocaliseResult> {
   const minScore = options.minScore ?? DEFAULT_MIN_SCORE;
-  const pairRatio = options.pairRatio ?? 0.7;
+  const pairMinScore = options.pairMinScore ?? DEFAULT_PAIR_MIN_SCORE;
   const coarse = allGrades(COARSE);
   const fine = allGrades(FINE);
   const candidates: KneeCandidate[] = [];
@@ -359,7 +384,7 @@ export async function localiseKnees(
       .slice(1)
       .find(
         (c) =>
-          c.score >= Math.max(minScore, pairRatio * best.score) &&
+          c.score >= pairMinScore &&
           c.side / best.side > 0.7 &&
           c.side / best.side < 1.43 &&
           Math.abs(c.cy - best.cy) < 0.5 * best.side &&

@@ -8,6 +8,9 @@ import { type ConnectionOptions, type JobsOptions, Queue } from "bullmq";
 export interface QueueConfig {
   REDIS_URL: string;
   QUEUE_PREFIX: string;
+  /** Attempts per job and the first retry's delay (doubling after each); defaults below. */
+  JOB_ATTEMPTS?: number;
+  JOB_BACKOFF_SECONDS?: number;
 }
 
 /** Connection options for BullMQ; workers need `maxRetriesPerRequest: null`. */
@@ -39,6 +42,12 @@ export function createQueue(name: QueueName, config: QueueConfig): Queue {
   return new Queue(name, {
     connection: redisConnection(config.REDIS_URL),
     prefix: config.QUEUE_PREFIX,
-    defaultJobOptions: DEFAULT_JOB_OPTIONS,
+    defaultJobOptions: {
+      ...DEFAULT_JOB_OPTIONS,
+      ...(config.JOB_ATTEMPTS ? { attempts: config.JOB_ATTEMPTS } : {}),
+      ...(config.JOB_BACKOFF_SECONDS !== undefined
+        ? { backoff: { type: "exponential", delay: config.JOB_BACKOFF_SECONDS * 1000 } }
+        : {}),
+    },
   });
 }

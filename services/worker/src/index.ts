@@ -1,33 +1,141 @@
 /**
- * The worker service: takes `grade-study` jobs and grades each knee with the PIM ensemble.
+ * The worker service: takes `grade-study` jobs, grades each knee with the PIM ensemble
+ * (decode → localise → crop → predict), records the results and queues the report.
  *
- * This version checks the installed model at start-up and reports what is missing. Grading itself
- * (decode → localise → preprocess → predict → summarise) arrives with the model (issues 3–4);
- * until then `grade-study` jobs wait in their queue and are graded once a worker can take them.
+ * Without a usable model it takes no jobs: they wait in their queue, nothing is lost, and the
+ * reason is logged (docs/OPERATIONS.md). SIGTERM (through `kneegrade serve`) lets running jobs
+ * finish before the process ends; a job cut short is retried by BullMQ.
  */
 import type { Config } from "@kneegrade/config";
+import { QUEUES } from "@kneegrade/contracts";
+import type { Db } from "@kneegrade/db";
+import { Ensemble, MicroBatcher } from "@kneegrade/inference";
 import type { Logger } from "@kneegrade/log";
+import { createQueue, redisConnection } from "@kneegrade/queue";
+import { Worker } from "bullmq";
+import type { KneePredictor } from "./grade.ts";
+import { processGradeJob, recordFinalFailure } from "./job.ts";
 import { checkModel, type ModelCheck } from "./model.ts";
 
+export * from "./grade.ts";
+export * from "./job.ts";
 export { checkModel, type ModelCheck } from "./model.ts";
 
 export interface RunningWorker {
   model: ModelCheck;
+  /** Execution provider of each member, when a model is loaded. */
+  providers: Record<string, string>;
   close(): Promise<void>;
 }
 
-export async function startWorker(config: Config, log: Logger): Promise<RunningWorker> {
-  const model = await checkModel(config.MODEL_DIR);
+/** The ensemble behind a micro-batcher, as the grading code wants it. */
+export async function openPredictor(
+  config: Pick<
+    Config,
+    | "MODEL_DIR"
+    | "INFERENCE_PROVIDERS"
+    | "INFERENCE_THREADS"
+    | "INFERENCE_MAX_BATCH"
+    | "INFERENCE_MAX_WAIT_MS"
+    | "ALLOW_TEST_MODEL"
+  >,
+  log: Logger,
+): Promise<{ ensemble: Ensemble; predictor: KneePredictor; close(): Promise<void> }> {
+  const ensemble = await Ensemble.open({
+    modelDir: config.MODEL_DIR,
+    providers: config.INFERENCE_PROVIDERS,
+    ...(config.INFERENCE_THREADS > 0 ? { intraOpThreads: config.INFERENCE_THREADS } : {}),
+    maxBatch: config.INFERENCE_MAX_BATCH,
+    allowTestModel: config.ALLOW_TEST_MODEL,
+    logger: log,
+  });
+  const batcher = new MicroBatcher(ensemble, {
+    maxBatch: config.INFERENCE_MAX_BATCH,
+    maxWaitMs: config.INFERENCE_MAX_WAIT_MS,
+  });
+  return {
+    ensemble,
+    predictor: { inputSize: ensemble.inputSize, predict: (inputs) => batcher.submit(inputs) },
+    close: async () => {
+      await batcher.close();
+      await ensemble.close();
+    },
+  };
+}
+
+export async function startWorker(config: Config, db: Db, log: Logger): Promise<RunningWorker> {
+  const model = await checkModel(config.MODEL_DIR, { allowTestModel: config.ALLOW_TEST_MODEL });
   if (!model.ok) {
     log.error(
       { event: "worker.model-unavailable", code: model.code, reason: model.reason },
       "no usable model installed: grade-study jobs stay queued until one is (see docs/OPERATIONS.md)",
     );
-  } else {
+    return { model, providers: {}, close: async () => {} };
+  }
+  const opened = await openPredictor(config, log);
+  const providers = Object.fromEntries(opened.ensemble.members.map((m) => [m.name, m.provider]));
+  if (model.manifest.status === "smoke") {
     log.warn(
-      { event: "worker.grading-unavailable", modelStatus: model.manifest.status },
-      "model found, but this kneegrade version does not grade yet: grade-study jobs stay queued",
+      { event: "worker.test-model", modelVersion: opened.ensemble.version },
+      "ALLOW_TEST_MODEL: grading with a smoke-test model; its grades mean nothing clinically",
     );
   }
-  return { model, close: async () => {} };
+  const reportQueue = createQueue(QUEUES.reportStudy, config);
+  const worker = new Worker(
+    QUEUES.gradeStudy,
+    async (job) =>
+      processGradeJob(job.data, job.attemptsMade + 1, {
+        db,
+        predictor: opened.predictor,
+        model: { version: opened.ensemble.version, status: model.manifest.status, providers },
+        addReportJob: (payload, jobId) => reportQueue.add(QUEUES.reportStudy, payload, { jobId }),
+        log,
+      }),
+    {
+      connection: redisConnection(config.REDIS_URL),
+      prefix: config.QUEUE_PREFIX,
+      concurrency: config.WORKER_CONCURRENCY,
+    },
+  );
+  worker.on("completed", (job, summary) =>
+    log.info({ event: "job.completed", jobId: job.id, ...summary }, "study graded"),
+  );
+  worker.on("failed", (job, error) => {
+    if (!job) return;
+    const attempts = job.opts.attempts ?? 1;
+    const final = error.name === "UnrecoverableError" || job.attemptsMade >= attempts;
+    if (!final) {
+      log.warn(
+        { event: "job.retry", jobId: job.id, attempt: job.attemptsMade, of: attempts, err: error },
+        "grading failed; BullMQ retries it with backoff",
+      );
+      return;
+    }
+    void recordFinalFailure(db, job.data, error, log).catch((e: unknown) =>
+      log.error(
+        { event: "job.failure-unrecorded", jobId: job.id, err: e },
+        "could not record a failed job",
+      ),
+    );
+  });
+  worker.on("error", (error) => log.error({ event: "worker.error", err: error }, "worker error"));
+  log.info(
+    {
+      event: "worker.started",
+      modelVersion: opened.ensemble.version,
+      modelStatus: model.manifest.status,
+      providers,
+      concurrency: config.WORKER_CONCURRENCY,
+    },
+    "worker taking grade-study jobs",
+  );
+  return {
+    model,
+    providers,
+    close: async () => {
+      await worker.close(); // waits for running jobs
+      await reportQueue.close();
+      await opened.close();
+    },
+  };
 }

@@ -1,0 +1,147 @@
+/**
+ * One radiograph, from its Part 10 bytes to graded knees (or a recorded reason why not):
+ * header → pixels (decode, Modality LUT, VOI, MONOCHROME1) → knee localisation and laterality →
+ * crops like the training crops → the ensemble. Pure composition of the shared packages; the
+ * worker service and `kneegrade grade` both use it.
+ */
+import { performance } from "node:perf_hooks";
+import { DicomParseError, readRadiographHeader } from "@kneegrade/dicom";
+import type { InputSize, KneePrediction } from "@kneegrade/inference";
+import { type FoundKnee, findKnees, type KneeRefusalCode } from "@kneegrade/knee";
+import { PixelDataError, readRadiograph } from "@kneegrade/pixels";
+import sharp from "sharp";
+
+/** What the grading needs of a model: its input size and batched prediction. */
+export interface KneePredictor {
+  inputSize: InputSize;
+  predict(inputs: Float32Array[]): Promise<KneePrediction[]>;
+}
+
+export interface GradedKnee extends Omit<FoundKnee, "input"> {
+  prediction: KneePrediction;
+}
+
+export type FailureCode =
+  | "UNREADABLE_DICOM"
+  | "UNSUPPORTED_TRANSFER_SYNTAX"
+  | "UNSUPPORTED_IMAGE"
+  | "CORRUPT_PIXEL_DATA"
+  | "NO_PIXEL_DATA";
+
+export interface StageTimings {
+  decode: number;
+  localise: number;
+  predict: number;
+}
+
+export type InstanceResult =
+  | { outcome: "GRADED"; knees: GradedKnee[]; warnings: string[]; timingsMs: StageTimings }
+  | {
+      outcome: "REFUSED";
+      code: KneeRefusalCode;
+      reason: string;
+      warnings: string[];
+      timingsMs: StageTimings;
+    }
+  | {
+      outcome: "FAILED";
+      code: FailureCode;
+      reason: string;
+      warnings: string[];
+      timingsMs: StageTimings;
+    };
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
+
+export async function gradeDicom(
+  bytes: Uint8Array,
+  predictor: KneePredictor,
+): Promise<InstanceResult> {
+  const timingsMs: StageTimings = { decode: 0, localise: 0, predict: 0 };
+  const failed = (code: FailureCode, reason: string): InstanceResult => ({
+    outcome: "FAILED",
+    code,
+    reason,
+    warnings: [],
+    timingsMs,
+  });
+  let t = performance.now();
+  let header: ReturnType<typeof readRadiographHeader>;
+  try {
+    header = readRadiographHeader(bytes, true);
+  } catch (error) {
+    if (error instanceof DicomParseError) return failed("UNREADABLE_DICOM", error.message);
+    throw error;
+  }
+  let radiograph: Awaited<ReturnType<typeof readRadiograph>>;
+  try {
+    radiograph = await readRadiograph(bytes);
+  } catch (error) {
+    if (error instanceof PixelDataError) return failed(error.code, error.message);
+    throw error;
+  }
+  timingsMs.decode = round(performance.now() - t);
+  t = performance.now();
+  const spacing = radiograph.spacing;
+  if (predictor.inputSize.height !== predictor.inputSize.width) {
+    throw new Error("the model's input must be square");
+  }
+  const findings = await findKnees(
+    {
+      width: radiograph.width,
+      height: radiograph.height,
+      data: radiograph.display,
+      spacingMm: spacing ? (spacing.rowMm + spacing.colMm) / 2 : null,
+    },
+    header,
+    predictor.inputSize.width,
+  );
+  timingsMs.localise = round(performance.now() - t);
+  if (!findings.ok) {
+    return {
+      outcome: "REFUSED",
+      code: findings.code,
+      reason: findings.reason,
+      warnings: [],
+      timingsMs,
+    };
+  }
+  t = performance.now();
+  const predictions = await predictor.predict(findings.knees.map((k) => k.input));
+  timingsMs.predict = round(performance.now() - t);
+  const knees = findings.knees.map(({ input: _input, ...knee }, i) => ({
+    ...knee,
+    prediction: predictions[i]!,
+  }));
+  return { outcome: "GRADED", knees, warnings: findings.warnings, timingsMs };
+}
+
+/** Where the knee's crop square lies in the image, in pixels (and its side in mm, when known). */
+export function kneeRegion(knee: Pick<FoundKnee, "box" | "sideMm">) {
+  return {
+    x: Math.round(knee.box.cx - knee.box.side / 2),
+    y: Math.round(knee.box.cy - knee.box.side / 2),
+    width: Math.round(knee.box.side),
+    height: Math.round(knee.box.side),
+    sideMm: knee.sideMm === null ? null : Math.round(knee.sideMm * 10) / 10,
+  };
+}
+
+/** The crop a knee was graded on, as PNG (224 px grey). */
+export async function cropPng(knee: GradedKnee): Promise<Buffer> {
+  const side = Math.round(Math.sqrt(knee.crop224.length));
+  return sharp(knee.crop224, { raw: { width: side, height: side, channels: 1 } })
+    .toColourspace("b-w")
+    .png()
+    .toBuffer();
+}
+
+/** The heat map of the predicted grade, 0..1 mapped to 0..255, as PNG (the model's input size). */
+export async function heatmapPng(knee: GradedKnee): Promise<Buffer> {
+  const { width, height, data } = knee.prediction.heatmap;
+  const grey = Uint8Array.from(data, (v) => Math.round(Math.min(1, Math.max(0, v)) * 255));
+  return sharp(grey, { raw: { width, height, channels: 1 } })
+    .toColourspace("b-w")
+    .png()
+    .toBuffer();
+}

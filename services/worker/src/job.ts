@@ -1,0 +1,308 @@
+/**
+ * One `grade-study` job: grade every knee instance of one study revision and record it all in one
+ * transaction, then hand the revision to the reporter (`report-study`).
+ *
+ * Idempotent: a revision already COMPLETED is not graded again (only its report job is re-added,
+ * which BullMQ ignores when it exists). Per-instance problems (no knee, corrupt pixels) are outcomes,
+ * recorded with a code and reason; only transient trouble (database, Redis, the runtime) throws, so
+ * BullMQ retries the job with backoff. After the last attempt `recordFinalFailure` marks the job and
+ * the study FAILED with the reason: nothing is dropped silently.
+ */
+import { readFile } from "node:fs/promises";
+import { GradeStudyJob, QUEUES, ReportStudyJob, studyRevisionJobId } from "@kneegrade/contracts";
+import type { Db, Prisma } from "@kneegrade/db";
+import type { Logger } from "@kneegrade/log";
+import { UnrecoverableError } from "bullmq";
+import {
+  cropPng,
+  type GradedKnee,
+  gradeDicom,
+  heatmapPng,
+  type InstanceResult,
+  type KneePredictor,
+  kneeRegion,
+} from "./grade.ts";
+
+export interface JobContext {
+  db: Db;
+  predictor: KneePredictor;
+  /** Model identity, recorded with every result. */
+  model: { version: string; status: string; providers: Record<string, string> };
+  /** Adds the report job (BullMQ `Queue.add`). */
+  addReportJob(payload: ReportStudyJob, jobId: string): Promise<unknown>;
+  log: Logger;
+}
+
+const LATERALITY = { R: "RIGHT", L: "LEFT", U: "UNKNOWN" } as const;
+
+export interface JobSummary {
+  gradingJobId: string;
+  skipped: boolean;
+  instances: number;
+  knees: number;
+  outcome: "GRADED" | "REFUSED" | "FAILED";
+}
+
+export async function processGradeJob(
+  data: unknown,
+  attempt: number,
+  ctx: JobContext,
+): Promise<JobSummary> {
+  const parsed = GradeStudyJob.safeParse(data);
+  if (!parsed.success) {
+    throw new UnrecoverableError(`invalid grade-study payload: ${parsed.error.issues[0]?.message}`);
+  }
+  const job = parsed.data;
+  const { db, log } = ctx;
+  const gradingJob = await db.gradingJob.findUnique({
+    where: { studyId_revision: { studyId: job.studyId, revision: job.revision } },
+  });
+  if (!gradingJob) {
+    throw new UnrecoverableError(
+      `no grading job recorded for study ${job.studyInstanceUid} revision ${job.revision}`,
+    );
+  }
+  const report = async () => {
+    const payload = ReportStudyJob.parse({
+      schemaVersion: 1,
+      studyId: job.studyId,
+      studyInstanceUid: job.studyInstanceUid,
+      revision: job.revision,
+      gradingJobId: gradingJob.id,
+    });
+    await ctx.addReportJob(
+      payload,
+      studyRevisionJobId(QUEUES.reportStudy, job.studyInstanceUid, job.revision),
+    );
+  };
+  if (gradingJob.status === "COMPLETED") {
+    // Graded by an earlier attempt that stopped before the report job was added.
+    await report();
+    return {
+      gradingJobId: gradingJob.id,
+      skipped: true,
+      instances: 0,
+      knees: 0,
+      outcome: "GRADED",
+    };
+  }
+  await db.$transaction([
+    db.gradingJob.update({
+      where: { id: gradingJob.id },
+      data: { status: "ACTIVE", startedAt: new Date(), attempts: attempt },
+    }),
+    db.study.updateMany({
+      where: { id: job.studyId, revision: job.revision },
+      data: { status: "GRADING" },
+    }),
+  ]);
+  const instances = await db.instance.findMany({
+    where: { studyId: job.studyId, routing: "KNEE", revision: { lte: job.revision } },
+    orderBy: { receivedAt: "asc" },
+  });
+  const graded: {
+    instanceId: string;
+    sopInstanceUid: string;
+    result: InstanceResult;
+    readMs: number;
+  }[] = [];
+  for (const instance of instances) {
+    const start = performance.now();
+    let bytes: Buffer;
+    try {
+      if (!instance.spoolPath) throw Object.assign(new Error("no spool path"), { code: "ENOENT" });
+      bytes = await readFile(instance.spoolPath);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT") throw error; // disk trouble: retry the job
+      graded.push({
+        instanceId: instance.id,
+        sopInstanceUid: instance.sopInstanceUid,
+        readMs: 0,
+        result: {
+          outcome: "FAILED",
+          code: "UNREADABLE_DICOM",
+          reason: "the spooled file is missing (SPOOL_DIR changed or cleaned?)",
+          warnings: [],
+          timingsMs: { decode: 0, localise: 0, predict: 0 },
+        },
+      });
+      continue;
+    }
+    const readMs = performance.now() - start;
+    const result = await gradeDicom(
+      new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length),
+      ctx.predictor,
+    );
+    graded.push({
+      instanceId: instance.id,
+      sopInstanceUid: instance.sopInstanceUid,
+      result,
+      readMs,
+    });
+    log.info(
+      {
+        event: "instance.graded",
+        studyInstanceUid: job.studyInstanceUid,
+        sopInstanceUid: instance.sopInstanceUid,
+        outcome: result.outcome,
+        ...(result.outcome === "GRADED"
+          ? {
+              knees: result.knees.map((k) => ({
+                laterality: k.laterality,
+                grade: k.prediction.grade,
+              })),
+            }
+          : { code: result.code }),
+        timingsMs: result.timingsMs,
+      },
+      `instance ${result.outcome.toLowerCase()}`,
+    );
+  }
+  const kneeRows: Prisma.KneeResultCreateManyInput[] = [];
+  for (const g of graded) {
+    if (g.result.outcome !== "GRADED") continue;
+    for (const knee of g.result.knees) {
+      kneeRows.push(
+        await kneeRow(knee, g.instanceId, gradingJob.id, ctx, g.result.timingsMs, g.readMs),
+      );
+    }
+  }
+  const knees = kneeRows.length;
+  const outcome: JobSummary["outcome"] =
+    knees > 0
+      ? "GRADED"
+      : graded.some((g) => g.result.outcome === "REFUSED")
+        ? "REFUSED"
+        : "FAILED";
+  const statusReason =
+    outcome === "GRADED"
+      ? null
+      : graded
+          .map((g) => (g.result.outcome === "GRADED" ? "" : `${g.result.code}: ${g.result.reason}`))
+          .filter(Boolean)
+          .join("; ") || "NO_KNEE_INSTANCE: no knee instance to grade";
+  await db.$transaction(async (tx) => {
+    // A retry after a crash mid-transaction finds nothing; a retry after a commit never gets here.
+    await tx.kneeResult.deleteMany({ where: { gradingJobId: gradingJob.id } });
+    await tx.instanceGrading.deleteMany({ where: { gradingJobId: gradingJob.id } });
+    await tx.instanceGrading.createMany({
+      data: graded.map((g) => ({
+        gradingJobId: gradingJob.id,
+        instanceId: g.instanceId,
+        outcome: g.result.outcome,
+        code: g.result.outcome === "GRADED" ? null : g.result.code,
+        reason: g.result.outcome === "GRADED" ? null : g.result.reason,
+        warnings: g.result.warnings,
+        kneesFound: g.result.outcome === "GRADED" ? g.result.knees.length : 0,
+        timingsMs: { read: Math.round(g.readMs * 10) / 10, ...g.result.timingsMs },
+      })),
+    });
+    if (kneeRows.length > 0) await tx.kneeResult.createMany({ data: kneeRows });
+    await tx.gradingJob.update({
+      where: { id: gradingJob.id },
+      data: {
+        status: "COMPLETED",
+        finishedAt: new Date(),
+        modelVersion: ctx.model.version,
+        modelStatus: ctx.model.status,
+        providers: ctx.model.providers,
+        errorCode: null,
+        errorMessage: null,
+      },
+    });
+    // Only the latest revision decides the study's status; an older one just records its results.
+    await tx.study.updateMany({
+      where: { id: job.studyId, revision: job.revision },
+      data: { status: outcome === "GRADED" ? "GRADED" : outcome, statusReason },
+    });
+    await tx.auditEvent.create({
+      data: {
+        event: "study.graded",
+        actor: "worker",
+        studyInstanceUid: job.studyInstanceUid,
+        details: {
+          revision: job.revision,
+          outcome,
+          knees,
+          instances: graded.length,
+          modelVersion: ctx.model.version,
+        },
+      },
+    });
+  });
+  await report();
+  return { gradingJobId: gradingJob.id, skipped: false, instances: graded.length, knees, outcome };
+}
+
+async function kneeRow(
+  knee: GradedKnee,
+  instanceId: string,
+  gradingJobId: string,
+  ctx: JobContext,
+  timings: { decode: number; localise: number; predict: number },
+  readMs: number,
+): Promise<Prisma.KneeResultCreateManyInput> {
+  const p = knee.prediction;
+  return {
+    gradingJobId,
+    instanceId,
+    laterality: LATERALITY[knee.laterality],
+    lateralitySource: knee.lateralitySource,
+    klGrade: p.grade,
+    probabilities: p.probabilities,
+    memberOutputs: p.members.map((m) => ({
+      name: m.name,
+      provider: m.provider,
+      logits: m.logits,
+      probabilities: m.probabilities,
+    })),
+    region: kneeRegion(knee),
+    localisationScore: knee.score,
+    lowConfidence: knee.lowConfidence,
+    cropPng: new Uint8Array(await cropPng(knee)),
+    heatmapPng: new Uint8Array(await heatmapPng(knee)),
+    modelVersion: ctx.model.version,
+    timingsMs: { read: Math.round(readMs * 10) / 10, ...timings },
+  };
+}
+
+/** After the last attempt (or an unrecoverable error): the job and the study say why they failed. */
+export async function recordFinalFailure(db: Db, data: unknown, error: Error, log: Logger) {
+  const parsed = GradeStudyJob.safeParse(data);
+  if (!parsed.success) {
+    log.error({ event: "job.failed", err: error }, "invalid grade-study job failed for good");
+    return;
+  }
+  const job = parsed.data;
+  const code = error instanceof UnrecoverableError ? "UNRECOVERABLE" : "RETRIES_EXHAUSTED";
+  const message = error.message.slice(0, 1000);
+  await db.$transaction([
+    db.gradingJob.updateMany({
+      where: { studyId: job.studyId, revision: job.revision, status: { not: "COMPLETED" } },
+      data: { status: "FAILED", finishedAt: new Date(), errorCode: code, errorMessage: message },
+    }),
+    db.study.updateMany({
+      where: { id: job.studyId, revision: job.revision },
+      data: { status: "FAILED", statusReason: `${code}: ${message}` },
+    }),
+    db.auditEvent.create({
+      data: {
+        event: "study.grading-failed",
+        actor: "worker",
+        studyInstanceUid: job.studyInstanceUid,
+        details: { revision: job.revision, code, message },
+      },
+    }),
+  ]);
+  log.error(
+    {
+      event: "job.failed",
+      studyInstanceUid: job.studyInstanceUid,
+      revision: job.revision,
+      code,
+      err: error,
+    },
+    "grading failed for good: the study is marked FAILED",
+  );
+}
