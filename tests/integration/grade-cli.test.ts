@@ -1,0 +1,157 @@
+/**
+ * `kneegrade grade` and `kneegrade evaluate` as an operator runs them, with a test model exported by
+ * the models/ toolkit; `evaluate` against the toolkit's own `python3 -m models.evaluate`.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLI } from "../helpers/cli.ts";
+import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
+import { composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
+import { testModel } from "../helpers/test-model.ts";
+
+const run = promisify(execFile);
+const VAL = `${SHARED_DATA}knee-kl/val`;
+
+async function kneegrade(args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, LOG_LEVEL: "warn", ALLOW_TEST_MODEL: "0" },
+      maxBuffer: 32 * 2 ** 20,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe("kneegrade grade / evaluate", () => {
+  let modelDir: string;
+  let work: string;
+  let bilateral: string;
+
+  beforeAll(async () => {
+    modelDir = await testModel("test");
+    work = await mkdtemp(join(tmpdir(), "kneegrade-cli-"));
+    const r = await composeRadiograph({
+      widthMm: 360,
+      heightMm: 300,
+      spacingMm: 0.15,
+      knees: [
+        { png: `${VAL}/0/9034812R.png`, xMm: 95, yMm: 150, sideMm: 90 },
+        { png: `${VAL}/4/9511862R.png`, xMm: 265, yMm: 150, sideMm: 90 },
+      ],
+    });
+    bilateral = join(work, "bilateral.dcm");
+    await writeFile(bilateral, radiographDicom(r, { photometric: "MONOCHROME1" }));
+  }, 300_000);
+  afterAll(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("prints both knees of a bilateral DICOM with laterality, grade and probabilities", async () => {
+    const json = await kneegrade([
+      "grade",
+      bilateral,
+      "--json",
+      "--model-dir",
+      modelDir,
+      "--allow-test-model",
+    ]);
+    expect(json.code, json.stderr).toBe(0);
+    const doc = JSON.parse(json.stdout);
+    expect(doc.model).toMatchObject({ status: "smoke", testModel: true });
+    expect(doc.notices.join(" ")).toMatch(/unverified/);
+    expect(doc.notices.join(" ")).toMatch(/TEST MODEL/);
+    const [file] = doc.results;
+    expect(file).toMatchObject({ kind: "dicom", outcome: "GRADED" });
+    expect(file.knees.map((k: { laterality: string }) => k.laterality)).toEqual(["R", "L"]);
+    for (const k of file.knees) {
+      expect(k.grade).toBe(k.probabilities.indexOf(Math.max(...k.probabilities)));
+      expect(k.probabilities.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(1, 4);
+      expect(k.region.sideMm).toBeGreaterThan(75);
+    }
+
+    const table = await kneegrade([
+      "grade",
+      bilateral,
+      "--model-dir",
+      modelDir,
+      "--allow-test-model",
+    ]);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/right/);
+    expect(table.stdout).toMatch(/left/);
+    expect(table.stdout).toMatch(/TEST MODEL/);
+    expect(table.stdout).toMatch(/Device-generated result, unverified/);
+  }, 60_000);
+
+  it("grades image files as crops, and says why a file could not be graded", async () => {
+    const junk = join(work, "junk.dcm");
+    await writeFile(junk, "this is not DICOM");
+    const crop = `${VAL}/2/9023348R.png`;
+    const r = await kneegrade([
+      "grade",
+      crop,
+      junk,
+      "--json",
+      "--model-dir",
+      modelDir,
+      "--allow-test-model",
+    ]);
+    expect(r.code).toBe(1); // a file failed
+    const doc = JSON.parse(r.stdout);
+    expect(doc.results[0]).toMatchObject({ kind: "image", outcome: "GRADED" });
+    expect(doc.results[0].knees[0].laterality).toBe("U");
+    expect(doc.results[1]).toMatchObject({ kind: "dicom", outcome: "FAILED" });
+    expect(doc.results[1].reason).toBeTruthy();
+  }, 60_000);
+
+  it("refuses a test model unless asked, and a missing model, with exit status 2", async () => {
+    const smoke = await kneegrade(["grade", bilateral, "--model-dir", modelDir]);
+    expect(smoke.code).toBe(2);
+    expect(smoke.stderr).toMatch(/no usable model: .*smoke/);
+    const missing = await kneegrade(["grade", bilateral, "--model-dir", join(work, "none")]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/no usable model/);
+  }, 60_000);
+
+  it("evaluates a <grade>/*.png folder with the same figures as python3 -m models.evaluate", async () => {
+    const node = await kneegrade([
+      "evaluate",
+      VAL,
+      "--json",
+      "--model-dir",
+      modelDir,
+      "--allow-test-model",
+    ]);
+    expect(node.code, node.stderr).toBe(0);
+    const ours = JSON.parse(node.stdout);
+    const out = join(work, "eval");
+    await run(
+      "/usr/bin/python3",
+      ["-m", "models.evaluate", "--data", VAL, "--models", modelDir, "--out", out],
+      {
+        cwd: REPO_ROOT,
+        maxBuffer: 32 * 2 ** 20,
+      },
+    );
+    const theirs = JSON.parse(await readFile(join(out, "eval.json"), "utf8")).results.ensemble;
+    expect(ours.n).toBe(826);
+    expect(ours.n).toBe(theirs.n);
+    expect(ours.confusion_matrix).toEqual(theirs.confusion);
+    expect(ours.overall_accuracy).toBeCloseTo(theirs.accuracy, 10);
+    expect(ours.qwk).toBeCloseTo(theirs.qwk, 10);
+    expect(ours.mae).toBeCloseTo(theirs.mae, 10);
+    expect(ours.per_grade_accuracy).toEqual(theirs.per_grade_accuracy);
+    // The test model learned something, so agreeing is not agreeing on a constant.
+    expect(
+      new Set(ours.confusion_matrix.map((row: number[]) => row.indexOf(Math.max(...row)))).size,
+    ).toBeGreaterThan(1);
+  }, 180_000);
+});
