@@ -25,7 +25,7 @@ export interface ModelOptions {
 export const NOTICE =
   "Device-generated result, unverified: for review by a radiologist, not a diagnosis.";
 export const TEST_MODEL_NOTICE =
-  'TEST MODEL (manifest status "smoke"): trained for seconds on a few crops; its grades mean nothing clinically.';
+  'TEST MODEL (manifest status "smoke"): a test model trained briefly on a CPU, not validated: its grades mean nothing clinically.';
 
 export async function openModel(o: ModelOptions, log: Logger) {
   const ensemble = await Ensemble.open({
