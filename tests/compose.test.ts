@@ -20,6 +20,7 @@ type VolumeEntry = string | { type?: string; source?: string; target: string; re
 
 interface ComposeService {
   image?: string;
+  build?: { context?: string; target?: string; args?: Record<string, string> };
   command?: string[] | string;
   entrypoint?: string[] | string;
   restart?: string;
@@ -50,8 +51,12 @@ const ENV = {
   POSTGRES_PASSWORD: "compose-test",
 };
 
-function compose(args: string[], env: Record<string, string> = ENV) {
-  return spawnSync("docker-compose", ["-f", "docker-compose.yml", ...args], {
+function compose(
+  args: string[],
+  env: Record<string, string> = ENV,
+  files: string[] = ["docker-compose.yml"],
+) {
+  return spawnSync("docker-compose", [...files.flatMap((f) => ["-f", f]), ...args], {
     cwd: REPO_ROOT,
     env,
     encoding: "utf8",
@@ -76,21 +81,28 @@ function publishes(entry: PortEntry, port: number): boolean {
 }
 
 let model: ComposeModel;
+let gpuModel: ComposeModel;
 let service: (name: string) => ComposeService;
 
-beforeAll(() => {
-  const which = spawnSync("docker-compose", ["version"], { encoding: "utf8" });
-  if (which.error || which.status !== 0) {
-    throw new Error("docker-compose is not on PATH: it is needed to validate docker-compose.yml");
-  }
-  const printed = compose(["config"]);
+/** The model `docker-compose config` prints for these files, as JSON. */
+function load(files: string[]): ComposeModel {
+  const printed = compose(["config"], ENV, files);
   if (printed.status !== 0) throw new Error(`docker-compose config failed:\n${printed.stderr}`);
   const json = execFileSync(
     "python3",
     ["-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
     { input: printed.stdout, encoding: "utf8" },
   );
-  model = JSON.parse(json) as ComposeModel;
+  return JSON.parse(json) as ComposeModel;
+}
+
+beforeAll(() => {
+  const which = spawnSync("docker-compose", ["version"], { encoding: "utf8" });
+  if (which.error || which.status !== 0) {
+    throw new Error("docker-compose is not on PATH: it is needed to validate docker-compose.yml");
+  }
+  model = load(["docker-compose.yml"]);
+  gpuModel = load(["docker-compose.yml", "docker-compose.gpu.yml"]);
   service = (name) => {
     const s = model.services[name];
     if (!s) throw new Error(`docker-compose.yml has no service "${name}"`);
@@ -116,11 +128,24 @@ describe("docker-compose.yml", () => {
     expect(Object.keys(model.services).sort()).toEqual([...ALL_SERVICES].sort());
   });
 
-  it("reserves one NVIDIA GPU for the worker", () => {
-    const devices = service("worker").deploy?.resources?.reservations?.devices ?? [];
-    expect(devices).toContainEqual(
+  it("runs the worker on the CPU anywhere, and on one NVIDIA GPU with docker-compose.gpu.yml", () => {
+    expect(service("worker").deploy?.resources?.reservations?.devices ?? []).toEqual([]);
+    expect(service("worker").environment?.INFERENCE_PROVIDERS).toBe("cpu");
+    const gpu = gpuModel.services.worker!;
+    expect(gpu.deploy?.resources?.reservations?.devices).toContainEqual(
       expect.objectContaining({ driver: "nvidia", count: 1, capabilities: ["gpu"] }),
     );
+    expect(gpu.build).toMatchObject({ target: "gpu", args: { ORT_CUDA: "1" } });
+    expect(gpu.environment?.INFERENCE_PROVIDERS?.split(",")[0]).toBe("cuda");
+    // Only the worker changes.
+    for (const name of ["listener", "reporter", "migrate"]) {
+      expect(gpuModel.services[name]).toEqual(model.services[name]);
+    }
+    const gpuCheck = compose(["config", "-q"], ENV, [
+      "docker-compose.yml",
+      "docker-compose.gpu.yml",
+    ]);
+    expect(gpuCheck.stderr).toBe("");
   });
 
   it.each(LONG_RUNNING)("%s has a health check (or documents why not) and restarts", (name) => {
