@@ -118,11 +118,11 @@ export async function benchGpu(o: {
   for (const [provider, preds] of Object.entries(predictions)) {
     if (provider === baseline || !reference) continue;
     let max = 0;
-    preds.forEach((p, i) =>
-      p.probabilities.forEach((v, g) => {
+    for (const [i, p] of preds.entries()) {
+      for (const [g, v] of p.probabilities.entries()) {
         max = Math.max(max, Math.abs(v - reference[i]!.probabilities[g]!));
-      }),
-    );
+      }
+    }
     diffs[provider] = max;
   }
   return { baseline, rows, unavailable, maxAbsProbabilityDiff: diffs };
