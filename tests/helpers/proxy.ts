@@ -65,3 +65,42 @@ export async function startStallingProxy(targetPort: number) {
       }),
   };
 }
+
+/**
+ * A TCP proxy that can be switched off and on: while down, connections are accepted and closed at
+ * once (as a PACS that is restarting); while up, bytes flow both ways to the target.
+ */
+export async function startSwitchProxy(targetPort: number) {
+  let up = true;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    if (!up) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    client.on("close", () => sockets.delete(client));
+    upstream.on("close", () => sockets.delete(upstream));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    down() {
+      up = false;
+      for (const s of sockets) s.destroy();
+    },
+    up() {
+      up = true;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}

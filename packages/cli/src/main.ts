@@ -3,6 +3,7 @@ import { type Config, ConfigError, loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { cEcho, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
+import { redeliver } from "@kneegrade/reporter";
 import { Command, Option } from "commander";
 import {
   collectFiles,
@@ -135,6 +136,28 @@ program
     try {
       const report = await collectStatus(db, c, Number(o.recent));
       console.log(o.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+    } finally {
+      await db.$disconnect();
+    }
+  });
+
+program
+  .command("redeliver")
+  .description(
+    "send a study's report objects to the PACS again (after a dead letter, or on request)",
+  )
+  .argument("<study>", "Study Instance UID")
+  .action(async (study: string) => {
+    const c = config();
+    const db = createDb(c.DATABASE_URL);
+    try {
+      const r = await redeliver(db, c, study);
+      console.log(
+        `queued: ${r.deliveries} object(s) of revision ${r.revision} for ${c.PACS_AET}@${c.PACS_HOST}:${c.PACS_PORT} (job ${r.jobId})`,
+      );
+    } catch (error) {
+      console.error(`kneegrade: ${(error as Error).message}`);
+      process.exitCode = 1;
     } finally {
       await db.$disconnect();
     }

@@ -40,7 +40,7 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
   if (services.includes("worker"))
     running.push(await startWorker(config, db, log.child({ service: "worker" })));
   if (services.includes("reporter"))
-    running.push(await startReporter(config, log.child({ service: "reporter" })));
+    running.push(await startReporter(config, db, log.child({ service: "reporter" })));
   log.info({ event: "serve.started", services }, "kneegrade running");
 
   let stopping = false;

@@ -60,6 +60,35 @@ const schema = z
     PACS_PORT: port.default(4242),
     PACS_AET: aeTitle.default("ORTHANC"),
     DIMSE_TIMEOUT_SECONDS: positive.default(30),
+    /** DICOM over TLS to the PACS: 1 to use it; CA to verify the PACS, cert+key to identify us. */
+    PACS_TLS: z
+      .enum(["0", "1", "false", "true", "no", "yes"])
+      .default("0")
+      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    PACS_TLS_CA: optionalPath,
+    PACS_TLS_CERT: optionalPath,
+    PACS_TLS_KEY: optionalPath,
+    /** Delivery attempts of a report before it is dead-lettered, and the first retry's delay. */
+    DELIVERY_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(12),
+    DELIVERY_BACKOFF_SECONDS: z.coerce.number().min(0).default(10),
+    /** Also send a Secondary Capture (crops, heat maps, grades burned in) for viewers without SR. */
+    REPORT_SECONDARY_CAPTURE: z
+      .enum(["0", "1", "false", "true", "no", "yes"])
+      .default("1")
+      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    /** Also send a Basic Text SR with the report text, for dictation systems. */
+    REPORT_BASIC_TEXT_SR: z
+      .enum(["0", "1", "false", "true", "no", "yes"])
+      .default("0")
+      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    /** This installation's Device Observer UID in the SR (default: derived from LISTENER_AET). */
+    DEVICE_OBSERVER_UID: z
+      .string()
+      .trim()
+      .regex(/^[0-9]+(\.[0-9]+)*$/, "must be a DICOM UID")
+      .max(64)
+      .optional(),
+    INSTITUTION_NAME: z.string().trim().max(64).optional(),
     MODEL_DIR: z.string().trim().min(1).default("./models/dist"),
     /** Execution providers in order of preference; each member falls back to the next. */
     INFERENCE_PROVIDERS: z
@@ -82,6 +111,8 @@ const schema = z
     JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
     /** Delay before a job's first retry, seconds; it doubles with each further retry. */
     JOB_BACKOFF_SECONDS: z.coerce.number().min(0).default(5),
+    /** A job whose worker stopped renewing its lock this long ago (crashed) is run again. */
+    JOB_LOCK_SECONDS: z.coerce.number().min(1).max(3600).default(30),
     /** grade-study jobs one worker process runs at once. */
     WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** Accept a model with manifest status "smoke" (tests and demos only; results say so). */
@@ -94,6 +125,13 @@ const schema = z
       .default("info"),
   })
   .superRefine((c, ctx) => {
+    if ((c.PACS_TLS_CERT === undefined) !== (c.PACS_TLS_KEY === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["PACS_TLS_KEY"],
+        message: "PACS_TLS_CERT and PACS_TLS_KEY must be set together",
+      });
+    }
     if ((c.LISTENER_TLS_KEY === undefined) !== (c.LISTENER_TLS_CERT === undefined)) {
       ctx.addIssue({
         code: "custom",

@@ -15,6 +15,8 @@ export interface DicomPeer {
   calledAet: string;
   callingAet: string;
   timeoutMs?: number;
+  /** DICOM over TLS: PEM contents (not paths). `ca` verifies the peer; `cert`+`key` identify us. */
+  tls?: { ca?: string; cert?: string; key?: string };
 }
 
 export interface RequestOutcome {
@@ -64,6 +66,15 @@ function run(peer: DicomPeer, items: { item: string; request: dimse.requests.Req
     client.send(peer.host, peer.port, peer.callingAet, peer.calledAet, {
       connectTimeout: peer.timeoutMs ?? 30_000,
       associationTimeout: peer.timeoutMs ?? 30_000,
+      ...(peer.tls
+        ? {
+            securityOptions: {
+              ...peer.tls,
+              // Verify the PACS's certificate against the given CA (or the system's).
+              rejectUnauthorized: true,
+            },
+          }
+        : {}),
     });
   });
 }

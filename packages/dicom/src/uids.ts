@@ -1,4 +1,5 @@
 /** UIDs from DICOM PS3.4 (SOP classes) and PS3.5 (transfer syntaxes) that kneegrade deals in. */
+import { createHash } from "node:crypto";
 
 export const SOP_CLASSES = {
   verification: "1.2.840.10008.1.1",
@@ -54,3 +55,14 @@ export const UUID_UID_ROOT = "2.25";
 /** Implementation identity written into File Meta Information (PS3.7 D.3.3.2). */
 export const IMPLEMENTATION_CLASS_UID = "2.25.182466127404213457094591217318240871233";
 export const IMPLEMENTATION_VERSION_NAME = "KNEEGRADE_01";
+
+/**
+ * A UID that is the same every time for the same name (PS3.5 B.2: 2.25 + a 128-bit number, here
+ * the first 128 bits of sha256(name), with the UUID version bits left as they fall). Used for the
+ * objects kneegrade writes per study revision, so a retried write reproduces the same UIDs and the
+ * PACS never receives two reports for one revision.
+ */
+export function uidFromName(name: string): string {
+  const hex = createHash("sha256").update(name).digest("hex").slice(0, 32);
+  return `${UUID_UID_ROOT}.${BigInt(`0x${hex}`).toString()}`;
+}

@@ -1,34 +1,146 @@
 /**
- * The reporter service: writes the Structured Report of a graded study and delivers it to the PACS.
+ * The reporter service: takes `report-study` jobs, writes the study revision's Structured Report
+ * (and, when configured, a Secondary Capture and a Basic Text SR) and delivers them to the PACS
+ * with C-STORE, retrying with backoff while the PACS is unreachable (see job.ts).
  *
- * This version checks that the PACS answers C-ECHO at start-up, so a misconfigured destination is
- * visible from the first minute. Writing and delivering reports arrives with grading.
+ * At start-up it checks that the PACS answers C-ECHO, so a misconfigured destination is visible
+ * from the first minute; reports wait (and retry) until it does.
  */
+import { readFileSync } from "node:fs";
 import type { Config } from "@kneegrade/config";
-import { cEcho } from "@kneegrade/dicom";
+import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
+import type { Db } from "@kneegrade/db";
+import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
+import { createQueue, redisConnection } from "@kneegrade/queue";
+import { Worker } from "bullmq";
+import { processReportJob, recordDeadLetter } from "./job.ts";
+
+export * from "./job.ts";
+export * from "./report.ts";
 
 export interface RunningReporter {
   pacsReachable: boolean;
   close(): Promise<void>;
 }
 
-export async function startReporter(config: Config, log: Logger): Promise<RunningReporter> {
-  const outcome = await cEcho({
+/** The PACS as a DICOM peer, TLS material read from the configured files. */
+export function pacsPeer(config: Config): DicomPeer {
+  const read = (path: string | undefined) => (path ? readFileSync(path, "utf8") : undefined);
+  const tls = config.PACS_TLS
+    ? Object.fromEntries(
+        Object.entries({
+          ca: read(config.PACS_TLS_CA),
+          cert: read(config.PACS_TLS_CERT),
+          key: read(config.PACS_TLS_KEY),
+        }).filter(([, v]) => v !== undefined),
+      )
+    : undefined;
+  return {
     host: config.PACS_HOST,
     port: config.PACS_PORT,
     calledAet: config.PACS_AET,
     callingAet: config.LISTENER_AET,
-    timeoutMs: 5_000,
-  });
+    timeoutMs: config.DIMSE_TIMEOUT_SECONDS * 1000,
+    ...(tls ? { tls } : {}),
+  };
+}
+
+export async function startReporter(config: Config, db: Db, log: Logger): Promise<RunningReporter> {
+  const pacs = pacsPeer(config);
+  const where = { pacs: `${pacs.calledAet}@${pacs.host}:${pacs.port}${pacs.tls ? " (TLS)" : ""}` };
+  const outcome = await cEcho({ ...pacs, timeoutMs: Math.min(pacs.timeoutMs ?? 5_000, 5_000) });
   const pacsReachable = outcome.status === 0;
-  const where = { pacs: `${config.PACS_AET}@${config.PACS_HOST}:${config.PACS_PORT}` };
   if (pacsReachable) log.info({ event: "reporter.pacs-ok", ...where }, "PACS answers C-ECHO");
   else {
     log.warn(
       { event: "reporter.pacs-unreachable", ...where, err: outcome.error },
-      "PACS does not answer C-ECHO: reports will wait until it does",
+      "PACS does not answer C-ECHO: reports will wait (and retry) until it does",
     );
   }
-  return { pacsReachable, close: async () => {} };
+  const worker = new Worker(
+    QUEUES.reportStudy,
+    async (job) => processReportJob(job.data, job.attemptsMade + 1, { db, config, pacs, log }),
+    {
+      connection: redisConnection(config.REDIS_URL),
+      prefix: config.QUEUE_PREFIX,
+      concurrency: 2,
+      lockDuration: config.JOB_LOCK_SECONDS * 1000,
+      stalledInterval: config.JOB_LOCK_SECONDS * 1000,
+    },
+  );
+  worker.on("failed", (job, error) => {
+    if (!job) return;
+    const final =
+      error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
+    if (final) {
+      void recordDeadLetter(db, job.data, error, log).catch((e: unknown) =>
+        log.error(
+          { event: "report.dead-letter-unrecorded", jobId: job.id, err: e },
+          "could not record",
+        ),
+      );
+    }
+  });
+  worker.on("error", (error) =>
+    log.error({ event: "reporter.error", err: error }, "reporter error"),
+  );
+  return {
+    pacsReachable,
+    close: async () => {
+      await worker.close();
+    },
+  };
+}
+
+/**
+ * `kneegrade redeliver <study>`: the study's latest report objects go back to PENDING and a new
+ * `report-study` job sends them (the objects themselves are not rewritten: same UIDs, same bytes).
+ */
+export async function redeliver(
+  db: Db,
+  config: Config,
+  studyInstanceUid: string,
+): Promise<{ revision: number; deliveries: number; jobId: string }> {
+  const study = await db.study.findUnique({ where: { studyInstanceUid } });
+  if (!study) throw new Error(`no study ${studyInstanceUid}`);
+  const job = await db.gradingJob.findFirst({
+    where: { studyId: study.id, status: "COMPLETED" },
+    orderBy: { revision: "desc" },
+  });
+  if (!job) throw new Error(`study ${studyInstanceUid} has no graded revision to report`);
+  const reset = await db.delivery.updateMany({
+    where: { report: { gradingJobId: job.id } },
+    data: { status: "PENDING", lastError: null },
+  });
+  const queue = createQueue(QUEUES.reportStudy, config);
+  const jobId = `${studyRevisionJobId(QUEUES.reportStudy, studyInstanceUid, job.revision)}_redeliver_${Date.now()}`;
+  try {
+    await queue.add(
+      QUEUES.reportStudy,
+      {
+        schemaVersion: 1,
+        studyId: study.id,
+        studyInstanceUid,
+        revision: job.revision,
+        gradingJobId: job.id,
+      },
+      {
+        jobId,
+        attempts: config.DELIVERY_ATTEMPTS,
+        backoff: { type: "exponential", delay: config.DELIVERY_BACKOFF_SECONDS * 1000 },
+      },
+    );
+  } finally {
+    await queue.close();
+  }
+  await db.auditEvent.create({
+    data: {
+      event: "report.redeliver",
+      actor: "cli",
+      studyInstanceUid,
+      details: { revision: job.revision, deliveries: reset.count, jobId },
+    },
+  });
+  return { revision: job.revision, deliveries: reset.count, jobId };
 }

@@ -88,13 +88,23 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
         db,
         predictor: opened.predictor,
         model: { version: opened.ensemble.version, status: model.manifest.status, providers },
-        addReportJob: (payload, jobId) => reportQueue.add(QUEUES.reportStudy, payload, { jobId }),
+        // Delivery has its own, longer retry policy: a PACS may be down for hours.
+        addReportJob: (payload, jobId) =>
+          reportQueue.add(QUEUES.reportStudy, payload, {
+            jobId,
+            attempts: config.DELIVERY_ATTEMPTS,
+            backoff: { type: "exponential", delay: config.DELIVERY_BACKOFF_SECONDS * 1000 },
+          }),
         log,
       }),
     {
       connection: redisConnection(config.REDIS_URL),
       prefix: config.QUEUE_PREFIX,
       concurrency: config.WORKER_CONCURRENCY,
+      // A worker that dies mid-job (killed, out of memory) stops renewing its lock: after
+      // JOB_LOCK_SECONDS another worker takes the job again.
+      lockDuration: config.JOB_LOCK_SECONDS * 1000,
+      stalledInterval: config.JOB_LOCK_SECONDS * 1000,
     },
   );
   worker.on("completed", (job, summary) =>

@@ -1,0 +1,364 @@
+/**
+ * The secondary capture: one RGB image per study revision showing what the AI graded. Per knee, the
+ * crop the model saw and the same crop with the heat map blended over it, under a header with the
+ * side and the grade; a banner on top says the result is unverified (and, for a "smoke" model,
+ * that it is a test model). With no graded knee, a panel says why. All text is burned in.
+ */
+import sharp, { type OverlayOptions } from "sharp";
+import { KL_GRADE_WORDS } from "./codes.ts";
+import {
+  clip,
+  codingSchemeIdentification,
+  contributingEquipment,
+  type Dataset,
+  dicomDateTime,
+  patientAndStudy,
+  writePart10,
+} from "./dataset.ts";
+import { seriesDescription, validate } from "./sr.ts";
+import {
+  isTestModel,
+  lateralityAssumed,
+  orderedKnees,
+  reportLines,
+  TEST_MODEL_NOTICE,
+} from "./text.ts";
+import type { KneeFinding, ReportInput } from "./types.ts";
+import { derivedUids } from "./uids.ts";
+
+export const SECONDARY_CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7";
+
+/** Layout, pixels. A tile shows one 224-px crop at twice its size. */
+export const TILE = 448;
+const BANNER = 64;
+const TEST_BANNER = 40;
+const HEADER = 64;
+const FOOTER = 112;
+const MARGIN = 16;
+const NO_KNEE_LINE = 30;
+export const BANNER_TEXT = "AI RESULT – NOT VERIFIED – REQUIRES REVIEW";
+
+export interface SecondaryCaptureLayout {
+  rows: number;
+  columns: number;
+  /** Left edge and tile count of each knee's column, in reading order. */
+  knees: { left: number; tiles: number }[];
+  top: number;
+}
+
+const tilesOf = (k: KneeFinding) => (k.heatmapPng ? 2 : 1);
+
+/** The text of the panel shown when no knee was graded, wrapped to its width. */
+function noKneeLines(input: ReportInput): string[] {
+  const width = Math.floor((2 * TILE) / 11);
+  const lines = reportLines(input).findings.filter(
+    (l) =>
+      !l.startsWith("AI-generated") &&
+      !l.startsWith(TEST_MODEL_NOTICE) &&
+      l !== "No knee was graded.",
+  );
+  return ["No knee was graded."].concat(lines.flatMap((l) => wrap(l, width))).slice(0, 20);
+}
+
+/** The image size the secondary capture will have for `input`. */
+export function secondaryCaptureLayout(input: ReportInput): SecondaryCaptureLayout {
+  const top = BANNER + (isTestModel(input) ? TEST_BANNER : 0);
+  const knees: SecondaryCaptureLayout["knees"] = [];
+  let x = MARGIN;
+  for (const { knee } of orderedKnees(input.knees)) {
+    const tiles = tilesOf(knee);
+    knees.push({ left: x, tiles });
+    x += tiles * TILE + MARGIN;
+  }
+  // At least two tiles wide, so the banners' text always fits.
+  const columns = Math.max(x, 2 * TILE + 2 * MARGIN);
+  const body =
+    knees.length === 0
+      ? 40 + NO_KNEE_LINE * noKneeLines(input).length + FOOTER / 2
+      : HEADER + TILE + FOOTER;
+  return { rows: top + body + MARGIN, columns, knees, top };
+}
+
+const escapeXml = (s: string) =>
+  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+function svgText(
+  x: number,
+  y: number,
+  text: string,
+  size: number,
+  fill: string,
+  weight: "normal" | "bold" = "normal",
+  anchor: "start" | "middle" = "start",
+): string {
+  return `<text x="${x}" y="${y}" font-family="DejaVu Sans, sans-serif" font-size="${size}" font-weight="${weight}" fill="${fill}" text-anchor="${anchor}">${escapeXml(text)}</text>`;
+}
+
+/** Splits text into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+/** A perceptually ordered colour map (blue → cyan → yellow → red) for heat values 0..1. */
+function heatColour(t: number): [number, number, number] {
+  const stops: [number, number, number, number][] = [
+    [0, 0, 0, 160],
+    [0.35, 0, 190, 230],
+    [0.65, 250, 230, 0],
+    [1, 230, 20, 0],
+  ];
+  for (let i = 1; i < stops.length; i++) {
+    const [t1, r1, g1, b1] = stops[i]!;
+    const [t0, r0, g0, b0] = stops[i - 1]!;
+    if (t <= t1) {
+      const f = (t - t0) / (t1 - t0);
+      return [r0 + f * (r1 - r0), g0 + f * (g1 - g0), b0 + f * (b1 - b0)];
+    }
+  }
+  return [230, 20, 0];
+}
+
+/** A grey PNG resized to size × size, one byte per pixel. */
+async function greyTile(png: Uint8Array, size: number): Promise<Uint8Array> {
+  const buf = await sharp(png)
+    .greyscale()
+    .resize(size, size, { fit: "fill", kernel: "cubic" })
+    .toColourspace("b-w")
+    .raw()
+    .toBuffer();
+  return new Uint8Array(buf);
+}
+
+function rgbFromGrey(grey: Uint8Array): Uint8Array {
+  const rgb = new Uint8Array(grey.length * 3);
+  for (let i = 0; i < grey.length; i++) rgb.fill(grey[i]!, 3 * i, 3 * i + 3);
+  return rgb;
+}
+
+/** The crop with the heat map blended over it: opacity grows with the heat (up to 60 %). */
+function blend(grey: Uint8Array, heat: Uint8Array): Uint8Array {
+  const rgb = new Uint8Array(grey.length * 3);
+  for (let i = 0; i < grey.length; i++) {
+    const t = heat[i]! / 255;
+    const a = 0.6 * t;
+    const colour = heatColour(t);
+    for (let c = 0; c < 3; c++) {
+      rgb[3 * i + c] = Math.round((1 - a) * grey[i]! + a * colour[c]!);
+    }
+  }
+  return rgb;
+}
+
+/** The RGB pixels of the secondary capture and its size. */
+export async function renderSecondaryCapture(
+  input: ReportInput,
+): Promise<{ rows: number; columns: number; rgb: Uint8Array }> {
+  const layout = secondaryCaptureLayout(input);
+  const { rows, columns, top } = layout;
+  const composites: OverlayOptions[] = [];
+  const svg: string[] = [
+    `<rect x="0" y="0" width="${columns}" height="${BANNER}" fill="#b00020"/>`,
+    svgText(columns / 2, 43, BANNER_TEXT, 30, "#ffffff", "bold", "middle"),
+  ];
+  if (isTestModel(input)) {
+    svg.push(
+      `<rect x="0" y="${BANNER}" width="${columns}" height="${TEST_BANNER}" fill="#ffd400"/>`,
+      svgText(columns / 2, BANNER + 29, TEST_MODEL_NOTICE, 24, "#000000", "bold", "middle"),
+    );
+  }
+  const knees = orderedKnees(input.knees);
+  for (const [i, { knee, tracking }] of knees.entries()) {
+    const col = layout.knees[i]!;
+    const width = col.tiles * TILE;
+    const p = knee.probabilities[knee.grade] ?? 0;
+    const grade = `${knee.grade} (${KL_GRADE_WORDS[knee.grade]}) · probability ${Math.round(p * 100)} %`;
+    svg.push(
+      svgText(col.left, top + 28, tracking.toUpperCase(), 24, "#ffffff", "bold"),
+      svgText(
+        col.left,
+        top + 56,
+        col.tiles > 1 ? `Kellgren–Lawrence grade ${grade}` : `KL grade ${grade}`,
+        20,
+        "#ffe066",
+      ),
+    );
+    const tileTop = top + HEADER;
+    if (knee.cropPng) {
+      const grey = await greyTile(knee.cropPng, TILE);
+      composites.push({
+        input: Buffer.from(rgbFromGrey(grey)),
+        raw: { width: TILE, height: TILE, channels: 3 },
+        left: col.left,
+        top: tileTop,
+      });
+      if (knee.heatmapPng) {
+        const heat = await greyTile(knee.heatmapPng, TILE);
+        composites.push({
+          input: Buffer.from(blend(grey, heat)),
+          raw: { width: TILE, height: TILE, channels: 3 },
+          left: col.left + TILE,
+          top: tileTop,
+        });
+        svg.push(
+          `<rect x="${col.left + TILE}" y="${tileTop + TILE - 28}" width="${TILE}" height="28" fill="#000000" fill-opacity="0.6"/>`,
+          svgText(
+            col.left + TILE + 8,
+            tileTop + TILE - 9,
+            "heat map: where the model looked",
+            16,
+            "#ffffff",
+          ),
+        );
+      }
+    } else {
+      svg.push(
+        `<rect x="${col.left}" y="${tileTop}" width="${width}" height="${TILE}" fill="#202020"/>`,
+        svgText(
+          col.left + width / 2,
+          tileTop + TILE / 2,
+          "crop not available",
+          20,
+          "#bbbbbb",
+          "normal",
+          "middle",
+        ),
+      );
+    }
+    const notes: string[] = [];
+    if (knee.lowConfidence) {
+      notes.push(
+        `Low localisation confidence (score ${knee.localisationScore.toFixed(2)}): check the region.`,
+      );
+    }
+    if (knee.laterality === "U") notes.push("Side not determined: check the side marker.");
+    else if (lateralityAssumed(knee)) notes.push("Side assumed: check the side marker.");
+    const noteLines = notes.flatMap((n) => wrap(n, Math.floor(width / 10)));
+    for (const [j, line] of noteLines.slice(0, 4).entries()) {
+      svg.push(svgText(col.left, tileTop + TILE + 26 + 24 * j, line, 18, "#ff9e80"));
+    }
+  }
+  if (knees.length === 0) {
+    for (const [j, line] of noKneeLines(input).entries()) {
+      const first = j === 0;
+      svg.push(
+        svgText(
+          MARGIN,
+          top + 40 + NO_KNEE_LINE * j,
+          line,
+          first ? 26 : 20,
+          "#ffffff",
+          first ? "bold" : "normal",
+        ),
+      );
+    }
+  }
+  const footer = `${input.algorithm.name} ${input.algorithm.version} · ${dicomDateTime(input.contentDateTime).date}`;
+  svg.push(svgText(MARGIN, rows - 6, footer, 14, "#9e9e9e"));
+  composites.push({
+    input: Buffer.from(
+      `<svg xmlns="http://www.w3.org/2000/svg" width="${columns}" height="${rows}">${svg.join("")}</svg>`,
+    ),
+    left: 0,
+    top: 0,
+  });
+  const rgb = await sharp({
+    create: { width: columns, height: rows, channels: 3, background: { r: 0, g: 0, b: 0 } },
+  })
+    .composite(composites)
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  if (rgb.info.channels !== 3 || rgb.info.width !== columns || rgb.info.height !== rows) {
+    throw new Error(`unexpected render ${rgb.info.width}x${rgb.info.height}x${rgb.info.channels}`);
+  }
+  return { rows, columns, rgb: new Uint8Array(rgb.data) };
+}
+
+/** General Series Laterality (2C, the knee is a paired structure): R or L when all knees agree. */
+function seriesLaterality(input: ReportInput): string {
+  const sides = new Set(input.knees.map((k) => k.laterality));
+  const [side] = [...sides];
+  return sides.size === 1 && (side === "R" || side === "L") ? side : "";
+}
+
+/** The secondary capture (SC Image Storage, RGB 8-bit), Part 10, Explicit VR Little Endian. */
+export async function writeSecondaryCapture(input: ReportInput): Promise<Uint8Array> {
+  validate(input);
+  const { rows, columns, rgb } = await renderSecondaryCapture(input);
+  const uids = derivedUids(input).secondaryCapture;
+  const { date, time, offset } = dicomDateTime(input.contentDateTime);
+  const sources = [
+    ...new Map(input.knees.map((k) => [k.source.sopInstanceUid, k.source])).values(),
+  ];
+  const ds: Dataset = {
+    SpecificCharacterSet: "ISO_IR 192",
+    ImageType: ["DERIVED", "SECONDARY"],
+    InstanceCreationDate: date,
+    InstanceCreationTime: time,
+    SOPClassUID: SECONDARY_CAPTURE_SOP_CLASS,
+    SOPInstanceUID: uids.sopInstanceUid,
+    ContentDate: date,
+    ContentTime: time,
+    Modality: "OT",
+    ConversionType: "WSD",
+    Manufacturer: clip(input.algorithm.manufacturer, 64),
+    TimezoneOffsetFromUTC: offset,
+    SeriesDescription: clip(seriesDescription(input, "images"), 64),
+    ManufacturerModelName: clip(input.algorithm.name, 64),
+    DerivationDescription: clip(
+      `AI Kellgren-Lawrence grading: knee crops, heat maps and grades, ${input.algorithm.name} ${input.algorithm.version}`,
+      1024,
+    ),
+    SoftwareVersions: clip(input.algorithm.softwareVersion, 64),
+    ...patientAndStudy(input),
+    SeriesInstanceUID: uids.seriesInstanceUid,
+    SeriesNumber: input.secondaryCaptureSeriesNumber ?? input.seriesNumber + 1,
+    InstanceNumber: 1,
+    BodyPartExamined: "KNEE",
+    Laterality: seriesLaterality(input),
+    PatientOrientation: "",
+    ImageComments: clip(
+      `${BANNER_TEXT}${isTestModel(input) ? ` – ${TEST_MODEL_NOTICE}` : ""}`,
+      10240,
+    ),
+    SamplesPerPixel: 3,
+    PhotometricInterpretation: "RGB",
+    PlanarConfiguration: 0,
+    Rows: rows,
+    Columns: columns,
+    BitsAllocated: 8,
+    BitsStored: 8,
+    HighBit: 7,
+    PixelRepresentation: 0,
+    BurnedInAnnotation: "YES",
+    RecognizableVisualFeatures: "NO",
+    LossyImageCompression: "00",
+    DateOfSecondaryCapture: date,
+    TimeOfSecondaryCapture: time,
+    SecondaryCaptureDeviceManufacturer: clip(input.algorithm.manufacturer, 64),
+    SecondaryCaptureDeviceManufacturerModelName: clip(input.algorithm.name, 64),
+    SecondaryCaptureDeviceSoftwareVersions: clip(input.algorithm.softwareVersion, 64),
+    ContributingEquipmentSequence: contributingEquipment(input),
+    PixelData: [rgb.buffer.slice(rgb.byteOffset, rgb.byteOffset + rgb.byteLength)],
+  };
+  if (sources.length > 0) {
+    ds.SourceImageSequence = sources.map((s) => ({
+      ReferencedSOPClassUID: s.sopClassUid,
+      ReferencedSOPInstanceUID: s.sopInstanceUid,
+    }));
+  }
+  if (input.institutionName) ds.InstitutionName = clip(input.institutionName, 64);
+  ds.CodingSchemeIdentificationSequence = codingSchemeIdentification(ds);
+  return writePart10(ds, { PixelData: "OB" });
+}

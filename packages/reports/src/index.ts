@@ -1,0 +1,24 @@
+export {
+  renderSecondaryCapture,
+  SECONDARY_CAPTURE_SOP_CLASS,
+  type SecondaryCaptureLayout,
+  secondaryCaptureLayout,
+  writeSecondaryCapture,
+} from "./capture.ts";
+export { CODES, CODING_SCHEMES, KL_CODING_SCHEME, KL_GRADE_WORDS, klGradeCode } from "./codes.ts";
+export { readStudyContext } from "./context.ts";
+export {
+  SR_SOP_CLASSES,
+  seriesDescription,
+  trackingUid,
+  writeBasicTextSr,
+  writeComprehensiveSr,
+} from "./sr.ts";
+export {
+  reportLines,
+  reportText,
+  TEST_MODEL_NOTICE,
+  UNVERIFIED_NOTICE,
+} from "./text.ts";
+export type * from "./types.ts";
+export { type DerivedUids, derivedUid, derivedUids, isValidUid } from "./uids.ts";

@@ -1,0 +1,368 @@
+/**
+ * The structured reports: a Comprehensive SR following TID 1500 "Imaging Measurement Report" as the
+ * IHE AI Results profile uses it, and a Basic Text SR (TID 2000) with the report text only, for
+ * dictation systems. The content tree is in README.md.
+ */
+import { CODES, klGradeCode } from "./codes.ts";
+import {
+  clip,
+  codeItem,
+  codingSchemeIdentification,
+  contributingEquipment,
+  type Dataset,
+  dicomDateTime,
+  patientAndStudy,
+  referable,
+  referencesBySeries,
+  sourceImages,
+  writePart10,
+} from "./dataset.ts";
+import { isTestModel, orderedKnees, reportLines } from "./text.ts";
+import type { Code, KneeFinding, ReportInput, SourceImage } from "./types.ts";
+import { derivedUid, derivedUids } from "./uids.ts";
+
+export const SR_SOP_CLASSES = {
+  basicText: "1.2.840.10008.5.1.4.1.1.88.11",
+  comprehensive: "1.2.840.10008.5.1.4.1.1.88.33",
+} as const;
+
+type Relationship =
+  | "CONTAINS"
+  | "HAS OBS CONTEXT"
+  | "HAS CONCEPT MOD"
+  | "HAS PROPERTIES"
+  | "INFERRED FROM"
+  | "SELECTED FROM";
+
+/** One SR content item (Document Content Macro). */
+function contentItem(
+  relationship: Relationship,
+  valueType: string,
+  concept: Code | null,
+  value: Dataset,
+  children: Dataset[] = [],
+): Dataset {
+  const item: Dataset = { RelationshipType: relationship, ValueType: valueType };
+  if (concept) item.ConceptNameCodeSequence = [codeItem(concept)];
+  Object.assign(item, value);
+  if (children.length > 0) item.ContentSequence = children;
+  return item;
+}
+
+const text = (rel: Relationship, concept: Code, value: string, children: Dataset[] = []) =>
+  contentItem(rel, "TEXT", concept, { TextValue: value }, children);
+const code = (rel: Relationship, concept: Code, value: Code, children: Dataset[] = []) =>
+  contentItem(rel, "CODE", concept, { ConceptCodeSequence: [codeItem(value)] }, children);
+const uidref = (rel: Relationship, concept: Code, uid: string) =>
+  contentItem(rel, "UIDREF", concept, { UID: uid });
+const container = (
+  rel: Relationship,
+  concept: Code,
+  children: Dataset[],
+  template?: string,
+): Dataset =>
+  contentItem(
+    rel,
+    "CONTAINER",
+    concept,
+    {
+      ContinuityOfContent: "SEPARATE",
+      ...(template
+        ? { ContentTemplateSequence: [{ MappingResource: "DCMR", TemplateIdentifier: template }] }
+        : {}),
+    },
+    children,
+  );
+const imageRef = (rel: Relationship, concept: Code | null, image: SourceImage) =>
+  contentItem(rel, "IMAGE", concept, {
+    ReferencedSOPSequence: [
+      { ReferencedSOPClassUID: image.sopClassUid, ReferencedSOPInstanceUID: image.sopInstanceUid },
+    ],
+  });
+/** NUM with a unitless value (UCUM "1"); DS holds at most 16 characters. */
+const num = (concept: Code, value: number, children: Dataset[] = []) =>
+  contentItem(
+    "CONTAINS",
+    "NUM",
+    concept,
+    {
+      MeasuredValueSequence: [
+        {
+          MeasurementUnitsCodeSequence: [codeItem(CODES.noUnits)],
+          NumericValue: decimalString(value),
+        },
+      ],
+    },
+    children,
+  );
+
+/** A DS value of at most 16 characters (6 decimals are plenty for a probability). */
+export function decimalString(value: number): string {
+  if (!Number.isFinite(value)) throw new RangeError(`not a finite number: ${value}`);
+  const s = value.toFixed(6).replace(/\.?0+$/, "");
+  return s === "-0" ? "0" : s;
+}
+
+/** UT text with DICOM line breaks (CR LF). */
+const crlf = (lines: string[]) => lines.join("\r\n");
+
+/** TID 1204 and TID 1001/1002/1004: English; the observer is a device, kneegrade. */
+function languageAndObserver(input: ReportInput): Dataset[] {
+  return [
+    code("HAS CONCEPT MOD", CODES.language, CODES.english),
+    code("HAS OBS CONTEXT", CODES.observerType, CODES.device),
+    uidref("HAS OBS CONTEXT", CODES.deviceObserverUid, input.deviceObserverUid),
+    text("HAS OBS CONTEXT", CODES.deviceObserverName, "kneegrade"),
+    text("HAS OBS CONTEXT", CODES.deviceObserverManufacturer, input.algorithm.manufacturer),
+    text("HAS OBS CONTEXT", CODES.deviceObserverModelName, input.algorithm.name),
+  ];
+}
+
+/** TID 4019 Algorithm Identification. */
+function algorithmIdentification(input: ReportInput): Dataset[] {
+  const a = input.algorithm;
+  return [
+    code("HAS CONCEPT MOD", CODES.algorithmFamily, CODES.artificialIntelligence),
+    text("HAS CONCEPT MOD", CODES.algorithmName, a.name),
+    text("HAS CONCEPT MOD", CODES.algorithmVersion, a.version),
+    text("HAS CONCEPT MOD", CODES.algorithmParameters, `model sha256 ${a.modelSha256}`),
+    text("HAS CONCEPT MOD", CODES.algorithmParameters, `model status ${a.modelStatus}`),
+    text("HAS CONCEPT MOD", CODES.algorithmParameters, `software version ${a.softwareVersion}`),
+  ];
+}
+
+/**
+ * The knee's Tracking Unique Identifier: derived from its image and side (and its rank among
+ * knees of that image with that side), so re-grading the same image tracks the same knee.
+ */
+export function trackingUid(knee: KneeFinding, knees: readonly KneeFinding[]): string {
+  const rank = knees
+    .filter((k) => k.source.sopInstanceUid === knee.source.sopInstanceUid)
+    .filter((k) => k.laterality === knee.laterality)
+    .indexOf(knee);
+  return derivedUid(knee.source.sopInstanceUid, `knee:${knee.laterality}:${rank}`);
+}
+
+/** One Measurement Group per knee: TID 1410 (planar ROI) when the region is known, else TID 1501. */
+function measurementGroup(input: ReportInput, knee: KneeFinding, label: string): Dataset {
+  const children: Dataset[] = [
+    text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
+    uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
+    ...algorithmIdentification(input),
+    code(
+      "HAS CONCEPT MOD",
+      CODES.findingSite,
+      CODES.kneeJoint,
+      knee.laterality === "U"
+        ? []
+        : [
+            code(
+              "HAS CONCEPT MOD",
+              CODES.laterality,
+              knee.laterality === "R" ? CODES.right : CODES.left,
+            ),
+          ],
+    ),
+  ];
+  // A knee whose image cannot be referenced (series unknown) keeps its grade, without a reference.
+  const r = referable(knee.source) ? knee.region : null;
+  if (r) {
+    // Image-relative coordinates: (0,0) is the top left corner of the top left pixel. The crop
+    // square may reach past the image's top or left edge: clamped there.
+    const x0 = Math.max(0, r.x);
+    const y0 = Math.max(0, r.y);
+    const x1 = r.x + r.width;
+    const y1 = r.y + r.height;
+    children.push(
+      contentItem(
+        "CONTAINS",
+        "SCOORD",
+        CODES.imageRegion,
+        { GraphicType: "POLYLINE", GraphicData: [x0, y0, x1, y0, x1, y1, x0, y1, x0, y0] },
+        [imageRef("SELECTED FROM", null, knee.source)],
+      ),
+    );
+  } else if (referable(knee.source)) {
+    children.push(imageRef("CONTAINS", CODES.sourceOfMeasurement, knee.source));
+  }
+  children.push(code("CONTAINS", CODES.klGrade, klGradeCode(knee.grade)));
+  for (const [grade, p] of knee.probabilities.entries()) {
+    children.push(
+      num(CODES.probability, p, [code("HAS CONCEPT MOD", CODES.klGrade, klGradeCode(grade))]),
+    );
+  }
+  children.push(num(CODES.localisationScore, knee.localisationScore));
+  return container("CONTAINS", CODES.measurementGroup, children, r ? "1410" : "1501");
+}
+
+export function seriesDescription(input: ReportInput, kind: "report" | "images"): string {
+  // LO: at most 64 characters (and 64 UTF-8 bytes for strict validators).
+  if (isTestModel(input)) {
+    return `TEST MODEL – NOT FOR CLINICAL USE – AI ${kind === "report" ? "result" : "images"} (kneegrade)`;
+  }
+  return `AI result${kind === "report" ? "" : " images"} (kneegrade) – requires review`;
+}
+
+/** SR Document Series, General Equipment, SR Document General and SOP Common attributes. */
+function srDocument(
+  input: ReportInput,
+  sopClassUid: string,
+  sopInstanceUid: string,
+  instanceNumber: number,
+): Dataset {
+  const { date, time, offset } = dicomDateTime(input.contentDateTime);
+  const images = sourceImages(input);
+  const ds: Dataset = {
+    SpecificCharacterSet: "ISO_IR 192",
+    InstanceCreationDate: date,
+    InstanceCreationTime: time,
+    SOPClassUID: sopClassUid,
+    SOPInstanceUID: sopInstanceUid,
+    ContentDate: date,
+    ContentTime: time,
+    Modality: "SR",
+    Manufacturer: clip(input.algorithm.manufacturer, 64),
+    TimezoneOffsetFromUTC: offset,
+    SeriesDescription: clip(seriesDescription(input, "report"), 64),
+    ManufacturerModelName: clip(input.algorithm.name, 64),
+    SoftwareVersions: clip(input.algorithm.softwareVersion, 64),
+    ...patientAndStudy(input),
+    SeriesInstanceUID: input.seriesInstanceUid,
+    SeriesNumber: input.seriesNumber,
+    InstanceNumber: instanceNumber,
+    ReferencedPerformedProcedureStepSequence: [],
+    PerformedProcedureCodeSequence: [],
+    ContributingEquipmentSequence: contributingEquipment(input),
+    VerificationFlag: "UNVERIFIED",
+    ...completion(input),
+  };
+  if (input.institutionName) ds.InstitutionName = clip(input.institutionName, 64);
+  if (images.length > 0) {
+    ds.CurrentRequestedProcedureEvidenceSequence = [
+      {
+        StudyInstanceUID: input.context.studyInstanceUid,
+        ReferencedSeriesSequence: referencesBySeries(images),
+      },
+    ];
+  }
+  return ds;
+}
+
+/**
+ * COMPLETE when every image of the study was graded; PARTIAL (with the reason) when some image
+ * could not be, or no knee was graded: the AI's content does not cover the whole study.
+ */
+function completion(input: ReportInput): Dataset {
+  const n = input.ungraded.length;
+  if (n === 0 && input.knees.length > 0) return { CompletionFlag: "COMPLETE" };
+  return {
+    CompletionFlag: "PARTIAL",
+    CompletionFlagDescription:
+      n === 0 ? "no knee graded" : n === 1 ? "1 image not graded" : `${n} images not graded`,
+  };
+}
+
+/** The Comprehensive SR (TID 1500), Part 10, Explicit VR Little Endian. */
+export function writeComprehensiveSr(input: ReportInput): Uint8Array {
+  validate(input);
+  const lines = reportLines(input);
+  const images = sourceImages(input);
+  const ds = srDocument(
+    input,
+    SR_SOP_CLASSES.comprehensive,
+    input.sopInstanceUid,
+    input.instanceNumber,
+  );
+  Object.assign(ds, {
+    ValueType: "CONTAINER",
+    ConceptNameCodeSequence: [codeItem(CODES.imagingMeasurementReport)],
+    ContinuityOfContent: "SEPARATE",
+    ContentTemplateSequence: [{ MappingResource: "DCMR", TemplateIdentifier: "1500" }],
+    ContentSequence: [
+      ...languageAndObserver(input),
+      code(
+        "HAS CONCEPT MOD",
+        CODES.procedureReported,
+        input.procedureReported ?? CODES.imagingProcedure,
+      ),
+      container(
+        "CONTAINS",
+        CODES.imageLibrary,
+        images.length > 0
+          ? [
+              container(
+                "CONTAINS",
+                CODES.imageLibraryGroup,
+                images.map((image) => imageRef("CONTAINS", null, image)),
+              ),
+            ]
+          : [],
+      ),
+      container(
+        "CONTAINS",
+        CODES.imagingMeasurements,
+        orderedKnees(input.knees).map(({ knee, tracking }) =>
+          measurementGroup(input, knee, tracking),
+        ),
+      ),
+      container("CONTAINS", CODES.qualitativeEvaluations, [
+        text("CONTAINS", CODES.findings, crlf(lines.findings)),
+        text("CONTAINS", CODES.impressions, crlf(lines.impression)),
+      ]),
+    ],
+  });
+  ds.CodingSchemeIdentificationSequence = codingSchemeIdentification(ds);
+  return writePart10(ds);
+}
+
+/**
+ * The Basic Text SR (TID 2000): the report text only, one TEXT item per statement, for dictation
+ * systems. Same series as the Comprehensive SR, instance number + 1, its SOP Instance UID derived
+ * from the Comprehensive SR's (see derivedUids).
+ */
+export function writeBasicTextSr(input: ReportInput): Uint8Array {
+  validate(input);
+  const lines = reportLines(input);
+  const uids = derivedUids(input).basicTextSr;
+  const ds = srDocument(
+    input,
+    SR_SOP_CLASSES.basicText,
+    uids.sopInstanceUid,
+    input.instanceNumber + 1,
+  );
+  Object.assign(ds, {
+    ValueType: "CONTAINER",
+    ConceptNameCodeSequence: [codeItem(CODES.diagnosticImagingReport)],
+    ContinuityOfContent: "SEPARATE",
+    ContentTemplateSequence: [{ MappingResource: "DCMR", TemplateIdentifier: "2000" }],
+    ContentSequence: [
+      ...languageAndObserver(input),
+      container(
+        "CONTAINS",
+        CODES.findings,
+        lines.findings.map((line) => text("CONTAINS", CODES.finding, line)),
+      ),
+      container(
+        "CONTAINS",
+        CODES.impressions,
+        lines.impression.map((line) => text("CONTAINS", CODES.impression, line)),
+      ),
+    ],
+  });
+  ds.CodingSchemeIdentificationSequence = codingSchemeIdentification(ds);
+  return writePart10(ds);
+}
+
+/** Refuses inputs that would write a wrong report. */
+export function validate(input: ReportInput): void {
+  for (const knee of input.knees) {
+    if (!Number.isInteger(knee.grade) || knee.grade < 0 || knee.grade > 4) {
+      throw new RangeError(`Kellgren-Lawrence grade out of range: ${knee.grade}`);
+    }
+    if (knee.probabilities.length !== 5 || knee.probabilities.some((p) => !(p >= 0 && p <= 1))) {
+      throw new RangeError(
+        `expected 5 probabilities in 0..1, got [${knee.probabilities.join(", ")}]`,
+      );
+    }
+  }
+}

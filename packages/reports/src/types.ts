@@ -1,0 +1,94 @@
+/** The inputs of the report writers (see README.md). */
+
+export interface SourceImage {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  seriesInstanceUid: string;
+}
+
+/** Patient/study attributes copied from the graded images so the objects file into the same study. */
+export interface StudyContext {
+  studyInstanceUid: string;
+  patientName?: string;
+  patientId?: string;
+  issuerOfPatientId?: string;
+  patientBirthDate?: string;
+  patientSex?: string;
+  studyDate?: string;
+  studyTime?: string;
+  studyId?: string;
+  accessionNumber?: string;
+  referringPhysicianName?: string;
+  studyDescription?: string;
+}
+
+export interface KneeFinding {
+  laterality: "R" | "L" | "U";
+  /** e.g. "ImageLaterality" or "image side and PatientOrientation (...)". */
+  lateralitySource: string;
+  /**
+   * The side was assumed (no PatientOrientation: AP display convention). When absent, it is read
+   * from `lateralitySource` (the knee package writes "assuming ..." there).
+   */
+  lateralityAssumed?: boolean;
+  /** 0..4 */
+  grade: number;
+  /** 5 values, KL 0..4. */
+  probabilities: number[];
+  localisationScore: number;
+  lowConfidence: boolean;
+  /** The image the knee was found in. */
+  source: SourceImage;
+  /** Pixels in that image. */
+  region: { x: number; y: number; width: number; height: number } | null;
+  /** 224x224 grey PNG the model graded (for the secondary capture). */
+  cropPng?: Uint8Array;
+  /** Grey PNG (any size, 0..255) of where the model looked. */
+  heatmapPng?: Uint8Array;
+}
+
+/** An image of the study that was not graded, e.g. code NO_KNEE_FOUND or NOT_AP_VIEW. */
+export interface UngradedImage {
+  source: SourceImage;
+  code: string;
+  reason: string;
+}
+
+/** A coded concept (PS3.3 Code Sequence Macro). */
+export interface Code {
+  value: string;
+  scheme: string;
+  meaning: string;
+}
+
+export interface ReportInput {
+  context: StudyContext;
+  knees: KneeFinding[];
+  ungraded: UngradedImage[];
+  warnings: string[];
+  algorithm: {
+    name: string;
+    version: string;
+    modelSha256: string;
+    /** "smoke" | "candidate" | "release" */
+    modelStatus: string;
+    manufacturer: string;
+    softwareVersion: string;
+  };
+  /** Unique per study revision; fixed by the caller so a retried write produces the same UIDs. */
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  seriesNumber: number;
+  instanceNumber: number;
+  contentDateTime: Date;
+  /** The installation's device UID. */
+  deviceObserverUid: string;
+  institutionName?: string;
+  /**
+   * Procedure reported (DCM 121058) in the Comprehensive SR, e.g. the site's code for a knee
+   * radiograph. Default: (363679005, SCT, "Imaging procedure").
+   */
+  procedureReported?: Code;
+  /** Series Number of the secondary capture's series. Default: seriesNumber + 1. */
+  secondaryCaptureSeriesNumber?: number;
+}

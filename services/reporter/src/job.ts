@@ -1,0 +1,220 @@
+/**
+ * One `report-study` job: write the revision's report objects once (PostgreSQL `Report` rows with a
+ * `Delivery` row each), then C-STORE every undelivered one to the PACS. A PACS that is down, slow
+ * or refusing throws, and BullMQ retries with the delivery backoff; after the last attempt
+ * `recordDeadLetter` marks the deliveries FAILED (the dead letter `kneegrade status` shows and
+ * `kneegrade redeliver` sends again). State lives in PostgreSQL and the files in the spool, so a
+ * restarted reporter carries on: nothing is written twice, nothing is lost.
+ */
+import { join } from "node:path";
+import type { Config } from "@kneegrade/config";
+import { ReportStudyJob } from "@kneegrade/contracts";
+import type { Db } from "@kneegrade/db";
+import { cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
+import type { Logger } from "@kneegrade/log";
+import { UnrecoverableError } from "bullmq";
+import { buildReportInput, writeReportObjects } from "./report.ts";
+
+export type ReporterConfig = Pick<
+  Config,
+  | "SPOOL_DIR"
+  | "PACS_HOST"
+  | "PACS_PORT"
+  | "PACS_AET"
+  | "LISTENER_AET"
+  | "DIMSE_TIMEOUT_SECONDS"
+  | "DEVICE_OBSERVER_UID"
+  | "INSTITUTION_NAME"
+  | "REPORT_SECONDARY_CAPTURE"
+  | "REPORT_BASIC_TEXT_SR"
+>;
+
+export interface ReportJobContext {
+  db: Db;
+  config: ReporterConfig;
+  /** Where reports go (PACS_* with TLS material read at start-up). */
+  pacs: DicomPeer;
+  log: Logger;
+}
+
+/** C-STORE success, or one of the warning statuses (the object was stored). */
+const stored = (status: number | null) =>
+  status === 0 || (status !== null && (status & 0xf000) === 0xb000);
+
+export async function processReportJob(data: unknown, attempt: number, ctx: ReportJobContext) {
+  const parsed = ReportStudyJob.safeParse(data);
+  if (!parsed.success) {
+    throw new UnrecoverableError(
+      `invalid report-study payload: ${parsed.error.issues[0]?.message}`,
+    );
+  }
+  const job = parsed.data;
+  const { db, config, log } = ctx;
+  const gradingJob = await db.gradingJob.findUnique({ where: { id: job.gradingJobId } });
+  if (gradingJob?.status !== "COMPLETED") {
+    throw new UnrecoverableError(`grading job ${job.gradingJobId} is not completed`);
+  }
+
+  // 1. Write once.
+  let reports = await db.report.findMany({
+    where: { gradingJobId: gradingJob.id },
+    include: { deliveries: true },
+    orderBy: { createdAt: "asc" },
+  });
+  if (reports.length === 0) {
+    const input = await buildReportInput(db, gradingJob.id, config);
+    const dir = join(config.SPOOL_DIR, "reports", job.studyInstanceUid);
+    const written = await writeReportObjects(input, dir, {
+      secondaryCapture: config.REPORT_SECONDARY_CAPTURE,
+      basicTextSr: config.REPORT_BASIC_TEXT_SR,
+    });
+    await db.$transaction(async (tx) => {
+      for (const w of written) {
+        // The UIDs are derived from the grading job: a concurrent writer collides here, not in the PACS.
+        const existing = await tx.report.findUnique({
+          where: { sopInstanceUid: w.sopInstanceUid },
+        });
+        if (existing) continue;
+        await tx.report.create({
+          data: {
+            studyId: job.studyId,
+            gradingJobId: gradingJob.id,
+            sopInstanceUid: w.sopInstanceUid,
+            seriesInstanceUid: w.seriesInstanceUid,
+            sopClassUid: w.sopClassUid,
+            path: w.path,
+            sha256: w.sha256,
+            deliveries: {
+              create: {
+                destinationAet: ctx.pacs.calledAet,
+                host: ctx.pacs.host,
+                port: ctx.pacs.port,
+              },
+            },
+          },
+        });
+      }
+      await tx.auditEvent.create({
+        data: {
+          event: "report.written",
+          actor: "reporter",
+          studyInstanceUid: job.studyInstanceUid,
+          details: {
+            revision: job.revision,
+            objects: written.map((w) => ({ kind: w.kind, sopInstanceUid: w.sopInstanceUid })),
+          },
+        },
+      });
+    });
+    log.info(
+      { event: "report.written", studyInstanceUid: job.studyInstanceUid, objects: written.length },
+      "report objects written",
+    );
+    reports = await db.report.findMany({
+      where: { gradingJobId: gradingJob.id },
+      include: { deliveries: true },
+      orderBy: { createdAt: "asc" },
+    });
+  }
+
+  // 2. Deliver what is not delivered yet.
+  const pending = reports.flatMap((r) =>
+    r.deliveries.filter((d) => d.status !== "SENT").map((d) => ({ report: r, delivery: d })),
+  );
+  if (pending.length > 0) {
+    const outcomes = await cStoreFiles(
+      ctx.pacs,
+      pending.map((p) => p.report.path),
+    );
+    const failures: string[] = [];
+    for (const [i, p] of pending.entries()) {
+      const o = outcomes[i];
+      const ok = o !== undefined && stored(o.status);
+      const error = ok
+        ? null
+        : o?.status !== null && o?.status !== undefined
+          ? `status 0x${o.status.toString(16).padStart(4, "0")}`
+          : (o?.error ?? "no response");
+      if (!ok) failures.push(`${p.report.sopInstanceUid}: ${error}`);
+      await db.delivery.update({
+        where: { id: p.delivery.id },
+        data: {
+          attempts: { increment: 1 },
+          status: ok ? "SENT" : "PENDING",
+          lastError: error,
+          ...(ok ? { sentAt: new Date() } : {}),
+        },
+      });
+    }
+    if (failures.length > 0) {
+      log.warn(
+        {
+          event: "report.delivery-failed",
+          studyInstanceUid: job.studyInstanceUid,
+          attempt,
+          pacs: `${ctx.pacs.calledAet}@${ctx.pacs.host}:${ctx.pacs.port}`,
+          failures,
+        },
+        "PACS did not store the report; retrying with backoff",
+      );
+      throw new Error(
+        `PACS ${ctx.pacs.calledAet}@${ctx.pacs.host}:${ctx.pacs.port}: ${failures.join("; ")}`,
+      );
+    }
+  }
+  await db.$transaction([
+    db.study.updateMany({
+      where: { id: job.studyId, revision: job.revision, status: "GRADED" },
+      data: { status: "REPORTED" },
+    }),
+    db.auditEvent.create({
+      data: {
+        event: "report.delivered",
+        actor: "reporter",
+        studyInstanceUid: job.studyInstanceUid,
+        details: {
+          revision: job.revision,
+          pacs: `${ctx.pacs.calledAet}@${ctx.pacs.host}:${ctx.pacs.port}`,
+          objects: reports.map((r) => r.sopInstanceUid),
+        },
+      },
+    }),
+  ]);
+  log.info(
+    { event: "report.delivered", studyInstanceUid: job.studyInstanceUid, objects: reports.length },
+    "report delivered to the PACS",
+  );
+  return { delivered: pending.length, objects: reports.length };
+}
+
+/** After the last attempt: the undelivered objects are dead-lettered, visibly. */
+export async function recordDeadLetter(db: Db, data: unknown, error: Error, log: Logger) {
+  const parsed = ReportStudyJob.safeParse(data);
+  if (!parsed.success) {
+    log.error({ event: "report.failed", err: error }, "invalid report-study job failed for good");
+    return;
+  }
+  const job = parsed.data;
+  const message = error.message.slice(0, 1000);
+  const dead = await db.delivery.updateMany({
+    where: { report: { gradingJobId: job.gradingJobId }, status: { not: "SENT" } },
+    data: { status: "FAILED", lastError: message },
+  });
+  await db.auditEvent.create({
+    data: {
+      event: "report.dead-letter",
+      actor: "reporter",
+      studyInstanceUid: job.studyInstanceUid,
+      details: { revision: job.revision, deliveries: dead.count, error: message },
+    },
+  });
+  log.error(
+    {
+      event: "report.dead-letter",
+      studyInstanceUid: job.studyInstanceUid,
+      deliveries: dead.count,
+      err: error,
+    },
+    "report not delivered after the last attempt: `kneegrade redeliver <study>` sends it again",
+  );
+}

@@ -1,0 +1,183 @@
+/**
+ * Writing a study revision's report objects: the Comprehensive SR (always), the Secondary Capture
+ * and the Basic Text SR (when configured), from the grading results in PostgreSQL and the header
+ * of a graded image in the spool. UIDs derive from the grading job, so writing again (a retry, a
+ * restart) reproduces the same objects: one SR per study revision, never two.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, open, readFile, rename } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Config } from "@kneegrade/config";
+import type { Db } from "@kneegrade/db";
+import { uidFromName } from "@kneegrade/dicom";
+import {
+  type KneeFinding,
+  type ReportInput,
+  readStudyContext,
+  type SourceImage,
+  writeBasicTextSr,
+  writeComprehensiveSr,
+  writeSecondaryCapture,
+} from "@kneegrade/reports";
+
+const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
+
+export const REPORT_KINDS = ["sr", "sc", "text-sr"] as const;
+export type ReportKind = (typeof REPORT_KINDS)[number];
+
+export interface WrittenObject {
+  kind: ReportKind;
+  sopInstanceUid: string;
+  seriesInstanceUid: string;
+  sopClassUid: string;
+  path: string;
+  sha256: string;
+}
+
+/** The installation's Device Observer UID: configured, or stable per listener AE title. */
+export function deviceObserverUid(config: Pick<Config, "DEVICE_OBSERVER_UID" | "LISTENER_AET">) {
+  return config.DEVICE_OBSERVER_UID ?? uidFromName(`kneegrade-device:${config.LISTENER_AET}`);
+}
+
+/** Everything the writers need, from the database and one spooled header. */
+export async function buildReportInput(
+  db: Db,
+  gradingJobId: string,
+  config: Pick<Config, "DEVICE_OBSERVER_UID" | "LISTENER_AET" | "INSTITUTION_NAME">,
+): Promise<ReportInput> {
+  const job = await db.gradingJob.findUniqueOrThrow({
+    where: { id: gradingJobId },
+    include: {
+      study: true,
+      instances: { include: { instance: true }, orderBy: { createdAt: "asc" } },
+      results: { include: { instance: true }, orderBy: [{ createdAt: "asc" }] },
+    },
+  });
+  const images = job.instances.map((g) => g.instance);
+  // The patient and study attributes come from a graded image's own header.
+  let context: ReportInput["context"] | undefined;
+  const sources = new Map<string, SourceImage>();
+  for (const instance of images) {
+    if (!instance.spoolPath) continue;
+    try {
+      const read = readStudyContext(new Uint8Array(await readFile(instance.spoolPath)));
+      context ??= read.context;
+      sources.set(instance.id, read.image);
+    } catch {
+      // unreadable or missing: referenced from the database alone below
+    }
+  }
+  const sourceOf = (instance: (typeof images)[number]): SourceImage =>
+    sources.get(instance.id) ?? {
+      sopClassUid: instance.sopClassUid,
+      sopInstanceUid: instance.sopInstanceUid,
+      seriesInstanceUid: "",
+    };
+  if (!context)
+    throw new Error(`no readable image of study ${job.study.studyInstanceUid} in the spool`);
+  for (const [id, image] of sources) {
+    if (!image.seriesInstanceUid) sources.delete(id);
+  }
+  const order = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
+  const knees: KneeFinding[] = job.results
+    .sort((a, b) => order[a.laterality] - order[b.laterality])
+    .map((r) => ({
+      laterality: SIDE[r.laterality],
+      lateralitySource: r.lateralitySource ?? "",
+      grade: r.klGrade,
+      probabilities: r.probabilities as number[],
+      localisationScore: r.localisationScore ?? 0,
+      lowConfidence: r.lowConfidence,
+      source: sourceOf(r.instance),
+      region: (r.region as KneeFinding["region"]) ?? null,
+      ...(r.cropPng ? { cropPng: new Uint8Array(r.cropPng) } : {}),
+      ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
+    }));
+  const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
+  return {
+    context,
+    knees,
+    ungraded: job.instances
+      .filter((g) => g.outcome !== "GRADED")
+      .map((g) => ({
+        source: sourceOf(g.instance),
+        code: g.code ?? g.outcome,
+        reason: g.reason ?? "",
+      })),
+    warnings,
+    algorithm: {
+      name: "kneegrade PIM ensemble (Kellgren-Lawrence)",
+      version: job.modelVersion ?? "unknown",
+      // The model version ends in the first 12 hex digits of sha256 over its members' sha256s.
+      modelSha256: job.modelVersion?.split("-").pop() ?? "unknown",
+      modelStatus: job.modelStatus ?? "unknown",
+      manufacturer: "kneegrade",
+      softwareVersion: "0.1.0",
+    },
+    seriesInstanceUid: uidFromName(`kneegrade:sr-series:${job.id}`),
+    sopInstanceUid: uidFromName(`kneegrade:sr:${job.id}`),
+    seriesNumber: 990 + Math.min(job.revision, 9),
+    instanceNumber: 1,
+    contentDateTime: job.finishedAt ?? new Date(),
+    deviceObserverUid: deviceObserverUid(config),
+    ...(config.INSTITUTION_NAME ? { institutionName: config.INSTITUTION_NAME } : {}),
+  };
+}
+
+/** Writes a file atomically (temp file, fsync, rename) and returns its sha256. */
+async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const handle = await open(tmp, "w");
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, path);
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+const SOP_CLASS_OF: Record<ReportKind, string> = {
+  sr: "1.2.840.10008.5.1.4.1.1.88.33",
+  sc: "1.2.840.10008.5.1.4.1.1.7",
+  "text-sr": "1.2.840.10008.5.1.4.1.1.88.11",
+};
+
+/** Reads SOP Class/Instance and Series UIDs back from what a writer produced. */
+function uidsOf(bytes: Uint8Array): {
+  sopInstanceUid: string;
+  seriesInstanceUid: string;
+  sopClassUid: string;
+} {
+  const { image } = readStudyContext(bytes);
+  return {
+    sopInstanceUid: image.sopInstanceUid,
+    seriesInstanceUid: image.seriesInstanceUid,
+    sopClassUid: image.sopClassUid,
+  };
+}
+
+export async function writeReportObjects(
+  input: ReportInput,
+  dir: string,
+  options: { secondaryCapture: boolean; basicTextSr: boolean },
+): Promise<WrittenObject[]> {
+  const objects: { kind: ReportKind; bytes: Uint8Array }[] = [
+    { kind: "sr", bytes: writeComprehensiveSr(input) },
+  ];
+  if (options.secondaryCapture)
+    objects.push({ kind: "sc", bytes: await writeSecondaryCapture(input) });
+  if (options.basicTextSr) objects.push({ kind: "text-sr", bytes: writeBasicTextSr(input) });
+  const written: WrittenObject[] = [];
+  for (const { kind, bytes } of objects) {
+    const uids = uidsOf(bytes);
+    if (uids.sopClassUid !== SOP_CLASS_OF[kind] && kind !== "sr") {
+      throw new Error(`${kind}: unexpected SOP class ${uids.sopClassUid}`);
+    }
+    const path = join(dir, `${uids.sopInstanceUid}.dcm`);
+    written.push({ kind, ...uids, path, sha256: await writeDurably(path, bytes) });
+  }
+  return written;
+}

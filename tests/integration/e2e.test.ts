@@ -1,0 +1,254 @@
+/**
+ * The whole product with real parts: DCMTK storescu (the modality) → listener → worker → reporter →
+ * Orthanc (the PACS, Debian's package), on the local PostgreSQL and Redis, with a test model
+ * exported by the models/ toolkit. Checked through Orthanc's REST API and with DCMTK's dsrdump and
+ * dicom3tools' dciodvfy.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { createLogger } from "@kneegrade/log";
+import { type RunningReporter, redeliver, startReporter } from "@kneegrade/reporter";
+import { type RunningWorker, startWorker } from "@kneegrade/worker";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { collectStatus } from "../../packages/cli/src/status.ts";
+import { CLI, configEnv } from "../helpers/cli.ts";
+import { storescu } from "../helpers/dcmtk.ts";
+import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
+import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
+import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
+import { startSwitchProxy } from "../helpers/proxy.ts";
+import { composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
+import { newUid } from "../helpers/studies.ts";
+import { testModel } from "../helpers/test-model.ts";
+
+const run = promisify(execFile);
+const work = join(tmpdir(), `kneegrade-e2e-${process.pid}`);
+const VAL = `${SHARED_DATA}knee-kl/val/`;
+const quiet = createLogger("test", "silent");
+
+interface OrthancInstance {
+  ID: string;
+  MainDicomTags: Record<string, string>;
+}
+
+describe("end to end: storescu → kneegrade → Orthanc", () => {
+  let orthanc: RunningOrthanc;
+  let pacs: Awaited<ReturnType<typeof startSwitchProxy>>;
+  let h: Harness;
+  let worker: RunningWorker | undefined;
+  let reporter: RunningReporter | undefined;
+
+  beforeAll(async () => {
+    await mkdir(work, { recursive: true });
+    orthanc = await startOrthanc("ORTHANC");
+    pacs = await startSwitchProxy(orthanc.dicomPort);
+    h = await startHarness({
+      STUDY_STABLE_SECONDS: "1",
+      MODEL_DIR: await testModel("test"),
+      ALLOW_TEST_MODEL: "1",
+      INFERENCE_THREADS: "2",
+      PACS_HOST: "127.0.0.1",
+      PACS_PORT: String(pacs.port),
+      PACS_AET: "ORTHANC",
+      DIMSE_TIMEOUT_SECONDS: "5",
+      DELIVERY_ATTEMPTS: "8",
+      DELIVERY_BACKOFF_SECONDS: "0.3",
+      JOB_LOCK_SECONDS: "3",
+    });
+    worker = await startWorker(h.config, h.db, quiet);
+    reporter = await startReporter(h.config, h.db, quiet);
+  }, 300_000);
+  afterAll(async () => {
+    await reporter?.close();
+    await worker?.close();
+    await h.stop();
+    await pacs.close();
+    await orthanc.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  async function bilateral(name: string, pngs: [string, string]) {
+    const r = await composeRadiograph({
+      widthMm: 360,
+      heightMm: 300,
+      spacingMm: 0.15,
+      knees: [
+        { png: `${VAL}${pngs[0]}`, xMm: 95, yMm: 150, sideMm: 90 },
+        { png: `${VAL}${pngs[1]}`, xMm: 265, yMm: 150, sideMm: 90 },
+      ],
+    });
+    const studyInstanceUid = newUid();
+    const path = join(work, `${name}.dcm`);
+    await writeFile(path, radiographDicom(r, { studyInstanceUid }));
+    return { path, studyInstanceUid };
+  }
+
+  const findInOrthanc = async (studyInstanceUid: string, modality: string) => {
+    const response = await fetch(`${orthanc.httpUrl}/tools/find`, {
+      method: "POST",
+      body: JSON.stringify({
+        Level: "Instance",
+        Query: { StudyInstanceUID: studyInstanceUid, Modality: modality },
+        Expand: true,
+      }),
+    });
+    return (await response.json()) as OrthancInstance[];
+  };
+  const studyStatus = async (uid: string) =>
+    (await h.db.study.findUnique({ where: { studyInstanceUid: uid } }))?.status;
+  const waitForReported = (uid: string, timeoutMs = 60_000) =>
+    waitFor(
+      async () => ((await studyStatus(uid)) === "REPORTED" ? true : undefined),
+      timeoutMs,
+      "REPORTED",
+    );
+
+  it("grades a bilateral study and lands one valid SR (and a secondary capture) in the PACS", async () => {
+    const study = await bilateral("bilateral", ["1/9003380R.png", "3/9107980R.png"]);
+    const sent = await storescu(h.target, [study.path]);
+    expect(sent.code, sent.stderr).toBe(0);
+    await waitForReported(study.studyInstanceUid);
+
+    const srs = await findInOrthanc(study.studyInstanceUid, "SR");
+    expect(srs).toHaveLength(1);
+    const file = join(work, "sr.dcm");
+    const bytes = new Uint8Array(
+      await (await fetch(`${orthanc.httpUrl}/instances/${srs[0]!.ID}/file`)).arrayBuffer(),
+    );
+    await writeFile(file, bytes);
+    const dump = (await run("dsrdump", ["-Ee", file])).stdout;
+    const results = await h.db.kneeResult.findMany({
+      where: { instance: { study: { studyInstanceUid: study.studyInstanceUid } } },
+    });
+    expect(results).toHaveLength(2);
+    for (const r of results) {
+      expect(dump).toContain(`KL${r.klGrade}`);
+    }
+    expect(dump).toMatch(/Right/);
+    expect(dump).toMatch(/Left/);
+    expect(dump).toMatch(/UNVERIFIED/);
+    const validation = await run("dciodvfy", [file]).catch(
+      (e: { stdout: string; stderr: string }) => e,
+    );
+    const errors = `${validation.stdout}\n${validation.stderr}`
+      .split("\n")
+      .filter((l) => l.startsWith("Error"));
+    expect(errors).toEqual([]);
+
+    const captures = await findInOrthanc(study.studyInstanceUid, "OT");
+    expect(captures.length).toBeGreaterThanOrEqual(1);
+    // PostgreSQL agrees: the reports, and their deliveries to this PACS.
+    const reports = await h.db.report.findMany({
+      where: { study: { studyInstanceUid: study.studyInstanceUid } },
+      include: { deliveries: true },
+    });
+    expect(reports.map((r) => r.sopInstanceUid).sort()).toContain(
+      srs[0]!.MainDicomTags.SOPInstanceUID,
+    );
+    for (const r of reports) {
+      expect(r.verified).toBe(false);
+      expect(r.deliveries).toMatchObject([{ status: "SENT", destinationAet: "ORTHANC" }]);
+    }
+
+    // Sent twice: the listener sees a resend, nothing is graded or reported again.
+    await storescu(h.target, [study.path]);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await findInOrthanc(study.studyInstanceUid, "SR")).toHaveLength(1);
+    expect(
+      await h.db.report.count({ where: { study: { studyInstanceUid: study.studyInstanceUid } } }),
+    ).toBe(reports.length);
+  }, 120_000);
+
+  it("delivers after the PACS comes back, and dead-letters (then redelivers) when it does not", async () => {
+    pacs.down();
+    const study = await bilateral("pacs-down", ["0/9034812R.png", "2/9023348R.png"]);
+    await storescu(h.target, [study.path]);
+    // Attempts fail while the PACS is down, and say why.
+    const failing = await waitFor(async () => {
+      const d = await h.db.delivery.findFirst({
+        where: {
+          report: { study: { studyInstanceUid: study.studyInstanceUid } },
+          attempts: { gte: 2 },
+        },
+      });
+      return d ?? undefined;
+    }, 60_000);
+    expect(failing.status).toBe("PENDING");
+    expect(failing.lastError).toBeTruthy();
+    expect(await studyStatus(study.studyInstanceUid)).toBe("GRADED");
+    pacs.up();
+    await waitForReported(study.studyInstanceUid);
+    expect(await findInOrthanc(study.studyInstanceUid, "SR")).toHaveLength(1);
+
+    // Down for longer than every attempt: the dead letter, visible, and `kneegrade redeliver`.
+    pacs.down();
+    const late = await bilateral("dead-letter", ["4/9511862R.png", "1/9056978R.png"]);
+    await storescu(h.target, [late.path]);
+    await waitFor(
+      async () => {
+        const d = await h.db.delivery.findFirst({
+          where: {
+            report: { study: { studyInstanceUid: late.studyInstanceUid } },
+            status: "FAILED",
+          },
+        });
+        return d ?? undefined;
+      },
+      90_000,
+      "a dead letter",
+    );
+    const status = await collectStatus(h.db, h.config);
+    expect(status.deliveries.byStatus.FAILED).toBeGreaterThanOrEqual(1);
+    pacs.up();
+    const again = await redeliver(h.db, h.config, late.studyInstanceUid);
+    expect(again.deliveries).toBeGreaterThanOrEqual(1);
+    await waitForReported(late.studyInstanceUid);
+    expect(await findInOrthanc(late.studyInstanceUid, "SR")).toHaveLength(1);
+  }, 240_000);
+
+  it("completes a study whose worker was killed in the middle of grading it", async () => {
+    await worker?.close();
+    worker = undefined;
+    // A worker in its own process, as in production; killed with SIGKILL while grading.
+    const child: ChildProcess = spawn(process.execPath, [CLI, "serve", "--only", "worker"], {
+      cwd: REPO_ROOT,
+      env: {
+        ...process.env,
+        ...configEnv(h.config),
+        MODEL_DIR: h.config.MODEL_DIR,
+        ALLOW_TEST_MODEL: "1",
+        JOB_LOCK_SECONDS: "3",
+        LOG_LEVEL: "silent",
+      },
+      stdio: "ignore",
+    });
+    const study = await bilateral("killed", ["2/9118689L.png", "3/9026695L.png"]);
+    await storescu(h.target, [study.path]);
+    await waitFor(
+      async () => {
+        const j = await h.db.gradingJob.findFirst({
+          where: { study: { studyInstanceUid: study.studyInstanceUid }, status: "ACTIVE" },
+        });
+        return j ?? undefined;
+      },
+      60_000,
+      "the job to start",
+      20,
+    );
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    expect(await studyStatus(study.studyInstanceUid)).toBe("GRADING");
+    // Another worker takes the job once the dead one's lock has expired.
+    worker = await startWorker(h.config, h.db, quiet);
+    await waitForReported(study.studyInstanceUid, 90_000);
+    expect(await findInOrthanc(study.studyInstanceUid, "SR")).toHaveLength(1);
+    expect(
+      await h.db.kneeResult.count({
+        where: { instance: { study: { studyInstanceUid: study.studyInstanceUid } } },
+      }),
+    ).toBe(2);
+  }, 180_000);
+});
