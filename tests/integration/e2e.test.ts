@@ -179,9 +179,15 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
     expect(failing.status).toBe("PENDING");
     expect(failing.lastError).toBeTruthy();
     expect(await studyStatus(study.studyInstanceUid)).toBe("GRADED");
+    // The reporter restarts meanwhile: nothing is lost, nothing is written twice.
+    await reporter?.close();
+    reporter = await startReporter(h.config, h.db, quiet);
     pacs.up();
     await waitForReported(study.studyInstanceUid);
     expect(await findInOrthanc(study.studyInstanceUid, "SR")).toHaveLength(1);
+    expect(
+      await h.db.report.count({ where: { study: { studyInstanceUid: study.studyInstanceUid } } }),
+    ).toBe(2); // the SR and the secondary capture, once each
 
     // Down for longer than every attempt: the dead letter, visible, and `kneegrade redeliver`.
     pacs.down();

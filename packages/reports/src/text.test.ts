@@ -26,6 +26,10 @@ describe("reportText", () => {
     expect(reportLines(input).impression[0]).toBe(
       "Severe osteoarthritis of both knees (Kellgren–Lawrence grade 4).",
     );
+    for (const k of input.knees) k.grade = 0;
+    expect(reportLines(input).impression[0]).toBe(
+      "No radiographic osteoarthritis in either knee (Kellgren–Lawrence grade 0).",
+    );
     const one = fixture({ knees: [{ ...fixture().knees[0]!, grade: 0 }] });
     expect(reportLines(one).findings[0]).toBe(
       "Right knee: Kellgren–Lawrence grade 0 (no osteoarthritis), probability 2 %.",

@@ -174,7 +174,11 @@ function impressionSentence(knees: KneeFinding[]): string {
     b.laterality === "L" &&
     a.grade === b.grade
   ) {
-    parts.push(`${IMPRESSION_WORDS[a.grade]} of both knees (Kellgren–Lawrence grade ${a.grade})`);
+    parts.push(
+      a.grade === 0
+        ? "no radiographic osteoarthritis in either knee (Kellgren–Lawrence grade 0)"
+        : `${IMPRESSION_WORDS[a.grade]} of both knees (Kellgren–Lawrence grade ${a.grade})`,
+    );
   } else {
     for (const k of one ? [one] : knees) {
       parts.push(
