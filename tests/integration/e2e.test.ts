@@ -124,12 +124,17 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
       where: { instance: { study: { studyInstanceUid: study.studyInstanceUid } } },
     });
     expect(results).toHaveLength(2);
-    for (const r of results) {
-      expect(dump).toContain(`KL${r.klGrade}`);
-    }
-    expect(dump).toMatch(/Right/);
-    expect(dump).toMatch(/Left/);
-    expect(dump).toMatch(/UNVERIFIED/);
+    // Each measurement group: its knee's laterality and KL grade, as PostgreSQL has them.
+    const groups = dump.split('CONTAINER:(,,"Measurement Group")').slice(1);
+    const inSr = Object.fromEntries(
+      groups.map((g) => [
+        /Laterality"\)=\(\d+,SCT,"(Right|Left)"\)/.exec(g)?.[1]?.toUpperCase(),
+        Number(/<contains CODE:\(,,"Kellgren-Lawrence grade"\)=\(KL(\d)/.exec(g)?.[1]),
+      ]),
+    );
+    expect(inSr).toEqual(Object.fromEntries(results.map((r) => [r.laterality, r.klGrade])));
+    expect(Object.keys(inSr).sort()).toEqual(["LEFT", "RIGHT"]);
+    expect(dump).toMatch(/Verification Flag\s*: UNVERIFIED/);
     const validation = await run("dciodvfy", [file]).catch(
       (e: { stdout: string; stderr: string }) => e,
     );
