@@ -174,7 +174,11 @@ export function formatStatus(s: StatusReport): string {
           `Model: ${s.grading.lastModel.version} (status ${s.grading.lastModel.status}; providers ${JSON.stringify(s.grading.lastModel.providers)})`,
         ]
       : []),
-    `Deliveries: ${fmtCounts(s.deliveries.byStatus)}`,
+    `Deliveries: ${fmtCounts(s.deliveries.byStatus)}${
+      (s.deliveries.byStatus.FAILED ?? 0) > 0
+        ? "  (FAILED = dead letter after the last attempt: `kneegrade redeliver <study>`)"
+        : ""
+    }`,
     "Recent studies:",
     ...(s.recentStudies.length
       ? s.recentStudies.map(
