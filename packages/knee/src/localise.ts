@@ -140,6 +140,8 @@ export function nccMap(
   height: number,
   tpl: Float32Array,
   n: number,
+  /** Compute every `stride`-th position in x and y only (the others stay -1). */
+  stride = 1,
 ): { map: Float32Array; width: number; height: number } {
   const mw = width - n + 1;
   const mh = height - n + 1;
@@ -161,8 +163,8 @@ export function nccMap(
     }
   }
   const area = n * n;
-  for (let y = 0; y < mh; y++) {
-    for (let x = 0; x < mw; x++) {
+  for (let y = 0; y < mh; y += stride) {
+    for (let x = 0; x < mw; x += stride) {
       const a = y * iw + x;
       const b = y * iw + x + n;
       const c = (y + n) * iw + x;
@@ -218,10 +220,23 @@ export function horizontalGradient(
  * matches any long bone, a bright column with dark sides), and the horizontal gradient with the
  * mean knee's (the condyles' and plateau's outline, which pins the size).
  */
-export function kneeScoreMap(image: Float32Array, width: number, height: number, t: KneeTemplate) {
-  const a = nccMap(image, width, height, t.mean, t.size);
-  const b = nccMap(verticalGradient(image, width, height), width, height, t.vgrad, t.size);
-  const c = nccMap(horizontalGradient(image, width, height), width, height, t.hgrad, t.size);
+export function kneeScoreMap(
+  image: Float32Array,
+  width: number,
+  height: number,
+  t: KneeTemplate,
+  stride = 1,
+) {
+  const a = nccMap(image, width, height, t.mean, t.size, stride);
+  const b = nccMap(verticalGradient(image, width, height), width, height, t.vgrad, t.size, stride);
+  const c = nccMap(
+    horizontalGradient(image, width, height),
+    width,
+    height,
+    t.hgrad,
+    t.size,
+    stride,
+  );
   for (let i = 0; i < a.map.length; i++) a.map[i] = (a.map[i]! + b.map[i]! + c.map[i]!) / 3;
   return a;
 }
@@ -262,15 +277,16 @@ function peaks(
   factor: number,
   n: number,
   floor: number,
+  stride = 1,
 ): KneeCandidate[] {
   const out: KneeCandidate[] = [];
-  for (let y = 0; y < m.height; y++) {
-    for (let x = 0; x < m.width; x++) {
+  for (let y = 0; y < m.height; y += stride) {
+    for (let x = 0; x < m.width; x += stride) {
       const v = m.map[y * m.width + x]!;
       if (v < floor) continue;
       let isMax = true;
-      for (let dy = -1; dy <= 1 && isMax; dy++) {
-        for (let dx = -1; dx <= 1; dx++) {
+      for (let dy = -stride; dy <= stride && isMax; dy += stride) {
+        for (let dx = -stride; dx <= stride; dx += stride) {
           const yy = y + dy;
           const xx = x + dx;
           if ((dx || dy) && yy >= 0 && yy < m.height && xx >= 0 && xx < m.width) {
@@ -304,6 +320,9 @@ async function refine(
   const n = t.size;
   let best: KneeCandidate = { ...c, score: -1 };
   let bestPatch: Float32Array | undefined;
+  // Every other position at each size first; then every position around the best one.
+  let bestWindow: { data: Float32Array; w: number; h: number; x: number; y: number } | undefined;
+  let bestFrame: { x0: number; y0: number; fx: number; fy: number } | undefined;
   for (const scale of scales) {
     const side = c.side * scale;
     const factor = n / side;
@@ -324,15 +343,34 @@ async function refine(
       .raw()
       .toBuffer();
     const windowFloat = Float32Array.from(windowImg);
-    const m = kneeScoreMap(windowFloat, ww, wh, t);
+    const m = kneeScoreMap(windowFloat, ww, wh, t, 2);
     const fx = ww / (x1 - x0);
     const fy = wh / (y1 - y0);
-    for (let y = 0; y < m.height; y++) {
-      for (let x = 0; x < m.width; x++) {
+    for (let y = 0; y < m.height; y += 2) {
+      for (let x = 0; x < m.width; x += 2) {
         const v = m.map[y * m.width + x]!;
         if (v > best.score) {
           best = { cx: x0 + (x + n / 2) / fx, cy: y0 + (y + n / 2) / fy, side, score: v };
-          bestPatch = patch(windowFloat, ww, x, y, n);
+          bestWindow = { data: windowFloat, w: ww, h: wh, x, y };
+          bestFrame = { x0, y0, fx, fy };
+        }
+      }
+    }
+  }
+  if (bestWindow && bestFrame) {
+    const { data, w, h } = bestWindow;
+    for (let y = Math.max(0, bestWindow.y - 1); y <= Math.min(h - n, bestWindow.y + 1); y++) {
+      for (let x = Math.max(0, bestWindow.x - 1); x <= Math.min(w - n, bestWindow.x + 1); x++) {
+        const here = patch(data, w, x, y, n);
+        const v = kneeScoreMap(here, n, n, t).map[0]!;
+        if (v >= best.score) {
+          best = {
+            cx: bestFrame.x0 + (x + n / 2) / bestFrame.fx,
+            cy: bestFrame.y0 + (y + n / 2) / bestFrame.fy,
+            side: best.side,
+            score: v,
+          };
+          bestPatch = here;
         }
       }
     }
@@ -370,8 +408,11 @@ export async function localiseKnees(
     const h = Math.round(img.height * factor);
     if (w < COARSE || h < COARSE) continue;
     const reduced = await reduce(img, w, h);
-    const m = kneeScoreMap(reduced, w, h, coarse);
-    candidates.push(...peaks(m, factor, COARSE, 0.2));
+    // Large reductions (small knees in a big image) are searched every other position first;
+    // refinement then finds the exact place.
+    const stride = w * h > 40_000 ? 2 : 1;
+    const m = kneeScoreMap(reduced, w, h, coarse, stride);
+    candidates.push(...peaks(m, factor, COARSE, 0.2, stride));
   }
   const top = suppress(candidates, 4);
   const refined = suppress(await Promise.all(top.map((c) => refine(img, c, fine))), 4);
