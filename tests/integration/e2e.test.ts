@@ -167,6 +167,40 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
     ).toBe(reports.length);
   }, 120_000);
 
+  it("reports a study it could not grade, saying why, in the PACS too", async () => {
+    const r = await composeRadiograph({
+      widthMm: 200,
+      heightMm: 250,
+      spacingMm: 0.2,
+      knees: [{ png: `${VAL}2/9023348R.png`, xMm: 100, yMm: 125, sideMm: 90 }],
+    });
+    const studyInstanceUid = newUid();
+    const path = join(work, "lateral.dcm");
+    await writeFile(
+      path,
+      radiographDicom(r, { studyInstanceUid, viewPosition: "LL", imageLaterality: "R" }),
+    );
+    await storescu(h.target, [path]);
+    await waitFor(
+      async () => ((await findInOrthanc(studyInstanceUid, "SR")).length === 1 ? true : undefined),
+      60_000,
+      "the SR of a refused study",
+    );
+    expect(await studyStatus(studyInstanceUid)).toBe("REFUSED");
+    const [sr] = await findInOrthanc(studyInstanceUid, "SR");
+    const file = join(work, "refused-sr.dcm");
+    await writeFile(
+      file,
+      new Uint8Array(
+        await (await fetch(`${orthanc.httpUrl}/instances/${sr!.ID}/file`)).arrayBuffer(),
+      ),
+    );
+    const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
+    expect(dump).toMatch(/Completion Flag\s*: PARTIAL/);
+    expect(dump).not.toMatch(/"Measurement Group"/);
+    expect(dump).toMatch(/not an AP\/PA|ViewPosition LL/);
+  }, 90_000);
+
   it("delivers after the PACS comes back, and dead-letters (then redelivers) when it does not", async () => {
     pacs.down();
     const study = await bilateral("pacs-down", ["0/9034812R.png", "2/9023348R.png"]);
