@@ -41,6 +41,8 @@ it("packs node, onnxruntime-node and the bundled benchmark under the carry limit
       "0.2",
       "--batches",
       "1,4",
+      "--jobs",
+      "4",
     ],
     {
       cwd: REPO_ROOT,
@@ -52,6 +54,9 @@ it("packs node, onnxruntime-node and the bundled benchmark under the carry limit
   const result = JSON.parse(await readFile(join(out, "gpu-bench.json"), "utf8"));
   expect(result.baseline).toBe("cpu");
   expect(result.rows.filter((r: { provider: string }) => r.provider === "cpu")).toHaveLength(2);
+  // The micro-batcher comparison ran too: concurrent jobs direct vs batched, on the same provider.
+  expect(result.batcher).toContainEqual(expect.objectContaining({ provider: "cpu", jobs: 4 }));
+  for (const b of result.batcher) expect(b.direct * b.batched).toBeGreaterThan(0);
   for (const r of result.rows) {
     expect(r.kneesPerSecond).toBeGreaterThan(0);
     expect(r.p95Ms).toBeGreaterThanOrEqual(r.p50Ms);

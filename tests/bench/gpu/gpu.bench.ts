@@ -11,12 +11,47 @@
  *   --batches LIST       batch sizes, default 1,8,32,64
  *   --seconds N          time per provider and batch size, default 5
  *   --threads N          CPU provider threads (default: onnxruntime's choice)
+ *   --jobs N             concurrent jobs (2 knees each) for the micro-batcher comparison, default 16
  *   --out FILE           also write the results as JSON
+ *
+ * It also measures what the worker's micro-batcher buys on each provider: N concurrent jobs of two
+ * knees each, run for the same time once straight into the ensemble (one model run per job) and
+ * once through a MicroBatcher (maxBatch = the largest batch size, maxWait 10 ms).
  */
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { Ensemble, type KneePrediction } from "@kneegrade/inference";
+import { Ensemble, type KneePrediction, MicroBatcher } from "@kneegrade/inference";
 import { createLogger } from "@kneegrade/log";
+
+interface BatcherRow {
+  provider: string;
+  jobs: number;
+  direct: number;
+  batched: number;
+  ratio: number;
+}
+
+/** Knees per second of `jobs` concurrent callers submitting two knees at a time, for `seconds`. */
+async function concurrentKneesPerSecond(
+  submit: (crops: Uint8Array[]) => Promise<unknown>,
+  inputs: Uint8Array[],
+  jobs: number,
+  seconds: number,
+): Promise<number> {
+  let knees = 0;
+  const end = performance.now() + seconds * 1000;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: jobs }, async (_, j) => {
+      while (performance.now() < end) {
+        const pair = [inputs[(2 * j) % inputs.length]!, inputs[(2 * j + 1) % inputs.length]!];
+        await submit(pair);
+        knees += 2;
+      }
+    }),
+  );
+  return (knees * 1000) / (performance.now() - start);
+}
 
 interface Row {
   provider: string;
@@ -61,7 +96,9 @@ export async function benchGpu(o: {
   seconds: number;
   threads?: number;
   allowTestModel?: boolean;
+  jobs?: number;
 }) {
+  const batcherRows: BatcherRow[] = [];
   const log = createLogger("bench", "warn");
   const rows: Row[] = [];
   const unavailable: Record<string, string> = {};
@@ -106,6 +143,23 @@ export async function benchGpu(o: {
         ratioToBaseline: null,
       });
     }
+    // What the micro-batcher buys: the same concurrent jobs, direct vs batched.
+    const jobs = o.jobs ?? 16;
+    const direct = await concurrentKneesPerSecond(
+      (c) => ensemble.predict(c),
+      inputs,
+      jobs,
+      o.seconds,
+    );
+    const batcher = new MicroBatcher(ensemble, { maxBatch: largest, maxWaitMs: 10 });
+    const batched = await concurrentKneesPerSecond(
+      (c) => batcher.submit(c),
+      inputs,
+      jobs,
+      o.seconds,
+    );
+    await batcher.close();
+    batcherRows.push({ provider, jobs, direct, batched, ratio: batched / direct });
     await ensemble.close();
   }
   const baseline = o.providers.at(-1)!;
@@ -125,7 +179,7 @@ export async function benchGpu(o: {
     }
     diffs[provider] = max;
   }
-  return { baseline, rows, unavailable, maxAbsProbabilityDiff: diffs };
+  return { baseline, rows, batcher: batcherRows, unavailable, maxAbsProbabilityDiff: diffs };
 }
 
 export function formatGpu(r: Awaited<ReturnType<typeof benchGpu>>): string {
@@ -137,6 +191,17 @@ export function formatGpu(r: Awaited<ReturnType<typeof benchGpu>>): string {
         `| ${x.provider} | ${x.batch} | ${x.kneesPerSecond.toFixed(1)} | ${x.p50Ms.toFixed(1)} | ${x.p95Ms.toFixed(1)} | ${x.ratioToBaseline?.toFixed(2) ?? "-"} |`,
     ),
   ];
+  if (r.batcher.length) {
+    lines.push(
+      "",
+      "| provider | concurrent jobs (2 knees) | knees/s direct | knees/s micro-batched | ratio |",
+      "| --- | --- | --- | --- | --- |",
+      ...r.batcher.map(
+        (b) =>
+          `| ${b.provider} | ${b.jobs} | ${b.direct.toFixed(1)} | ${b.batched.toFixed(1)} | ${b.ratio.toFixed(2)} |`,
+      ),
+    );
+  }
   for (const [p, d] of Object.entries(r.maxAbsProbabilityDiff)) {
     lines.push(`max |p(${p}) - p(${r.baseline})| over the largest batch: ${d.toExponential(2)}`);
   }
@@ -154,6 +219,7 @@ if (isMain) {
       seconds: { type: "string", default: "5" },
       threads: { type: "string" },
       out: { type: "string" },
+      jobs: { type: "string", default: "16" },
       "allow-test-model": { type: "boolean", default: false },
     },
   });
@@ -170,6 +236,7 @@ if (isMain) {
     seconds: Number(values.seconds),
     ...(values.threads ? { threads: Number(values.threads) } : {}),
     allowTestModel: values["allow-test-model"],
+    jobs: Number(values.jobs),
   });
   console.log(formatGpu(result));
   if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);
