@@ -55,6 +55,8 @@ const schema = z
     MAX_ASSOCIATIONS: z.coerce.number().int().min(1).default(16),
     MAX_INSTANCE_MB: positive.default(512),
     SPOOL_MIN_FREE_MB: z.coerce.number().min(0).default(1024),
+    /** Delete settled studies' spooled images and report files after this many days; 0 keeps all. */
+    SPOOL_RETENTION_DAYS: z.coerce.number().min(0).default(0),
     ROUTING_RULES_FILE: optionalPath,
     PACS_HOST: z.string().trim().min(1).default("127.0.0.1"),
     PACS_PORT: port.default(4242),

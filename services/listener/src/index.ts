@@ -1,2 +1,3 @@
 export { assembleStableStudies, enqueuePendingJobs } from "./assembler.ts";
 export { type RunningListener, startListener } from "./listener.ts";
+export { startRetention, sweepSpool } from "./retention.ts";

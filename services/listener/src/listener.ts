@@ -13,6 +13,7 @@ import type { Logger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
 import dimse from "dcmjs-dimse";
 import { startAssembler } from "./assembler.ts";
+import { startRetention } from "./retention.ts";
 import { createScpClass } from "./scp.ts";
 import { prepareSpool } from "./spool.ts";
 
@@ -114,6 +115,7 @@ export async function startListener(
 
   const queue = createQueue(QUEUES.gradeStudy, config);
   const assembler = startAssembler({ db, queue, stableSeconds: config.STUDY_STABLE_SECONDS, log });
+  const retention = startRetention({ db, retentionDays: config.SPOOL_RETENTION_DAYS, log });
 
   return {
     port,
@@ -123,6 +125,7 @@ export async function startListener(
         for (const s of sockets) s.destroy();
       });
       await assembler.stop();
+      await retention.stop();
       await queue.close();
       log.info({ event: "listener.stopped" }, "DICOM listener stopped");
     },

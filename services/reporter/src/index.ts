@@ -6,7 +6,7 @@
  * At start-up it checks that the PACS answers C-ECHO, so a misconfigured destination is visible
  * from the first minute; reports wait (and retry) until it does.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { Config } from "@kneegrade/config";
 import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
@@ -109,6 +109,14 @@ export async function redeliver(
     orderBy: { revision: "desc" },
   });
   if (!job) throw new Error(`study ${studyInstanceUid} has no graded revision to report`);
+  const reports = await db.report.findMany({ where: { gradingJobId: job.id } });
+  const gone = reports.filter((r) => !existsSync(r.path));
+  if (gone.length > 0) {
+    throw new Error(
+      `${gone.length} report file(s) of study ${studyInstanceUid} are no longer in the spool ` +
+        "(removed by SPOOL_RETENTION_DAYS?): nothing to send again",
+    );
+  }
   const reset = await db.delivery.updateMany({
     where: { report: { gradingJobId: job.id } },
     data: { status: "PENDING", lastError: null },
