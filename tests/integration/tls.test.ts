@@ -1,8 +1,9 @@
 /** DICOM over TLS (LISTENER_TLS_KEY/CERT), with DCMTK's echoscu/storescu as the TLS peer. */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { cEcho, cStoreFiles } from "@kneegrade/dicom";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { tool } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness } from "../helpers/env.ts";
@@ -26,6 +27,8 @@ beforeAll(async () => {
       "1",
       "-subj",
       "/CN=kneegrade-test",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
       "-keyout",
       key,
       "-out",
@@ -52,4 +55,25 @@ it("speaks DICOM over TLS only", async () => {
   expect(
     await h.db.instance.count({ where: { sopInstanceUid: study.instances[0]!.sopInstanceUid } }),
   ).toBe(1);
+});
+
+it("delivers over TLS as the reporter does (PACS_TLS), verifying the peer's certificate", async () => {
+  const peer = {
+    host: "127.0.0.1",
+    port: h.listener.port,
+    calledAet: "KNEEGRADE",
+    callingAet: "REPORTER",
+    timeoutMs: 10_000,
+  };
+  const echo = await cEcho({ ...peer, tls: { ca: readFileSync(cert, "utf8") } });
+  expect(echo).toMatchObject({ status: 0 });
+  const study = await buildStudy({ dir: join(dir, "tls-scu"), sources: ["RG3_UNC.dcm"] });
+  const [stored] = await cStoreFiles({ ...peer, tls: { ca: readFileSync(cert, "utf8") } }, [
+    study.instances[0]!.path,
+  ]);
+  expect(stored).toMatchObject({ status: 0 });
+  // A certificate the system does not trust (self-signed here) is refused, not silently used.
+  const untrusted = await cEcho({ ...peer, tls: {} });
+  expect(untrusted.status).toBeNull();
+  expect(untrusted.error).toMatch(/certificate|self.signed/i);
 });
