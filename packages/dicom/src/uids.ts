@@ -57,12 +57,15 @@ export const IMPLEMENTATION_CLASS_UID = "2.25.1824661274042134570945912173182408
 export const IMPLEMENTATION_VERSION_NAME = "KNEEGRADE_01";
 
 /**
- * A UID that is the same every time for the same name (PS3.5 B.2: 2.25 + a 128-bit number, here
- * the first 128 bits of sha256(name), with the UUID version bits left as they fall). Used for the
- * objects kneegrade writes per study revision, so a retried write reproduces the same UIDs and the
- * PACS never receives two reports for one revision.
+ * A UID that is the same every time for the same name: "2.25." followed by the decimal value of a
+ * UUID (PS3.5 B.2) built from the first 16 bytes of sha256(name), with the UUID version (8,
+ * "custom") and variant bits set; at most 44 characters. Used for the objects kneegrade writes per
+ * study revision, so a retried write reproduces the same UIDs and the PACS never receives two
+ * reports for one revision.
  */
 export function uidFromName(name: string): string {
-  const hex = createHash("sha256").update(name).digest("hex").slice(0, 32);
-  return `${UUID_UID_ROOT}.${BigInt(`0x${hex}`).toString()}`;
+  const bytes = createHash("sha256").update(name, "utf8").digest().subarray(0, 16);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x80; // version 8
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80; // RFC 4122/9562 variant
+  return `${UUID_UID_ROOT}.${BigInt(`0x${bytes.toString("hex")}`).toString(10)}`;
 }

@@ -1,17 +1,11 @@
-import { createHash } from "node:crypto";
+import { uidFromName } from "@kneegrade/dicom";
 
 /**
- * A UID derived deterministically from `seed` and `label`: "2.25." followed by the decimal value of
- * a UUID (PS3.5 B.2) built from the first 16 bytes of sha256(seed + "\n" + label), with the UUID
- * version (8, "custom") and variant bits set. At most 44 characters (2.25. + 39 digits), so it
- * stays valid whatever the seed. The same seed and label always give the same UID, so a retried
- * write produces the same objects.
+ * A UID derived deterministically from `seed` and `label` (`uidFromName` of "seed\nlabel"): the
+ * same seed and label always give the same UID, so a retried write produces the same objects.
  */
 export function derivedUid(seed: string, label: string): string {
-  const bytes = createHash("sha256").update(`${seed}\n${label}`, "utf8").digest().subarray(0, 16);
-  bytes[6] = (bytes[6]! & 0x0f) | 0x80; // version 8
-  bytes[8] = (bytes[8]! & 0x3f) | 0x80; // RFC 4122/9562 variant
-  return `2.25.${BigInt(`0x${bytes.toString("hex")}`).toString(10)}`;
+  return uidFromName(`${seed}\n${label}`);
 }
 
 /** The UIDs of the objects written besides the Comprehensive SR, derived from the report's UIDs. */
