@@ -11,10 +11,13 @@ import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
 import { uidFromName } from "@kneegrade/dicom";
 import {
+  derivedUids,
   type KneeFinding,
   type ReportInput,
   readStudyContext,
+  SECONDARY_CAPTURE_SOP_CLASS,
   type SourceImage,
+  SR_SOP_CLASSES,
   writeBasicTextSr,
   writeComprehensiveSr,
   writeSecondaryCapture,
@@ -75,9 +78,6 @@ export async function buildReportInput(
     };
   if (!context)
     throw new Error(`no readable image of study ${job.study.studyInstanceUid} in the spool`);
-  for (const [id, image] of sources) {
-    if (!image.seriesInstanceUid) sources.delete(id);
-  }
   const order = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
   const knees: KneeFinding[] = job.results
     .sort((a, b) => order[a.laterality] - order[b.laterality])
@@ -139,45 +139,42 @@ async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
-const SOP_CLASS_OF: Record<ReportKind, string> = {
-  sr: "1.2.840.10008.5.1.4.1.1.88.33",
-  sc: "1.2.840.10008.5.1.4.1.1.7",
-  "text-sr": "1.2.840.10008.5.1.4.1.1.88.11",
-};
-
-/** Reads SOP Class/Instance and Series UIDs back from what a writer produced. */
-function uidsOf(bytes: Uint8Array): {
-  sopInstanceUid: string;
-  seriesInstanceUid: string;
-  sopClassUid: string;
-} {
-  const { image } = readStudyContext(bytes);
-  return {
-    sopInstanceUid: image.sopInstanceUid,
-    seriesInstanceUid: image.seriesInstanceUid,
-    sopClassUid: image.sopClassUid,
-  };
-}
-
 export async function writeReportObjects(
   input: ReportInput,
   dir: string,
   options: { secondaryCapture: boolean; basicTextSr: boolean },
 ): Promise<WrittenObject[]> {
-  const objects: { kind: ReportKind; bytes: Uint8Array }[] = [
-    { kind: "sr", bytes: writeComprehensiveSr(input) },
+  // The writers take these UIDs from `input` and `derivedUids(input)`: the rows can use them too.
+  const derived = derivedUids(input);
+  const objects: (Omit<WrittenObject, "path" | "sha256"> & { bytes: Uint8Array })[] = [
+    {
+      kind: "sr",
+      sopClassUid: SR_SOP_CLASSES.comprehensive,
+      sopInstanceUid: input.sopInstanceUid,
+      seriesInstanceUid: input.seriesInstanceUid,
+      bytes: writeComprehensiveSr(input),
+    },
   ];
-  if (options.secondaryCapture)
-    objects.push({ kind: "sc", bytes: await writeSecondaryCapture(input) });
-  if (options.basicTextSr) objects.push({ kind: "text-sr", bytes: writeBasicTextSr(input) });
+  if (options.secondaryCapture) {
+    objects.push({
+      kind: "sc",
+      sopClassUid: SECONDARY_CAPTURE_SOP_CLASS,
+      ...derived.secondaryCapture,
+      bytes: await writeSecondaryCapture(input),
+    });
+  }
+  if (options.basicTextSr) {
+    objects.push({
+      kind: "text-sr",
+      sopClassUid: SR_SOP_CLASSES.basicText,
+      ...derived.basicTextSr,
+      bytes: writeBasicTextSr(input),
+    });
+  }
   const written: WrittenObject[] = [];
-  for (const { kind, bytes } of objects) {
-    const uids = uidsOf(bytes);
-    if (uids.sopClassUid !== SOP_CLASS_OF[kind] && kind !== "sr") {
-      throw new Error(`${kind}: unexpected SOP class ${uids.sopClassUid}`);
-    }
-    const path = join(dir, `${uids.sopInstanceUid}.dcm`);
-    written.push({ kind, ...uids, path, sha256: await writeDurably(path, bytes) });
+  for (const { bytes, ...object } of objects) {
+    const path = join(dir, `${object.sopInstanceUid}.dcm`);
+    written.push({ ...object, path, sha256: await writeDurably(path, bytes) });
   }
   return written;
 }
