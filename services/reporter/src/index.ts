@@ -12,7 +12,7 @@ import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
-import { createQueue, redisConnection } from "@kneegrade/queue";
+import { createQueue, isFinalFailure, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
 
@@ -71,9 +71,7 @@ export async function startReporter(config: Config, db: Db, log: Logger): Promis
   );
   worker.on("failed", (job, error) => {
     if (!job) return;
-    const final =
-      error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
-    if (final) {
+    if (isFinalFailure(job, error)) {
       void recordDeadLetter(db, job.data, error, log).catch((e: unknown) =>
         log.error(
           { event: "report.dead-letter-unrecorded", jobId: job.id, err: e },
@@ -133,11 +131,7 @@ export async function redeliver(
         revision: job.revision,
         gradingJobId: job.id,
       },
-      {
-        jobId,
-        attempts: config.DELIVERY_ATTEMPTS,
-        backoff: { type: "exponential", delay: config.DELIVERY_BACKOFF_SECONDS * 1000 },
-      },
+      { jobId },
     );
   } finally {
     await queue.close();

@@ -11,7 +11,7 @@ import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { Ensemble, MicroBatcher } from "@kneegrade/inference";
 import type { Logger } from "@kneegrade/log";
-import { createQueue, redisConnection } from "@kneegrade/queue";
+import { createQueue, isFinalFailure, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import type { KneePredictor } from "./grade.ts";
 import { processGradeJob, recordFinalFailure } from "./job.ts";
@@ -88,13 +88,8 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
         db,
         predictor: opened.predictor,
         model: { version: opened.ensemble.version, status: model.manifest.status, providers },
-        // Delivery has its own, longer retry policy: a PACS may be down for hours.
-        addReportJob: (payload, jobId) =>
-          reportQueue.add(QUEUES.reportStudy, payload, {
-            jobId,
-            attempts: config.DELIVERY_ATTEMPTS,
-            backoff: { type: "exponential", delay: config.DELIVERY_BACKOFF_SECONDS * 1000 },
-          }),
+        // The report queue gives its jobs the delivery retry policy (DELIVERY_*).
+        addReportJob: (payload, jobId) => reportQueue.add(QUEUES.reportStudy, payload, { jobId }),
         log,
       }),
     {
@@ -112,11 +107,15 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
   );
   worker.on("failed", (job, error) => {
     if (!job) return;
-    const attempts = job.opts.attempts ?? 1;
-    const final = error.name === "UnrecoverableError" || job.attemptsMade >= attempts;
-    if (!final) {
+    if (!isFinalFailure(job, error)) {
       log.warn(
-        { event: "job.retry", jobId: job.id, attempt: job.attemptsMade, of: attempts, err: error },
+        {
+          event: "job.retry",
+          jobId: job.id,
+          attempt: job.attemptsMade,
+          of: job.opts.attempts ?? 1,
+          err: error,
+        },
         "grading failed; BullMQ retries it with backoff",
       );
       return;
