@@ -22,6 +22,7 @@ import {
   describeTransferSyntax,
   readRadiograph,
 } from "../../packages/pixels/src/index.ts";
+import { REFERENCE_DECODERS } from "../helpers/dcmtk.ts";
 import { WG04_DIR, WG04_FILES } from "../helpers/paths.ts";
 
 const run = promisify(execFile);
@@ -29,15 +30,10 @@ const run = promisify(execFile);
 export const BASELINE_NAME = "DCMTK/GDCM CLI";
 
 /** The command-line decoder for each transfer syntax in WG04. */
-const BASELINE_TOOL: Record<string, [string, string[]]> = {
+const BASELINE_TOOL: Readonly<Record<string, readonly [string, readonly string[]]>> = {
+  // Uncompressed: the same rewrite to explicit VR little endian the decoders end with.
   "1.2.840.10008.1.2.1": ["dcmconv", ["+te"]],
-  "1.2.840.10008.1.2.4.51": ["dcmdjpeg", []],
-  "1.2.840.10008.1.2.4.70": ["dcmdjpeg", []],
-  "1.2.840.10008.1.2.4.80": ["dcmdjpls", []],
-  "1.2.840.10008.1.2.4.81": ["dcmdjpls", []],
-  "1.2.840.10008.1.2.4.90": ["gdcmconv", ["--raw"]],
-  "1.2.840.10008.1.2.4.91": ["gdcmconv", ["--raw"]],
-  "1.2.840.10008.1.2.5": ["dcmdrle", []],
+  ...REFERENCE_DECODERS,
 };
 
 export interface DecodeBenchRow {

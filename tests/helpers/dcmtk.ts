@@ -56,3 +56,20 @@ export async function dumpValue(file: string, tag: string): Promise<string | und
   const m = /\[(.*)\]/.exec(r.stdout) ?? /=(\S+)/.exec(r.stdout);
   return m?.[1];
 }
+
+/**
+ * The reference decompressor for each compressed transfer syntax: DCMTK's, or GDCM's for JPEG 2000
+ * (command and options; the input and output files follow). Tests compare our decoding with it;
+ * the decode benchmark times it.
+ */
+export const REFERENCE_DECODERS: Readonly<Record<string, readonly [string, readonly string[]]>> = {
+  "1.2.840.10008.1.2.4.50": ["dcmdjpeg", []],
+  "1.2.840.10008.1.2.4.51": ["dcmdjpeg", []],
+  "1.2.840.10008.1.2.4.57": ["dcmdjpeg", []],
+  "1.2.840.10008.1.2.4.70": ["dcmdjpeg", []],
+  "1.2.840.10008.1.2.4.80": ["dcmdjpls", []],
+  "1.2.840.10008.1.2.4.81": ["dcmdjpls", []],
+  "1.2.840.10008.1.2.4.90": ["gdcmconv", ["--raw"]],
+  "1.2.840.10008.1.2.4.91": ["gdcmconv", ["--raw"]],
+  "1.2.840.10008.1.2.5": ["dcmdrle", []],
+};

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import dicomParser from "dicom-parser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { REFERENCE_DECODERS } from "../../../tests/helpers/dcmtk.ts";
 import { WG04_DIR } from "../../../tests/helpers/paths.ts";
 import { type Radiograph, readRadiograph } from "./index.ts";
 import { syntheticImage, writePart10 } from "./synthetic.ts";
@@ -27,24 +28,16 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs a DICOM tool on `input`, writing `name` in the temp dir; returns the output path. */
-async function convert(cmd: string, args: string[], input: string, name: string): Promise<string> {
+async function convert(
+  cmd: string,
+  args: readonly string[],
+  input: string,
+  name: string,
+): Promise<string> {
   const out = join(dir, name);
   await run(cmd, [...args, input, out], { timeout: 120_000 });
   return out;
 }
-
-/** The decompressor of DCMTK (or GDCM for JPEG 2000) for a transfer syntax. */
-const DECOMPRESSOR: Record<string, [string, string[]]> = {
-  "1.2.840.10008.1.2.4.50": ["dcmdjpeg", []],
-  "1.2.840.10008.1.2.4.51": ["dcmdjpeg", []],
-  "1.2.840.10008.1.2.4.57": ["dcmdjpeg", []],
-  "1.2.840.10008.1.2.4.70": ["dcmdjpeg", []],
-  "1.2.840.10008.1.2.4.80": ["dcmdjpls", []],
-  "1.2.840.10008.1.2.4.81": ["dcmdjpls", []],
-  "1.2.840.10008.1.2.4.90": ["gdcmconv", ["--raw"]],
-  "1.2.840.10008.1.2.4.91": ["gdcmconv", ["--raw"]],
-  "1.2.840.10008.1.2.5": ["dcmdrle", []],
-};
 
 /** Raw pixel cells of every frame of an uncompressed explicit VR little endian file. */
 function rawCells(path: string, bitsAllocated: 8 | 16): Uint8Array | Uint16Array {
@@ -88,7 +81,7 @@ async function referenceDecode(
   name: string,
   frame = 0,
 ): Promise<Int32Array> {
-  const [cmd, args] = DECOMPRESSOR[r.transferSyntaxUid]!;
+  const [cmd, args] = REFERENCE_DECODERS[r.transferSyntaxUid]!;
   const out = await convert(cmd, args, path, name);
   const cells = rawCells(out, r.bitsAllocated as 8 | 16);
   // The tools write the codec's samples as they come: a lossy 12-bit JPEG of a 10-bit image can
