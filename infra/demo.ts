@@ -19,11 +19,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import sharp from "sharp";
 import { SHARED_DATA as DEFAULT_SHARED_DATA } from "../tests/helpers/paths.ts";
-import {
-  composeRadiograph,
-  type PlacedKnee,
-  radiographDicom,
-} from "../tests/helpers/radiographs.ts";
+import { composeBilateral, radiographDicom } from "../tests/helpers/radiographs.ts";
 import { newUid } from "../tests/helpers/studies.ts";
 import { testModel } from "../tests/helpers/test-model.ts";
 
@@ -271,17 +267,7 @@ async function samples(): Promise<{ uid: string; path: string; origin: string }[
       await syntheticCrop(crops[0], 2 * n + 1);
       await syntheticCrop(crops[1], 2 * n + 2);
     }
-    const knees: PlacedKnee[] = [
-      { png: crops[0], xMm: 95, yMm: 150, sideMm: 90 },
-      { png: crops[1], xMm: 265, yMm: 150, sideMm: 90 },
-    ];
-    const r = await composeRadiograph({
-      widthMm: 360,
-      heightMm: 300,
-      spacingMm: 0.15,
-      knees,
-      seed: n,
-    });
+    const r = await composeBilateral(crops, n);
     const uid = newUid();
     const path = join(out, `study-${n + 1}.dcm`);
     await writeFile(

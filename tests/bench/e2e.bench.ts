@@ -19,7 +19,7 @@ import { storescu } from "../helpers/dcmtk.ts";
 import { startHarness } from "../helpers/env.ts";
 import { startOrthanc } from "../helpers/orthanc.ts";
 import { SHARED_DATA } from "../helpers/paths.ts";
-import { composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
+import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
 import { testModel } from "../helpers/test-model.ts";
 
@@ -55,16 +55,7 @@ const reporter = await startReporter(h.config, h.db, quiet);
 try {
   const files: { uid: string; path: string }[] = [];
   for (let i = 0; i < studies; i++) {
-    const r = await composeRadiograph({
-      widthMm: 360,
-      heightMm: 300,
-      spacingMm: 0.15,
-      seed: i,
-      knees: [
-        { png: `${VAL}${CROPS[i % 5]}`, xMm: 95, yMm: 150, sideMm: 90 },
-        { png: `${VAL}${CROPS[(i + 2) % 5]}`, xMm: 265, yMm: 150, sideMm: 90 },
-      ],
-    });
+    const r = await composeBilateral([`${VAL}${CROPS[i % 5]}`, `${VAL}${CROPS[(i + 2) % 5]}`], i);
     const uid = newUid();
     const path = join(work, `${i}.dcm`);
     await writeFile(path, radiographDicom(r, { studyInstanceUid: uid }));

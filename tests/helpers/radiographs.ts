@@ -138,6 +138,24 @@ export async function composeRadiograph(opts: {
   return { width, height, spacingMm, stored, truth };
 }
 
+/**
+ * The usual test study: a 360 × 300 mm bilateral image at 0.15 mm, the image's left knee (the
+ * patient's right with PatientOrientation L\F) centred at (95, 150) mm, the other at (265, 150) mm,
+ * each crop 90 mm wide.
+ */
+export function composeBilateral(pngs: readonly [string, string], seed?: number) {
+  return composeRadiograph({
+    widthMm: 360,
+    heightMm: 300,
+    spacingMm: 0.15,
+    ...(seed === undefined ? {} : { seed }),
+    knees: [
+      { png: pngs[0], xMm: 95, yMm: 150, sideMm: 90 },
+      { png: pngs[1], xMm: 265, yMm: 150, sideMm: 90 },
+    ],
+  });
+}
+
 export interface RadiographDicomOptions {
   studyInstanceUid?: string;
   seriesInstanceUid?: string;

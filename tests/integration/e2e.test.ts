@@ -20,7 +20,7 @@ import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 import { startSwitchProxy } from "../helpers/proxy.ts";
-import { composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
+import { composeBilateral, composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
 import { testModel } from "../helpers/test-model.ts";
 
@@ -71,15 +71,7 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
   });
 
   async function bilateral(name: string, pngs: [string, string]) {
-    const r = await composeRadiograph({
-      widthMm: 360,
-      heightMm: 300,
-      spacingMm: 0.15,
-      knees: [
-        { png: `${VAL}${pngs[0]}`, xMm: 95, yMm: 150, sideMm: 90 },
-        { png: `${VAL}${pngs[1]}`, xMm: 265, yMm: 150, sideMm: 90 },
-      ],
-    });
+    const r = await composeBilateral([`${VAL}${pngs[0]}`, `${VAL}${pngs[1]}`]);
     const studyInstanceUid = newUid();
     const path = join(work, `${name}.dcm`);
     await writeFile(path, radiographDicom(r, { studyInstanceUid }));

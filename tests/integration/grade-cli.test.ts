@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI } from "../helpers/cli.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
-import { composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
+import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
 import { testModel } from "../helpers/test-model.ts";
 
 const run = promisify(execFile);
@@ -38,15 +38,7 @@ describe("kneegrade grade / evaluate", () => {
   beforeAll(async () => {
     modelDir = await testModel("test");
     work = await mkdtemp(join(tmpdir(), "kneegrade-cli-"));
-    const r = await composeRadiograph({
-      widthMm: 360,
-      heightMm: 300,
-      spacingMm: 0.15,
-      knees: [
-        { png: `${VAL}/0/9034812R.png`, xMm: 95, yMm: 150, sideMm: 90 },
-        { png: `${VAL}/4/9511862R.png`, xMm: 265, yMm: 150, sideMm: 90 },
-      ],
-    });
+    const r = await composeBilateral([`${VAL}/0/9034812R.png`, `${VAL}/4/9511862R.png`]);
     bilateral = join(work, "bilateral.dcm");
     await writeFile(bilateral, radiographDicom(r, { photometric: "MONOCHROME1" }));
   }, 300_000);

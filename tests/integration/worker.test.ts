@@ -16,7 +16,7 @@ import { collectStatus } from "../../packages/cli/src/status.ts";
 import { storescu } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { SHARED_DATA } from "../helpers/paths.ts";
-import { composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
+import { composeBilateral, composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
 import { testModel } from "../helpers/test-model.ts";
 
@@ -25,15 +25,7 @@ const VAL = `${SHARED_DATA}knee-kl/val/`;
 const quiet = createLogger("test", "silent");
 
 async function bilateralStudy(name: string, opts: { studyInstanceUid?: string } = {}) {
-  const r = await composeRadiograph({
-    widthMm: 360,
-    heightMm: 300,
-    spacingMm: 0.15,
-    knees: [
-      { png: `${VAL}1/9003380R.png`, xMm: 95, yMm: 150, sideMm: 90 },
-      { png: `${VAL}3/9107980R.png`, xMm: 265, yMm: 150, sideMm: 90 },
-    ],
-  });
+  const r = await composeBilateral([`${VAL}1/9003380R.png`, `${VAL}3/9107980R.png`]);
   const studyInstanceUid = opts.studyInstanceUid ?? newUid();
   const path = join(work, `${name}.dcm`);
   await writeFile(path, radiographDicom(r, { studyInstanceUid }));

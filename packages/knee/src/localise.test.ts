@@ -2,7 +2,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import dicomParser from "dicom-parser";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
-import { composeRadiograph, type PlacedKnee } from "../../../tests/helpers/radiographs.ts";
+import {
+  composeBilateral,
+  composeRadiograph,
+  type PlacedKnee,
+} from "../../../tests/helpers/radiographs.ts";
 import { areaResize } from "./crop.ts";
 import { findKnees } from "./find.ts";
 import { assignLaterality, rowDirection } from "./laterality.ts";
@@ -119,15 +123,7 @@ describe("knee localisation on full radiographs composed from real crops", () =>
   });
 
   it("cuts crops the size of the model input and records laterality from the header", async () => {
-    const r = await composeRadiograph({
-      widthMm: 360,
-      heightMm: 300,
-      spacingMm: 0.15,
-      knees: [
-        { png: crop(1, 2), xMm: 95, yMm: 150, sideMm: 90 },
-        { png: crop(4, 2), xMm: 265, yMm: 150, sideMm: 90 },
-      ],
-    });
+    const r = await composeBilateral([crop(1, 2), crop(4, 2)]);
     const image = { width: r.width, height: r.height, data: display(r.stored), spacingMm: 0.15 };
     const found = await findKnees(image, { patientOrientation: "L\\F", imageLaterality: "B" }, 64);
     expect(found.ok).toBe(true);

@@ -11,7 +11,11 @@ import { cropFromImageFile } from "@kneegrade/knee";
 import { createLogger } from "@kneegrade/log";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
-import { composeRadiograph, radiographDicom } from "../../../tests/helpers/radiographs.ts";
+import {
+  composeBilateral,
+  composeRadiograph,
+  radiographDicom,
+} from "../../../tests/helpers/radiographs.ts";
 import { testModel } from "../../../tests/helpers/test-model.ts";
 import { gradeDicom, type KneePredictor } from "./grade.ts";
 
@@ -88,15 +92,7 @@ describe("gradeDicom on composed bilateral radiographs", () => {
 
   it("gives the same result whatever the (lossless) transfer syntax", async () => {
     const [a, b] = await crops(1, 3);
-    const r = await composeRadiograph({
-      widthMm: 360,
-      heightMm: 300,
-      spacingMm: 0.15,
-      knees: [
-        { png: a!, xMm: 95, yMm: 150, sideMm: 90 },
-        { png: b!, xMm: 265, yMm: 150, sideMm: 90 },
-      ],
-    });
+    const r = await composeBilateral([a!, b!]);
     const plain = join(work, "plain.dcm");
     await writeFile(plain, radiographDicom(r));
     const variants = {
