@@ -5,10 +5,16 @@
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
-import { Ensemble, type KneePrediction } from "@kneegrade/inference";
+import type { Ensemble, KneePrediction } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
 import type { Logger } from "@kneegrade/log";
-import { gradeDicom, type InstanceResult, type KneePredictor, kneeRegion } from "@kneegrade/worker";
+import {
+  gradeDicom,
+  type InstanceResult,
+  type KneePredictor,
+  kneeRegion,
+  openPredictor,
+} from "@kneegrade/worker";
 import { SingleBar } from "cli-progress";
 import Table from "cli-table3";
 import { type EvaluationMetrics, evaluationMetrics } from "./metrics.ts";
@@ -19,6 +25,7 @@ export interface ModelOptions {
   modelDir: string;
   providers: string[];
   threads: number;
+  maxBatch: number;
   allowTestModel: boolean;
 }
 
@@ -27,25 +34,27 @@ export const NOTICE =
 export const TEST_MODEL_NOTICE =
   'TEST MODEL (manifest status "smoke"): a test model trained briefly on a CPU, not validated: its grades mean nothing clinically.';
 
+/** The worker's ensemble and predictor, with no wait for other callers (one caller here). */
 export async function openModel(o: ModelOptions, log: Logger) {
-  const ensemble = await Ensemble.open({
-    modelDir: o.modelDir,
-    providers: o.providers,
-    ...(o.threads > 0 ? { intraOpThreads: o.threads } : {}),
-    allowTestModel: o.allowTestModel,
-    logger: log,
-  });
-  const predictor: KneePredictor = {
-    inputSize: ensemble.inputSize,
-    predict: (inputs) => ensemble.predict(inputs),
-  };
+  const opened = await openPredictor(
+    {
+      MODEL_DIR: o.modelDir,
+      INFERENCE_PROVIDERS: o.providers,
+      INFERENCE_THREADS: o.threads,
+      INFERENCE_MAX_BATCH: o.maxBatch,
+      INFERENCE_MAX_WAIT_MS: 0,
+      ALLOW_TEST_MODEL: o.allowTestModel,
+    },
+    log,
+  );
+  const { ensemble } = opened;
   const model = {
     version: ensemble.version,
     status: ensemble.manifest.status,
-    providers: Object.fromEntries(ensemble.members.map((m) => [m.name, m.provider])),
+    providers: opened.providers,
     testModel: ensemble.manifest.status === "smoke",
   };
-  return { ensemble, predictor, model };
+  return { ...opened, model };
 }
 
 /** Every file under the given paths (directories recursively), sorted, hidden files skipped. */

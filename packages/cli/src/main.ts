@@ -201,6 +201,7 @@ async function withModel<T>(
           ? o.providers.split(",").map((s) => s.trim())
           : c.INFERENCE_PROVIDERS,
         threads: o.threads ? Number(o.threads) : c.INFERENCE_THREADS,
+        maxBatch: c.INFERENCE_MAX_BATCH,
         allowTestModel: Boolean(o.allowTestModel) || c.ALLOW_TEST_MODEL,
       },
       log,
@@ -212,7 +213,7 @@ async function withModel<T>(
   try {
     return await run(opened);
   } finally {
-    await opened.ensemble.close();
+    await opened.close();
   }
 }
 

@@ -33,14 +33,19 @@ export async function openPredictor(
   config: Pick<
     Config,
     | "MODEL_DIR"
-    | "INFERENCE_PROVIDERS"
     | "INFERENCE_THREADS"
     | "INFERENCE_MAX_BATCH"
     | "INFERENCE_MAX_WAIT_MS"
     | "ALLOW_TEST_MODEL"
-  >,
+  > & { INFERENCE_PROVIDERS: string[] },
   log: Logger,
-): Promise<{ ensemble: Ensemble; predictor: KneePredictor; close(): Promise<void> }> {
+): Promise<{
+  ensemble: Ensemble;
+  predictor: KneePredictor;
+  /** The execution provider each member really runs on. */
+  providers: Record<string, string>;
+  close(): Promise<void>;
+}> {
   const ensemble = await Ensemble.open({
     modelDir: config.MODEL_DIR,
     providers: config.INFERENCE_PROVIDERS,
@@ -56,6 +61,7 @@ export async function openPredictor(
   return {
     ensemble,
     predictor: { inputSize: ensemble.inputSize, predict: (inputs) => batcher.submit(inputs) },
+    providers: Object.fromEntries(ensemble.members.map((m) => [m.name, m.provider])),
     close: async () => {
       await batcher.close();
       await ensemble.close();
@@ -73,7 +79,7 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
     return { model, providers: {}, close: async () => {} };
   }
   const opened = await openPredictor(config, log);
-  const providers = Object.fromEntries(opened.ensemble.members.map((m) => [m.name, m.provider]));
+  const { providers } = opened;
   if (model.manifest.status === "smoke") {
     log.warn(
       { event: "worker.test-model", modelVersion: opened.ensemble.version },
