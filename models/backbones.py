@@ -112,6 +112,28 @@ def shufflenet_v2_x1_0() -> nn.Module:
     return _Tapped([m.conv1, m.maxpool, m.stage2, m.stage3, m.stage4], [1, 2, 3, 4], [24, 116, 232, 464])
 
 
+def _torchvision_resnet(builder) -> nn.Module:
+    m = builder(weights=None)
+    m.conv1 = _grey_conv(m.conv1)
+    nn.init.kaiming_normal_(m.conv1.weight, mode="fan_out", nonlinearity="relu")
+    for mod in m.modules():  # zero-init the last BN of each residual block (starts as identity)
+        if isinstance(mod, torchvision.models.resnet.BasicBlock):
+            nn.init.zeros_(mod.bn2.weight)
+    stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+    widths = [m.layer1[-1].conv2.out_channels, m.layer2[-1].conv2.out_channels,
+              m.layer3[-1].conv2.out_channels, m.layer4[-1].conv2.out_channels]
+    # layer1..layer4: strides 4/8/16/32 (the reference taps the same four stages of its ResNet-50)
+    return _Tapped([stem, m.layer1, m.layer2, m.layer3, m.layer4], [1, 2, 3, 4], widths)
+
+
+def resnet18() -> nn.Module:
+    return _torchvision_resnet(torchvision.models.resnet18)
+
+
+def resnet34() -> nn.Module:
+    return _torchvision_resnet(torchvision.models.resnet34)
+
+
 def resnet_slim() -> nn.Module:
     return SlimResNet()
 
@@ -123,6 +145,8 @@ def resnet_tiny() -> nn.Module:
 
 BACKBONES = {
     "resnet_slim": resnet_slim,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
     "efficientnet_b0": efficientnet_b0,
     "mobilenet_v3_large": mobilenet_v3_large,
     "regnet_y_400mf": regnet_y_400mf,

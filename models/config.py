@@ -33,9 +33,13 @@ DEFAULTS = {
     "epochs": 30,
     "time_budget_s": None,         # when set, epochs are chosen so training fits this many seconds
     "ema_decay": 0.0,
+    "grad_clip": 0.0,              # clip the gradient's global norm to this (0: off)
     "augment": {"rotate_deg": 10.0, "scale": 0.10, "shift": 0.08, "hflip": 0.5,
                 "brightness": 0.10, "contrast": 0.15, "gamma": 0.15},
     "eval_every": 1,
+    "eval_after_frac": 0.0,        # validate only after this fraction of the planned epochs (and the last)
+    "bf16": "auto",                # CPU training precision: "auto" (bf16 autocast where the CPU has it), true, false
+    "budget_weight": 1.0,          # models.cpu_run: this member's share of the run's time budget
     "threads": 0,                  # torch CPU threads (0: leave torch's default)
     "members": [{"name": "resnet_slim", "backbone": "resnet_slim"}],
 }

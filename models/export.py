@@ -174,7 +174,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--run", required=True, help="folder of member checkpoints (*.pt) from models.train")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "export"))
-    ap.add_argument("--status", default="candidate", choices=["smoke", "candidate", "release"],
+    ap.add_argument("--status", default="candidate", choices=["smoke", "candidate", "trained", "release"],
                     help="'smoke' marks a toy model the product must refuse")
     args = ap.parse_args(argv)
     path = export_run(Path(args.run), Path(args.out), args.status)

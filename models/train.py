@@ -10,9 +10,10 @@ import copy
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,9 +32,59 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def autocast_ctx(device: torch.device):
+_BF16_CACHE: Dict[str, object] = {}
+
+
+def bf16_support() -> Tuple[bool, str]:
+    """Whether bf16 autocast training pays on this CPU: the CPU must say so in /proc/cpuinfo
+    (``amx_bf16`` or ``avx512_bf16``; without them oneDNN emulates bf16, slower than float32) and
+    a one-batch probe (forward + backward of a small conv net under autocast) must give finite
+    gradients. ``KNEEGRADE_BF16=0|1`` overrides the detection."""
+    if "r" in _BF16_CACHE:
+        return _BF16_CACHE["r"]
+    env = os.environ.get("KNEEGRADE_BF16")
+    if env in ("0", "1"):
+        r = (env == "1", f"KNEEGRADE_BF16={env}")
+    else:
+        try:
+            flags = set(Path("/proc/cpuinfo").read_text().split())
+        except OSError:
+            flags = set()
+        found = sorted(flags & {"amx_bf16", "avx512_bf16"})
+        if not found:
+            r = (False, "CPU lists neither amx_bf16 nor avx512_bf16")
+        else:
+            try:
+                net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                          torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5))
+                x = torch.rand(4, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                    loss = net(x).float().logsumexp(1).mean()
+                loss.backward()
+                ok = all(torch.isfinite(q.grad).all() for q in net.parameters())
+                r = (bool(ok), f"{'+'.join(found)}, probe {'ok' if ok else 'gave non-finite gradients'}")
+            except Exception as e:  # noqa: BLE001 - an old torch without CPU autocast: float32
+                r = (False, f"{'+'.join(found)}, probe failed: {e}")
+    _BF16_CACHE["r"] = r
+    return r
+
+
+def use_bf16(device: torch.device, cfg: Optional[dict] = None) -> bool:
+    """bf16 autocast for training steps: always on CUDA; on a CPU per ``cfg['bf16']`` ("auto":
+    when :func:`bf16_support` says yes)."""
+    if device.type == "cuda":
+        return True
+    want = (cfg or {}).get("bf16", "auto")
+    if want == "auto":
+        return bf16_support()[0]
+    return bool(want)
+
+
+def autocast_ctx(device: torch.device, bf16: bool = True):
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if bf16:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -112,31 +163,78 @@ class _EMA:
             b_ema.copy_(b)
 
 
-def _train_step(model, opt, sched, xb, yb, cfg, cw, device, lambda_n=None):
-    with autocast_ctx(device):
+def _train_step(model, opt, xb, yb, cfg, cw, device, lambda_n=None, bf16=False):
+    with autocast_ctx(device, bf16):
         out = model(xb)
         ln = cfg["lambda_n"] if lambda_n is None else lambda_n
         loss, terms = pim_loss(out, yb, cfg["num_classes"], cfg["lambda_b"], cfg["lambda_s"], ln,
                                cfg["lambda_c"], cfg["ordinal_sigma"], cfg["label_smoothing"], cw)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if cfg.get("grad_clip"):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
     opt.step()
-    if sched is not None:
-        sched.step()
     return float(loss), terms
+
+
+class Interrupted(Exception):
+    """Training stopped on request (SIGTERM/SIGINT) after writing a resumable checkpoint."""
+
+
+_STOP = {"signal": None}
+
+
+def request_stop(signum=None, _frame=None):
+    """Signal handler: the running member finishes its current step, checkpoints and stops."""
+    _STOP["signal"] = signum or signal.SIGTERM
+
+
+def install_stop_handlers():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+
+
+def _save_atomic(obj, path: Path):
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _torch_load(path):
+    try:  # our own files; torch >= 2.6 defaults to weights_only=True
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except TypeError:
+        return torch.load(path, map_location="cpu")
+
+
+def state_path(out_path: Path) -> Path:
+    """Where a member's resumable training state lives, next to its final checkpoint."""
+    return Path(out_path).with_suffix(".state.pt")
 
 
 def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: np.ndarray,
                  device: torch.device, log: Callable[[str], None], out_path: Optional[Path] = None,
-                 hard_deadline: Optional[float] = None) -> Dict[str, object]:
-    """Train one member on uint8 tensors already on ``device``; return its best checkpoint dict."""
+                 resume: bool = False) -> Dict[str, object]:
+    """Train one member on uint8 tensors already on ``device``; return its best checkpoint dict.
+
+    With ``out_path``, a resumable state (weights, EMA, optimizer, schedule position, RNG states,
+    epoch, best so far, elapsed time) is written to ``<out_path>.state.pt`` after every epoch and
+    when a stop is requested (SIGTERM via :func:`install_stop_handlers`; then :class:`Interrupted`
+    is raised). ``resume=True`` continues from that state. With ``cfg['time_budget_s']`` the number
+    of epochs is planned from a timing probe and re-planned after every epoch from the measured
+    epoch time, so the cosine schedule always ends within the budget, however busy the machine.
+    """
     name, size, bs = cfg["name"], cfg["input_size"], cfg["batch_size"]
+    bf16 = use_bf16(device, cfg)
+    chl = device.type == "cuda" or bf16
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
-    if device.type == "cuda":
+    if chl:
         model = model.to(memory_format=torch.channels_last)
     n = train_x.shape[0]
     counts = torch.bincount(train_y, minlength=cfg["num_classes"]).float().clamp_min(1)
@@ -145,58 +243,112 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
         cw = ((counts / counts.mean()) ** -cfg["class_weight_power"]).tolist()
     sample_w = counts[train_y] ** -cfg["sample_balance_power"] if cfg["sample_balance_power"] else None
     steps_per_epoch = max(1, n // bs)
+    budget = cfg.get("time_budget_s")
 
     def batch_at(idx):
         xb = augment(train_x[idx], size, cfg["augment"], gen)
-        if device.type == "cuda":
+        if chl:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, train_y[idx]
 
-    epochs = cfg["epochs"]
-    if cfg.get("time_budget_s"):
-        # Time a few steps on a throwaway copy, then size the run to the budget.
-        probe = copy.deepcopy(model)
-        popt = _make_opt(probe, dict(cfg, lr=cfg["lr"] * 1e-3))
-        probe.train()
-        idx = torch.randint(0, n, (bs,), device=device, generator=gen)
-        for i in range(13):
-            if i == 3:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            _train_step(probe, popt, None, *batch_at(idx), cfg, cw, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t_step = (time.perf_counter() - t0) / 10
-        t0 = time.perf_counter()
-        predict_logits(probe, val_x[: min(len(val_x), 512)], size, device)
-        t_eval = (time.perf_counter() - t0) * len(val_x) / min(len(val_x), 512)
-        del probe, popt
-        per_epoch = steps_per_epoch * t_step + t_eval / cfg["eval_every"]
-        epochs = max(1, min(cfg["epochs"], int(cfg["time_budget_s"] / per_epoch)))
-        log(f"[{name}] budget {cfg['time_budget_s']:.0f}s: {t_step * 1000:.1f} ms/step, eval {t_eval:.1f}s "
-            f"-> {epochs} epochs of {steps_per_epoch} steps")
-    total = epochs * steps_per_epoch
     opt = _make_opt(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, cfg["warmup_frac"]))
+    base_lrs = [g["lr"] for g in opt.param_groups]
     ema = _EMA(model, cfg["ema_decay"]) if cfg["ema_decay"] else None
-    best = {"qwk": -2.0}
-    history = []
-    t_start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    st_path = state_path(out_path) if out_path is not None else None
+    state = None
+    if resume and st_path is not None and st_path.exists():
+        state = _torch_load(st_path)
+        if state["config"] != cfg:
+            changed = sorted(k for k in set(cfg) | set(state["config"]) if cfg.get(k) != state["config"].get(k))
+            log(f"[{name}] resuming with a changed config ({changed}): continuing with the saved one")
+            cfg = state["config"]
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if ema is not None:
+            ema.model.load_state_dict(state["ema"])
+            ema.steps = state["ema_steps"]
+        torch.set_rng_state(state["rng"]["torch"])
+        gen.set_state(state["rng"]["gen"])
+        np.random.set_state(state["rng"]["numpy"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        plan, best, history, elapsed = state["plan"], state["best"], state["history"], state["elapsed_s"]
+        epoch_done, pending = state["epoch"], state.get("in_epoch")
+        budget = state.get("time_budget_s", budget)
+        part = f" + {pending['s']} steps" if pending else ""
+        log(f"[{name}] resumed from {st_path.name}: epoch {epoch_done}{part} of {plan['epochs']}, "
+            f"{elapsed:.0f}s spent")
+    else:
+        plan = {"epochs": cfg["epochs"], "epoch_s": None}
+        best, history, elapsed, epoch_done, pending = {"qwk": -2.0}, [], 0.0, 0, None
+        if budget:
+            # Time a few steps on a throwaway copy to plan the first epochs; re-planned every epoch.
+            probe = copy.deepcopy(model)
+            popt = _make_opt(probe, dict(cfg, lr=cfg["lr"] * 1e-3))
+            probe.train()
+            pgen_state = gen.get_state()
+            idx = torch.randint(0, n, (bs,), device=device, generator=gen)
+            for i in range(8):
+                if i == 2:
+                    t0 = time.perf_counter()
+                _train_step(probe, popt, *batch_at(idx), cfg, cw, device, bf16=bf16)
+            t_step = (time.perf_counter() - t0) / 6
+            gen.set_state(pgen_state)
+            t0 = time.perf_counter()
+            predict_logits(probe, val_x[: min(len(val_x), 256)], size, device)
+            t_eval = (time.perf_counter() - t0) * len(val_x) / min(len(val_x), 256)
+            del probe, popt
+            per_epoch = steps_per_epoch * t_step + t_eval / cfg["eval_every"]
+            plan["epochs"] = max(1, min(cfg["epochs"], int(budget / per_epoch)))
+            log(f"[{name}] budget {budget:.0f}s: {t_step * 1000 / bs:.1f} ms/image per step, eval {t_eval:.1f}s "
+                f"-> {plan['epochs']} epochs of {steps_per_epoch} steps (re-planned every epoch)")
+    log(f"[{name}] {'bf16 autocast + channels_last' if bf16 else 'float32'} training"
+        f"{'' if bf16 or device.type == 'cuda' else ' (bf16: ' + bf16_support()[1] + ')'}; "
+        f"validation, selection and temperature in float32")
+
+    def lr_at(step):
+        return _lr_factor(step, plan["epochs"] * steps_per_epoch, cfg["warmup_frac"])
+
+    def save_state(epoch_done_, in_epoch):
+        if st_path is None:
+            return
+        st_path.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic({"version": 1, "config": cfg, "model": model.state_dict(), "opt": opt.state_dict(),
+                      "ema": ema.model.state_dict() if ema is not None else None,
+                      "ema_steps": ema.steps if ema is not None else 0,
+                      "rng": {"torch": torch.get_rng_state(), "gen": gen.get_state(), "numpy": np.random.get_state(),
+                              "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+                      "plan": plan, "best": best, "history": history, "elapsed_s": elapsed,
+                      "epoch": epoch_done_, "in_epoch": in_epoch, "time_budget_s": budget}, st_path)
+
+    epoch = epoch_done
+    while epoch < plan["epochs"]:
+        epoch += 1
         model.train()
         t_ep = time.perf_counter()
-        if sample_w is not None:
-            order = torch.multinomial(sample_w, steps_per_epoch * bs, replacement=True, generator=gen)
+        if pending is not None:
+            order, s0, losses, terms_sum = pending["order"].to(device), pending["s"], pending["losses"], pending["terms"]
+            pending = None
         else:
-            order = torch.randperm(n, device=device, generator=gen)
-        losses, terms_sum = [], {}
-        for s in range(steps_per_epoch):
+            if sample_w is not None:
+                order = torch.multinomial(sample_w, steps_per_epoch * bs, replacement=True, generator=gen)
+            else:
+                order = torch.randperm(n, device=device, generator=gen)
+            s0, losses, terms_sum = 0, [], {}
+        for s in range(s0, steps_per_epoch):
+            if _STOP["signal"] is not None:
+                elapsed += time.perf_counter() - t_ep
+                save_state(epoch - 1, {"order": order.cpu(), "s": s, "losses": losses, "terms": terms_sum})
+                log(f"[{name}] stop requested (signal {int(_STOP['signal'])}): checkpoint at epoch {epoch - 1} "
+                    f"+ {s} steps written to {st_path}; continue with --resume")
+                raise Interrupted(name)
             idx = order[s * bs:(s + 1) * bs]
             step = (epoch - 1) * steps_per_epoch + s
-            ramp = cfg["lambda_n_warmup_frac"] * total
+            for g, lr0 in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr0 * lr_at(step)
+            ramp = cfg["lambda_n_warmup_frac"] * plan["epochs"] * steps_per_epoch
             ln = cfg["lambda_n"] * min(1.0, step / ramp) if ramp > 0 else cfg["lambda_n"]
-            loss, terms = _train_step(model, opt, sched, *batch_at(idx), cfg, cw, device, ln)
+            loss, terms = _train_step(model, opt, *batch_at(idx), cfg, cw, device, ln, bf16)
             if ema is not None:
                 ema.update(model)
             losses.append(loss)
@@ -204,12 +356,14 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
                 terms_sum[k] = terms_sum.get(k, 0.0) + v
         if not all(math.isfinite(v) for v in losses):
             raise FloatingPointError(f"[{name}] non-finite loss in epoch {epoch}")
-        line = {"member": name, "epoch": epoch, "of": epochs, "loss": round(float(np.mean(losses)), 4),
+        t_train = time.perf_counter() - t_ep
+        line = {"member": name, "epoch": epoch, "of": plan["epochs"], "loss": round(float(np.mean(losses)), 4),
                 "terms": {k: round(v / steps_per_epoch, 4) for k, v in terms_sum.items()},
-                "lr": round(opt.param_groups[0]["lr"], 5), "train_s": round(time.perf_counter() - t_ep, 2)}
-        last = epoch == epochs
-        late = hard_deadline is not None and time.time() > hard_deadline
-        if epoch % cfg["eval_every"] == 0 or last or late:
+                "lr": round(opt.param_groups[0]["lr"], 5), "train_s": round(t_train, 1),
+                "ms_per_image": round(t_train * 1000 / max(1, (steps_per_epoch - s0) * bs), 1)}
+        last = epoch == plan["epochs"]
+        early = epoch <= cfg["eval_after_frac"] * plan["epochs"]  # early epochs are never the best: save the time
+        if (epoch % cfg["eval_every"] == 0 and not early) or last:
             net = ema.model if ema is not None else model
             logits = predict_logits(net, val_x, size, device)
             r = report(softmax(logits), val_y, cfg["num_classes"])
@@ -219,28 +373,46 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
                 best = {"qwk": r["qwk"], "epoch": epoch, "val": r, "logits": logits,
                         "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()}}
                 line["best"] = True
+        ep_s = time.perf_counter() - t_ep
+        elapsed += ep_s
+        if s0 == 0:  # a whole epoch measured: smooth the estimate used for planning
+            plan["epoch_s"] = ep_s if plan["epoch_s"] is None else 0.5 * plan["epoch_s"] + 0.5 * ep_s
+        if budget and plan["epoch_s"] and not last:
+            fit = epoch + int(max(0.0, budget - elapsed) / plan["epoch_s"])
+            new = max(epoch, min(cfg["epochs"], fit))
+            if new != plan["epochs"]:
+                line["replanned"] = f"{plan['epochs']}->{new}"
+                plan["epochs"] = new
+        line["eta_s"] = round(max(0, plan["epochs"] - epoch) * (plan["epoch_s"] or ep_s))
+        history.append({k: v for k, v in line.items() if k != "member"})
         log(json.dumps(line))
-        if late and not last:
-            log(f"[{name}] hard deadline reached: stopping after epoch {epoch} of {epochs}")
-            break
+        if epoch == plan["epochs"] and "val_qwk" not in line:
+            # re-planning made this the last epoch after it ran: validate it now
+            net = ema.model if ema is not None else model
+            logits = predict_logits(net, val_x, size, device)
+            r = report(softmax(logits), val_y, cfg["num_classes"])
+            if r["qwk"] > best["qwk"]:
+                best = {"qwk": r["qwk"], "epoch": epoch, "val": r, "logits": logits,
+                        "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()}}
+            log(json.dumps({"member": name, "epoch": epoch, "val_acc": round(r["accuracy"], 4),
+                            "val_qwk": round(r["qwk"], 4)}))
+        save_state(epoch, None)
     temp = fit_temperature(best["logits"], val_y)
     ckpt = {"config": cfg, "state_dict": best["state_dict"], "best_epoch": best["epoch"],
-            "epochs_run": epoch, "epochs_planned": epochs, "train_seconds": round(time.perf_counter() - t_start, 1),
+            "epochs_run": epoch, "epochs_planned": plan["epochs"], "train_seconds": round(elapsed, 1),
+            "precision": "bf16-autocast" if bf16 else "float32", "history": history,
             "val": best["val"], "temperature": temp, "val_calibrated": report(softmax(best["logits"], temp), val_y),
-            "labels": LABELS}
+            "val_logits": best["logits"], "labels": LABELS}
     log(f"[{name}] best epoch {best['epoch']}: val qwk {best['qwk']:.4f} acc {best['val']['accuracy']:.4f}, "
         f"temperature {temp:.3f}, {ckpt['train_seconds']}s")
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(ckpt, out_path)
+        _save_atomic(ckpt, Path(out_path))
     return ckpt
 
 
 def load_checkpoint(path):
-    try:  # our own files; torch >= 2.6 defaults to weights_only=True
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except TypeError:
-        ckpt = torch.load(path, map_location="cpu")
+    ckpt = _torch_load(path)
     model = build_model(ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
@@ -261,12 +433,14 @@ def main(argv=None):
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", default=None, help="output folder (default models/runs/<config name>)")
     ap.add_argument("--member", action="append", help="train only these member names")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/<member>.state.pt where present")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     out = Path(args.out) if args.out else Path(__file__).parent / "runs" / Path(args.config).stem
     out.mkdir(parents=True, exist_ok=True)
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
+    install_stop_handlers()
     log = make_logger(out / "train_log.txt")
     device = pick_device()
     t0 = time.perf_counter()
@@ -280,7 +454,14 @@ def main(argv=None):
         if args.member and m["name"] not in args.member:
             continue
         mc = member_config(cfg, m)
-        train_member(mc, tx_t, ty_t, vx_t, vy, device, log, out / f"{mc['name']}.pt")
+        if args.resume and (out / f"{mc['name']}.pt").exists() and not state_path(out / f"{mc['name']}.pt").exists():
+            log(f"[{mc['name']}] already trained ({mc['name']}.pt): skipped")
+            continue
+        try:
+            train_member(mc, tx_t, ty_t, vx_t, vy, device, log, out / f"{mc['name']}.pt", resume=args.resume)
+        except Interrupted:
+            raise SystemExit(143)
+        state_path(out / f"{mc['name']}.pt").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ export const ManifestSchema = z
     schema_version: z.literal(1),
     kind: z.literal("kneegrade-kl-ensemble"),
     /** "smoke" models come from the CI rehearsal: never used to grade a patient's knee. */
-    status: z.enum(["smoke", "candidate", "release"]),
+    status: z.enum(["smoke", "candidate", "trained", "release"]),
     created_utc: z.iso.datetime(),
     labels: z.array(z.string()).length(5),
     members: z.array(Member).min(1),

@@ -1,0 +1,172 @@
+"""The CPU run: train every member, export, write the manifest and evaluate on val, in one command.
+
+    setsid nohup nice -n 10 /usr/bin/python3 -m models.cpu_run --config models/configs/cpu.json \\
+        > models/runs/cpu.out 2>&1 &
+    python3 -m models.cpu_run --config models/configs/cpu.json --resume     # after an interruption
+
+Trains the members one after another from the PNG folders (``train_dir``/``val_dir``), with bf16
+autocast + channels_last where the CPU supports it (models.train), inside one wall-clock budget
+(``--time-budget-s``, default the config's ``time_budget_s``) shared between the members by their
+``budget_weight``; time a finished member did not use goes to the members after it. Every member
+writes a resumable state after each epoch (``<work>/<member>.state.pt``); SIGTERM or SIGINT writes
+one at once and exits with status 143; ``--resume`` continues where it stopped. When every member
+is trained: ONNX export (float32) with a parity check against PyTorch (onnxruntime-node or Python
+onnxruntime), fixtures, ``manifest.json`` (status ``trained``, provenance), and an evaluation of
+the exported files on the original val PNGs (``eval.json``, confusion matrix and reliability
+diagram as PNG) in ``<work>/eval``.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import apply_overrides, load_config, member_config, resolve
+from .evaluate import evaluate, format_table
+from .export import member_entry, write_fixtures, write_manifest
+from .gpu_run import ort_parity
+from .onnx_io import export_onnx
+from .train import (REPO_ROOT, Interrupted, bf16_support, install_stop_handlers, load_checkpoint, load_split,
+                    make_logger, state_path, train_member)
+
+RUN_FILE = "run.json"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def member_budget(total_s: float, spent_s: float, weight: float, weights_left: float) -> float:
+    """A member's share of what is left of the run's budget (unused time of earlier members included)."""
+    return max(0.0, total_s - spent_s) * weight / max(weights_left, 1e-9)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", default="models/dist", help="where the ONNX members and manifest.json go")
+    ap.add_argument("--work", default="models/runs/cpu", help="checkpoints, resumable states, log, evaluation")
+    ap.add_argument("--time-budget-s", type=float, default=None, help="training budget for all members (seconds)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from --work")
+    ap.add_argument("--status", default="trained", choices=["smoke", "candidate", "trained", "release"])
+    ap.add_argument("--set", action="append", metavar="KEY=JSON", help="override a config key for every member")
+    args = ap.parse_args(argv)
+    t_begin = time.time()
+    out, work = resolve(args.out, REPO_ROOT), resolve(args.work, REPO_ROOT)
+    work.mkdir(parents=True, exist_ok=True)
+    run_path = work / RUN_FILE
+    if not args.resume and any(work.glob("*.state.pt")):
+        raise SystemExit(f"{work} holds an interrupted run: pass --resume, or remove the folder to start over")
+    log = make_logger(work / "train_log.txt")
+    cfg = apply_overrides(load_config(args.config), args.set)
+    if args.resume and run_path.exists():
+        run = json.loads(run_path.read_text())
+        log(f"cpu_run: resuming the run started {run['started_utc']} ({run['budget_s']:.0f}s budget)")
+    else:
+        budget = args.time_budget_s or cfg.get("time_budget_s") or 7200.0
+        run = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_s": budget,
+               "config": str(args.config), "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m",
+                                                                                       "models.cpu_run", *sys.argv[1:]]),
+               "git_commit": _git_commit(), "wall_s": 0.0, "sessions": 0}
+    run["sessions"] = run.get("sessions", 0) + 1
+    run_path.write_text(json.dumps(run, indent=2))
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    install_stop_handlers()
+    device = torch.device("cpu")
+    bf16_ok, bf16_why = bf16_support()
+    log(f"cpu_run: config {args.config}, CPU {_cpu_name()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, python {platform.python_version()}; bf16 autocast "
+        f"{'on' if bf16_ok else 'off (float32)'}: {bf16_why}; budget {run['budget_s']:.0f}s")
+    t0 = time.time()
+    tx, ty = load_split(cfg, "train")
+    vx, vy = load_split(cfg, "val")
+    log(f"loaded train {len(ty)} (per grade {np.bincount(ty, minlength=5).tolist()}), val {len(vy)} images "
+        f"in {time.time() - t0:.1f}s")
+    tx_t, ty_t, vx_t = torch.from_numpy(tx), torch.from_numpy(ty), torch.from_numpy(vx)
+
+    members = [member_config(cfg, m) for m in cfg["members"]]
+    ckpts = {}
+    for i, mc in enumerate(members):
+        pt = work / f"{mc['name']}.pt"
+        if pt.exists() and not state_path(pt).exists():
+            ckpts[mc["name"]] = load_checkpoint(pt)[1]
+            log(f"[{mc['name']}] already trained: best epoch {ckpts[mc['name']]['best_epoch']}, skipped")
+            continue
+        spent = sum(c["train_seconds"] for c in ckpts.values())
+        mc["time_budget_s"] = member_budget(run["budget_s"], spent, mc["budget_weight"],
+                                            sum(m["budget_weight"] for m in members[i:]))
+        try:
+            ckpts[mc["name"]] = train_member(mc, tx_t, ty_t, vx_t, vy, device, log, pt, resume=args.resume)
+        except Interrupted:
+            run["wall_s"] += time.time() - t_begin
+            run_path.write_text(json.dumps(run, indent=2))
+            raise SystemExit(143)
+        state_path(pt).unlink(missing_ok=True)
+        run["wall_s"] += time.time() - t_begin
+        t_begin = time.time()
+        run_path.write_text(json.dumps(run, indent=2))
+
+    # Export, parity, manifest, evaluation on the original PNGs.
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.onnx")) + [out / "manifest.json", out / "fixtures.json"]:
+        old.unlink(missing_ok=True)
+    entries, models = [], []
+    for mc in members:
+        model, ckpt = load_checkpoint(work / f"{mc['name']}.pt")
+        model.member_name = mc["name"]
+        path = export_onnx(model, out / f"{mc['name']}.onnx")
+        entry = member_entry(model, ckpt, path)
+        entry["parity"] = ort_parity(path, model, model.input_size)
+        entry["training"]["precision"] = ckpt.get("precision")
+        entry["training"]["epochs_planned"] = ckpt.get("epochs_planned")
+        log(f"[{mc['name']}] exported {path.name} ({entry['bytes'] / 2**20:.1f} MiB); parity {entry['parity']}")
+        entries.append(entry)
+        models.append(model)
+    fx = write_fixtures(models, out, [e["temperature"] for e in entries])
+    run["wall_s"] += time.time() - t_begin
+    provenance = {"run": {"kind": "cpu_run", "device": _cpu_name(), "threads": torch.get_num_threads(),
+                          "torch": torch.__version__, "python": platform.python_version(),
+                          "precision": "bf16 autocast + channels_last (training); float32 validation, "
+                                       "temperature and export" if bf16_ok else "float32",
+                          "command": run["command"], "config": run["config"], "seed": cfg["seed"],
+                          "git_commit": run["git_commit"], "started_utc": run["started_utc"],
+                          "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
+                          "sessions": run["sessions"]}}
+    write_manifest(entries, out, args.status, fx, provenance)
+    doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval")
+    ens = doc["results"]["ensemble"]
+    provenance["val_ensemble"] = {k: ens[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
+    provenance["val_ensemble"]["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"
+    write_manifest(entries, out, args.status, fx, provenance)
+    log(format_table(doc))
+    total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    log(f"cpu_run done: {out} holds {total / 2**20:.1f} MiB; training wall time {run['wall_s']:.0f}s")
+    if total > 64 * 2**20:
+        log("WARNING: the exported model is over 64 MiB")
+    run_path.write_text(json.dumps(run, indent=2))
+
+
+if __name__ == "__main__":
+    main()
