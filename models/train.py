@@ -258,10 +258,14 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
     state = None
     if resume and st_path is not None and st_path.exists():
         state = _torch_load(st_path)
-        if state["config"] != cfg:
-            changed = sorted(k for k in set(cfg) | set(state["config"]) if cfg.get(k) != state["config"].get(k))
+        # The budget may be changed on resume (models.cpu_run --time-budget-s); anything else that
+        # shapes training is taken from the saved state, so a resumed run is the run it was.
+        free = {"time_budget_s", "budget_weight"}
+        changed = sorted(k for k in set(cfg) | set(state["config"])
+                         if k not in free and cfg.get(k) != state["config"].get(k))
+        if changed:
             log(f"[{name}] resuming with a changed config ({changed}): continuing with the saved one")
-            cfg = state["config"]
+        cfg = dict(state["config"], time_budget_s=budget, budget_weight=cfg.get("budget_weight"))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if ema is not None:
@@ -274,7 +278,7 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
         plan, best, history, elapsed = state["plan"], state["best"], state["history"], state["elapsed_s"]
         epoch_done, pending = state["epoch"], state.get("in_epoch")
-        budget = state.get("time_budget_s", budget)
+        budget = budget or state.get("time_budget_s")
         part = f" + {pending['s']} steps" if pending else ""
         log(f"[{name}] resumed from {st_path.name}: epoch {epoch_done}{part} of {plan['epochs']}, "
             f"{elapsed:.0f}s spent")
@@ -375,8 +379,9 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
                 line["best"] = True
         ep_s = time.perf_counter() - t_ep
         elapsed += ep_s
-        if s0 == 0:  # a whole epoch measured: smooth the estimate used for planning
-            plan["epoch_s"] = ep_s if plan["epoch_s"] is None else 0.5 * plan["epoch_s"] + 0.5 * ep_s
+        # Smooth the epoch-time estimate used for planning (a resumed epoch counts scaled up).
+        full_s = ep_s * steps_per_epoch / max(1, steps_per_epoch - s0)
+        plan["epoch_s"] = full_s if plan["epoch_s"] is None else 0.5 * plan["epoch_s"] + 0.5 * full_s
         if budget and plan["epoch_s"] and not last:
             fit = epoch + int(max(0.0, budget - elapsed) / plan["epoch_s"])
             new = max(epoch, min(cfg["epochs"], fit))
