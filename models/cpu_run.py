@@ -82,6 +82,8 @@ def main(argv=None):
     cfg = apply_overrides(load_config(args.config), args.set)
     if args.resume and run_path.exists():
         run = json.loads(run_path.read_text())
+        if args.time_budget_s:
+            run["budget_s"] = args.time_budget_s
         log(f"cpu_run: resuming the run started {run['started_utc']} ({run['budget_s']:.0f}s budget)")
     else:
         budget = args.time_budget_s or cfg.get("time_budget_s") or 7200.0
@@ -155,7 +157,7 @@ def main(argv=None):
                           "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
                           "sessions": run["sessions"]}}
     write_manifest(entries, out, args.status, fx, provenance)
-    doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval")
+    doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval", cfg.get("val_limit_per_grade"))
     ens = doc["results"]["ensemble"]
     provenance["val_ensemble"] = {k: ens[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
     provenance["val_ensemble"]["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"

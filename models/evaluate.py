@@ -3,7 +3,7 @@
 ``python3 -m models.evaluate --data ../shared/data/knee-kl/val --models models/out/export``
 ``--models`` is either an export folder (manifest.json + ONNX files, run with onnxruntime or
 onnxruntime-node) or a training run folder (``*.pt`` checkpoints, run with PyTorch). Writes
-``<out>/eval.json`` and ``<out>/confusion.png``: per-grade accuracy, accuracy, QWK, MAE,
+``<out>/eval.json``, ``<out>/confusion.png`` and ``<out>/reliability.png`` (reliability diagram): per-grade accuracy, accuracy, QWK, MAE,
 confusion matrix and ECE (after each member's temperature) for every member and the ensemble.
 """
 import argparse
@@ -89,6 +89,53 @@ def draw_confusions(results: Dict[str, dict], path: Path, cell: int = 44):
     cv2.imwrite(str(path), img)
 
 
+def reliability_bins(probs: np.ndarray, y: np.ndarray, bins: int = 10):
+    """Per confidence bin (max probability): count, mean confidence, accuracy."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        n = int(m.sum())
+        out.append({"lo": float(lo), "hi": float(hi), "n": n,
+                     "confidence": float(conf[m].mean()) if n else None,
+                     "accuracy": float((pred[m] == y[m]).mean()) if n else None})
+    return out
+
+
+def draw_reliability(curves: Dict[str, dict], path: Path, size: int = 260):
+    """Reliability diagram per model: accuracy per confidence bin (bars) against the diagonal;
+    bar shading shows how many images fall in the bin. Title: accuracy and ECE."""
+    names = list(curves)
+    pad, top = 40, 46
+    pw, ph = size + pad + 10, size + top + 34
+    img = np.full((ph, pw * len(names), 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for n, name in enumerate(names):
+        c = curves[name]
+        ox, oy = n * pw + pad, top
+        cv2.putText(img, name, (n * pw + 5, 16), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, f"acc {c['accuracy']:.3f} ECE {c['ece']:.3f}", (n * pw + 5, 34), font, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.rectangle(img, (ox, oy), (ox + size, oy + size), (160, 160, 160), 1)
+        total = max(1, sum(b["n"] for b in c["bins"]))
+        for b in c["bins"]:
+            if not b["n"]:
+                continue
+            x0, x1 = ox + int(b["lo"] * size), ox + int(b["hi"] * size)
+            y0 = oy + size - int(b["accuracy"] * size)
+            share = min(1.0, 4 * b["n"] / total)
+            col = tuple(int(255 - share * v) for v in (120, 160, 60))
+            cv2.rectangle(img, (x0 + 1, y0), (x1 - 1, oy + size), col, -1)
+            cv2.rectangle(img, (x0 + 1, y0), (x1 - 1, oy + size), (90, 90, 90), 1)
+        cv2.line(img, (ox, oy + size), (ox + size, oy), (0, 0, 200), 1, cv2.LINE_AA)
+        for t in (0.0, 0.5, 1.0):
+            cv2.putText(img, f"{t:.1f}", (ox + int(t * size) - 8, oy + size + 14), font, 0.35, (0, 0, 0), 1)
+            cv2.putText(img, f"{t:.1f}", (ox - 26, oy + size - int(t * size) + 4), font, 0.35, (0, 0, 0), 1)
+        cv2.putText(img, "confidence (x) / accuracy (y)", (n * pw + 5, ph - 6), font, 0.35, (80, 80, 80), 1)
+    cv2.imwrite(str(path), img)
+
+
 def evaluate(data_dir: Path, models_dir: Path, out_dir: Path, limit_per_grade=None) -> Dict[str, object]:
     models_dir = Path(models_dir)
     if (models_dir / "manifest.json").exists():
@@ -104,12 +151,18 @@ def evaluate(data_dir: Path, models_dir: Path, out_dir: Path, limit_per_grade=No
         probs.append(p)
         results[m["name"]] = dict(report(p, y), temperature=m["temperature"], backend=m["backend"])
     results["ensemble"] = dict(report(np.mean(probs, 0), y), rule="mean_calibrated_probabilities")
+    curves = {}
+    for name, p in [*zip([m["name"] for m in members], probs), ("ensemble", np.mean(probs, 0))]:
+        results[name]["reliability"] = reliability_bins(p, y)
+        curves[name] = {"bins": results[name]["reliability"], "accuracy": results[name]["accuracy"],
+                        "ece": results[name]["ece"]}
     doc = {"data": str(data_dir), "models": str(models_dir), "status": (man or {}).get("status"),
            "labels": LABELS, "results": results}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(doc, indent=2))
     draw_confusions(results, out_dir / "confusion.png")
+    draw_reliability(curves, out_dir / "reliability.png")
     return doc
 
 
@@ -131,7 +184,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else Path(args.models) / f"eval-{Path(args.data).name}"
     doc = evaluate(Path(args.data), Path(args.models), out, args.limit_per_grade)
     print(format_table(doc))
-    print(f"wrote {out / 'eval.json'} and {out / 'confusion.png'}")
+    print(f"wrote {out / 'eval.json'}, {out / 'confusion.png'} and {out / 'reliability.png'}")
 
 
 if __name__ == "__main__":
