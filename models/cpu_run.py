@@ -32,7 +32,7 @@ from .config import apply_overrides, load_config, member_config, resolve
 from .evaluate import evaluate, format_table
 from .export import member_entry, write_fixtures, write_manifest
 from .gpu_run import ort_parity
-from .onnx_io import export_onnx
+from .onnx_io import compact_model, export_onnx, store_initializers_fp16
 from .train import (REPO_ROOT, Interrupted, bf16_support, install_stop_handlers, load_checkpoint, load_split,
                     make_logger, state_path, train_member)
 
@@ -136,10 +136,16 @@ def main(argv=None):
         old.unlink(missing_ok=True)
     entries, models = [], []
     for mc in members:
-        model, ckpt = load_checkpoint(work / f"{mc['name']}.pt")
+        trained, ckpt = load_checkpoint(work / f"{mc['name']}.pt")
+        # As it ships: conv-bn folded and weights rounded to float16 values, stored as float16
+        # (half the bytes, so four members fit in 64 MiB); computation stays float32.
+        model = compact_model(trained)
         model.member_name = mc["name"]
         path = export_onnx(model, out / f"{mc['name']}.onnx")
+        packed = store_initializers_fp16(path)
         entry = member_entry(model, ckpt, path)
+        entry["weights"] = {"storage": "float16 initializers + Cast (conv-bn folded)", "compute": "float32",
+                            "initializers_fp16": packed["converted"]}
         entry["parity"] = ort_parity(path, model, model.input_size)
         entry["training"]["precision"] = ckpt.get("precision")
         entry["training"]["epochs_planned"] = ckpt.get("epochs_planned")

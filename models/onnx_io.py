@@ -131,3 +131,99 @@ def run_onnx(path: Path, image: np.ndarray, threads: int = 1, repeats: int = 0) 
                 res["ms"] = meta["ms"]
             return res
     raise RuntimeError("no ONNX runtime: install Python onnxruntime or onnxruntime-node (set KNEEGRADE_ORT_NODE_DIR)")
+
+
+def fuse_conv_bn(model: PIM, size: Optional[int] = None) -> PIM:
+    """A copy of ``model`` (eval mode) with every BatchNorm2d that directly follows a Conv2d folded
+    into that convolution and replaced by Identity. Pairs are found by running one image and
+    matching the BN's input tensor to a conv's output tensor, so it works for any backbone.
+    The outputs stay equal to float32 rounding (checked)."""
+    import copy
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    fused = copy.deepcopy(model).float().eval()
+    size = size or fused.input_size
+    produced, pairs, hooks = {}, [], []
+    names = {m: n for n, m in fused.named_modules()}
+
+    def conv_hook(mod, _inp, out):
+        produced[id(out)] = mod
+
+    def bn_hook(mod, inp):
+        conv = produced.get(id(inp[0]))
+        if conv is not None:
+            pairs.append((conv, mod))
+
+    for m in fused.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            hooks.append(m.register_forward_pre_hook(bn_hook))
+    x = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = ExportWrapper(model.float().eval())(x)
+        fused(x)
+    for h in hooks:
+        h.remove()
+    parents = {}
+    for n, m in fused.named_modules():
+        for cn, c in m.named_children():
+            parents[id(c)] = (m, cn)
+    for conv, bn in pairs:
+        new = fuse_conv_bn_eval(conv, bn)
+        for target, repl in ((conv, new), (bn, torch.nn.Identity())):
+            parent, child = parents[id(target)]
+            setattr(parent, child, repl)
+    with torch.no_grad():
+        got = ExportWrapper(fused)(x)
+    for r, g in zip(ref, got):
+        if not torch.allclose(r, g, rtol=1e-3, atol=1e-3):
+            raise RuntimeError(f"conv-bn fusion changed the outputs (max diff {(r - g).abs().max():.2e}); "
+                               f"pairs: {[names[b] for _, b in pairs][:5]}")
+    return fused
+
+
+def round_weights_fp16(model: PIM) -> PIM:
+    """Rounds every floating-point parameter and buffer to the nearest float16 value (kept as
+    float32), so they can be stored as float16 without further loss."""
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model
+
+
+def compact_model(model: PIM) -> PIM:
+    """The model as it ships: conv-bn folded, weights rounded to float16 values. Evaluate, export
+    and write fixtures from this model: the ONNX file then reproduces it in float32."""
+    return round_weights_fp16(fuse_conv_bn(model))
+
+
+def store_initializers_fp16(path: Path, min_elements: int = 16) -> Dict[str, int]:
+    """Rewrites an exported ONNX file so that float32 initializers whose values are all exact in
+    float16 are stored as float16, each followed by a Cast back to float32 (onnxruntime folds the
+    casts when it loads the model: computation stays float32). Halves the file; lossless."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    m = onnx.load(str(path))
+    g = m.graph
+    casts, kept, converted = [], [], 0
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if (init.data_type == TensorProto.FLOAT and arr.size >= min_elements
+                and np.array_equal(arr.astype(np.float16).astype(np.float32), arr)):
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
+            kept.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                          name=init.name + "__cast"))
+            converted += 1
+        else:
+            kept.append(init)
+    before = path.stat().st_size
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return {"converted": converted, "bytes_before": before, "bytes_after": path.stat().st_size}

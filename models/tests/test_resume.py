@@ -7,9 +7,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from models.onnx_io import available_runtime, run_onnx
 from models.train import autocast_ctx, bf16_support
 
 
@@ -107,8 +109,16 @@ def test_cpu_run_killed_resumes_and_ships(tmp_path, repo_root, data_dir):
     assert man["status"] == "smoke" and [m["name"] for m in man["members"]] == ["a", "b"]
     assert man["run"]["kind"] == "cpu_run" and man["run"]["sessions"] == 2
     assert man["val_ensemble"]["n"] == 10
+    fx = json.loads((out / "fixtures.json").read_text())
+    x = np.array(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"]).astype(np.float32) / 255
     for m in man["members"]:
         assert m["training"]["precision"] == "float32" and m["training"]["epochs_run"] >= 2
+        # Stored as float16 (lossless: weights were rounded first), computed in float32: the
+        # runtime reproduces the fixtures' PyTorch outputs.
+        assert m["weights"]["initializers_fp16"] > 0 and m["weights"]["compute"] == "float32"
+        if available_runtime():
+            got = run_onnx(out / m["file"], x)["outputs"]["logits"]
+            np.testing.assert_allclose(got.reshape(-1), fx["members"][m["name"]]["logits"]["data"], atol=1e-4)
     assert (work / "eval" / "reliability.png").stat().st_size > 1000
     assert (work / "eval" / "confusion.png").stat().st_size > 1000
     ev = json.loads((work / "eval" / "eval.json").read_text())
