@@ -30,6 +30,7 @@ import torch
 
 from .config import apply_overrides, load_config, member_config, resolve
 from .evaluate import evaluate, format_table
+from .metrics import report, softmax
 from .export import member_entry, write_fixtures, write_manifest
 from .gpu_run import ort_parity
 from .onnx_io import compact_model, export_onnx, store_initializers_fp16
@@ -163,6 +164,21 @@ def main(argv=None):
                           "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
                           "sessions": run["sessions"]}}
     write_manifest(entries, out, args.status, fx, provenance)
+    # Calibration on val from the training run's own val logits (float32, trained weights):
+    # ECE of each member and of the ensemble before (T = 1) and after temperature scaling.
+    ckpts_final = [load_checkpoint(work / f"{mc['name']}.pt")[1] for mc in members]
+    if all("val_logits" in c for c in ckpts_final):
+        calib = {}
+        for mc, c, e in zip(members, ckpts_final, entries):
+            calib[mc["name"]] = {"ece_T1": report(softmax(c["val_logits"]), vy)["ece"],
+                                 "ece_fitted": report(softmax(c["val_logits"], e["temperature"]), vy)["ece"],
+                                 "temperature": e["temperature"]}
+        p1 = np.mean([softmax(c["val_logits"]) for c in ckpts_final], 0)
+        pt = np.mean([softmax(c["val_logits"], e["temperature"]) for c, e in zip(ckpts_final, entries)], 0)
+        calib["ensemble"] = {"ece_T1": report(p1, vy)["ece"], "ece_fitted": report(pt, vy)["ece"]}
+        provenance["calibration_val"] = calib
+        log("calibration on val (ECE T=1 -> fitted): " + ", ".join(
+            f"{k} {v['ece_T1']:.3f} -> {v['ece_fitted']:.3f}" for k, v in calib.items()))
     doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval", cfg.get("val_limit_per_grade"))
     ens = doc["results"]["ensemble"]
     provenance["val_ensemble"] = {k: ens[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}

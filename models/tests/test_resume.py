@@ -109,6 +109,8 @@ def test_cpu_run_killed_resumes_and_ships(tmp_path, repo_root, data_dir):
     assert man["status"] == "smoke" and [m["name"] for m in man["members"]] == ["a", "b"]
     assert man["run"]["kind"] == "cpu_run" and man["run"]["sessions"] == 2
     assert man["val_ensemble"]["n"] == 10
+    cal = man["calibration_val"]
+    assert set(cal) == {"a", "b", "ensemble"} and all(0 <= v["ece_fitted"] <= 1 for v in cal.values())
     fx = json.loads((out / "fixtures.json").read_text())
     x = np.array(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"]).astype(np.float32) / 255
     for m in man["members"]:
