@@ -58,7 +58,10 @@ def select_tokens(feats: torch.Tensor, logits: torch.Tensor, k: int, with_droppe
     # probability, with fewer exact ties (probabilities saturate at 1.0 in float32). Remaining ties
     # go to the lower token index, as the ONNX TopK specification demands, so PyTorch (stable sort)
     # and onnxruntime (TopK) select the same tokens.
-    scores = logits.max(dim=-1)[0] - torch.logsumexp(logits, dim=-1)
+    # In float32 even under bf16 autocast: bf16's 8-bit mantissa would tie most tokens, and ties
+    # go to the lowest index, which would make the selection positional instead of learned.
+    lf = logits.float()
+    scores = lf.max(dim=-1)[0] - torch.logsumexp(lf, dim=-1)
     if torch.onnx.is_in_onnx_export():
         sel_ids = torch.topk(scores, k, dim=1, largest=True, sorted=True)[1]
         drop_ids = None
