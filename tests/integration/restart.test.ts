@@ -21,7 +21,8 @@ let cleanup: () => Promise<void>;
 beforeAll(async () => {
   const config = await testConfig({
     LISTENER_PORT: String(await freePort()),
-    STUDY_STABLE_SECONDS: "3",
+    // Longer than a listener restart takes on a busy 2-core machine (tsx start-up included).
+    STUDY_STABLE_SECONDS: "8",
   });
   env = configEnv(config);
   db = createDb(config.DATABASE_URL);
@@ -63,7 +64,7 @@ it("queues a study once although the listener was killed twice while receiving i
     // Resending after the crash changes nothing; a new instance would be revision 2.
     expect((await storescu(target, [a])).code).toBe(0);
     expect((await storescu(target, [b], ["-xs"])).code).toBe(0);
-    await new Promise((r) => setTimeout(r, 4_000));
+    await new Promise((r) => setTimeout(r, 9_000)); // longer than STUDY_STABLE_SECONDS
 
     const jobs = await db.gradingJob.findMany({
       where: { study: { studyInstanceUid: study.studyInstanceUid } },

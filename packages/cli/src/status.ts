@@ -39,6 +39,8 @@ export interface StatusReport {
     statusReason: string | null;
     jobs: { jobId: string; revision: number; status: string }[];
   }[];
+  /** What an operator should look at: PostgreSQL and Redis disagree, jobs that cannot be queued. */
+  warnings: string[];
 }
 
 const countBy = <T extends string>(rows: { key: T; n: number }[]) =>
@@ -53,6 +55,16 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       orderBy: { finishedAt: "desc" },
       select: { modelVersion: true, modelStatus: true, providers: true },
     }),
+  ]);
+  const [expectedInRedis, unqueueable] = await Promise.all([
+    db.gradingJob.count({
+      where: {
+        queue: QUEUES.gradeStudy,
+        status: { in: ["PENDING", "QUEUED", "ACTIVE"] },
+        enqueuedAt: { not: null },
+      },
+    }),
+    db.gradingJob.count({ where: { errorCode: "INVALID_JOB" } }),
   ]);
   const [studies, routing, resent, skipped, jobs, deliveries, recentStudies, refusals] =
     await Promise.all([
@@ -95,6 +107,23 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
     } finally {
       await queue.close();
     }
+  }
+  const warnings: string[] = [];
+  const grade = queues[QUEUES.gradeStudy];
+  if ("error" in grade) {
+    warnings.push(`Redis unavailable: ${grade.error}`);
+  } else {
+    const inRedis = grade.waiting + grade.active + grade.delayed;
+    if (expectedInRedis > inRedis) {
+      warnings.push(
+        `PostgreSQL has ${expectedInRedis} grading job(s) queued or running but Redis holds ${inRedis}: jobs were lost (Redis restarted without AOF, failed over or flushed?); the listener's reconciler adds them again within a minute`,
+      );
+    }
+  }
+  if (unqueueable > 0) {
+    warnings.push(
+      `${unqueueable} grading job(s) could not be queued (INVALID_JOB): see the studies marked FAILED`,
+    );
   }
   const byRouting = countBy(routing.map((r) => ({ key: r.routing, n: r._count._all })));
   const byStudyStatus = countBy(studies.map((s) => ({ key: s.status, n: s._count._all })));
@@ -150,12 +179,14 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       statusReason: s.statusReason,
       jobs: s.jobs,
     })),
+    warnings,
   };
 }
 
 export function formatStatus(s: StatusReport): string {
   const lines = [
     `kneegrade status at ${s.generatedAt}`,
+    ...s.warnings.map((w) => `WARNING: ${w}`),
     "",
     `Studies: ${s.studies.total}  ${fmtCounts(s.studies.byStatus)}`,
     `Instances received: ${s.instances.received} (knee ${s.instances.knee}, not knee ${s.instances.notKnee}, resent ${s.instances.resent}); refused ${s.instances.refused}`,

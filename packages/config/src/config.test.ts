@@ -52,4 +52,30 @@ describe("loadConfig", () => {
       expect(problems).toContain(name);
     }
   });
+
+  it("has network guard limits that work, and refuses ones that cannot", () => {
+    expect(loadConfig({})).toMatchObject({
+      LISTENER_MAX_CONNECTIONS: 64,
+      LISTENER_MAX_CONNECTIONS_PER_PEER: 8,
+      LISTENER_ASSOCIATION_TIMEOUT_SECONDS: 30,
+      LISTENER_IDLE_TIMEOUT_SECONDS: 30,
+      LISTENER_MAX_PDU_BYTES: 266_240,
+      LISTENER_MAX_ASSOCIATE_RQ_BYTES: 65_536,
+    });
+    expect(() =>
+      loadConfig({
+        MAX_ASSOCIATIONS: "100",
+        LISTENER_MAX_CONNECTIONS_PER_PEER: "200",
+      }),
+    ).toThrow(/LISTENER_MAX_CONNECTIONS: must be at least MAX_ASSOCIATIONS \(100\)/);
+    expect(() => loadConfig({ LISTENER_MAX_CONNECTIONS_PER_PEER: "65" })).toThrow(
+      /LISTENER_MAX_CONNECTIONS_PER_PEER: must be at most LISTENER_MAX_CONNECTIONS \(64\)/,
+    );
+    expect(() => loadConfig({ LISTENER_MAX_PDU_BYTES: "16384" })).toThrow(
+      /LISTENER_MAX_PDU_BYTES: must be at least 262144/,
+    );
+    expect(() => loadConfig({ LISTENER_IDLE_TIMEOUT_SECONDS: "0" })).toThrow(
+      /LISTENER_IDLE_TIMEOUT_SECONDS/,
+    );
+  });
 });

@@ -53,7 +53,40 @@ const schema = z
     SPOOL_DIR: z.string().trim().min(1).default("./var/spool"),
     STUDY_STABLE_SECONDS: positive.default(10),
     MAX_ASSOCIATIONS: z.coerce.number().int().min(1).default(16),
+    /** Open TCP connections at once (associations or not); more are closed on arrival. */
+    LISTENER_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(100_000).default(64),
+    /** Open TCP connections from one peer address; more are closed on arrival. */
+    LISTENER_MAX_CONNECTIONS_PER_PEER: z.coerce.number().int().min(1).default(8),
+    /** From TCP connect to accepted association (TLS handshake included), seconds. */
+    LISTENER_ASSOCIATION_TIMEOUT_SECONDS: positive
+      .max(3600, "must be at most 3600 seconds")
+      .default(30),
+    /** An accepted association with no byte received or sent for this long is aborted, seconds. */
+    LISTENER_IDLE_TIMEOUT_SECONDS: positive
+      .max(86_400, "must be at most 86400 seconds")
+      .default(30),
+    /**
+     * Longest PDU (its length field) after the association. dcmjs-dimse announces 262144 bytes as
+     * its maximum receive length, which peers must respect; the default allows 4 KiB more.
+     */
+    LISTENER_MAX_PDU_BYTES: z.coerce
+      .number()
+      .int()
+      .min(262_144, "must be at least 262144, the maximum PDU length kneegrade announces to peers")
+      .max(64 * 1024 * 1024, "must be at most 67108864 (64 MiB)")
+      .default(266_240),
+    /** Longest A-ASSOCIATE-RQ PDU (its length field) before the association is accepted. */
+    LISTENER_MAX_ASSOCIATE_RQ_BYTES: z.coerce
+      .number()
+      .int()
+      .min(4096, "must be at least 4096")
+      .max(1024 * 1024, "must be at most 1048576 (1 MiB)")
+      .default(65_536),
     MAX_INSTANCE_MB: positive.default(512),
+    /** Largest Rows or Columns accepted; larger images are refused (bounds decoding memory). */
+    MAX_IMAGE_DIMENSION: z.coerce.number().int().min(64).max(65535).default(12288),
+    /** Refusals audited per peer address per minute; the rest are counted in one summary row. */
+    AUDIT_REFUSALS_PER_MINUTE: z.coerce.number().int().min(1).default(30),
     SPOOL_MIN_FREE_MB: z.coerce.number().min(0).default(1024),
     /** Delete settled studies' spooled images and report files after this many days; 0 keeps all. */
     SPOOL_RETENTION_DAYS: z.coerce.number().min(0).default(0),
@@ -127,6 +160,20 @@ const schema = z
       .default("info"),
   })
   .superRefine((c, ctx) => {
+    if (c.LISTENER_MAX_CONNECTIONS < c.MAX_ASSOCIATIONS) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LISTENER_MAX_CONNECTIONS"],
+        message: `must be at least MAX_ASSOCIATIONS (${c.MAX_ASSOCIATIONS}): each association is a connection`,
+      });
+    }
+    if (c.LISTENER_MAX_CONNECTIONS_PER_PEER > c.LISTENER_MAX_CONNECTIONS) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LISTENER_MAX_CONNECTIONS_PER_PEER"],
+        message: `must be at most LISTENER_MAX_CONNECTIONS (${c.LISTENER_MAX_CONNECTIONS})`,
+      });
+    }
     if ((c.PACS_TLS_CERT === undefined) !== (c.PACS_TLS_KEY === undefined)) {
       ctx.addIssue({
         code: "custom",

@@ -16,7 +16,8 @@ const uid = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[0-9]+(\.[0-9]+)*$/, "must be a DICOM UID");
+  // PS3.5 9.1, as @kneegrade/dicom's isDicomUid: digits and single dots, no leading zeros.
+  .regex(/^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/, "must be a DICOM UID");
 
 /** A study revision is ready to grade: all its knee instances are in the spool and in PostgreSQL. */
 export const GradeStudyJob = z.object({

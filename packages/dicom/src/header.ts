@@ -3,6 +3,7 @@
  * without touching pixel data (dicom-parser stops at (7FE0,0010)).
  */
 import dicomParser from "dicom-parser";
+import { isDicomUid, NATIVE_TRANSFER_SYNTAXES } from "./uids.ts";
 
 export interface RadiographHeader {
   sopClassUid: string;
@@ -22,6 +23,9 @@ export interface RadiographHeader {
   /** (0020,0020) as written, e.g. "L\\F": the patient directions of the rows and columns. */
   patientOrientation?: string;
   accessionNumber?: string;
+  /** (0028,0010) Rows and (0028,0011) Columns, when present. */
+  rows?: number;
+  columns?: number;
   hasPixelData: boolean;
   /** Where Pixel Data's value starts in the file, and its length (undefined: encapsulated). */
   pixelData?: { offset: number; length?: number };
@@ -34,7 +38,7 @@ export interface RadiographHeader {
 export class DicomParseError extends Error {
   override name = "DicomParseError";
   constructor(
-    readonly kind: "unparseable" | "missing-attribute",
+    readonly kind: "unparseable" | "missing-attribute" | "invalid-attribute",
     message: string,
   ) {
     super(message);
@@ -101,9 +105,29 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
   try {
     ds = dicomParser.parseDicom(bytes, { untilTag: PIXEL_DATA });
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    // dicom-parser throws `{ exception, dataSet }` objects as well as Errors and strings.
+    const message =
+      error instanceof Error
+        ? error.message
+        : typeof error === "object" && error && "exception" in error
+          ? String((error as { exception: unknown }).exception)
+          : String(error);
     if (!isWholeFile) throw new IncompleteHeaderError(message);
     throw new DicomParseError("unparseable", `unparseable data set: ${message}`);
+  }
+  // File Meta Information (group 0002) belongs before the data set only: one inside the data set
+  // would override the transfer syntax the association negotiated (dicom-parser merges both).
+  const metaLength = ds.elements.x00020000 ? ds.uint32("x00020000") : undefined;
+  if (metaLength !== undefined) {
+    const metaEnd = ds.elements.x00020000!.dataOffset + 4 + metaLength;
+    for (const [tag, el] of Object.entries(ds.elements)) {
+      if (tag.startsWith("x0002") && el.dataOffset >= metaEnd) {
+        throw new DicomParseError(
+          "invalid-attribute",
+          `File Meta Information element (${tag.slice(1, 5)},${tag.slice(5)}) inside the data set`,
+        );
+      }
+    }
   }
   const pixelElement = ds.elements[PIXEL_DATA];
   const hasPixelData = pixelElement !== undefined;
@@ -113,14 +137,27 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
     if (!v) throw new DicomParseError("missing-attribute", `missing ${name}`);
     return v;
   };
+  // UIDs become spool paths, queue keys and query values: only the DICOM UID grammar passes.
+  const uid = (tag: string, name: string) => {
+    const v = required(tag, name);
+    if (!isDicomUid(v)) {
+      throw new DicomParseError("invalid-attribute", `${name} is not a valid DICOM UID`);
+    }
+    return v;
+  };
   const optional = Object.fromEntries(OPTIONAL_ATTRIBUTES.map((k) => [k, text(ds, TAGS[k])]));
+  const us = (tag: string) => (ds.elements[tag]?.length === 2 ? ds.uint16(tag) : undefined);
+  const rows = us("x00280010");
+  const columns = us("x00280011");
   return {
-    sopClassUid: required(TAGS.sopClassUid, "SOPClassUID (0008,0016)"),
-    sopInstanceUid: required(TAGS.sopInstanceUid, "SOPInstanceUID (0008,0018)"),
-    studyInstanceUid: required(TAGS.studyInstanceUid, "StudyInstanceUID (0020,000D)"),
-    seriesInstanceUid: required(TAGS.seriesInstanceUid, "SeriesInstanceUID (0020,000E)"),
-    transferSyntaxUid: required("x00020010", "TransferSyntaxUID (0002,0010)"),
+    sopClassUid: uid(TAGS.sopClassUid, "SOPClassUID (0008,0016)"),
+    sopInstanceUid: uid(TAGS.sopInstanceUid, "SOPInstanceUID (0008,0018)"),
+    studyInstanceUid: uid(TAGS.studyInstanceUid, "StudyInstanceUID (0020,000D)"),
+    seriesInstanceUid: uid(TAGS.seriesInstanceUid, "SeriesInstanceUID (0020,000E)"),
+    transferSyntaxUid: uid("x00020010", "TransferSyntaxUID (0002,0010)"),
     ...optional,
+    ...(rows !== undefined ? { rows } : {}),
+    ...(columns !== undefined ? { columns } : {}),
     hasPixelData,
     ...(pixelElement
       ? {
@@ -151,7 +188,95 @@ export function pixelDataProblem(
     const end = pixels.offset + pixels.length;
     return end > sizeBytes ? `pixel data truncated: ${sizeBytes} of ${end} bytes` : undefined;
   }
-  return Buffer.from(tail).includes(SEQUENCE_DELIMITER)
+  // The delimiter must lie after the start of the pixel data (data set trailing padding may
+  // follow it): one found earlier in the tail — a small file's header, a closed sequence before
+  // the pixel data — does not terminate the pixel data.
+  const t = Buffer.from(tail);
+  const at = t.lastIndexOf(SEQUENCE_DELIMITER);
+  return at >= 0 && sizeBytes - t.length + at >= pixels.offset
     ? undefined
     : "encapsulated pixel data not terminated (truncated)";
+}
+
+/**
+ * Whether the Pixel Data's encoding agrees with the transfer syntax it arrived under (PS3.5 A.4):
+ * native syntaxes carry it with a defined length, all others encapsulated (undefined length).
+ * A mismatch cannot be decoded as announced, so it is refused instead of stored.
+ */
+export function pixelEncodingProblem(header: RadiographHeader): string | undefined {
+  const pixels = header.pixelData;
+  if (!pixels) return undefined;
+  const native = NATIVE_TRANSFER_SYNTAXES.includes(header.transferSyntaxUid);
+  const encapsulated = pixels.length === undefined;
+  if (native && encapsulated) {
+    return `encapsulated (compressed) pixel data under the native transfer syntax ${header.transferSyntaxUid}`;
+  }
+  if (!native && !encapsulated) {
+    return `native pixel data under the compressed transfer syntax ${header.transferSyntaxUid}`;
+  }
+  return undefined;
+}
+
+/** Whether Rows/Columns are present and within `maxDimension` (a bound on memory per image). */
+export function dimensionProblem(
+  header: RadiographHeader,
+  maxDimension: number,
+): string | undefined {
+  if (!header.hasPixelData) return undefined;
+  const { rows, columns } = header;
+  if (!rows || !columns) return "Rows (0028,0010) or Columns (0028,0011) missing or zero";
+  if (rows > maxDimension || columns > maxDimension) {
+    return `image ${columns}x${rows} exceeds the ${maxDimension} pixel limit (MAX_IMAGE_DIMENSION)`;
+  }
+  return undefined;
+}
+
+/** Value representations of PS3.5 6.2 (explicit VR data sets may use only these). */
+const VALID_VRS = new Set(
+  "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split(
+    " ",
+  ),
+);
+
+/**
+ * Whether the whole Part 10 file parses as a DICOM data set from start to end: every element,
+ * sequence and item closed, no value running past the end, only standard VRs. An object that
+ * passes the header checks but not this one could not be read later (by us, by DCMTK, by a
+ * PACS), so it is refused instead of acknowledged.
+ */
+export function structureProblem(file: Uint8Array): string | undefined {
+  let ds: dicomParser.DataSet;
+  try {
+    ds = dicomParser.parseDicom(file);
+  } catch (error) {
+    const message =
+      error instanceof Error
+        ? error.message
+        : typeof error === "object" && error && "exception" in error
+          ? String((error as { exception: unknown }).exception)
+          : String(error);
+    return `data set does not parse to its end: ${message}`;
+  }
+  // dicom-parser reads an unterminated sequence or pixel data to the end of the file, with a
+  // warning: DCMTK (and a PACS) would not read such a file.
+  const warnings = (ds as unknown as { warnings?: string[] }).warnings ?? [];
+  if (warnings.length > 0) return `data set is not well formed: ${warnings[0]}`;
+  const walk = (set: dicomParser.DataSet): string | undefined => {
+    for (const [tag, el] of Object.entries(set.elements)) {
+      // Item and delimitation tags (FFFE,xxxx) carry no VR.
+      if (el.vr !== undefined && !tag.startsWith("xfffe") && !VALID_VRS.has(el.vr)) {
+        return `element ${tag} has unknown VR "${el.vr}"`;
+      }
+      if (el.dataOffset + el.length > file.length) return `element ${tag} runs past the end`;
+      if (tag === PIXEL_DATA && el.vr === "SQ") return "Pixel Data encoded as a sequence";
+      for (const item of el.items ?? []) {
+        if (item.dataSet) {
+          const p = walk(item.dataSet);
+          if (p) return p;
+        }
+      }
+    }
+    return undefined;
+  };
+  return walk(ds);
 }

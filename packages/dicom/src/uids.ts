@@ -49,6 +49,25 @@ export const ACCEPTED_TRANSFER_SYNTAXES: readonly string[] = [
   TRANSFER_SYNTAXES.rleLossless,
 ];
 
+/**
+ * The UID grammar of PS3.5 9.1: at most 64 characters, components of digits separated by single
+ * dots, no component with a leading zero (a lone "0" is allowed). Every UID that reaches a path, a
+ * queue key or a query is checked against it first: a peer's bytes are hostile until they pass.
+ */
+export const DICOM_UID_PATTERN = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
+
+export function isDicomUid(value: unknown): value is string {
+  return typeof value === "string" && value.length <= 64 && DICOM_UID_PATTERN.test(value);
+}
+
+/** Transfer syntaxes whose Pixel Data is native (defined length); all others encapsulate it. */
+export const NATIVE_TRANSFER_SYNTAXES: readonly string[] = [
+  "1.2.840.10008.1.2",
+  "1.2.840.10008.1.2.1",
+  "1.2.840.10008.1.2.1.99",
+  "1.2.840.10008.1.2.2",
+];
+
 /** Root of UIDs kneegrade generates (UUID-derived, PS3.5 B.2). */
 export const UUID_UID_ROOT = "2.25";
 

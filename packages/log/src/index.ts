@@ -34,3 +34,60 @@ export function createLogger(
   };
   return destination ? pino(options, destination) : pino(options);
 }
+
+/**
+ * What a log line says of an error: its message, and its code and name when it has them. Errors
+ * are not always `Error`s (dicom-parser throws `{ exception, dataSet }`, some libraries strings):
+ * without this they reach the log as "[object Object]".
+ */
+export function errorFields(error: unknown): { message: string; code?: string; name?: string } {
+  if (error instanceof Error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return {
+      message: error.message,
+      name: error.name,
+      ...(typeof code === "string" || typeof code === "number" ? { code: String(code) } : {}),
+    };
+  }
+  if (typeof error === "string") return { message: error };
+  if (error && typeof error === "object") {
+    const o = error as Record<string, unknown>;
+    if (typeof o.exception === "string") return { message: o.exception };
+    if (typeof o.message === "string") return { message: o.message };
+    try {
+      return { message: JSON.stringify(error).slice(0, 500) };
+    } catch {
+      return { message: Object.prototype.toString.call(error) };
+    }
+  }
+  return { message: String(error) };
+}
+
+/** The shape of a `loglevel` logger (dcmjs-dimse's `log`). */
+export interface LoglevelLike {
+  methodFactory: (methodName: string, level: number, loggerName: string | symbol) => unknown;
+  setLevel(level: "trace" | "debug" | "info" | "warn" | "error" | "silent"): void;
+}
+
+/**
+ * Sends a `loglevel` logger's output (dcmjs-dimse prints plain text) through `log` as JSON lines
+ * with `event: "<source>.log"`, keeping only `level` and above.
+ */
+export function routeLoglevel(
+  lib: LoglevelLike,
+  log: Logger,
+  source: string,
+  level: "warn" | "error" = "warn",
+): void {
+  lib.methodFactory = (methodName: string) => {
+    const target = methodName === "error" ? "error" : methodName === "warn" ? "warn" : "debug";
+    return (...args: unknown[]) => {
+      const text = args
+        .map((a) => (typeof a === "string" ? a : errorFields(a).message))
+        .join(" ")
+        .slice(0, 2000);
+      log[target]({ event: `${source}.log` }, text);
+    };
+  };
+  lib.setLevel(level); // re-applies the method factory
+}

@@ -4,6 +4,7 @@
  */
 import { QUEUES, type QueueName } from "@kneegrade/contracts";
 import { type ConnectionOptions, type Job, type JobsOptions, Queue } from "bullmq";
+import { Redis, type RedisOptions } from "ioredis";
 
 export interface QueueConfig {
   REDIS_URL: string;
@@ -65,4 +66,71 @@ export function createQueue(name: QueueName, config: QueueConfig): Queue {
  */
 export function isFinalFailure(job: Pick<Job, "attemptsMade" | "opts">, error: Error): boolean {
   return error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
+}
+
+/**
+ * BullMQ's jobs live only in Redis: without persistence (AOF) a Redis restart loses every queued
+ * job. PostgreSQL stays the truth and the listener's reconciler re-adds lost jobs, but production
+ * should run Redis with `appendonly yes` (docs/DEPLOYMENT.md). Says so at start-up when it is off;
+ * returns the setting ("yes", "no", or "unknown" when CONFIG is not allowed, e.g. managed Redis).
+ */
+export async function warnWithoutRedisPersistence(
+  redisUrl: string,
+  log: { warn: (obj: object, msg: string) => void },
+): Promise<string> {
+  let appendonly = "unknown";
+  const redis = new Redis({
+    ...(redisConnection(redisUrl) as RedisOptions),
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5000,
+  });
+  redis.on("error", () => {}); // the answer (or its absence) is what matters here
+  try {
+    await redis.connect();
+    const reply = (await redis.config("GET", "appendonly")) as string[];
+    appendonly = reply[1] ?? "unknown";
+  } catch {
+    appendonly = "unknown";
+  } finally {
+    redis.disconnect();
+  }
+  if (appendonly !== "yes") {
+    log.warn(
+      { event: "redis.no-persistence", appendonly },
+      "Redis runs without AOF persistence: a restart loses queued jobs (they are re-added from PostgreSQL by the reconciler); set appendonly yes in production",
+    );
+  }
+  return appendonly;
+}
+
+/**
+ * Runs `record` (the database write that makes a job's final failure known) until it succeeds,
+ * with exponential backoff: `attempts` tries starting at `delayMs`. A queue's `failed` event is
+ * the only moment the failure is known, so a database hiccup must not lose it. Returns whether it
+ * was recorded; the caller logs when it was not (the listener's reconciler still catches
+ * grade-study jobs).
+ */
+export async function recordDurably(
+  record: () => Promise<unknown>,
+  opts: {
+    attempts?: number;
+    delayMs?: number;
+    onRetry?: (attempt: number, error: unknown) => void;
+  } = {},
+): Promise<boolean> {
+  const attempts = opts.attempts ?? 8;
+  let delay = opts.delayMs ?? 500;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      await record();
+      return true;
+    } catch (error) {
+      if (attempt === attempts) return false;
+      opts.onRetry?.(attempt, error);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 30_000);
+    }
+  }
+  return false;
 }

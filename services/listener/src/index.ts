@@ -1,3 +1,3 @@
-export { assembleStableStudies, enqueuePendingJobs } from "./assembler.ts";
+export { assembleStableStudies, enqueuePendingJobs, reconcileGradingJobs } from "./assembler.ts";
 export { type RunningListener, startListener } from "./listener.ts";
 export { startRetention, sweepSpool } from "./retention.ts";

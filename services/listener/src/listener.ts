@@ -1,6 +1,8 @@
 /**
  * The listener service: a DICOM Storage SCP on LISTENER_PORT (optionally TLS) plus the study
- * assembler that turns stable knee studies into `grade-study` jobs.
+ * assembler that turns stable knee studies into `grade-study` jobs. Every connection passes the
+ * network guard (`guard.ts`) first: connection caps, PDU framing limits, association and idle
+ * timeouts, before dcmjs-dimse reads a byte.
  */
 import { readFileSync } from "node:fs";
 import net from "node:net";
@@ -9,21 +11,35 @@ import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { loadRoutingRules, type RoutingRules } from "@kneegrade/dicom";
-import type { Logger } from "@kneegrade/log";
-import { createQueue } from "@kneegrade/queue";
+import { errorFields, type Logger, type LoglevelLike, routeLoglevel } from "@kneegrade/log";
+import { createQueue, warnWithoutRedisPersistence } from "@kneegrade/queue";
 import dimse from "dcmjs-dimse";
 import { startAssembler } from "./assembler.ts";
+import { createAuditLimiter } from "./audit.ts";
+import {
+  type ConnectionGuard,
+  ConnectionLimiter,
+  type GuardLimits,
+  guardConnection,
+  peerAddress,
+  RefusalCounter,
+  type RefusalDetails,
+  type RefusalReason,
+} from "./guard.ts";
 import { startRetention } from "./retention.ts";
 import { createScpClass } from "./scp.ts";
 import { prepareSpool } from "./spool.ts";
 
 export interface RunningListener {
   port: number;
+  /** Connections refused or closed by the network guard since start, by reason. */
+  refusals(): Partial<Record<RefusalReason, number>>;
   close(): Promise<void>;
 }
 
 const DIMSE_OPTIONS = {
-  // Lets a stuck peer go instead of holding an association slot forever.
+  // dcmjs-dimse's association timeout never fires on server sockets (the guard's does); its PDU
+  // timeout aborts an association whose next PDU takes a minute to arrive (a trickling sender).
   associationTimeout: 30_000,
   pduTimeout: 60_000,
 };
@@ -38,8 +54,8 @@ export async function startListener(
   log: Logger,
   routingRules: RoutingRules = loadRoutingRules(config.ROUTING_RULES_FILE),
 ): Promise<RunningListener> {
-  // dcmjs-dimse logs every PDU at info level: keep only its errors.
-  dimse.log.setLevel("error");
+  // dcmjs-dimse logs every PDU at info level in plain text: keep its warnings and errors, as JSON.
+  routeLoglevel(dimse.log as unknown as LoglevelLike, log, "dimse");
   const removed = await prepareSpool(config.SPOOL_DIR);
   if (removed > 0) {
     log.warn(
@@ -54,15 +70,47 @@ export async function startListener(
     );
   }
 
+  const auditLimiter = createAuditLimiter({ db, log, perMinute: config.AUDIT_REFUSALS_PER_MINUTE });
+  const limits: GuardLimits = {
+    maxAssociateRqBytes: config.LISTENER_MAX_ASSOCIATE_RQ_BYTES,
+    maxPduBytes: config.LISTENER_MAX_PDU_BYTES,
+    associationTimeoutMs: config.LISTENER_ASSOCIATION_TIMEOUT_SECONDS * 1000,
+    idleTimeoutMs: config.LISTENER_IDLE_TIMEOUT_SECONDS * 1000,
+  };
+  const limiter = new ConnectionLimiter(
+    config.LISTENER_MAX_CONNECTIONS,
+    config.LISTENER_MAX_CONNECTIONS_PER_PEER,
+  );
+  const refusals = new RefusalCounter();
+  /** Counted always, logged throttled per reason; never anything but the address and framing. */
+  const refused = (reason: RefusalReason, peer: string, details: RefusalDetails = {}) => {
+    const { log: logIt, suppressed } = refusals.record(reason);
+    if (!logIt) return;
+    log.warn(
+      {
+        event: "connection.refused",
+        reason,
+        peer,
+        ...details,
+        ...(suppressed ? { suppressed } : {}),
+      },
+      "connection refused by the network guard",
+    );
+  };
+  const guards = new WeakMap<net.Socket, ConnectionGuard>();
+
   const ScpClass = createScpClass({
     db,
     log,
+    auditLimiter,
+    onAssociationAccepted: (socket) => guards.get(socket)?.associationAccepted(),
     associations: { open: 0 },
     policy: {
       calledAet: config.LISTENER_AET,
       allowedCallingAets: config.ALLOWED_CALLING_AETS,
       maxAssociations: config.MAX_ASSOCIATIONS,
       maxInstanceBytes: config.MAX_INSTANCE_MB * 1024 * 1024,
+      maxImageDimension: config.MAX_IMAGE_DIMENSION,
       minFreeBytes: config.SPOOL_MIN_FREE_MB * 1024 * 1024,
       spoolDir: config.SPOOL_DIR,
       routingRules,
@@ -70,11 +118,39 @@ export async function startListener(
   });
 
   const sockets = new Set<net.Socket>();
+  /** Every TCP connection, before TLS: counted against the caps, or closed at once. */
+  const onTcpConnection = (raw: net.Socket): boolean => {
+    const peer = peerAddress(raw);
+    const over = limiter.admit(peer);
+    if (over) {
+      raw.destroy();
+      refused(over, peer);
+      return false;
+    }
+    sockets.add(raw);
+    raw.once("close", () => {
+      sockets.delete(raw);
+      limiter.release(peer);
+    });
+    return true;
+  };
+  /** TLS handshakes under way, by peer address and port. */
+  const handshakes = new Map<string, NodeJS.Timeout>();
   const onConnection = (socket: net.Socket) => {
+    const key = `${socket.remoteAddress}:${socket.remotePort}`;
+    clearTimeout(handshakes.get(key));
+    handshakes.delete(key);
+    if (socket.destroyed) return;
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.setNoDelay(true);
-    const scp = new ScpClass(socket, DIMSE_OPTIONS);
+    const peer = peerAddress(socket);
+    const { guard, attached: scp } = guardConnection(
+      socket,
+      { limits, onRefuse: (reason, details) => refused(reason, peer, details) },
+      () => new ScpClass(socket, DIMSE_OPTIONS),
+    );
+    guards.set(socket, guard);
     (scp as unknown as { connected: boolean }).connected = true;
     scp.on("networkError", (error: Error) => {
       log.warn({ event: "association.network-error", err: error.message }, "network error");
@@ -97,7 +173,29 @@ export async function startListener(
         },
         onConnection,
       )
-    : net.createServer(onConnection);
+    : net.createServer();
+  if (tlsEnabled) {
+    // The TLS handshake has the association timeout of its own (a peer that connects and never
+    // says hello); the guard's timer starts once it is done.
+    server.on("connection", (raw: net.Socket) => {
+      if (!onTcpConnection(raw)) return;
+      const key = `${raw.remoteAddress}:${raw.remotePort}`;
+      const timer = setTimeout(() => {
+        raw.destroy();
+        refused("association-timeout", peerAddress(raw));
+      }, limits.associationTimeoutMs);
+      timer.unref();
+      handshakes.set(key, timer);
+      raw.once("close", () => {
+        clearTimeout(timer);
+        if (handshakes.get(key) === timer) handshakes.delete(key);
+      });
+    });
+  } else {
+    server.on("connection", (socket: net.Socket) => {
+      if (onTcpConnection(socket)) onConnection(socket);
+    });
+  }
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -114,11 +212,16 @@ export async function startListener(
   );
 
   const queue = createQueue(QUEUES.gradeStudy, config);
+  queue.on("error", (error) =>
+    log.error({ event: "queue.error", err: errorFields(error) }, "Redis error (grade-study queue)"),
+  );
+  await warnWithoutRedisPersistence(config.REDIS_URL, log);
   const assembler = startAssembler({ db, queue, stableSeconds: config.STUDY_STABLE_SECONDS, log });
   const retention = startRetention({ db, retentionDays: config.SPOOL_RETENTION_DAYS, log });
 
   return {
     port,
+    refusals: () => ({ ...refusals.counts }),
     async close() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -126,6 +229,7 @@ export async function startListener(
       });
       await assembler.stop();
       await retention.stop();
+      await auditLimiter.stop();
       await queue.close();
       log.info({ event: "listener.stopped" }, "DICOM listener stopped");
     },

@@ -11,20 +11,25 @@ import {
   ASSOCIATION_REJECT,
   DIMSE_STATUS,
   DicomParseError,
+  dimensionProblem,
   IncompleteHeaderError,
+  isDicomUid,
   pixelDataProblem,
+  pixelEncodingProblem,
   RADIOGRAPH_SOP_CLASSES,
   type RadiographHeader,
   type RoutingRules,
   readRadiographHeader,
   routeInstance,
   SOP_CLASSES,
+  structureProblem,
   TRANSFER_SYNTAXES,
 } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import dimse from "dcmjs-dimse";
+import type { AuditLimiter } from "./audit.ts";
 import { ingestInstance } from "./ingest.ts";
-import { freeSpoolBytesSync, SpoolWriter } from "./spool.ts";
+import { freeSpoolBytesSync, SpoolWriter, UnsafeSpoolPathError } from "./spool.ts";
 
 const { Scp, Dataset } = dimse;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
@@ -42,6 +47,7 @@ export interface ScpPolicy {
   allowedCallingAets: string[];
   maxAssociations: number;
   maxInstanceBytes: number;
+  maxImageDimension: number;
   minFreeBytes: number;
   spoolDir: string;
   routingRules: RoutingRules;
@@ -53,10 +59,16 @@ export interface ScpDeps {
   policy: ScpPolicy;
   /** Open associations, shared by every connection of one listener. */
   associations: { open: number };
+  /** Rate limit of refusal audit rows per peer (an unauthenticated flood cannot fill the table). */
+  auditLimiter: AuditLimiter;
+  /** Told of each association accepted, before the peer can answer (the guard, `guard.ts`). */
+  onAssociationAccepted?: (socket: Socket) => void;
 }
 
 const ACCEPTED_ABSTRACT_SYNTAXES = new Set([SOP_CLASSES.verification, ...RADIOGRAPH_SOP_CLASSES]);
 const ACCEPTED_TS = new Set(ACCEPTED_TRANSFER_SYNTAXES);
+/** Objects up to this size are parsed whole before they are acknowledged (structureProblem). */
+const STRUCTURE_CHECK_MAX_BYTES = 128 * 1024 * 1024;
 
 /** Why a C-STORE failed, mapped to the DIMSE status the peer receives. */
 class StoreFailure extends Error {
@@ -73,10 +85,21 @@ class StoreFailure extends Error {
 export function createScpClass(deps: ScpDeps) {
   const { db, log, policy } = deps;
 
-  /** Audit events of refusals: best effort, never delays or changes the answer to the peer. */
-  const audit = (event: string, actor: string, details: Record<string, string | number | null>) => {
+  /**
+   * Audit events of refusals: best effort, never delays or changes the answer to the peer, and
+   * rate-limited per peer address (the limiter writes one summary row for what it held back).
+   */
+  const audit = (
+    event: string,
+    actor: string,
+    peer: string,
+    details: Record<string, string | number | null>,
+  ) => {
+    if (!deps.auditLimiter.allow(peer)) return;
     const sopInstanceUid =
-      typeof details.sopInstanceUid === "string" ? details.sopInstanceUid : null;
+      typeof details.sopInstanceUid === "string" && isDicomUid(details.sopInstanceUid)
+        ? details.sopInstanceUid
+        : null;
     db.auditEvent
       .create({ data: { event, actor, sopInstanceUid, details } })
       .catch((error: Error) =>
@@ -115,7 +138,7 @@ export function createScpClass(deps: ScpDeps) {
           peer: this.peer.remoteAddress ?? null,
         };
         log.warn({ event: "association.rejected", ...details }, "association rejected");
-        audit("association.rejected", calling, details);
+        audit("association.rejected", calling, details.peer ?? "", details);
         this.sendAssociationReject(r, s, why);
       };
       if (policy.allowedCallingAets.length > 0 && !policy.allowedCallingAets.includes(calling)) {
@@ -151,6 +174,7 @@ export function createScpClass(deps: ScpDeps) {
       deps.associations.open += 1;
       this.counted = true;
       log.info({ event: "association.accepted", callingAet: calling }, "association accepted");
+      deps.onAssociationAccepted?.(this.peer);
       this.sendAssociationAccept();
     }
 
@@ -222,15 +246,21 @@ export function createScpClass(deps: ScpDeps) {
           const failure =
             error instanceof StoreFailure
               ? error
-              : new StoreFailure(DIMSE_STATUS.outOfResources, "STORE_FAILED", String(error));
+              : new StoreFailure(
+                  DIMSE_STATUS.outOfResources,
+                  "STORE_FAILED",
+                  error instanceof Error ? error.message : String(error),
+                );
           response.setStatus(failure.status);
           response.setErrorComment(failure.message.slice(0, 64));
-          const sopInstanceUid = request.getAffectedSopInstanceUid();
+          const affected = request.getAffectedSopInstanceUid();
+          // Only a valid UID is logged or audited as such: the peer's bytes are not trusted.
+          const sopInstanceUid = isDicomUid(affected) ? affected : null;
           log.error(
             { event: "instance.refused", code: failure.code, sopInstanceUid, err: failure.message },
             "instance not stored",
           );
-          audit("instance.refused", calling, {
+          audit("instance.refused", calling, this.peer.remoteAddress ?? "", {
             code: failure.code,
             status: failure.status,
             message: failure.message,
@@ -270,12 +300,35 @@ export function createScpClass(deps: ScpDeps) {
         await dropFile();
         if (error instanceof DicomParseError) {
           const status =
-            error.kind === "missing-attribute"
-              ? DIMSE_STATUS.datasetDoesNotMatchSopClass
-              : DIMSE_STATUS.cannotUnderstand;
+            error.kind === "unparseable"
+              ? DIMSE_STATUS.cannotUnderstand
+              : DIMSE_STATUS.datasetDoesNotMatchSopClass;
           throw new StoreFailure(status, "INVALID_OBJECT", error.message);
         }
         throw error;
+      }
+      // The whole object must parse (up to STRUCTURE_CHECK_MAX_BYTES; larger ones, beyond any
+      // radiograph, are read only up to the pixel data, as before).
+      if (file.sizeBytes <= STRUCTURE_CHECK_MAX_BYTES) {
+        const structure = structureProblem(await readFile(file.tmpPath));
+        if (structure) {
+          await dropFile();
+          throw new StoreFailure(DIMSE_STATUS.cannotUnderstand, "INVALID_OBJECT", structure);
+        }
+      }
+      const encoding = pixelEncodingProblem(header);
+      if (encoding) {
+        await dropFile();
+        throw new StoreFailure(DIMSE_STATUS.cannotUnderstand, "ENCODING_MISMATCH", encoding);
+      }
+      const dimensions = dimensionProblem(header, policy.maxImageDimension);
+      if (dimensions) {
+        await dropFile();
+        throw new StoreFailure(
+          DIMSE_STATUS.datasetDoesNotMatchSopClass,
+          "BAD_DIMENSIONS",
+          dimensions,
+        );
       }
       const truncated = pixelDataProblem(header, file.sizeBytes, file.tail);
       if (truncated) {
@@ -298,10 +351,17 @@ export function createScpClass(deps: ScpDeps) {
         await ingestInstance(db, { header, routing, file, callingAet, spoolDir: policy.spoolDir });
       } catch (error) {
         await dropFile();
+        if (error instanceof UnsafeSpoolPathError) {
+          throw new StoreFailure(
+            DIMSE_STATUS.datasetDoesNotMatchSopClass,
+            "INVALID_UID",
+            error.message,
+          );
+        }
         throw new StoreFailure(
           DIMSE_STATUS.outOfResources,
           "DB_UNAVAILABLE",
-          `not recorded: ${String(error)}`,
+          `not recorded: ${error instanceof Error ? error.message : String(error)}`,
         );
       }
       return header;

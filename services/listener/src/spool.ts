@@ -9,9 +9,9 @@
 import { createHash, randomUUID } from "node:crypto";
 import { constants as fsConstants, statfsSync } from "node:fs";
 import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve, sep } from "node:path";
 import { Writable } from "node:stream";
-import { encodeFileMetaInformation, type FileMetaInformation } from "@kneegrade/dicom";
+import { encodeFileMetaInformation, type FileMetaInformation, isDicomUid } from "@kneegrade/dicom";
 
 /** Enough for the header of any ordinary radiograph; larger headers fall back to a file read. */
 const HEAD_BYTES = 256 * 1024;
@@ -192,17 +192,34 @@ export class SpoolWriter extends Writable {
   }
 }
 
-/** Final location of an instance in the spool. UIDs are digits and dots: safe as path parts. */
+/** A spool path would leave SPOOL_DIR, or a UID is not a UID: never written. */
+export class UnsafeSpoolPathError extends Error {
+  override name = "UnsafeSpoolPathError";
+}
+
+/**
+ * Final location of an instance in the spool. Each part must pass the DICOM UID grammar (digits
+ * and dots, so never `..` or `/`), and the resolved path must lie inside SPOOL_DIR: a hostile UID
+ * cannot make kneegrade write anywhere else.
+ */
 export function spoolPathFor(
   spoolDir: string,
   uids: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string },
 ): string {
-  return join(
-    spoolDir,
+  for (const name of ["studyInstanceUid", "seriesInstanceUid", "sopInstanceUid"] as const) {
+    if (!isDicomUid(uids[name])) throw new UnsafeSpoolPathError(`${name} is not a valid DICOM UID`);
+  }
+  const root = resolve(spoolDir);
+  const path = resolve(
+    root,
     uids.studyInstanceUid,
     uids.seriesInstanceUid,
     `${uids.sopInstanceUid}.dcm`,
   );
+  if (!path.startsWith(`${root}${sep}`)) {
+    throw new UnsafeSpoolPathError("spool path outside SPOOL_DIR");
+  }
+  return path;
 }
 
 /** Series directories known to exist (bounded; a miss only costs one mkdir). */

@@ -11,8 +11,8 @@ import type { Config } from "@kneegrade/config";
 import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { cEcho, type DicomPeer } from "@kneegrade/dicom";
-import type { Logger } from "@kneegrade/log";
-import { createQueue, isFinalFailure, redisConnection } from "@kneegrade/queue";
+import { errorFields, type Logger } from "@kneegrade/log";
+import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
 
@@ -72,12 +72,17 @@ export async function startReporter(config: Config, db: Db, log: Logger): Promis
   worker.on("failed", (job, error) => {
     if (!job) return;
     if (isFinalFailure(job, error)) {
-      void recordDeadLetter(db, job.data, error, log).catch((e: unknown) =>
-        log.error(
-          { event: "report.dead-letter-unrecorded", jobId: job.id, err: e },
-          "could not record",
-        ),
-      );
+      void recordDurably(() => recordDeadLetter(db, job.data, error, log), {
+        onRetry: (attempt, e) =>
+          log.warn(
+            { event: "report.dead-letter-retry", jobId: job.id, attempt, err: errorFields(e) },
+            "could not record a dead letter yet; retrying",
+          ),
+      }).then((ok) => {
+        if (!ok) {
+          log.error({ event: "report.dead-letter-unrecorded", jobId: job.id }, "could not record");
+        }
+      });
     }
   });
   worker.on("error", (error) =>

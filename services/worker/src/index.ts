@@ -10,8 +10,8 @@ import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { Ensemble, MicroBatcher } from "@kneegrade/inference";
-import type { Logger } from "@kneegrade/log";
-import { createQueue, isFinalFailure, redisConnection } from "@kneegrade/queue";
+import { errorFields, type Logger } from "@kneegrade/log";
+import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import type { KneePredictor } from "./grade.ts";
 import { processGradeJob, recordFinalFailure } from "./job.ts";
@@ -87,6 +87,12 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
     );
   }
   const reportQueue = createQueue(QUEUES.reportStudy, config);
+  reportQueue.on("error", (error) =>
+    log.error(
+      { event: "queue.error", err: errorFields(error) },
+      "Redis error (report-study queue)",
+    ),
+  );
   const worker = new Worker(
     QUEUES.gradeStudy,
     async (job) =>
@@ -126,12 +132,21 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
       );
       return;
     }
-    void recordFinalFailure(db, job.data, error, log).catch((e: unknown) =>
-      log.error(
-        { event: "job.failure-unrecorded", jobId: job.id, err: e },
-        "could not record a failed job",
-      ),
-    );
+    // Retried until PostgreSQL takes it; if it never does, the listener's reconciler records it.
+    void recordDurably(() => recordFinalFailure(db, job.data, error, log), {
+      onRetry: (attempt, e) =>
+        log.warn(
+          { event: "job.failure-record-retry", jobId: job.id, attempt, err: errorFields(e) },
+          "could not record a failed job yet; retrying",
+        ),
+    }).then((ok) => {
+      if (!ok) {
+        log.error(
+          { event: "job.failure-unrecorded", jobId: job.id },
+          "could not record a failed job; the reconciler will",
+        );
+      }
+    });
   });
   worker.on("error", (error) => log.error({ event: "worker.error", err: error }, "worker error"));
   log.info(
