@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI } from "../helpers/cli.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
@@ -114,6 +115,7 @@ describe("kneegrade grade / evaluate", () => {
   }, 60_000);
 
   it("evaluates a <grade>/*.png folder with the same figures as python3 -m models.evaluate", async () => {
+    const pngDir = join(work, "charts");
     const node = await kneegrade([
       "evaluate",
       VAL,
@@ -121,6 +123,8 @@ describe("kneegrade grade / evaluate", () => {
       "--model-dir",
       modelDir,
       "--allow-test-model",
+      "--png-dir",
+      pngDir,
     ]);
     expect(node.code, node.stderr).toBe(0);
     const ours = JSON.parse(node.stdout);
@@ -141,9 +145,62 @@ describe("kneegrade grade / evaluate", () => {
     expect(ours.qwk).toBeCloseTo(theirs.qwk, 10);
     expect(ours.mae).toBeCloseTo(theirs.mae, 10);
     expect(ours.per_grade_accuracy).toEqual(theirs.per_grade_accuracy);
+    // Calibration of the ensemble's probabilities (float64 here, float32 in the toolkit).
+    // Measured gap 8.3e-7: the two runtimes' float32 resize and inference differ in the last bits.
+    expect(Math.abs(ours.ece - theirs.ece)).toBeLessThan(1e-5);
+    expect(ours.ece).toBeGreaterThan(0);
+    expect(ours.reliability).toHaveLength(10);
+    expect(ours.reliability.reduce((a: number, b: { n: number }) => a + b.n, 0)).toBe(ours.n);
+    expect(ours.reliability.map((b: { n: number }) => b.n)).toEqual(
+      theirs.reliability.map((b: { n: number }) => b.n),
+    );
+    ours.reliability.forEach(
+      (b: { lo: number; hi: number; accuracy: number | null }, i: number) => {
+        expect(b.lo).toBe(theirs.reliability[i].lo);
+        expect(b.hi).toBe(theirs.reliability[i].hi);
+        if (b.accuracy === null) expect(theirs.reliability[i].accuracy).toBeNull();
+        else expect(b.accuracy).toBeCloseTo(theirs.reliability[i].accuracy, 10);
+      },
+    );
+    // The figures: real PNGs of a useful size.
+    expect(ours.png).toEqual({
+      confusion: join(pngDir, "confusion.png"),
+      reliability: join(pngDir, "reliability.png"),
+    });
+    for (const name of ["confusion.png", "reliability.png"]) {
+      const bytes = await readFile(join(pngDir, name));
+      expect(bytes.subarray(0, 8)).toEqual(
+        Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      );
+      const meta = await sharp(bytes).metadata();
+      expect(meta.format).toBe("png");
+      expect(meta.width).toBeGreaterThan(100);
+      expect(meta.height).toBeGreaterThan(100);
+    }
     // The test model learned something, so agreeing is not agreeing on a constant.
     expect(
       new Set(ours.confusion_matrix.map((row: number[]) => row.indexOf(Math.max(...row)))).size,
     ).toBeGreaterThan(1);
   }, 180_000);
+
+  it("names the PNGs it wrote in the text output of evaluate --png-dir", async () => {
+    const pngDir = join(work, "charts-text");
+    const r = await kneegrade([
+      "evaluate",
+      VAL,
+      "--limit-per-grade",
+      "2",
+      "--model-dir",
+      modelDir,
+      "--allow-test-model",
+      "--png-dir",
+      pngDir,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/n 10 {2}accuracy [\d.]+ {2}QWK -?[\d.]+ {2}MAE [\d.]+ {2}ECE [\d.]+/);
+    expect(r.stdout).toContain(
+      `wrote ${join(pngDir, "confusion.png")} and ${join(pngDir, "reliability.png")}`,
+    );
+    expect((await sharp(join(pngDir, "reliability.png")).metadata()).width).toBeGreaterThan(100);
+  }, 60_000);
 });

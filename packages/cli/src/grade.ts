@@ -3,7 +3,7 @@
  * already-cropped knees) and `kneegrade evaluate <dir>` (the `<grade>/*.png` layout), with the same
  * model, decoding and preprocessing as the worker. Nothing is stored or sent.
  */
-import { readdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
 import type { Ensemble, KneePrediction } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
@@ -17,7 +17,14 @@ import {
 } from "@kneegrade/worker";
 import { SingleBar } from "cli-progress";
 import Table from "cli-table3";
-import { type EvaluationMetrics, evaluationMetrics } from "./metrics.ts";
+import sharp from "sharp";
+import { confusionSvg, reliabilitySvg } from "./charts.ts";
+import {
+  type CalibrationMetrics,
+  calibrationMetrics,
+  type EvaluationMetrics,
+  evaluationMetrics,
+} from "./metrics.ts";
 
 const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg", ".webp"]);
 
@@ -229,14 +236,25 @@ export async function listGradedFolder(
   return items;
 }
 
+/** `kneegrade evaluate`'s figures: the toolkit's metrics of the ensemble, with its calibration. */
+export type Evaluation = EvaluationMetrics & CalibrationMetrics;
+
+export interface EvaluatedImage {
+  file: string;
+  grade: number;
+  predicted: number;
+  /** The ensemble's calibrated probabilities (mean over members), unrounded. */
+  probabilities: number[];
+}
+
 export async function evaluateFolder(
   dir: string,
   ensemble: Ensemble,
   options: { limitPerGrade?: number; batch?: number } = {},
-): Promise<EvaluationMetrics> {
+): Promise<{ metrics: Evaluation; images: EvaluatedImage[] }> {
   const items = await listGradedFolder(dir, options.limitPerGrade);
   const batch = options.batch ?? 32;
-  const predicted: number[] = [];
+  const predictions: KneePrediction[] = [];
   const bar = progress(items.length, "evaluating");
   try {
     for (let at = 0; at < items.length; at += batch) {
@@ -247,7 +265,7 @@ export async function evaluateFolder(
             (await cropFromImageFile(await readFile(it.file), ensemble.inputSize.width)).input,
         ),
       );
-      for (const p of await ensemble.predict(inputs)) predicted.push(p.grade);
+      predictions.push(...(await ensemble.predict(inputs)));
       for (const _ of slice) bar.tick();
     }
   } finally {
@@ -255,16 +273,49 @@ export async function evaluateFolder(
   }
   const truth = items.map((it) => it.grade);
   if (truth.some((g) => g > 4)) throw new Error(`${dir}: grade folders must be 0–4`);
-  return evaluationMetrics(truth, predicted);
+  const probabilities = predictions.map((p) => p.probabilities);
+  const metrics = {
+    ...evaluationMetrics(
+      truth,
+      predictions.map((p) => p.grade),
+    ),
+    ...calibrationMetrics(probabilities, truth),
+  };
+  const images = items.map((it, i) => ({
+    file: it.file,
+    grade: it.grade,
+    predicted: predictions[i]!.grade,
+    probabilities: probabilities[i]!,
+  }));
+  return { metrics, images };
+}
+
+/** `<dir>/confusion.png` and `<dir>/reliability.png` (SVG from ./charts.ts, rasterised by sharp). */
+export async function writeEvaluationCharts(
+  dir: string,
+  m: Evaluation,
+  model: { version: string; testModel: boolean },
+): Promise<{ confusion: string; reliability: string }> {
+  await mkdir(dir, { recursive: true });
+  const heading = `ensemble, model ${model.version}${model.testModel ? " (TEST MODEL)" : ""}`;
+  const out = { confusion: join(dir, "confusion.png"), reliability: join(dir, "reliability.png") };
+  await sharp(Buffer.from(confusionSvg(m, heading)))
+    .png()
+    .toFile(out.confusion);
+  await sharp(Buffer.from(reliabilitySvg(m, heading)))
+    .png()
+    .toFile(out.reliability);
+  return out;
 }
 
 export function formatEvaluation(
-  m: EvaluationMetrics,
+  m: Evaluation,
   model: { version: string; testModel: boolean },
+  charts?: { confusion: string; reliability: string },
 ): string {
   const lines = [`model ${model.version}${model.testModel ? ` — ${TEST_MODEL_NOTICE}` : ""}`];
   lines.push(
-    `n ${m.n}  accuracy ${m.overall_accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}  MAE ${m.mae.toFixed(3)}`,
+    `n ${m.n}  accuracy ${m.overall_accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}  MAE ${m.mae.toFixed(3)}  ECE ${m.ece.toFixed(3)}`,
   );
   const per = new Table({
     head: ["", "KL0", "KL1", "KL2", "KL3", "KL4"],
@@ -280,5 +331,6 @@ export function formatEvaluation(
     cm.push([`KL${g}`, ...row.map(String)]);
   });
   lines.push(cm.toString());
+  if (charts) lines.push(`wrote ${charts.confusion} and ${charts.reliability}`);
   return lines.join("\n");
 }

@@ -14,6 +14,7 @@ import {
   NOTICE,
   openModel,
   TEST_MODEL_NOTICE,
+  writeEvaluationCharts,
 } from "./grade.ts";
 import { parseOnly, serve } from "./serve.ts";
 import { collectStatus, formatStatus } from "./status.ts";
@@ -246,22 +247,30 @@ withModelOptions(
 withModelOptions(
   program
     .command("evaluate")
-    .description("accuracy, QWK, MAE and confusion matrix on a <dir>/<grade>/*.png folder")
+    .description(
+      "accuracy, QWK, MAE, ECE, reliability bins and confusion matrix on a <dir>/<grade>/*.png folder",
+    )
     .argument("<dir>", "folder laid out <grade>/*.png, grade 0-4")
-    .option("--limit-per-grade <n>", "only the first n images (sorted) of each grade"),
-).action(async (dir: string, o: ModelCliOptions & { limitPerGrade?: string }) => {
+    .option("--limit-per-grade <n>", "only the first n images (sorted) of each grade")
+    .option("--png-dir <dir>", "also write confusion.png and reliability.png there"),
+).action(async (dir: string, o: ModelCliOptions & { limitPerGrade?: string; pngDir?: string }) => {
   await withModel(o, async ({ ensemble, model }) => {
-    const metrics = await evaluateFolder(dir, ensemble, {
+    const { metrics } = await evaluateFolder(dir, ensemble, {
       ...(o.limitPerGrade ? { limitPerGrade: Number(o.limitPerGrade) } : {}),
     });
+    const charts = o.pngDir ? await writeEvaluationCharts(o.pngDir, metrics, model) : undefined;
     console.log(
       o.json
         ? JSON.stringify(
-            { ...metrics, model: { version: model.version, status: model.status } },
+            {
+              ...metrics,
+              model: { version: model.version, status: model.status },
+              ...(charts ? { png: charts } : {}),
+            },
             null,
             2,
           )
-        : formatEvaluation(metrics, model),
+        : formatEvaluation(metrics, model, charts),
     );
   });
   process.exit(0);

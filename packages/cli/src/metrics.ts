@@ -56,3 +56,99 @@ export function evaluationMetrics(truth: number[], predicted: number[], k = 5): 
     confusion_matrix: cm,
   };
 }
+
+/** numpy.linspace(0, 1, bins + 1): `i * (1 / bins)`, last edge exactly 1 (as numpy computes it). */
+function edges(bins: number): number[] {
+  const step = 1 / bins;
+  return Array.from({ length: bins + 1 }, (_, i) => (i === bins ? 1 : i * step));
+}
+
+/** Index of the first largest value (numpy's argmax). */
+function argmax(p: readonly number[]): number {
+  let best = 0;
+  for (let c = 1; c < p.length; c++) if (p[c]! > p[best]!) best = c;
+  return best;
+}
+
+const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+
+/**
+ * Expected calibration error of the top-class confidence over `bins` equal-width bins (lo, hi]:
+ * sum over bins of (share of images) × |mean confidence − accuracy|; models/metrics.py `ece`.
+ */
+export function expectedCalibrationError(
+  probabilities: readonly (readonly number[])[],
+  truth: readonly number[],
+  bins = 15,
+): number {
+  const n = probabilities.length;
+  const conf = probabilities.map((p) => Math.max(...p));
+  const correct = probabilities.map((p, i) => (argmax(p) === truth[i] ? 1 : 0));
+  const e = edges(bins);
+  let total = 0;
+  for (let b = 0; b < bins; b++) {
+    const lo = e[b]!;
+    const hi = e[b + 1]!;
+    const inBin = conf.flatMap((c, i) => (c > lo && c <= hi ? [i] : []));
+    if (inBin.length === 0) continue;
+    total +=
+      (inBin.length / n) *
+      Math.abs(mean(inBin.map((i) => conf[i]!)) - mean(inBin.map((i) => correct[i]!)));
+  }
+  return total;
+}
+
+export interface ReliabilityBin {
+  lo: number;
+  hi: number;
+  /** Images whose top-class confidence falls in the bin. */
+  n: number;
+  /** Their mean top-class confidence; null for an empty bin. */
+  confidence: number | null;
+  /** Their accuracy; null for an empty bin. */
+  accuracy: number | null;
+}
+
+/**
+ * The reliability diagram's bins: `bins` equal-width bins of the top-class confidence, (lo, hi]
+ * except the first, [0, hi]; models/evaluate.py `reliability_bins`.
+ */
+export function reliabilityBins(
+  probabilities: readonly (readonly number[])[],
+  truth: readonly number[],
+  bins = 10,
+): ReliabilityBin[] {
+  const conf = probabilities.map((p) => Math.max(...p));
+  const pred = probabilities.map(argmax);
+  const e = edges(bins);
+  return Array.from({ length: bins }, (_, b) => {
+    const lo = e[b]!;
+    const hi = e[b + 1]!;
+    const inBin = conf.flatMap((c, i) => ((lo > 0 ? c > lo : c >= lo) && c <= hi ? [i] : []));
+    const n = inBin.length;
+    return {
+      lo,
+      hi,
+      n,
+      confidence: n ? mean(inBin.map((i) => conf[i]!)) : null,
+      accuracy: n ? mean(inBin.map((i) => (pred[i] === truth[i] ? 1 : 0))) : null,
+    };
+  });
+}
+
+export interface CalibrationMetrics {
+  /** Expected calibration error, 15 bins (models/metrics.py `ece`). */
+  ece: number;
+  /** 10 reliability bins (models/evaluate.py `reliability_bins`). */
+  reliability: ReliabilityBin[];
+}
+
+export function calibrationMetrics(
+  probabilities: readonly (readonly number[])[],
+  truth: readonly number[],
+): CalibrationMetrics {
+  return {
+    ece: expectedCalibrationError(probabilities, truth, 15),
+    reliability: reliabilityBins(probabilities, truth, 10),
+  };
+}
