@@ -290,14 +290,12 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
             probe = copy.deepcopy(model)
             popt = _make_opt(probe, dict(cfg, lr=cfg["lr"] * 1e-3))
             probe.train()
-            pgen_state = gen.get_state()
             idx = torch.randint(0, n, (bs,), device=device, generator=gen)
-            for i in range(8):
-                if i == 2:
+            for i in range(13):
+                if i == 3:
                     t0 = time.perf_counter()
                 _train_step(probe, popt, *batch_at(idx), cfg, cw, device, bf16=bf16)
-            t_step = (time.perf_counter() - t0) / 6
-            gen.set_state(pgen_state)
+            t_step = (time.perf_counter() - t0) / 10
             t0 = time.perf_counter()
             predict_logits(probe, val_x[: min(len(val_x), 256)], size, device)
             t_eval = (time.perf_counter() - t0) * len(val_x) / min(len(val_x), 256)
