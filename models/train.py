@@ -377,9 +377,11 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
                 line["best"] = True
         ep_s = time.perf_counter() - t_ep
         elapsed += ep_s
-        # Smooth the epoch-time estimate used for planning (a resumed epoch counts scaled up).
+        # The epoch time used for planning: the median of the last five (a resumed epoch counts
+        # scaled up), so one epoch slowed by other work on the machine does not cut the plan short.
         full_s = ep_s * steps_per_epoch / max(1, steps_per_epoch - s0)
-        plan["epoch_s"] = full_s if plan["epoch_s"] is None else 0.5 * plan["epoch_s"] + 0.5 * full_s
+        plan.setdefault("epoch_times", []).append(full_s)
+        plan["epoch_s"] = float(np.median(plan["epoch_times"][-5:]))
         if budget and plan["epoch_s"] and not last:
             fit = epoch + int(max(0.0, budget - elapsed) / plan["epoch_s"])
             new = max(epoch, min(cfg["epochs"], fit))
