@@ -44,7 +44,7 @@ def _members_onnx(models_dir: Path):
 def _members_torch(models_dir: Path):
     from .train import load_checkpoint
     members = []
-    for c in sorted(models_dir.glob("*.pt")):
+    for c in sorted(p for p in models_dir.glob("*.pt") if not p.name.endswith(".state.pt")):
         model, ckpt = load_checkpoint(c)
 
         def fn(x, model=model):

@@ -157,7 +157,7 @@ def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Op
 def export_run(run_dir: Path, out_dir: Path, status: str, extra: Optional[dict] = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpts = sorted(Path(run_dir).glob("*.pt"))
+    ckpts = sorted(p for p in Path(run_dir).glob("*.pt") if not p.name.endswith(".state.pt"))
     if not ckpts:
         raise FileNotFoundError(f"no checkpoints in {run_dir}")
     models, entries = [], []

@@ -26,7 +26,7 @@ from .data import to_input
 from .export import member_entry, write_fixtures, write_manifest
 from .metrics import report, softmax
 from .onnx_io import available_runtime, export_onnx, run_onnx, torch_outputs
-from .train import REPO_ROOT, load_split, make_logger, pick_device, train_member
+from .train import REPO_ROOT, load_split, make_logger, pick_device, state_path, train_member
 
 EXPORT_RESERVE_S = 15.0   # per member still to export
 FINAL_RESERVE_S = 30.0    # final evaluation and manifest
@@ -116,6 +116,7 @@ def main(argv=None):
         mc["time_budget_s"] = budget
         try:
             ckpt = train_member(mc, tx_t, ty_t, vx_t, vy, device, log, work / f"{mc['name']}.pt")
+            state_path(work / f"{mc['name']}.pt").unlink(missing_ok=True)  # finished: only the checkpoint stays
         except Exception:  # noqa: BLE001 - one member failing must not cost the others
             log(f"[{mc['name']}] training failed:\n{traceback.format_exc()}")
             failed.append(mc["name"])
