@@ -22,17 +22,9 @@ import { WG04_DIR } from "./paths.ts";
 // ---------------------------------------------------------------------------------------------
 // Randomness
 
-/** mulberry32: a 32-bit state PRNG, uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "./radiographs.ts";
+
+export { mulberry32 };
 
 /** The seed of object `index` in a run seeded `seed` (a murmur3-style mix of both). */
 export function objectSeed(seed: number, index: number): number {

@@ -31,8 +31,8 @@ export interface ComposedRadiograph {
   truth: { cx: number; cy: number; side: number; png: string }[];
 }
 
-/** A small deterministic generator (mulberry32), so a composed image is reproducible. */
-function random(seed: number) {
+/** mulberry32: a small deterministic generator in [0, 1), so a composed image is reproducible. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -56,7 +56,7 @@ export async function composeRadiograph(opts: {
   const { spacingMm } = opts;
   const width = Math.round(opts.widthMm / spacingMm);
   const height = Math.round(opts.heightMm / spacingMm);
-  const rand = random(opts.seed ?? 1);
+  const rand = mulberry32(opts.seed ?? 1);
   const img = new Float32Array(width * height).fill(0.04);
   const truth: ComposedRadiograph["truth"] = [];
   for (const knee of opts.knees) {

@@ -52,6 +52,15 @@ export class IncompleteHeaderError extends Error {
 
 const PIXEL_DATA = "x7fe00010";
 
+/** dicom-parser throws `{ exception, dataSet }` objects as well as Errors and strings. */
+function parserMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  if (typeof error === "object" && error && "exception" in error) {
+    return String((error as { exception: unknown }).exception);
+  }
+  return String(error);
+}
+
 /** The attributes knee routing rules may test (docs/ROUTING.md). */
 export const ROUTABLE_ATTRIBUTES = [
   "bodyPartExamined",
@@ -105,13 +114,7 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
   try {
     ds = dicomParser.parseDicom(bytes, { untilTag: PIXEL_DATA });
   } catch (error) {
-    // dicom-parser throws `{ exception, dataSet }` objects as well as Errors and strings.
-    const message =
-      error instanceof Error
-        ? error.message
-        : typeof error === "object" && error && "exception" in error
-          ? String((error as { exception: unknown }).exception)
-          : String(error);
+    const message = parserMessage(error);
     if (!isWholeFile) throw new IncompleteHeaderError(message);
     throw new DicomParseError("unparseable", `unparseable data set: ${message}`);
   }
@@ -249,12 +252,7 @@ export function structureProblem(file: Uint8Array): string | undefined {
   try {
     ds = dicomParser.parseDicom(file);
   } catch (error) {
-    const message =
-      error instanceof Error
-        ? error.message
-        : typeof error === "object" && error && "exception" in error
-          ? String((error as { exception: unknown }).exception)
-          : String(error);
+    const message = parserMessage(error);
     return `data set does not parse to its end: ${message}`;
   }
   // dicom-parser reads an unterminated sequence or pixel data to the end of the file, with a
