@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
 # `npm run demo`: the whole product on one machine (see infra/demo.ts). This wrapper only makes sure
-# the project is installed, then hands over to the TypeScript demo.
+# the machine and the project are set up (infra/setup.sh), then hands over to the TypeScript demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHECKPOINT_DISABLE=1 ONNXRUNTIME_NODE_INSTALL=skip
 command -v node >/dev/null || { echo "demo: Node.js 20 is missing" >&2; exit 1; }
-if [ ! -d node_modules ]; then
-  echo "==> installing (npm ci)"
-  npm ci --no-audit --no-fund
-fi
+bash infra/setup.sh # Debian packages, local PostgreSQL/Redis, npm ci, migrations: only what is missing
 exec npx tsx infra/demo.ts "$@"
