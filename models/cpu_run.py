@@ -30,7 +30,7 @@ import torch
 
 from .config import apply_overrides, load_config, member_config, resolve
 from .evaluate import evaluate, format_table
-from .metrics import report, softmax
+from .metrics import ensemble_probabilities, fit_ensemble_temperature, report, softmax
 from .export import member_entry, write_fixtures, write_manifest
 from .gpu_run import ort_parity
 from .onnx_io import compact_model, export_onnx, store_initializers_fp16
@@ -153,7 +153,15 @@ def main(argv=None):
         log(f"[{mc['name']}] exported {path.name} ({entry['bytes'] / 2**20:.1f} MiB); parity {entry['parity']}")
         entries.append(entry)
         models.append(model)
-    fx = write_fixtures(models, out, [e["temperature"] for e in entries])
+    # The ensemble temperature, fitted on val (NLL) from the training run's own val logits (float32,
+    # trained weights) after each member's temperature: the mean of the members' probabilities is
+    # less confident than it is accurate when they disagree.
+    ckpts_final = [load_checkpoint(work / f"{mc['name']}.pt")[1] for mc in members]
+    have_logits = all("val_logits" in c for c in ckpts_final)
+    member_probs = [softmax(c["val_logits"], e["temperature"]) for c, e in zip(ckpts_final, entries)] if have_logits else []
+    t_ens = round(fit_ensemble_temperature(member_probs, vy), 4) if have_logits else 1.0
+    log(f"ensemble temperature {t_ens}")
+    fx = write_fixtures(models, out, [e["temperature"] for e in entries], t_ens)
     run["wall_s"] += time.time() - t_begin
     provenance = {"run": {"kind": "cpu_run", "device": _cpu_name(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "python": platform.python_version(),
@@ -163,27 +171,29 @@ def main(argv=None):
                           "git_commit": run["git_commit"], "started_utc": run["started_utc"],
                           "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
                           "sessions": run["sessions"]}}
-    write_manifest(entries, out, args.status, fx, provenance)
+    write_manifest(entries, out, args.status, fx, provenance, t_ens)
     # Calibration on val from the training run's own val logits (float32, trained weights):
     # ECE of each member and of the ensemble before (T = 1) and after temperature scaling.
-    ckpts_final = [load_checkpoint(work / f"{mc['name']}.pt")[1] for mc in members]
-    if all("val_logits" in c for c in ckpts_final):
+    if have_logits:
         calib = {}
         for mc, c, e in zip(members, ckpts_final, entries):
             calib[mc["name"]] = {"ece_T1": report(softmax(c["val_logits"]), vy)["ece"],
                                  "ece_fitted": report(softmax(c["val_logits"], e["temperature"]), vy)["ece"],
                                  "temperature": e["temperature"]}
         p1 = np.mean([softmax(c["val_logits"]) for c in ckpts_final], 0)
-        pt = np.mean([softmax(c["val_logits"], e["temperature"]) for c, e in zip(ckpts_final, entries)], 0)
-        calib["ensemble"] = {"ece_T1": report(p1, vy)["ece"], "ece_fitted": report(pt, vy)["ece"]}
+        pt = np.mean(member_probs, 0)
+        calib["ensemble"] = {"ece_T1": report(p1, vy)["ece"], "ece_fitted": report(pt, vy)["ece"],
+                             "ece_ensemble_temperature": report(ensemble_probabilities(member_probs, t_ens), vy)["ece"],
+                             "temperature": t_ens}
         provenance["calibration_val"] = calib
         log("calibration on val (ECE T=1 -> fitted): " + ", ".join(
-            f"{k} {v['ece_T1']:.3f} -> {v['ece_fitted']:.3f}" for k, v in calib.items()))
+            f"{k} {v['ece_T1']:.3f} -> {v['ece_fitted']:.3f}" for k, v in calib.items())
+            + f"; ensemble temperature {t_ens} -> {calib['ensemble']['ece_ensemble_temperature']:.3f}")
     doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval", cfg.get("val_limit_per_grade"))
     ens = doc["results"]["ensemble"]
     provenance["val_ensemble"] = {k: ens[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
     provenance["val_ensemble"]["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"
-    write_manifest(entries, out, args.status, fx, provenance)
+    write_manifest(entries, out, args.status, fx, provenance, t_ens)
     log(format_table(doc))
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     log(f"cpu_run done: {out} holds {total / 2**20:.1f} MiB; training wall time {run['wall_s']:.0f}s")

@@ -17,7 +17,7 @@ import torch
 
 from . import LABELS
 from .data import load_folder, to_input
-from .metrics import report, softmax
+from .metrics import ensemble_probabilities, report, softmax
 from .onnx_io import available_runtime, run_onnx
 
 
@@ -150,9 +150,11 @@ def evaluate(data_dir: Path, models_dir: Path, out_dir: Path, limit_per_grade=No
         p = softmax(logits, m["temperature"])
         probs.append(p)
         results[m["name"]] = dict(report(p, y), temperature=m["temperature"], backend=m["backend"])
-    results["ensemble"] = dict(report(np.mean(probs, 0), y), rule="mean_calibrated_probabilities")
+    t_ens = float(((man or {}).get("ensemble") or {}).get("temperature", 1.0))
+    p_ens = ensemble_probabilities(probs, t_ens)
+    results["ensemble"] = dict(report(p_ens, y), rule="mean_calibrated_probabilities", temperature=t_ens)
     curves = {}
-    for name, p in [*zip([m["name"] for m in members], probs), ("ensemble", np.mean(probs, 0))]:
+    for name, p in [*zip([m["name"] for m in members], probs), ("ensemble", p_ens)]:
         results[name]["reliability"] = reliability_bins(p, y)
         curves[name] = {"bins": results[name]["reliability"], "accuracy": results[name]["accuracy"],
                         "ece": results[name]["ece"]}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import LABELS
+from .metrics import ensemble_probabilities
 from .onnx_io import export_onnx, output_names, torch_outputs
 from .train import load_checkpoint
 
@@ -105,7 +106,7 @@ def export_member(ckpt_path: Path, out_dir: Path):
     return model, ckpt, member_entry(model, ckpt, onnx_path)
 
 
-def write_fixtures(models: List, out_dir: Path, temperatures: List[float]) -> Path:
+def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensemble_temperature: float = 1.0) -> Path:
     """Inputs (as uint8 grey levels) and the PyTorch outputs of every member, plus the ensemble."""
     size = models[0].input_size
     grey = fixture_input(size)
@@ -123,15 +124,16 @@ def write_fixtures(models: List, out_dir: Path, temperatures: List[float]) -> Pa
         z = outs["logits"] / t
         e = np.exp(z - z.max(1, keepdims=True))
         probs.append(e / e.sum(1, keepdims=True))
-    p = np.mean(probs, 0)
-    doc["ensemble"] = {"probabilities": np.round(p, 6).tolist(), "grades": p.argmax(1).tolist()}
+    p = ensemble_probabilities(probs, ensemble_temperature)
+    doc["ensemble"] = {"probabilities": np.round(p, 6).tolist(), "grades": p.argmax(1).tolist(),
+                       "temperature": ensemble_temperature}
     path = Path(out_dir) / FIXTURES_FILE
     path.write_text(json.dumps(doc))
     return path
 
 
 def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Optional[Path] = None,
-                   extra: Optional[dict] = None) -> Path:
+                   extra: Optional[dict] = None, ensemble_temperature: float = 1.0) -> Path:
     man = {
         "schema_version": SCHEMA_VERSION,
         "kind": "kneegrade-kl-ensemble",
@@ -141,8 +143,10 @@ def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Op
         "labels": LABELS,
         "label_meaning": "Kellgren-Lawrence grade 0-4 of one knee",
         "members": entries,
-        "ensemble": {"rule": "mean_calibrated_probabilities",
-                     "formula": "p = mean over members of softmax(logits_m / temperature_m); grade = argmax p"},
+        "ensemble": {"rule": "mean_calibrated_probabilities", "temperature": ensemble_temperature,
+                     "formula": "q = mean over members of softmax(logits_m / temperature_m); "
+                                "p = q ** (1 / temperature) renormalised (the ensemble temperature, fitted "
+                                "on val; 1 keeps q); grade = argmax p"},
         "data": DATA_SOURCE,
     }
     if fixtures is not None:

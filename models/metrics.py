@@ -56,6 +56,21 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(min(fine, key=lambda t: nll(logits, y, t)))
 
 
+def ensemble_probabilities(member_probs, t: float = 1.0) -> np.ndarray:
+    """The ensemble rule: the mean of the members' calibrated probabilities, then sharpened or
+    flattened by the ensemble temperature ``t`` (p ** (1 / t), renormalised; ``t`` = 1 keeps the
+    mean). The grade, argmax p, does not depend on ``t``."""
+    p = np.mean(member_probs, 0)
+    if t == 1.0:
+        return p
+    return softmax(np.log(np.clip(p, 1e-12, None)), t)
+
+
+def fit_ensemble_temperature(member_probs, y: np.ndarray) -> float:
+    """The ensemble temperature minimising the NLL of :func:`ensemble_probabilities` on ``y``."""
+    return fit_temperature(np.log(np.clip(np.mean(member_probs, 0), 1e-12, None)), y)
+
+
 def report(probs: np.ndarray, y_true: np.ndarray, k: int = 5) -> Dict[str, object]:
     pred = probs.argmax(1)
     cm = confusion(y_true, pred, k)

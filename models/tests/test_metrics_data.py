@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from models.data import augment, load_folder, read_pack, to_input, write_pack
-from models.metrics import ece, fit_temperature, qwk, report, softmax
+from models.metrics import (ece, ensemble_probabilities, fit_ensemble_temperature, fit_temperature, nll, qwk,
+                            report, softmax)
 
 
 def test_qwk_values():
@@ -35,6 +36,26 @@ def test_temperature_fit_recovers_known_temperature():
     y = np.array([rs.choice(5, p=p) for p in softmax(true_logits)])
     t = fit_temperature(true_logits * 3.0, y)   # over-confident by 3x
     assert t == pytest.approx(3.0, rel=0.1)
+
+
+def test_ensemble_temperature_sharpens_without_changing_grades():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 5, 4000)
+    # Two members that each know the grade but disagree on the rest: their mean is under-confident.
+    members = []
+    for _ in range(2):
+        logits = rng.normal(0, 1, (4000, 5))
+        logits[np.arange(4000), y] += 2.5
+        members.append(softmax(logits, 1.6))
+    q = ensemble_probabilities(members)
+    np.testing.assert_allclose(q, np.mean(members, 0))
+    t = fit_ensemble_temperature(members, y)
+    p = ensemble_probabilities(members, t)
+    assert t < 1.0  # sharpened
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-9)
+    assert (p.argmax(1) == q.argmax(1)).all()
+    as_logits = np.log(np.clip(q, 1e-12, None))
+    assert nll(as_logits, y, t) < nll(as_logits, y, 1.0)
 
 
 def test_pack_round_trip(tmp_path, data_dir):

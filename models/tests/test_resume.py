@@ -111,7 +111,10 @@ def test_cpu_run_killed_resumes_and_ships(tmp_path, repo_root, data_dir):
     assert man["val_ensemble"]["n"] == 10
     cal = man["calibration_val"]
     assert set(cal) == {"a", "b", "ensemble"} and all(0 <= v["ece_fitted"] <= 1 for v in cal.values())
+    t_ens = man["ensemble"]["temperature"]
+    assert t_ens > 0 and cal["ensemble"]["temperature"] == t_ens
     fx = json.loads((out / "fixtures.json").read_text())
+    assert fx["ensemble"]["temperature"] == t_ens
     x = np.array(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"]).astype(np.float32) / 255
     for m in man["members"]:
         assert m["training"]["precision"] == "float32" and m["training"]["epochs_run"] >= 2

@@ -243,7 +243,7 @@ export interface EvaluatedImage {
   file: string;
   grade: number;
   predicted: number;
-  /** The ensemble's calibrated probabilities (mean over members), unrounded. */
+  /** The ensemble's calibrated probabilities (mean over members, then the ensemble temperature), unrounded. */
   probabilities: number[];
 }
 

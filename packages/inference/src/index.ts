@@ -30,5 +30,6 @@ export {
   type MemberTiming,
   type PredictTimings,
   type RawMemberOutputs,
+  sharpen,
   softmax,
 } from "./runtime.ts";

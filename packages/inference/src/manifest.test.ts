@@ -126,6 +126,11 @@ describe("loadModel", () => {
       ["no token maps", (m) => (membersOf(m)[0]!.outputs = [{ name: "logits" }]), "token maps"],
       ["bad temperature", (m) => (membersOf(m)[0]!.temperature = 0), "temperature"],
       [
+        "bad ensemble temperature",
+        (m) => ((m.ensemble as Record<string, unknown>).temperature = -1),
+        "temperature",
+      ],
+      [
         "shape vs height",
         (m) => ((membersOf(m)[0]!.input as Record<string, unknown>).height = 65),
         "shape",

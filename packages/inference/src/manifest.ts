@@ -81,7 +81,14 @@ export const ManifestSchema = z
     created_utc: z.iso.datetime(),
     labels: z.array(z.string()).length(5),
     members: z.array(Member).min(1),
-    ensemble: z.looseObject({ rule: z.literal("mean_calibrated_probabilities") }),
+    ensemble: z.looseObject({
+      rule: z.literal("mean_calibrated_probabilities"),
+      /**
+       * The ensemble temperature (fitted on val after the members'): the mean q of the members'
+       * calibrated probabilities becomes q^(1/T), renormalised. Absent: 1 (q as it is).
+       */
+      temperature: z.number().positive().finite().optional(),
+    }),
   })
   .check((ctx) => {
     const { members, labels } = ctx.value;

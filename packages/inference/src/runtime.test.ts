@@ -3,8 +3,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testModel } from "../../../tests/helpers/test-model.ts";
-import { Ensemble, type KneePrediction, softmax, upsampleAdd } from "./runtime.ts";
-import { captureLogger, syntheticCrops } from "./test-support.ts";
+import { Ensemble, type KneePrediction, sharpen, softmax, upsampleAdd } from "./runtime.ts";
+import { captureLogger, copyModel, syntheticCrops } from "./test-support.ts";
 
 interface Fixtures {
   input: { shape: number[]; grey_uint8: number[] };
@@ -91,9 +91,40 @@ describe("Ensemble", () => {
       const mean = p.probabilities.map(
         (_, c) => p.members.reduce((s, m) => s + m.probabilities[c]!, 0) / p.members.length,
       );
-      expect(maxAbsDiff(p.probabilities, mean)).toBeLessThan(1e-12);
+      const t = ensemble.manifest.ensemble.temperature ?? 1;
+      expect(maxAbsDiff(p.probabilities, sharpen(mean, t))).toBeLessThan(1e-12);
       expect(p.probabilities.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 10);
     });
+  });
+
+  it("applies the manifest's ensemble temperature to the mean, keeping the grades", async () => {
+    const sharper = await Ensemble.open({
+      modelDir: await copyModel(dir, (m) => {
+        (m.ensemble as Record<string, unknown>).temperature = 0.5;
+      }),
+      allowTestModel: true,
+      intraOpThreads: 1,
+      logger: quiet,
+    });
+    try {
+      const crops = [...fixtureCrops(), ...syntheticCrops(3, 64, 64, 11)];
+      const [plain, sharp] = [await ensemble.predict(crops), await sharper.predict(crops)];
+      sharp.forEach((p, i) => {
+        const q = plain[i]!.probabilities;
+        const sq = q.map((v) => v * v);
+        const z = sq.reduce((a, b) => a + b, 0);
+        expect(
+          maxAbsDiff(
+            p.probabilities,
+            sq.map((v) => v / z),
+          ),
+        ).toBeLessThan(1e-9);
+        expect(p.grade).toBe(plain[i]!.grade);
+        expect(Math.max(...p.probabilities)).toBeGreaterThanOrEqual(Math.max(...q));
+      });
+    } finally {
+      await sharper.close();
+    }
   });
 
   it("gives the same results whatever the batch size", async () => {

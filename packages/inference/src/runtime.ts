@@ -348,11 +348,12 @@ export class Ensemble {
       for (let c = 0; c < k; c++) mean[c]! += probabilities[c]! / raw.length;
       return { name: r.name, provider: r.provider, logits, probabilities };
     });
-    const grade = argmax(mean);
+    const probabilities = sharpen(mean, this.manifest.ensemble.temperature ?? 1);
+    const grade = argmax(probabilities);
     return {
       grade,
       label: this.labels[grade]!,
-      probabilities: mean,
+      probabilities,
       members,
       heatmap: this.heatmap(raw, i, grade),
     };
@@ -486,6 +487,18 @@ function toFloatNchw(
     }
   });
   return out;
+}
+
+/**
+ * The ensemble temperature applied to a probability vector: p^(1/T) renormalised, i.e.
+ * softmax(log p / T); T = 1 returns `p` itself. The argmax does not change.
+ */
+export function sharpen(p: readonly number[], temperature: number): number[] {
+  if (temperature === 1) return [...p];
+  return softmax(
+    p.map((v) => Math.log(Math.max(v, 1e-12))),
+    temperature,
+  );
 }
 
 /** softmax(logits / temperature), in float64. */
