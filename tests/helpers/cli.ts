@@ -37,9 +37,11 @@ export async function startServe(
   env: Record<string, string>,
   args: string[],
   readyEvent = "serve.started",
+  /** Working directory of the process (default: the repository). */
+  cwd = REPO_ROOT,
 ): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, [CLI, "serve", ...args], {
-    cwd: REPO_ROOT,
+    cwd,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -68,7 +70,8 @@ export async function startServe(
 }
 
 export async function kill(child: ChildProcess, signal: NodeJS.Signals = "SIGKILL") {
-  if (child.exitCode !== null) return;
+  // Exited, or ended by a signal (a SIGKILLed child has no exit code, only a signal code).
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once("exit", r));
   child.kill(signal);
   await exited;

@@ -3,7 +3,7 @@
  * and benchmarks that need volume on a 2-core machine: 0.5 mm pixels instead of the usual 0.15,
  * so an image is 720 × 600 and grading one takes a fraction of a full-size radiograph's time.
  */
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SHARED_DATA } from "./paths.ts";
 import { composeRadiograph, radiographDicom } from "./radiographs.ts";
@@ -25,6 +25,7 @@ export interface SmallStudy {
 }
 
 export async function writeSmallStudies(dir: string, count: number, spacingMm = 0.5) {
+  await mkdir(dir, { recursive: true });
   const studies: SmallStudy[] = [];
   for (let i = 0; i < count; i++) {
     const r = await composeRadiograph({

@@ -6,6 +6,7 @@
  * reason is logged (docs/OPERATIONS.md). SIGTERM (through `kneegrade serve`) lets running jobs
  * finish before the process ends; a job cut short is retried by BullMQ.
  */
+import { hostname } from "node:os";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
@@ -117,6 +118,9 @@ export async function startWorker(
       "Redis error (report-study queue)",
     ),
   );
+  // Recorded on each job it takes (BullMQ `processedBy`, shown in the queue view): which pod or
+  // process graded what.
+  const name = `${hostname()}:${process.pid}`;
   const worker = new Worker(
     QUEUES.gradeStudy,
     async (job) =>
@@ -130,6 +134,7 @@ export async function startWorker(
         metrics,
       }),
     {
+      name,
       connection: redisConnection(config.REDIS_URL),
       prefix: config.QUEUE_PREFIX,
       concurrency: config.WORKER_CONCURRENCY,
@@ -186,6 +191,7 @@ export async function startWorker(
   log.info(
     {
       event: "worker.started",
+      worker: name,
       modelVersion: opened.ensemble.version,
       modelStatus: model.manifest.status,
       providers,
