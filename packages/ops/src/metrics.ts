@@ -5,6 +5,7 @@
  * Names follow `kneegrade_<noun>_<unit>[_total]`; labels are small closed sets (an outcome, a
  * refusal code, a stage, a queue) — never a UID or anything from a patient's data set.
  */
+import { QUEUES } from "@kneegrade/contracts";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** Seconds buckets from 5 ms to 2 min: a stage of one radiograph up to a whole study on a CPU. */
@@ -17,7 +18,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   // so stock Node.js dashboards work too.
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  return {
+  const metrics = {
     registry,
     /** Instances answered with success, by what was done with them. */
     instancesReceived: new Counter({
@@ -116,6 +117,20 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       registers,
     }),
   };
+  // The known label values start at 0, so rate() and dashboards see a series from the first scrape.
+  for (const outcome of ["knee", "not_knee", "resent"])
+    metrics.instancesReceived.inc({ outcome }, 0);
+  for (const outcome of ["GRADED", "REFUSED", "FAILED"])
+    metrics.instancesGraded.inc({ outcome }, 0);
+  for (const outcome of ["sent", "failed", "dead_letter"]) metrics.deliveries.inc({ outcome }, 0);
+  for (const queue of Object.values(QUEUES)) {
+    for (const outcome of ["completed", "retried", "failed"])
+      metrics.jobs.inc({ queue, outcome }, 0);
+  }
+  for (const stage of ["read", "decode", "localise", "inference"]) {
+    metrics.gradingStageSeconds.zero({ stage });
+  }
+  return metrics;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
