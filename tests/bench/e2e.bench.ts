@@ -18,8 +18,8 @@ import globalSetup from "../global-setup.ts";
 import { storescu } from "../helpers/dcmtk.ts";
 import { startHarness } from "../helpers/env.ts";
 import { startOrthanc } from "../helpers/orthanc.ts";
-import { SHARED_DATA } from "../helpers/paths.ts";
 import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
+import { SAMPLE_CROPS } from "../helpers/small-studies.ts";
 import { newUid } from "../helpers/studies.ts";
 import { testModel } from "../helpers/test-model.ts";
 
@@ -28,14 +28,6 @@ const { values } = parseArgs({
 });
 const studies = Number(values.studies);
 const stable = Number(values.stable);
-const VAL = `${SHARED_DATA}knee-kl/val/`;
-const CROPS = [
-  "0/9034812R.png",
-  "1/9003380R.png",
-  "2/9023348R.png",
-  "3/9107980R.png",
-  "4/9511862R.png",
-];
 
 const quiet = createLogger("bench", "silent");
 await globalSetup(); // the test database exists and is migrated (set TEST_DATABASE_URL to use another)
@@ -55,7 +47,7 @@ const reporter = await startReporter(h.config, h.db, quiet);
 try {
   const files: { uid: string; path: string }[] = [];
   for (let i = 0; i < studies; i++) {
-    const r = await composeBilateral([`${VAL}${CROPS[i % 5]}`, `${VAL}${CROPS[(i + 2) % 5]}`], i);
+    const r = await composeBilateral([SAMPLE_CROPS[i % 5]!, SAMPLE_CROPS[(i + 2) % 5]!], i);
     const uid = newUid();
     const path = join(work, `${i}.dcm`);
     await writeFile(path, radiographDicom(r, { studyInstanceUid: uid }));

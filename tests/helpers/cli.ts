@@ -17,6 +17,9 @@ export function configEnv(config: Config): Record<string, string> {
     SPOOL_MIN_FREE_MB: String(config.SPOOL_MIN_FREE_MB),
     STUDY_STABLE_SECONDS: String(config.STUDY_STABLE_SECONDS),
     PACS_PORT: String(config.PACS_PORT),
+    // Every `kneegrade serve` of a test gets a free ops port on loopback (several run at once).
+    METRICS_HOST: "127.0.0.1",
+    METRICS_PORT: "0",
     LOG_LEVEL: "info",
   };
 }
@@ -34,9 +37,11 @@ export async function startServe(
   env: Record<string, string>,
   args: string[],
   readyEvent = "serve.started",
+  /** Working directory of the process (default: the repository). */
+  cwd = REPO_ROOT,
 ): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, [CLI, "serve", ...args], {
-    cwd: REPO_ROOT,
+    cwd,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -65,7 +70,8 @@ export async function startServe(
 }
 
 export async function kill(child: ChildProcess, signal: NodeJS.Signals = "SIGKILL") {
-  if (child.exitCode !== null) return;
+  // Exited, or ended by a signal (a SIGKILLed child has no exit code, only a signal code).
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once("exit", r));
   child.kill(signal);
   await exited;
@@ -89,4 +95,12 @@ export function runCli(args: string[], env: Record<string, string>) {
     });
     child.on("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** The ops port a `kneegrade serve` bound, from its `serve.started` log line. */
+export function metricsPortOf(output: string): number {
+  const line = output.split("\n").find((l) => l.includes('"event":"serve.started"'));
+  const port = line ? (JSON.parse(line) as { metricsPort?: number }).metricsPort : undefined;
+  if (!port) throw new Error(`no metricsPort in the serve.started line:\n${output}`);
+  return port;
 }

@@ -77,7 +77,9 @@ const program = new Command()
 
 program
   .command("serve")
-  .description("run the listener, worker and reporter in this process")
+  .description(
+    "run the listener, worker and reporter in this process, with one ops server (METRICS_PORT)",
+  )
   .addOption(new Option("--only <services>", "comma list of listener,worker,reporter"))
   .action(async (o: { only?: string }) => {
     const c = config();

@@ -1,9 +1,24 @@
-/** `kneegrade serve`: the three services in one process, or the ones named with --only. */
+/**
+ * `kneegrade serve`: the three services in one process, or the ones named with --only, and one ops
+ * server (METRICS_HOST:METRICS_PORT) for the process: /metrics of every service it runs, /healthz,
+ * /readyz with the dependencies of those services, /queues (loopback only).
+ */
 import type { Config } from "@kneegrade/config";
+import { QUEUES } from "@kneegrade/contracts";
 import { createDb } from "@kneegrade/db";
 import { loadRoutingRules } from "@kneegrade/dicom";
 import { startListener } from "@kneegrade/listener";
-import type { Logger } from "@kneegrade/log";
+import { errorFields, type Logger } from "@kneegrade/log";
+import {
+  cachedCheck,
+  createMetrics,
+  postgresCheck,
+  type ReadinessCheck,
+  redisCheck,
+  registerStateGauges,
+  startOpsServer,
+} from "@kneegrade/ops";
+import { createQueue } from "@kneegrade/queue";
 import { startReporter } from "@kneegrade/reporter";
 import { startWorker } from "@kneegrade/worker";
 
@@ -35,20 +50,73 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
     throw new Error(`PostgreSQL at DATABASE_URL is not reachable: ${reason}`);
   });
   const running: { close(): Promise<void> }[] = [];
-  if (services.includes("listener"))
-    running.push(await startListener(config, db, log.child({ service: "listener" }), routingRules));
-  if (services.includes("worker"))
-    running.push(await startWorker(config, db, log.child({ service: "worker" })));
-  if (services.includes("reporter"))
-    running.push(await startReporter(config, db, log.child({ service: "reporter" })));
-  log.info({ event: "serve.started", services }, "kneegrade running");
+
+  // The ops server answers first (liveness while a model loads); it is ready once every service
+  // has started and every dependency of those services answers.
+  const metrics = createMetrics({ defaultMetrics: true });
+  const queues = [createQueue(QUEUES.gradeStudy, config), createQueue(QUEUES.reportStudy, config)];
+  for (const queue of queues) {
+    queue.on("error", (error) =>
+      log.warn({ event: "ops.queue-error", queue: queue.name, err: errorFields(error) }, "Redis"),
+    );
+  }
+  registerStateGauges(metrics, { db, queues });
+  const redis = redisCheck(config.REDIS_URL);
+  let started = false;
+  const checks: Record<string, ReadinessCheck> = {
+    started: async () => {
+      if (!started) throw new Error("services still starting");
+    },
+    postgres: postgresCheck(db),
+    redis: redis.check,
+  };
+  const ops = await startOpsServer({
+    host: config.METRICS_HOST,
+    port: config.METRICS_PORT,
+    metrics,
+    checks,
+    queues,
+  }).catch((error: Error) => {
+    throw new Error(
+      `ops server cannot listen on ${config.METRICS_HOST}:${config.METRICS_PORT} (METRICS_HOST, METRICS_PORT): ${error.message}`,
+    );
+  });
+  log.info(
+    { event: "ops.started", port: ops.port },
+    "ops server: /metrics /healthz /readyz /queues",
+  );
+
+  if (services.includes("listener")) {
+    running.push(
+      await startListener(config, db, log.child({ service: "listener" }), routingRules, metrics),
+    );
+  }
+  if (services.includes("worker")) {
+    const worker = await startWorker(config, db, log.child({ service: "worker" }), metrics);
+    checks.model = async () => {
+      if (!worker.model.ok) throw new Error(`no usable model: ${worker.model.reason}`);
+    };
+    running.push(worker);
+  }
+  if (services.includes("reporter")) {
+    const reporter = await startReporter(config, db, log.child({ service: "reporter" }), metrics);
+    // One C-ECHO per 15 s at most, however many probes ask.
+    checks.pacs = cachedCheck(reporter.checkPacs, 15_000);
+    running.push(reporter);
+  }
+  started = true;
+  log.info({ event: "serve.started", services, metricsPort: ops.port }, "kneegrade running");
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ event: "serve.stopping", signal }, "shutting down");
+    started = false;
     for (const r of running.reverse()) await r.close();
+    await ops.close();
+    await Promise.all(queues.map((q) => q.close()));
+    redis.close();
     await db.$disconnect();
     process.exit(0);
   };

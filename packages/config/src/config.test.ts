@@ -14,6 +14,8 @@ describe("loadConfig", () => {
       PACS_HOST: "127.0.0.1",
       PACS_PORT: 4242,
       PACS_AET: "ORTHANC",
+      METRICS_HOST: "0.0.0.0",
+      METRICS_PORT: 9464,
     });
     expect(c.LISTENER_TLS_KEY).toBeUndefined();
   });
@@ -35,6 +37,7 @@ describe("loadConfig", () => {
         DATABASE_URL: "mysql://x@y/z",
         LISTENER_TLS_KEY: "/etc/key.pem",
         ALLOWED_CALLING_AETS: "OK,BAD\\AE",
+        METRICS_PORT: "70000",
       });
     } catch (e) {
       error = e;
@@ -48,6 +51,7 @@ describe("loadConfig", () => {
       "DATABASE_URL",
       "LISTENER_TLS_CERT",
       "ALLOWED_CALLING_AETS",
+      "METRICS_PORT",
     ]) {
       expect(problems).toContain(name);
     }

@@ -155,6 +155,12 @@ const schema = z
       .enum(["0", "1", "false", "true", "no", "yes"])
       .default("0")
       .transform((v) => v === "1" || v === "true" || v === "yes"),
+    /**
+     * The ops server (/metrics, /healthz, /readyz, /queues): one per process, for every service
+     * the process runs. 0 picks a free port (tests).
+     */
+    METRICS_HOST: z.string().trim().min(1).default("0.0.0.0"),
+    METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
     LOG_LEVEL: z
       .enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
       .default("info"),

@@ -12,6 +12,7 @@ import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { loadRoutingRules, type RoutingRules } from "@kneegrade/dicom";
 import { errorFields, type Logger, type LoglevelLike, routeLoglevel } from "@kneegrade/log";
+import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { createQueue, warnWithoutRedisPersistence } from "@kneegrade/queue";
 import dimse from "dcmjs-dimse";
 import { startAssembler } from "./assembler.ts";
@@ -53,6 +54,8 @@ export async function startListener(
   db: Db,
   log: Logger,
   routingRules: RoutingRules = loadRoutingRules(config.ROUTING_RULES_FILE),
+  /** Where to count what arrives (the process's ops server serves it); a private one if absent. */
+  metrics: Metrics = createMetrics(),
 ): Promise<RunningListener> {
   // dcmjs-dimse logs every PDU at info level in plain text: keep its warnings and errors, as JSON.
   routeLoglevel(dimse.log as unknown as LoglevelLike, log, "dimse");
@@ -84,6 +87,7 @@ export async function startListener(
   const refusals = new RefusalCounter();
   /** Counted always, logged throttled per reason; never anything but the address and framing. */
   const refused = (reason: RefusalReason, peer: string, details: RefusalDetails = {}) => {
+    metrics.connectionsRefused.inc({ reason });
     const { log: logIt, suppressed } = refusals.record(reason);
     if (!logIt) return;
     log.warn(
@@ -102,6 +106,7 @@ export async function startListener(
   const ScpClass = createScpClass({
     db,
     log,
+    metrics,
     auditLimiter,
     onAssociationAccepted: (socket) => guards.get(socket)?.associationAccepted(),
     associations: { open: 0 },

@@ -26,6 +26,7 @@ import {
   TRANSFER_SYNTAXES,
 } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
+import type { Metrics } from "@kneegrade/ops";
 import dimse from "dcmjs-dimse";
 import type { AuditLimiter } from "./audit.ts";
 import { ingestInstance } from "./ingest.ts";
@@ -56,6 +57,7 @@ export interface ScpPolicy {
 export interface ScpDeps {
   db: Db;
   log: Logger;
+  metrics: Metrics;
   policy: ScpPolicy;
   /** Open associations, shared by every connection of one listener. */
   associations: { open: number };
@@ -83,7 +85,7 @@ class StoreFailure extends Error {
 
 /** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
 export function createScpClass(deps: ScpDeps) {
-  const { db, log, policy } = deps;
+  const { db, log, policy, metrics } = deps;
 
   /**
    * Audit events of refusals: best effort, never delays or changes the answer to the peer, and
@@ -138,6 +140,7 @@ export function createScpClass(deps: ScpDeps) {
           peer: this.peer.remoteAddress ?? null,
         };
         log.warn({ event: "association.rejected", ...details }, "association rejected");
+        metrics.associationsRefused.inc({ reason: text });
         audit("association.rejected", calling, details.peer ?? "", details);
         this.sendAssociationReject(r, s, why);
       };
@@ -172,6 +175,7 @@ export function createScpClass(deps: ScpDeps) {
         negotiate(context);
       }
       deps.associations.open += 1;
+      metrics.associationsOpen.set(deps.associations.open);
       this.counted = true;
       log.info({ event: "association.accepted", callingAet: calling }, "association accepted");
       deps.onAssociationAccepted?.(this.peer);
@@ -231,8 +235,10 @@ export function createScpClass(deps: ScpDeps) {
       const received = this.received.get(request.getDataset() as DatasetT);
       const calling = this.association?.getCallingAeTitle().trim() ?? "";
       this.store(request, received, calling)
-        .then((header) => {
+        .then(({ header, outcome, bytes }) => {
           response.setStatus(DIMSE_STATUS.success);
+          metrics.instancesReceived.inc({ outcome });
+          metrics.bytesReceived.inc(bytes);
           log.info(
             {
               event: "instance.stored",
@@ -253,6 +259,7 @@ export function createScpClass(deps: ScpDeps) {
                 );
           response.setStatus(failure.status);
           response.setErrorComment(failure.message.slice(0, 64));
+          metrics.instancesRefused.inc({ code: failure.code });
           const affected = request.getAffectedSopInstanceUid();
           // Only a valid UID is logged or audited as such: the peer's bytes are not trusted.
           const sopInstanceUid = isDicomUid(affected) ? affected : null;
@@ -274,7 +281,11 @@ export function createScpClass(deps: ScpDeps) {
       request: CStoreRequest,
       writer: SpoolWriter | undefined,
       callingAet: string,
-    ): Promise<RadiographHeader> {
+    ): Promise<{
+      header: RadiographHeader;
+      outcome: "knee" | "not_knee" | "resent";
+      bytes: number;
+    }> {
       if (!writer) {
         throw new StoreFailure(DIMSE_STATUS.outOfResources, "NO_DATASET", "no data set");
       }
@@ -347,8 +358,15 @@ export function createScpClass(deps: ScpDeps) {
         );
       }
       const routing = routeInstance(header, policy.routingRules);
+      let ingested: Awaited<ReturnType<typeof ingestInstance>>;
       try {
-        await ingestInstance(db, { header, routing, file, callingAet, spoolDir: policy.spoolDir });
+        ingested = await ingestInstance(db, {
+          header,
+          routing,
+          file,
+          callingAet,
+          spoolDir: policy.spoolDir,
+        });
       } catch (error) {
         await dropFile();
         if (error instanceof UnsafeSpoolPathError) {
@@ -364,11 +382,20 @@ export function createScpClass(deps: ScpDeps) {
           `not recorded: ${error instanceof Error ? error.message : String(error)}`,
         );
       }
-      return header;
+      const outcome =
+        ingested.kind === "duplicate"
+          ? "resent"
+          : routing.decision === "KNEE"
+            ? "knee"
+            : "not_knee";
+      return { header, outcome, bytes: file.sizeBytes };
     }
 
     private onClose(): void {
-      if (this.counted) deps.associations.open -= 1;
+      if (this.counted) {
+        deps.associations.open -= 1;
+        metrics.associationsOpen.set(deps.associations.open);
+      }
       this.counted = false;
       // A data set that never completed was never acknowledged: drop its bytes.
       for (const writer of this.writers) void writer.discard();

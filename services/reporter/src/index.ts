@@ -12,6 +12,7 @@ import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import { errorFields, type Logger } from "@kneegrade/log";
+import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
@@ -21,6 +22,8 @@ export * from "./report.ts";
 
 export interface RunningReporter {
   pacsReachable: boolean;
+  /** Resolves when the PACS answers C-ECHO now; throws with the reason when it does not. */
+  checkPacs(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,10 +49,17 @@ export function pacsPeer(config: Config): DicomPeer {
   };
 }
 
-export async function startReporter(config: Config, db: Db, log: Logger): Promise<RunningReporter> {
+export async function startReporter(
+  config: Config,
+  db: Db,
+  log: Logger,
+  /** Where to count deliveries (the process's ops server serves it); a private one if absent. */
+  metrics: Metrics = createMetrics(),
+): Promise<RunningReporter> {
   const pacs = pacsPeer(config);
   const where = { pacs: `${pacs.calledAet}@${pacs.host}:${pacs.port}${pacs.tls ? " (TLS)" : ""}` };
-  const outcome = await cEcho({ ...pacs, timeoutMs: Math.min(pacs.timeoutMs ?? 5_000, 5_000) });
+  const echo = () => cEcho({ ...pacs, timeoutMs: Math.min(pacs.timeoutMs ?? 5_000, 5_000) });
+  const outcome = await echo();
   const pacsReachable = outcome.status === 0;
   if (pacsReachable) log.info({ event: "reporter.pacs-ok", ...where }, "PACS answers C-ECHO");
   else {
@@ -60,7 +70,8 @@ export async function startReporter(config: Config, db: Db, log: Logger): Promis
   }
   const worker = new Worker(
     QUEUES.reportStudy,
-    async (job) => processReportJob(job.data, job.attemptsMade + 1, { db, config, pacs, log }),
+    async (job) =>
+      processReportJob(job.data, job.attemptsMade + 1, { db, config, pacs, log, metrics }),
     {
       connection: redisConnection(config.REDIS_URL),
       prefix: config.QUEUE_PREFIX,
@@ -69,10 +80,21 @@ export async function startReporter(config: Config, db: Db, log: Logger): Promis
       stalledInterval: config.JOB_LOCK_SECONDS * 1000,
     },
   );
+  worker.on("completed", (job) => {
+    metrics.jobs.inc({ queue: QUEUES.reportStudy, outcome: "completed" });
+    if (job.processedOn) {
+      metrics.jobSeconds.observe(
+        { queue: QUEUES.reportStudy },
+        (Date.now() - job.processedOn) / 1000,
+      );
+    }
+  });
   worker.on("failed", (job, error) => {
     if (!job) return;
-    if (isFinalFailure(job, error)) {
-      void recordDurably(() => recordDeadLetter(db, job.data, error, log), {
+    const final = isFinalFailure(job, error);
+    metrics.jobs.inc({ queue: QUEUES.reportStudy, outcome: final ? "failed" : "retried" });
+    if (final) {
+      void recordDurably(() => recordDeadLetter(db, job.data, error, log, metrics), {
         onRetry: (attempt, e) =>
           log.warn(
             { event: "report.dead-letter-retry", jobId: job.id, attempt, err: errorFields(e) },
@@ -90,6 +112,14 @@ export async function startReporter(config: Config, db: Db, log: Logger): Promis
   );
   return {
     pacsReachable,
+    checkPacs: async () => {
+      const answer = await echo();
+      if (answer.status !== 0) {
+        throw new Error(
+          `PACS ${where.pacs} does not answer C-ECHO: ${answer.error ?? `status 0x${answer.status?.toString(16)}`}`,
+        );
+      }
+    },
     close: async () => {
       await worker.close();
     },

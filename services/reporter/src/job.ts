@@ -12,6 +12,7 @@ import { ReportStudyJob } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
+import type { Metrics } from "@kneegrade/ops";
 import { UnrecoverableError } from "bullmq";
 import { buildReportInput, writeReportObjects } from "./report.ts";
 
@@ -35,6 +36,8 @@ export interface ReportJobContext {
   /** Where reports go (PACS_* with TLS material read at start-up). */
   pacs: DicomPeer;
   log: Logger;
+  /** Deliveries by outcome, when the process serves metrics. */
+  metrics?: Metrics;
 }
 
 /** C-STORE success, or one of the warning statuses (the object was stored). */
@@ -136,6 +139,7 @@ export async function processReportJob(data: unknown, attempt: number, ctx: Repo
           ? `status 0x${o.status.toString(16).padStart(4, "0")}`
           : (o?.error ?? "no response");
       if (!ok) failures.push(`${p.report.sopInstanceUid}: ${error}`);
+      ctx.metrics?.deliveries.inc({ outcome: ok ? "sent" : "failed" });
       await db.delivery.update({
         where: { id: p.delivery.id },
         data: {
@@ -188,7 +192,13 @@ export async function processReportJob(data: unknown, attempt: number, ctx: Repo
 }
 
 /** After the last attempt: the undelivered objects are dead-lettered, visibly. */
-export async function recordDeadLetter(db: Db, data: unknown, error: Error, log: Logger) {
+export async function recordDeadLetter(
+  db: Db,
+  data: unknown,
+  error: Error,
+  log: Logger,
+  metrics?: Metrics,
+) {
   const parsed = ReportStudyJob.safeParse(data);
   if (!parsed.success) {
     log.error({ event: "report.failed", err: error }, "invalid report-study job failed for good");
@@ -200,6 +210,7 @@ export async function recordDeadLetter(db: Db, data: unknown, error: Error, log:
     where: { report: { gradingJobId: job.gradingJobId }, status: { not: "SENT" } },
     data: { status: "FAILED", lastError: message },
   });
+  metrics?.deliveries.inc({ outcome: "dead_letter" }, dead.count);
   await db.auditEvent.create({
     data: {
       event: "report.dead-letter",

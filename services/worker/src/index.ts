@@ -6,11 +6,13 @@
  * reason is logged (docs/OPERATIONS.md). SIGTERM (through `kneegrade serve`) lets running jobs
  * finish before the process ends; a job cut short is retried by BullMQ.
  */
+import { hostname } from "node:os";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { Ensemble, MicroBatcher } from "@kneegrade/inference";
 import { errorFields, type Logger } from "@kneegrade/log";
+import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import type { KneePredictor } from "./grade.ts";
@@ -39,6 +41,7 @@ export async function openPredictor(
     | "ALLOW_TEST_MODEL"
   > & { INFERENCE_PROVIDERS: string[] },
   log: Logger,
+  metrics?: Metrics,
 ): Promise<{
   ensemble: Ensemble;
   predictor: KneePredictor;
@@ -57,6 +60,14 @@ export async function openPredictor(
   const batcher = new MicroBatcher(ensemble, {
     maxBatch: config.INFERENCE_MAX_BATCH,
     maxWaitMs: config.INFERENCE_MAX_WAIT_MS,
+    ...(metrics
+      ? {
+          onBatch: (info: { size: number; ms: number; ok: boolean }) => {
+            metrics.inferenceBatchSize.observe(info.size);
+            metrics.inferenceBatchSeconds.observe(info.ms / 1000);
+          },
+        }
+      : {}),
   });
   return {
     ensemble,
@@ -69,8 +80,15 @@ export async function openPredictor(
   };
 }
 
-export async function startWorker(config: Config, db: Db, log: Logger): Promise<RunningWorker> {
+export async function startWorker(
+  config: Config,
+  db: Db,
+  log: Logger,
+  /** Where to record grading (the process's ops server serves it); a private one if absent. */
+  metrics: Metrics = createMetrics(),
+): Promise<RunningWorker> {
   const model = await checkModel(config.MODEL_DIR, { allowTestModel: config.ALLOW_TEST_MODEL });
+  metrics.modelLoaded.set(0);
   if (!model.ok) {
     log.error(
       { event: "worker.model-unavailable", code: model.code, reason: model.reason },
@@ -78,8 +96,15 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
     );
     return { model, providers: {}, close: async () => {} };
   }
-  const opened = await openPredictor(config, log);
+  const opened = await openPredictor(config, log, metrics);
   const { providers } = opened;
+  for (const [member, provider] of Object.entries(providers)) {
+    metrics.modelInfo.set(
+      { version: opened.ensemble.version, status: model.manifest.status, member, provider },
+      1,
+    );
+  }
+  metrics.modelLoaded.set(1);
   if (model.manifest.status === "smoke") {
     log.warn(
       { event: "worker.test-model", modelVersion: opened.ensemble.version },
@@ -93,6 +118,9 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
       "Redis error (report-study queue)",
     ),
   );
+  // Recorded on each job it takes (BullMQ `processedBy`, shown in the queue view): which pod or
+  // process graded what.
+  const name = `${hostname()}:${process.pid}`;
   const worker = new Worker(
     QUEUES.gradeStudy,
     async (job) =>
@@ -103,8 +131,10 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
         // The report queue gives its jobs the delivery retry policy (DELIVERY_*).
         addReportJob: (payload, jobId) => reportQueue.add(QUEUES.reportStudy, payload, { jobId }),
         log,
+        metrics,
       }),
     {
+      name,
       connection: redisConnection(config.REDIS_URL),
       prefix: config.QUEUE_PREFIX,
       concurrency: config.WORKER_CONCURRENCY,
@@ -114,12 +144,21 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
       stalledInterval: config.JOB_LOCK_SECONDS * 1000,
     },
   );
-  worker.on("completed", (job, summary) =>
-    log.info({ event: "job.completed", jobId: job.id, ...summary }, "study graded"),
-  );
+  worker.on("completed", (job, summary) => {
+    metrics.jobs.inc({ queue: QUEUES.gradeStudy, outcome: "completed" });
+    if (job.processedOn) {
+      metrics.jobSeconds.observe(
+        { queue: QUEUES.gradeStudy },
+        (Date.now() - job.processedOn) / 1000,
+      );
+    }
+    log.info({ event: "job.completed", jobId: job.id, ...summary }, "study graded");
+  });
   worker.on("failed", (job, error) => {
     if (!job) return;
-    if (!isFinalFailure(job, error)) {
+    const final = isFinalFailure(job, error);
+    metrics.jobs.inc({ queue: QUEUES.gradeStudy, outcome: final ? "failed" : "retried" });
+    if (!final) {
       log.warn(
         {
           event: "job.retry",
@@ -152,6 +191,7 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
   log.info(
     {
       event: "worker.started",
+      worker: name,
       modelVersion: opened.ensemble.version,
       modelStatus: model.manifest.status,
       providers,
@@ -163,6 +203,7 @@ export async function startWorker(config: Config, db: Db, log: Logger): Promise<
     model,
     providers,
     close: async () => {
+      metrics.modelLoaded.set(0);
       await worker.close(); // waits for running jobs
       await reportQueue.close();
       await opened.close();

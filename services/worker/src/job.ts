@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { GradeStudyJob, QUEUES, ReportStudyJob, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db, Prisma } from "@kneegrade/db";
 import type { Logger } from "@kneegrade/log";
+import type { Metrics } from "@kneegrade/ops";
 import { UnrecoverableError } from "bullmq";
 import {
   cropPng,
@@ -31,6 +32,8 @@ export interface JobContext {
   /** Adds the report job (BullMQ `Queue.add`). */
   addReportJob(payload: ReportStudyJob, jobId: string): Promise<unknown>;
   log: Logger;
+  /** Stage times and outcomes per radiograph, when the process serves metrics. */
+  metrics?: Metrics;
 }
 
 const LATERALITY = { R: "RIGHT", L: "LEFT", U: "UNKNOWN" } as const;
@@ -140,6 +143,7 @@ export async function processGradeJob(
       result,
       readMs,
     });
+    if (ctx.metrics) observeGrading(ctx.metrics, result, readMs);
     log.info(
       {
         event: "instance.graded",
@@ -305,4 +309,18 @@ export async function recordFinalFailure(db: Db, data: unknown, error: Error, lo
     },
     "grading failed for good: the study is marked FAILED",
   );
+}
+
+/** A radiograph's stage times (seconds) and outcome into the process's metrics. */
+function observeGrading(metrics: Metrics, result: InstanceResult, readMs: number): void {
+  const stages = metrics.gradingStageSeconds;
+  stages.observe({ stage: "read" }, readMs / 1000);
+  stages.observe({ stage: "decode" }, result.timingsMs.decode / 1000);
+  // A radiograph refused before localisation or inference did not go through that stage.
+  if (result.timingsMs.localise > 0)
+    stages.observe({ stage: "localise" }, result.timingsMs.localise / 1000);
+  if (result.timingsMs.predict > 0)
+    stages.observe({ stage: "inference" }, result.timingsMs.predict / 1000);
+  metrics.instancesGraded.inc({ outcome: result.outcome });
+  if (result.outcome === "GRADED") metrics.kneesGraded.inc(result.knees.length);
 }

@@ -1,0 +1,93 @@
+/**
+ * The ops server: one per process, on METRICS_HOST:METRICS_PORT, for whatever services the process
+ * runs. `/metrics` (Prometheus text), `/healthz` (liveness: the process answers), `/readyz` (every
+ * dependency answers: 200, else 503 with the failing checks) and `/queues`, a read-only BullMQ view
+ * (bull-board) answered only to loopback peers (`kubectl port-forward`, ssh -L).
+ */
+import { createBullBoard } from "@bull-board/api";
+import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
+import { FastifyAdapter } from "@bull-board/fastify";
+import type { Queue } from "bullmq";
+import Fastify from "fastify";
+import { type ReadinessCheck, withTimeout } from "./health.ts";
+import type { Metrics } from "./metrics.ts";
+
+export interface OpsServerOptions {
+  host: string;
+  /** 0: any free port (tests); the bound port is returned. */
+  port: number;
+  metrics: Metrics;
+  /** Named readiness checks; `/readyz` is 200 only when all of them resolve. */
+  checks: Record<string, ReadinessCheck>;
+  /** Each check's time limit (a hung dependency counts as down). */
+  checkTimeoutMs?: number;
+  /** Queues shown at `/queues` (none: no queue view). */
+  queues?: Queue[];
+}
+
+export interface ReadinessReport {
+  ready: boolean;
+  checks: Record<string, { ok: boolean; error?: string }>;
+}
+
+export interface RunningOpsServer {
+  port: number;
+  readiness(): Promise<ReadinessReport>;
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "::ffff:127.0.0.1"]);
+
+export async function startOpsServer(opts: OpsServerOptions): Promise<RunningOpsServer> {
+  const timeoutMs = opts.checkTimeoutMs ?? 3000;
+  const readiness = async (): Promise<ReadinessReport> => {
+    const entries = await Promise.all(
+      Object.entries(opts.checks).map(async ([name, check]) => {
+        try {
+          await withTimeout(check(), timeoutMs, name);
+          return [name, { ok: true }] as const;
+        } catch (error) {
+          const message = error instanceof Error ? error.message : String(error);
+          // Prisma's message embeds the invocation; its last line says what went wrong.
+          return [
+            name,
+            { ok: false, error: message.trim().split("\n").pop()!.slice(0, 300) },
+          ] as const;
+        }
+      }),
+    );
+    return { ready: entries.every(([, r]) => r.ok), checks: Object.fromEntries(entries) };
+  };
+
+  const app = Fastify({ logger: false });
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_request, reply) => {
+    const report = await readiness();
+    return reply.code(report.ready ? 200 : 503).send(report);
+  });
+  app.get("/metrics", async (_request, reply) => {
+    const text = await opts.metrics.registry.metrics();
+    return reply.header("content-type", opts.metrics.registry.contentType).send(text);
+  });
+  if (opts.queues && opts.queues.length > 0) {
+    // The view shows job payloads (UIDs, no patient data) and queue internals: loopback only, and
+    // read-only — PostgreSQL is the truth, so retries go through kneegrade (e.g. `redeliver`).
+    app.addHook("onRequest", async (request, reply) => {
+      if (!request.url.startsWith("/queues")) return;
+      if (!LOOPBACK.has(request.socket.remoteAddress ?? "")) {
+        return reply.code(403).send({ error: "the queue view answers on 127.0.0.1 only" });
+      }
+    });
+    const serverAdapter = new FastifyAdapter();
+    createBullBoard({
+      queues: opts.queues.map((q) => new BullMQAdapter(q, { readOnlyMode: true })),
+      serverAdapter,
+    });
+    serverAdapter.setBasePath("/queues");
+    await app.register(serverAdapter.registerPlugin(), { prefix: "/queues" });
+  }
+  await app.listen({ host: opts.host, port: opts.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : opts.port;
+  return { port, readiness, close: () => app.close() };
+}
