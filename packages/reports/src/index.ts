@@ -17,6 +17,7 @@ export {
 export {
   reportLines,
   reportText,
+  signedReportLines,
   TEST_MODEL_NOTICE,
   UNVERIFIED_NOTICE,
 } from "./text.ts";

@@ -18,6 +18,7 @@ import { processReportJob, recordDeadLetter } from "./job.ts";
 
 export * from "./job.ts";
 export * from "./report.ts";
+export * from "./signed.ts";
 
 export interface RunningReporter {
   pacsReachable: boolean;

@@ -42,12 +42,23 @@ export function deviceObserverUid(config: Pick<Config, "DEVICE_OBSERVER_UID" | "
   return config.DEVICE_OBSERVER_UID ?? uidFromName(`kneegrade-device:${config.LISTENER_AET}`);
 }
 
+type InputConfig = Pick<Config, "DEVICE_OBSERVER_UID" | "LISTENER_AET" | "INSTITUTION_NAME">;
+
 /** Everything the writers need, from the database and one spooled header. */
 export async function buildReportInput(
   db: Db,
   gradingJobId: string,
-  config: Pick<Config, "DEVICE_OBSERVER_UID" | "LISTENER_AET" | "INSTITUTION_NAME">,
+  config: InputConfig,
 ): Promise<ReportInput> {
+  return (await buildReportInputWithIds(db, gradingJobId, config)).input;
+}
+
+/** `buildReportInput`, with the `KneeResult` id of each of `input.knees` (same order). */
+export async function buildReportInputWithIds(
+  db: Db,
+  gradingJobId: string,
+  config: InputConfig,
+): Promise<{ input: ReportInput; kneeResultIds: string[] }> {
   const job = await db.gradingJob.findUniqueOrThrow({
     where: { id: gradingJobId },
     include: {
@@ -79,22 +90,21 @@ export async function buildReportInput(
   if (!context)
     throw new Error(`no readable image of study ${job.study.studyInstanceUid} in the spool`);
   const order = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
-  const knees: KneeFinding[] = job.results
-    .sort((a, b) => order[a.laterality] - order[b.laterality])
-    .map((r) => ({
-      laterality: SIDE[r.laterality],
-      lateralitySource: r.lateralitySource ?? "",
-      grade: r.klGrade,
-      probabilities: r.probabilities as number[],
-      localisationScore: r.localisationScore ?? 0,
-      lowConfidence: r.lowConfidence,
-      source: sourceOf(r.instance),
-      region: (r.region as KneeFinding["region"]) ?? null,
-      ...(r.cropPng ? { cropPng: new Uint8Array(r.cropPng) } : {}),
-      ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
-    }));
+  const results = job.results.sort((a, b) => order[a.laterality] - order[b.laterality]);
+  const knees: KneeFinding[] = results.map((r) => ({
+    laterality: SIDE[r.laterality],
+    lateralitySource: r.lateralitySource ?? "",
+    grade: r.klGrade,
+    probabilities: r.probabilities as number[],
+    localisationScore: r.localisationScore ?? 0,
+    lowConfidence: r.lowConfidence,
+    source: sourceOf(r.instance),
+    region: (r.region as KneeFinding["region"]) ?? null,
+    ...(r.cropPng ? { cropPng: new Uint8Array(r.cropPng) } : {}),
+    ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
+  }));
   const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
-  return {
+  const input: ReportInput = {
     context,
     knees,
     ungraded: job.instances
@@ -122,10 +132,11 @@ export async function buildReportInput(
     deviceObserverUid: deviceObserverUid(config),
     ...(config.INSTITUTION_NAME ? { institutionName: config.INSTITUTION_NAME } : {}),
   };
+  return { input, kneeResultIds: results.map((r) => r.id) };
 }
 
 /** Writes a file atomically (temp file, fsync, rename) and returns its sha256. */
-async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
+export async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   const handle = await open(tmp, "w");
