@@ -1,13 +1,14 @@
-/** `kneegrade serve`: the three services in one process, or the ones named with --only. */
+/** `kneegrade serve`: the four services in one process, or the ones named with --only. */
 import type { Config } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { loadRoutingRules } from "@kneegrade/dicom";
 import { startListener } from "@kneegrade/listener";
 import type { Logger } from "@kneegrade/log";
 import { startReporter } from "@kneegrade/reporter";
+import { startReview } from "@kneegrade/review";
 import { startWorker } from "@kneegrade/worker";
 
-export const SERVICES = ["listener", "worker", "reporter"] as const;
+export const SERVICES = ["listener", "worker", "reporter", "review"] as const;
 export type ServiceName = (typeof SERVICES)[number];
 
 export function parseOnly(value: string | undefined): ServiceName[] {
@@ -41,6 +42,8 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
     running.push(await startWorker(config, db, log.child({ service: "worker" })));
   if (services.includes("reporter"))
     running.push(await startReporter(config, db, log.child({ service: "reporter" })));
+  if (services.includes("review"))
+    running.push(await startReview(config, db, log.child({ service: "review" })));
   log.info({ event: "serve.started", services }, "kneegrade running");
 
   let stopping = false;

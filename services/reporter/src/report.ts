@@ -11,10 +11,13 @@ import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
 import { uidFromName } from "@kneegrade/dicom";
 import {
+  algorithmOf,
+  byReadingOrder,
   derivedUids,
-  type KneeFinding,
+  kneeFinding,
   type ReportInput,
   readStudyContext,
+  reportUids,
   SECONDARY_CAPTURE_SOP_CLASS,
   type SourceImage,
   SR_SOP_CLASSES,
@@ -22,8 +25,6 @@ import {
   writeComprehensiveSr,
   writeSecondaryCapture,
 } from "@kneegrade/reports";
-
-const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
 
 export const REPORT_KINDS = ["sr", "sc", "text-sr"] as const;
 export type ReportKind = (typeof REPORT_KINDS)[number];
@@ -89,20 +90,8 @@ export async function buildReportInputWithIds(
     };
   if (!context)
     throw new Error(`no readable image of study ${job.study.studyInstanceUid} in the spool`);
-  const order = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
-  const results = job.results.sort((a, b) => order[a.laterality] - order[b.laterality]);
-  const knees: KneeFinding[] = results.map((r) => ({
-    laterality: SIDE[r.laterality],
-    lateralitySource: r.lateralitySource ?? "",
-    grade: r.klGrade,
-    probabilities: r.probabilities as number[],
-    localisationScore: r.localisationScore ?? 0,
-    lowConfidence: r.lowConfidence,
-    source: sourceOf(r.instance),
-    region: (r.region as KneeFinding["region"]) ?? null,
-    ...(r.cropPng ? { cropPng: new Uint8Array(r.cropPng) } : {}),
-    ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
-  }));
+  const results = byReadingOrder(job.results);
+  const knees = results.map((r) => kneeFinding(r, sourceOf(r.instance)));
   const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
   const input: ReportInput = {
     context,
@@ -115,17 +104,9 @@ export async function buildReportInputWithIds(
         reason: g.reason ?? "",
       })),
     warnings,
-    algorithm: {
-      name: "kneegrade PIM ensemble (Kellgren-Lawrence)",
-      version: job.modelVersion ?? "unknown",
-      // The model version ends in the first 12 hex digits of sha256 over its members' sha256s.
-      modelSha256: job.modelVersion?.split("-").pop() ?? "unknown",
-      modelStatus: job.modelStatus ?? "unknown",
-      manufacturer: "kneegrade",
-      softwareVersion: "0.1.0",
-    },
-    seriesInstanceUid: uidFromName(`kneegrade:sr-series:${job.id}`),
-    sopInstanceUid: uidFromName(`kneegrade:sr:${job.id}`),
+    algorithm: algorithmOf(job),
+    seriesInstanceUid: reportUids(job.id).aiSrSeries,
+    sopInstanceUid: reportUids(job.id).aiSr,
     seriesNumber: 990 + Math.min(job.revision, 9),
     instanceNumber: 1,
     contentDateTime: job.finishedAt ?? new Date(),

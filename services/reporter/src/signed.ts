@@ -8,25 +8,16 @@
 import { join } from "node:path";
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
-import { uidFromName } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import {
   type KneeDecision,
   type ReportInput,
+  reportUids,
   SR_SOP_CLASSES,
   writeComprehensiveSr,
 } from "@kneegrade/reports";
 import { UnrecoverableError } from "bullmq";
 import { buildReportInputWithIds, writeDurably } from "./report.ts";
-
-/** The SOP Instance UID of a review's signed SR (the review pages record it when signing). */
-export const signedSrUid = (reviewId: string) => uidFromName(`kneegrade:signed-sr:${reviewId}`);
-/** One series per graded study revision holds its signed revisions (instance number = sequence). */
-export const signedSrSeriesUid = (gradingJobId: string) =>
-  uidFromName(`kneegrade:signed-sr-series:${gradingJobId}`);
-
-/** The unverified AI SR of a grading job (see buildReportInput). */
-export const aiSrUid = (gradingJobId: string) => uidFromName(`kneegrade:sr:${gradingJobId}`);
 
 export async function writeSignedReport(
   db: Db,
@@ -60,7 +51,7 @@ export async function writeSignedReport(
   });
   const signed: ReportInput = {
     ...input,
-    seriesInstanceUid: signedSrSeriesUid(review.gradingJobId),
+    seriesInstanceUid: reportUids(review.gradingJobId).signedSrSeries,
     sopInstanceUid: review.sopInstanceUid,
     seriesNumber: 980 + Math.min(review.gradingJob.revision, 9),
     instanceNumber: review.sequence,
