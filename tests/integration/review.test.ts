@@ -1,0 +1,438 @@
+/**
+ * The radiologist's review with real parts: DCMTK storescu (the modality) → listener → worker →
+ * reporter → Orthanc, and the review pages driven by real headless Chromium (Debian's package,
+ * through playwright-core): log in, open the study, change a grade with the keyboard, sign → a
+ * VERIFIED SR revision in Orthanc (dciodvfy, dsrdump), the review and audit rows in PostgreSQL,
+ * the agreement page and `status` count it. Also what must be refused.
+ */
+import { execFile, spawn } from "node:child_process";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { createLogger } from "@kneegrade/log";
+import { type RunningReporter, startReporter } from "@kneegrade/reporter";
+import { addUser, type RunningReview, startReview } from "@kneegrade/review";
+import { type RunningWorker, startWorker } from "@kneegrade/worker";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { collectStatus } from "../../packages/cli/src/status.ts";
+import { CLI, configEnv, freePort, kill, startServe } from "../helpers/cli.ts";
+import { storescu } from "../helpers/dcmtk.ts";
+import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
+import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
+import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
+import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
+import { newUid } from "../helpers/studies.ts";
+import { testModel } from "../helpers/test-model.ts";
+
+const run = promisify(execFile);
+const work = join(tmpdir(), `kneegrade-review-${process.pid}`);
+/** Screenshots: var/screenshots (docs/img holds the ones the README shows). */
+const SHOTS = join(REPO_ROOT, "var", "screenshots");
+const VAL = `${SHARED_DATA}knee-kl/val/`;
+const quiet = createLogger("test", "silent");
+const suffix = Math.random().toString(36).slice(2, 8);
+const RADIOLOGIST = { username: `rad-${suffix}`, password: "correct horse battery staple" };
+const VIEWER = { username: `view-${suffix}`, password: "viewer password 123" };
+
+interface OrthancInstance {
+  ID: string;
+  MainDicomTags: Record<string, string>;
+}
+
+describe("review pages: storescu → kneegrade → radiologist signs in Chromium → Orthanc", () => {
+  let orthanc: RunningOrthanc;
+  let h: Harness;
+  let worker: RunningWorker | undefined;
+  let reporter: RunningReporter | undefined;
+  let review: RunningReview | undefined;
+  let browser: Browser;
+  let radiologist: BrowserContext;
+  let studyInstanceUid: string;
+
+  beforeAll(async () => {
+    await mkdir(work, { recursive: true });
+    await mkdir(SHOTS, { recursive: true });
+    orthanc = await startOrthanc("ORTHANC");
+    h = await startHarness({
+      STUDY_STABLE_SECONDS: "1",
+      MODEL_DIR: await testModel("test"),
+      ALLOW_TEST_MODEL: "1",
+      INFERENCE_THREADS: "1",
+      PACS_HOST: "127.0.0.1",
+      PACS_PORT: String(orthanc.dicomPort),
+      PACS_AET: "ORTHANC",
+      DIMSE_TIMEOUT_SECONDS: "5",
+      DELIVERY_BACKOFF_SECONDS: "0.3",
+      REVIEW_PORT: "0",
+      REVIEW_AGREEMENT_MIN_KNEES: "1",
+      REVIEW_AGREEMENT_ALERT: "0.9",
+      REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: "20",
+      INSTITUTION_NAME: "Test Hospital",
+    });
+    worker = await startWorker(h.config, h.db, quiet);
+    reporter = await startReporter(h.config, h.db, quiet);
+    review = await startReview(h.config, h.db, quiet);
+    // The radiologist through the real CLI (password on stdin), the viewer through the package.
+    const cli = spawn(
+      process.execPath,
+      [
+        CLI,
+        "user",
+        "add",
+        RADIOLOGIST.username,
+        "--role",
+        "radiologist",
+        "--name",
+        "Doe^Jane",
+        "--organisation",
+        "Test Hospital Radiology",
+        "--password-stdin",
+      ],
+      { cwd: REPO_ROOT, env: { ...process.env, ...configEnv(h.config) } },
+    );
+    let out = "";
+    cli.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    cli.stderr.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    cli.stdin.end(`${RADIOLOGIST.password}\n`);
+    const code = await new Promise((r) => cli.once("exit", r));
+    expect(code, out).toBe(0);
+    expect(out).toContain(`added: ${RADIOLOGIST.username}`);
+    await addUser(h.db, {
+      ...VIEWER,
+      displayName: "Viewer^Val",
+      organisation: "Test Hospital",
+      role: "viewer",
+    });
+    browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--no-sandbox"],
+    });
+    radiologist = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+
+    // A bilateral study, graded and reported (the unverified SR in Orthanc).
+    const r = await composeBilateral([`${VAL}1/9003380R.png`, `${VAL}3/9107980R.png`]);
+    studyInstanceUid = newUid();
+    const path = join(work, "bilateral.dcm");
+    await writeFile(path, radiographDicom(r, { studyInstanceUid }));
+    const sent = await storescu(h.target, [path]);
+    expect(sent.code, sent.stderr).toBe(0);
+    await waitFor(
+      async () =>
+        (await h.db.study.findUnique({ where: { studyInstanceUid } }))?.status === "REPORTED"
+          ? true
+          : undefined,
+      120_000,
+      "the study REPORTED",
+    );
+  }, 300_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await review?.close();
+    await reporter?.close();
+    await worker?.close();
+    await h?.stop();
+    await orthanc?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  const findSrs = async () => {
+    const response = await fetch(`${orthanc.httpUrl}/tools/find`, {
+      method: "POST",
+      body: JSON.stringify({
+        Level: "Instance",
+        Query: { StudyInstanceUID: studyInstanceUid, Modality: "SR" },
+        Expand: true,
+      }),
+    });
+    return (await response.json()) as OrthancInstance[];
+  };
+
+  async function logIn(context: BrowserContext, who: { username: string; password: string }) {
+    const page = await context.newPage();
+    await page.goto(`${review!.url}/`);
+    await page.fill('input[name="username"]', who.username);
+    await page.fill('input[name="password"]', who.password);
+    await Promise.all([page.waitForURL(/\/(\?.*)?$/), page.click('button[type="submit"]')]);
+    return page;
+  }
+
+  /** A POST from inside the page (same origin, the page's own cookies). */
+  const post = (page: Page, path: string, form: Record<string, string>) =>
+    page.evaluate(
+      async ({ path, form }) => {
+        const r = await fetch(path, {
+          method: "POST",
+          body: new URLSearchParams(form),
+          redirect: "manual",
+        });
+        return { status: r.status, text: await r.text() };
+      },
+      { path, form },
+    );
+
+  /** The sign form of the open study page, as the browser would send it. */
+  const signForm = (page: Page) =>
+    page.evaluate(`Object.fromEntries(
+      [...new FormData(document.getElementById("sign-form")).entries()].map(([k, v]) => [k, String(v)]))`) as Promise<
+      Record<string, string>
+    >;
+
+  it("shows nothing without a session: the login page", async () => {
+    const r = await fetch(`${review!.url}/studies/${studyInstanceUid}`, { redirect: "manual" });
+    expect(r.status).toBe(303);
+    expect(r.headers.get("location")).toBe(
+      `/login?next=${encodeURIComponent(`/studies/${studyInstanceUid}`)}`,
+    );
+    for (const path of ["/", "/agreement", "/agreement/confusion.png"]) {
+      const p = await fetch(`${review!.url}${path}`, { redirect: "manual" });
+      expect(p.status, path).toBe(303);
+    }
+    const page = await browser.newPage();
+    await page.goto(`${review!.url}/`);
+    expect(new URL(page.url()).pathname).toBe("/login");
+    expect(await page.locator('input[name="password"]').count()).toBe(1);
+    expect(await page.content()).not.toContain("Synthetic");
+    await page.close();
+  });
+
+  it("refuses a wrong password and audits it (who, when, from where)", async () => {
+    const before = new Date();
+    const page = await browser.newPage();
+    await page.goto(`${review!.url}/login`);
+    await page.fill('input[name="username"]', RADIOLOGIST.username);
+    await page.fill('input[name="password"]', "not the password");
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith("/login") && r.request().method() === "POST"),
+      page.click('button[type="submit"]'),
+    ]);
+    expect(response.status()).toBe(401);
+    expect(await page.textContent(".error")).toContain("Wrong user name or password");
+    expect((await page.context().cookies()).map((c) => c.name)).not.toContain("kneegrade_session");
+    const audit = await h.db.auditEvent.findFirst({
+      where: { event: "review.login-failed", at: { gte: before } },
+      orderBy: { at: "desc" },
+    });
+    expect(audit).toMatchObject({ actor: "anonymous", address: "127.0.0.1" });
+    expect(audit?.details).toMatchObject({ username: RADIOLOGIST.username });
+    await page.close();
+  });
+
+  it("a radiologist opens the study from the worklist, changes a grade with the keyboard and signs; Orthanc holds the VERIFIED SR", async () => {
+    const results = await h.db.kneeResult.findMany({
+      where: { instance: { study: { studyInstanceUid } } },
+    });
+    expect(results).toHaveLength(2);
+    const ai = Object.fromEntries(results.map((r) => [r.laterality, r.klGrade]));
+    const page = await logIn(radiologist, RADIOLOGIST);
+    const cookie = (await radiologist.cookies()).find((c) => c.name === "kneegrade_session");
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: "Strict" });
+    expect(cookie!.expires).toBeGreaterThan(Date.now() / 1000);
+
+    // Worklist: the study awaits review, with the AI's grade per knee and the test-model flag.
+    const started = Date.now();
+    await page.goto(`${review!.url}/`);
+    const worklistMs = Date.now() - started;
+    const row = page.locator("table.worklist tbody tr", { hasText: "Synthetic, Knee" });
+    expect(await row.count()).toBe(1);
+    const rowText = await row.textContent();
+    expect(rowText).toContain(`R KL${ai.RIGHT}`);
+    expect(rowText).toContain(`L KL${ai.LEFT}`);
+    expect(rowText).toContain("test model");
+    expect(rowText).toContain("awaiting review");
+    expect(await page.textContent("#counts")).toMatch(/Awaiting review\s*1/);
+
+    // The study page: the radiograph, both knees with crop, heat map, probabilities, AI grade.
+    await Promise.all([page.waitForURL(/\/studies\//), row.locator("a").first().click()]);
+    await page.waitForLoadState("networkidle");
+    const knees = page.locator("section.knee");
+    expect(await knees.count()).toBe(2);
+    expect(await knees.nth(0).locator("h2").textContent()).toContain(
+      `Right knee AI: KL ${ai.RIGHT}`,
+    );
+    expect(await knees.nth(1).locator("h2").textContent()).toContain(`Left knee AI: KL ${ai.LEFT}`);
+    const loaded = (await page.evaluate(
+      `[...document.images].map((i) => ({ src: i.getAttribute("src"), w: i.naturalWidth }))`,
+    )) as { src: string | null; w: number }[];
+    expect(loaded.filter((i) => i.src?.includes("/crop.png")).map((i) => i.w)).toEqual([224, 224]);
+    expect(loaded.filter((i) => i.src?.includes("/heatmap.png")).map((i) => i.w)).toEqual([
+      224, 224,
+    ]);
+    const radiograph = loaded.find((i) => i.src?.includes("/instances/"));
+    expect(radiograph?.w).toBeGreaterThan(500);
+    expect(await page.locator("table.probabilities").count()).toBe(2);
+    expect(await page.locator(".banner.test").textContent()).toContain("TEST MODEL");
+    expect(await page.inputValue("#findings")).toContain(
+      `Right knee: Kellgren–Lawrence grade ${ai.RIGHT}`,
+    );
+    await page.screenshot({ path: join(SHOTS, "review-study.png"), fullPage: true });
+
+    // Keyboard: confirm the right knee, change the left one, Enter signs.
+    const changed = (ai.LEFT! + 2) % 5;
+    const signStarted = Date.now();
+    await page.keyboard.press(String(ai.RIGHT));
+    await page.keyboard.press(String(changed));
+    await Promise.all([page.waitForURL(/signed=1/), page.keyboard.press("Enter")]);
+    expect(await page.locator("#signed-banner").textContent()).toContain("Doe, Jane");
+
+    // PostgreSQL: the review, each knee's two grades, the audit rows.
+    const reviews = await h.db.review.findMany({
+      where: { study: { studyInstanceUid } },
+      include: { knees: { include: { kneeResult: true } } },
+    });
+    expect(reviews).toHaveLength(1);
+    const signed = reviews[0]!;
+    const grades = Object.fromEntries(
+      signed.knees.map((k) => [k.kneeResult.laterality, [k.aiGrade, k.radiologistGrade]]),
+    );
+    expect(grades).toEqual({ RIGHT: [ai.RIGHT, ai.RIGHT], LEFT: [ai.LEFT, changed] });
+    expect(signed.findings).toContain(`Left knee: Kellgren–Lawrence grade ${changed}`);
+    const audits = await h.db.auditEvent.findMany({
+      where: { studyInstanceUid, event: { startsWith: "review." } },
+      orderBy: { at: "asc" },
+    });
+    expect(audits.map((a) => a.event)).toEqual(["review.study-viewed", "review.signed"]);
+    for (const a of audits)
+      expect(a).toMatchObject({ actor: RADIOLOGIST.username, address: "127.0.0.1" });
+
+    // Orthanc: the signed revision beside the AI's unverified SR, delivered by the reporter.
+    const signedSr = await waitFor(
+      async () =>
+        (await findSrs()).find((i) => i.MainDicomTags.SOPInstanceUID === signed.sopInstanceUid),
+      60_000,
+      "the signed SR in Orthanc",
+    );
+    const signMs = Date.now() - signStarted;
+    const file = join(work, "signed-sr.dcm");
+    await writeFile(
+      file,
+      new Uint8Array(
+        await (await fetch(`${orthanc.httpUrl}/instances/${signedSr.ID}/file`)).arrayBuffer(),
+      ),
+    );
+    const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
+    await writeFile(join(SHOTS, "signed-sr.txt"), dump);
+    expect(dump).toMatch(/Verification Flag\s*: VERIFIED/);
+    expect(dump).toMatch(/Verifying Observers\s*: [-0-9: +]+, Doe\^Jane, Test Hospital Radiology/);
+    expect(dump).toMatch(/Predecessor Docs\s*: 1/);
+    const predecessor = (await run("dcmdump", ["+P", "0040,a360", file])).stdout;
+    expect(predecessor).toContain(`[${signed.predecessorSopInstanceUid}]`);
+    const aiSr = (await findSrs()).find(
+      (i) => i.MainDicomTags.SOPInstanceUID === signed.predecessorSopInstanceUid,
+    );
+    expect(aiSr, "the predecessor is the AI's SR in Orthanc").toBeDefined();
+    // Per knee: the AI's group keeps the AI's grade; the radiologist's group carries theirs.
+    const groups = dump.split('CONTAINER:(,,"Measurement Group")').slice(1);
+    const gradeOf = (label: string) => {
+      const g = groups.find((x) => x.includes(`"${label}"`));
+      return Number(/<contains CODE:\(,,"Kellgren-Lawrence grade"\)=\(KL(\d)/.exec(g ?? "")?.[1]);
+    };
+    expect(gradeOf("left knee, AI result")).toBe(ai.LEFT);
+    expect(gradeOf("left knee, radiologist")).toBe(changed);
+    expect(gradeOf("right knee, radiologist")).toBe(ai.RIGHT);
+    expect(dump).toMatch(/Person Observer Name"\)="Doe\^Jane"/);
+    const validation = await run("dciodvfy", [file]).catch(
+      (e: { stdout: string; stderr: string }) => e,
+    );
+    const errors = `${validation.stdout}\n${validation.stderr}`
+      .split("\n")
+      .filter((l) => l.startsWith("Error"));
+    expect(errors).toEqual([]);
+    const report = await h.db.report.findUnique({
+      where: { sopInstanceUid: signed.sopInstanceUid },
+      include: { deliveries: true },
+    });
+    expect(report).toMatchObject({ verified: true });
+    await waitFor(
+      async () =>
+        (await h.db.delivery.findFirst({ where: { reportId: report!.id, status: "SENT" } })) ??
+        undefined,
+      10_000,
+      "the delivery recorded as SENT",
+    );
+    console.log(
+      `review timings: worklist page ${worklistMs} ms; Enter → signed SR in Orthanc ${signMs} ms`,
+    );
+  }, 180_000);
+
+  it("refuses a second signature of the same revision, and a form without its CSRF token", async () => {
+    const page = await radiologist.newPage();
+    await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
+    const form = await signForm(page);
+    const signed = await h.db.review.findFirstOrThrow({ where: { study: { studyInstanceUid } } });
+    expect(form.predecessor).toBe(signed.sopInstanceUid);
+    // The page the radiologist signed from (predecessor = the AI's SR), submitted again.
+    const again = await post(page, `/studies/${studyInstanceUid}/sign`, {
+      ...form,
+      predecessor: signed.predecessorSopInstanceUid,
+    });
+    expect(again.status).toBe(409);
+    expect(again.text).toContain("already signed by Doe^Jane");
+    const { _csrf, ...withoutToken } = form;
+    expect(_csrf).toBeTruthy();
+    const forged = await post(page, `/studies/${studyInstanceUid}/sign`, withoutToken);
+    expect(forged.status).toBe(403);
+    expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(1);
+    await page.close();
+  });
+
+  it("a viewer reads but cannot sign (403)", async () => {
+    const context = await browser.newContext();
+    const page = await logIn(context, VIEWER);
+    await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
+    expect(await page.locator("section.knee").count()).toBe(2);
+    expect(await page.locator("#sign").count()).toBe(0);
+    const form = await signForm(page);
+    const attempt = await post(page, `/studies/${studyInstanceUid}/sign`, form);
+    expect(attempt.status).toBe(403);
+    expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(1);
+    expect(
+      await h.db.auditEvent.count({
+        where: { event: "review.sign-refused", actor: VIEWER.username, studyInstanceUid },
+      }),
+    ).toBe(1);
+    await context.close();
+  });
+
+  it("counts the signature on the agreement page and in status --json", async () => {
+    const page = await radiologist.newPage();
+    await page.goto(`${review!.url}/agreement`);
+    expect(await page.textContent("#knees")).toBe("2");
+    expect(await page.textContent("#exact")).toBe("50.0 %");
+    // Alert at 90 % from 1 knee (this test's settings): the warning shows.
+    expect(await page.textContent("#agreement-warning")).toContain("REVIEW_AGREEMENT_ALERT");
+    const matrix = await page.evaluate(
+      `document.querySelector('img[src^="/agreement/confusion.png"]').naturalWidth`,
+    );
+    expect(matrix).toBeGreaterThan(300);
+    await page.screenshot({ path: join(SHOTS, "review-agreement.png"), fullPage: true });
+    const status = await collectStatus(h.db, h.config);
+    expect(status.review).toMatchObject({ awaiting: 0, signed: 1 });
+    expect(status.review.agreement).toMatchObject({ knees: 2, exact: 0.5 });
+    expect(status.warnings.join("\n")).toContain("Review agreement");
+    await page.close();
+  });
+
+  it("kneegrade serve --only review serves the login page", async () => {
+    const port = await freePort();
+    const served = await startServe(
+      { ...configEnv(h.config), REVIEW_PORT: String(port), LISTENER_PORT: "0" },
+      ["--only", "review"],
+    );
+    try {
+      expect(served.output()).toContain('"event":"review.started"');
+      const r = await fetch(`http://127.0.0.1:${port}/login`);
+      expect(r.status).toBe(200);
+      expect(r.headers.get("content-security-policy")).toContain("script-src 'self'");
+      expect(await r.text()).toContain('name="_csrf"');
+    } finally {
+      await kill(served.child, "SIGTERM");
+    }
+  }, 60_000);
+});
