@@ -6,6 +6,7 @@
  * the agreement page and `status` count it. Also what must be refused.
  */
 import { execFile, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -172,7 +173,8 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
           body: new URLSearchParams(form),
           redirect: "manual",
         });
-        return { status: r.status, text: await r.text() };
+        // A redirect (the answer to a successful POST) is opaque to page scripts: status 0.
+        return { status: r.status, redirected: r.type === "opaqueredirect", text: await r.text() };
       },
       { path, form },
     );
@@ -297,7 +299,12 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
       where: { studyInstanceUid, event: { startsWith: "review." } },
       orderBy: { at: "asc" },
     });
-    expect(audits.map((a) => a.event)).toEqual(["review.study-viewed", "review.signed"]);
+    // Viewed, signed, and viewed again (the page after signing).
+    expect(audits.map((a) => a.event)).toEqual([
+      "review.study-viewed",
+      "review.signed",
+      "review.study-viewed",
+    ]);
     for (const a of audits)
       expect(a).toMatchObject({ actor: RADIOLOGIST.username, address: "127.0.0.1" });
 
@@ -361,7 +368,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     );
   }, 180_000);
 
-  it("refuses a second signature of the same revision, and a form without its CSRF token", async () => {
+  it("refuses a second signature of the same revision and a form without its CSRF token; an amendment is a new signed revision", async () => {
     const page = await radiologist.newPage();
     await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
     const form = await signForm(page);
@@ -379,6 +386,28 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     const forged = await post(page, `/studies/${studyInstanceUid}/sign`, withoutToken);
     expect(forged.status).toBe(403);
     expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(1);
+
+    // An amendment: the current page (predecessor = the signed SR) with edited text.
+    const amended = `${form.impression}\nAddendum: compare with the previous study.`;
+    const amend = await post(page, `/studies/${studyInstanceUid}/sign`, {
+      ...form,
+      impression: amended,
+    });
+    expect(amend.redirected).toBe(true);
+    const second = await h.db.review.findFirstOrThrow({
+      where: { study: { studyInstanceUid }, sequence: 2 },
+    });
+    expect(second.predecessorSopInstanceUid).toBe(signed.sopInstanceUid);
+    expect(second.impression).toContain("Addendum: compare with the previous study.");
+    await waitFor(
+      async () =>
+        (await findSrs()).some((i) => i.MainDicomTags.SOPInstanceUID === second.sopInstanceUid)
+          ? true
+          : undefined,
+      60_000,
+      "the amendment in Orthanc",
+    );
+    expect(await findSrs()).toHaveLength(3);
     await page.close();
   });
 
@@ -391,7 +420,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     const form = await signForm(page);
     const attempt = await post(page, `/studies/${studyInstanceUid}/sign`, form);
     expect(attempt.status).toBe(403);
-    expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(1);
+    expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(2);
     expect(
       await h.db.auditEvent.count({
         where: { event: "review.sign-refused", actor: VIEWER.username, studyInstanceUid },
@@ -413,11 +442,94 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     expect(matrix).toBeGreaterThan(300);
     await page.screenshot({ path: join(SHOTS, "review-agreement.png"), fullPage: true });
     const status = await collectStatus(h.db, h.config);
+    // The amendment replaced the first signature: still 2 knees, not 4.
     expect(status.review).toMatchObject({ awaiting: 0, signed: 1 });
     expect(status.review.agreement).toMatchObject({ knees: 2, exact: 0.5 });
     expect(status.warnings.join("\n")).toContain("Review agreement");
     await page.close();
   });
+
+  it("loads the worklist quickly with 1,000 graded studies (measured)", async () => {
+    const n = 1000;
+    const ids = Array.from({ length: n }, () => ({
+      study: randomUUID(),
+      series: randomUUID(),
+      instance: randomUUID(),
+      job: randomUUID(),
+    }));
+    const at = (i: number) => new Date(Date.now() - (i + 1) * 60_000);
+    await h.db.study.createMany({
+      data: ids.map((x, i) => ({
+        id: x.study,
+        studyInstanceUid: newUid(),
+        status: "REPORTED" as const,
+        patientName: `Load^Patient ${i}`,
+        patientId: `LOAD-${i}`,
+        studyDate: "20261130",
+        lastReceivedAt: at(i),
+      })),
+    });
+    await h.db.series.createMany({
+      data: ids.map((x) => ({ id: x.series, seriesInstanceUid: newUid(), studyId: x.study })),
+    });
+    await h.db.instance.createMany({
+      data: ids.map((x) => ({
+        id: x.instance,
+        sopInstanceUid: newUid(),
+        sopClassUid: "1.2.840.10008.5.1.4.1.1.1.1",
+        studyId: x.study,
+        seriesId: x.series,
+        transferSyntaxUid: "1.2.840.10008.1.2.1",
+        sha256: "0".repeat(64),
+        sizeBytes: 1n,
+        callingAet: "LOAD",
+        revision: 1,
+        routing: "KNEE" as const,
+        routingReason: "load test",
+      })),
+    });
+    await h.db.gradingJob.createMany({
+      data: ids.map((x) => ({
+        id: x.job,
+        jobId: `load_${x.job}`,
+        queue: "grade-study",
+        studyId: x.study,
+        revision: 1,
+        status: "COMPLETED" as const,
+        modelVersion: "load",
+        modelStatus: "candidate",
+      })),
+    });
+    await h.db.kneeResult.createMany({
+      data: ids.flatMap((x, i) =>
+        (["RIGHT", "LEFT"] as const).map((laterality, k) => ({
+          gradingJobId: x.job,
+          instanceId: x.instance,
+          laterality,
+          klGrade: (i + k) % 5,
+          probabilities: [0.2, 0.2, 0.2, 0.2, 0.2],
+          lowConfidence: i % 7 === 0,
+          modelVersion: "load",
+          timingsMs: {},
+        })),
+      ),
+    });
+    const page = await radiologist.newPage();
+    const times: number[] = [];
+    for (const path of ["/", "/", "/?show=all&flagged=1&page=3", "/?show=all&page=20"]) {
+      const started = Date.now();
+      await page.goto(`${review!.url}${path}`);
+      times.push(Date.now() - started);
+    }
+    expect(await page.locator("table.worklist tbody tr").count()).toBe(50);
+    expect(await page.textContent("#counts")).toMatch(/All\s*1001/);
+    await page.goto(`${review!.url}/`);
+    expect(await page.locator("table.worklist tbody tr").count()).toBe(50);
+    expect(await page.textContent(".pager")).toContain("Page 1 of 20");
+    console.log(`worklist with ${n + 1} graded studies: page loads ${times.join(", ")} ms`);
+    expect(Math.max(...times.slice(1))).toBeLessThan(3000);
+    await page.close();
+  }, 120_000);
 
   it("kneegrade serve --only review serves the login page", async () => {
     const port = await freePort();

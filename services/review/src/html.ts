@@ -35,6 +35,13 @@ export function html(strings: TemplateStringsArray, ...values: Value[]): Html {
   return new Html(out);
 }
 
+/** "Doe^Jane" → "Doe, Jane" (DICOM PN, alphabetic group). */
+export const personName = (pn: string | null) =>
+  pn ? pn.split("=")[0]!.split("^").filter(Boolean).join(", ") : "—";
+/** "20240131" → "2024-01-31" */
+export const dicomDate = (da: string | null) =>
+  da && /^\d{8}$/.test(da) ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6)}` : (da ?? "—");
+
 export interface PageUser {
   username: string;
   displayName: string;
@@ -51,7 +58,7 @@ export function page(
     ? html`<nav>
         <a href="/">Worklist</a>
         <a href="/agreement">Agreement</a>
-        <span class="who">${o.user.displayName} (${o.user.role.toLowerCase()})</span>
+        <span class="who">${personName(o.user.displayName)} (${o.user.role.toLowerCase()})</span>
         <form method="post" action="/logout" class="inline">
           <input type="hidden" name="_csrf" value="${o.csrf}">
           <button type="submit">Log out</button>

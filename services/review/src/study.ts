@@ -14,8 +14,7 @@ import {
   reportUids,
   signedReportLines,
 } from "@kneegrade/reports";
-import { html, type PageUser, page } from "./html.ts";
-import { dicomDate, personName } from "./worklist.ts";
+import { dicomDate, html, type PageUser, page, personName } from "./html.ts";
 
 /** The study's current graded revision with everything the page and the signature need. */
 export async function loadStudy(db: Db, studyInstanceUid: string) {

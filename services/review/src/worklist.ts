@@ -5,7 +5,7 @@
  */
 import { type Db, Prisma } from "@kneegrade/db";
 import { z } from "zod";
-import { html, type PageUser, page } from "./html.ts";
+import { dicomDate, html, type PageUser, page, personName } from "./html.ts";
 
 export const PAGE_SIZE = 50;
 
@@ -88,13 +88,6 @@ export async function worklist(
 }
 
 const SIDE: Record<string, string> = { RIGHT: "R", LEFT: "L", UNKNOWN: "?" };
-
-/** "Doe^Jane" → "Doe, Jane" */
-export const personName = (pn: string | null) =>
-  pn ? pn.split("=")[0]!.split("^").filter(Boolean).join(", ") : "—";
-/** "20240131" → "2024-01-31" */
-export const dicomDate = (da: string | null) =>
-  da && /^\d{8}$/.test(da) ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6)}` : (da ?? "—");
 
 export function worklistPage(
   q: WorklistQuery,
