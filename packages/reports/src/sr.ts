@@ -161,26 +161,30 @@ export function trackingUid(knee: KneeFinding, knees: readonly KneeFinding[]): s
   return derivedUid(knee.source.sopInstanceUid, `knee:${knee.laterality}:${rank}`);
 }
 
+/** Finding Site: knee joint, with its laterality when known. */
+const findingSite = (knee: KneeFinding) =>
+  code(
+    "HAS CONCEPT MOD",
+    CODES.findingSite,
+    CODES.kneeJoint,
+    knee.laterality === "U"
+      ? []
+      : [
+          code(
+            "HAS CONCEPT MOD",
+            CODES.laterality,
+            knee.laterality === "R" ? CODES.right : CODES.left,
+          ),
+        ],
+  );
+
 /** One Measurement Group per knee: TID 1410 (planar ROI) when the region is known, else TID 1501. */
 function measurementGroup(input: ReportInput, knee: KneeFinding, label: string): Dataset {
   const children: Dataset[] = [
     text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
     uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
     ...algorithmIdentification(input),
-    code(
-      "HAS CONCEPT MOD",
-      CODES.findingSite,
-      CODES.kneeJoint,
-      knee.laterality === "U"
-        ? []
-        : [
-            code(
-              "HAS CONCEPT MOD",
-              CODES.laterality,
-              knee.laterality === "R" ? CODES.right : CODES.left,
-            ),
-          ],
-    ),
+    findingSite(knee),
   ];
   // A knee whose image cannot be referenced (series unknown) keeps its grade, without a reference.
   const r = referable(knee.source) ? knee.region : null;
@@ -231,20 +235,7 @@ function radiologistGroup(
       text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
       uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
       ...personObserver(observerName),
-      code(
-        "HAS CONCEPT MOD",
-        CODES.findingSite,
-        CODES.kneeJoint,
-        knee.laterality === "U"
-          ? []
-          : [
-              code(
-                "HAS CONCEPT MOD",
-                CODES.laterality,
-                knee.laterality === "R" ? CODES.right : CODES.left,
-              ),
-            ],
-      ),
+      findingSite(knee),
       decision.grade === null
         ? text("CONTAINS", CODES.comment, `Not gradable: ${decision.notGradableReason}`)
         : code("CONTAINS", CODES.klGrade, klGradeCode(decision.grade)),
