@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createLogger } from "@kneegrade/log";
-import { type RunningReporter, startReporter } from "@kneegrade/reporter";
+import { type RunningReporter, redeliver, startReporter } from "@kneegrade/reporter";
+import { signedSrUid } from "@kneegrade/reports";
 import { addUser, type RunningReview, startReview } from "@kneegrade/review";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
@@ -449,6 +450,46 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await page.close();
   });
 
+  it("kneegrade redeliver queues a signature whose job was lost", async () => {
+    const latest = await h.db.review.findFirstOrThrow({
+      where: { study: { studyInstanceUid } },
+      orderBy: { sequence: "desc" },
+      include: { knees: true },
+    });
+    // A signature recorded while Redis was down: in PostgreSQL, never queued.
+    const id = randomUUID();
+    const lost = await h.db.review.create({
+      data: {
+        id,
+        studyId: latest.studyId,
+        gradingJobId: latest.gradingJobId,
+        userId: latest.userId,
+        sequence: latest.sequence + 1,
+        predecessorSopInstanceUid: latest.sopInstanceUid,
+        sopInstanceUid: signedSrUid(id),
+        findings: latest.findings,
+        impression: latest.impression,
+        knees: {
+          create: latest.knees.map((k) => ({
+            kneeResultId: k.kneeResultId,
+            aiGrade: k.aiGrade,
+            radiologistGrade: k.radiologistGrade,
+          })),
+        },
+      },
+    });
+    const r = await redeliver(h.db, h.config, studyInstanceUid);
+    expect(r.signatures).toBe(1);
+    await waitFor(
+      async () =>
+        (await findSrs()).some((i) => i.MainDicomTags.SOPInstanceUID === lost.sopInstanceUid)
+          ? true
+          : undefined,
+      60_000,
+      "the lost signature's SR in Orthanc",
+    );
+  }, 90_000);
+
   it("loads the worklist quickly with 1,000 graded studies (measured)", async () => {
     const n = 1000;
     const ids = Array.from({ length: n }, () => ({
@@ -547,4 +588,23 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
       await kill(served.child, "SIGTERM");
     }
   }, 60_000);
+
+  // Last: it uses up this address's login attempts for a minute.
+  it("limits login attempts per address (429)", async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 21; i++) {
+      const r = await fetch(`${review!.url}/login`, {
+        method: "POST",
+        body: new URLSearchParams({ username: "nobody", password: "x" }),
+      });
+      statuses.push(r.status);
+    }
+    // REVIEW_LOGIN_ATTEMPTS_PER_MINUTE is 20 here, and this file's own logins may still count in
+    // the current minute: the first refusal comes at the 21st attempt or before, and stays.
+    // Until then these (no CSRF token) are answered 403.
+    const first = statuses.indexOf(429);
+    expect(first).toBeGreaterThanOrEqual(16);
+    expect(statuses.slice(0, first).every((s) => s === 403)).toBe(true);
+    expect(statuses.slice(first).every((s) => s === 429)).toBe(true);
+  });
 });

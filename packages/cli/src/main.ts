@@ -155,7 +155,7 @@ program
     try {
       const r = await redeliver(db, c, study);
       console.log(
-        `queued: ${r.deliveries} object(s) of revision ${r.revision} for ${c.PACS_AET}@${c.PACS_HOST}:${c.PACS_PORT} (job ${r.jobId})`,
+        `queued: ${r.deliveries} object(s) of revision ${r.revision}${r.signatures ? ` and ${r.signatures} signed report(s) not written yet` : ""} for ${c.PACS_AET}@${c.PACS_HOST}:${c.PACS_PORT} (job ${r.jobId})`,
       );
     } catch (error) {
       console.error(`kneegrade: ${(error as Error).message}`);

@@ -18,7 +18,7 @@ export interface ReportQueue {
 
 export class SignError extends Error {
   constructor(
-    readonly statusCode: 400 | 404 | 409,
+    readonly statusCode: 400 | 404 | 409 | 503,
     message: string,
   ) {
     super(message);
@@ -148,8 +148,16 @@ export async function signStudy(
     gradingJobId: job.id,
     reviewId: review.id,
   });
-  await queue.add(QUEUES.reportStudy, payload, {
-    jobId: signedReportJobId(study.studyInstanceUid, job.revision, review.id),
-  });
+  try {
+    await queue.add(QUEUES.reportStudy, payload, {
+      jobId: signedReportJobId(study.studyInstanceUid, job.revision, review.id),
+    });
+  } catch (error) {
+    // The signature stands (it is in PostgreSQL); only its delivery waits for `redeliver`.
+    throw new SignError(
+      503,
+      `Signed, but the signed report could not be queued for the PACS (${(error as Error).message}): ask IT to run \`kneegrade redeliver ${study.studyInstanceUid}\` once Redis answers.`,
+    );
+  }
   return review;
 }
