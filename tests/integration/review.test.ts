@@ -156,6 +156,14 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     return (await response.json()) as OrthancInstance[];
   };
 
+  /** Waits until Orthanc holds the SR with this SOP Instance UID, and returns it. */
+  const srInOrthanc = (sopInstanceUid: string, what: string) =>
+    waitFor(
+      async () => (await findSrs()).find((i) => i.MainDicomTags.SOPInstanceUID === sopInstanceUid),
+      60_000,
+      what,
+    );
+
   async function logIn(context: BrowserContext, who: { username: string; password: string }) {
     const page = await context.newPage();
     await page.goto(`${review!.url}/`);
@@ -310,12 +318,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
       expect(a).toMatchObject({ actor: RADIOLOGIST.username, address: "127.0.0.1" });
 
     // Orthanc: the signed revision beside the AI's unverified SR, delivered by the reporter.
-    const signedSr = await waitFor(
-      async () =>
-        (await findSrs()).find((i) => i.MainDicomTags.SOPInstanceUID === signed.sopInstanceUid),
-      60_000,
-      "the signed SR in Orthanc",
-    );
+    const signedSr = await srInOrthanc(signed.sopInstanceUid, "the signed SR in Orthanc");
     const signMs = Date.now() - signStarted;
     const file = join(work, "signed-sr.dcm");
     await writeFile(
@@ -400,14 +403,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     });
     expect(second.predecessorSopInstanceUid).toBe(signed.sopInstanceUid);
     expect(second.impression).toContain("Addendum: compare with the previous study.");
-    await waitFor(
-      async () =>
-        (await findSrs()).some((i) => i.MainDicomTags.SOPInstanceUID === second.sopInstanceUid)
-          ? true
-          : undefined,
-      60_000,
-      "the amendment in Orthanc",
-    );
+    await srInOrthanc(second.sopInstanceUid, "the amendment in Orthanc");
     expect(await findSrs()).toHaveLength(3);
     await page.close();
   });
@@ -480,14 +476,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     });
     const r = await redeliver(h.db, h.config, studyInstanceUid);
     expect(r.signatures).toBe(1);
-    await waitFor(
-      async () =>
-        (await findSrs()).some((i) => i.MainDicomTags.SOPInstanceUID === lost.sopInstanceUid)
-          ? true
-          : undefined,
-      60_000,
-      "the lost signature's SR in Orthanc",
-    );
+    await srInOrthanc(lost.sopInstanceUid, "the lost signature's SR in Orthanc");
   }, 90_000);
 
   it("loads the worklist quickly with 1,000 graded studies (measured)", async () => {
