@@ -3,8 +3,8 @@
  * Orthanc PACS, prepares the database and a model, sends sample knee studies with DCMTK's storescu
  * (the modality), waits for the reports, and prints per knee the grade, the probabilities, where
  * the SR landed in Orthanc, and the pre-filled report text. Then it prints the review pages' address
- * and a demo radiologist account, and keeps serving (on a terminal, until Ctrl-C; `--exit` or a
- * non-terminal stops at once) so a person can review and sign the studies in a browser. Says
+ * and a demo radiologist account, and keeps serving until Ctrl-C (on a terminal, or with `--serve`;
+ * `--exit` stops at once) so a person can review and sign the studies in a browser. Says
  * precisely what is missing when it cannot go on.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
@@ -433,7 +433,8 @@ async function main() {
   console.log(`review pages: http://127.0.0.1:${env.REVIEW_PORT}/`);
   console.log(`demo account: user ${account.username}, password ${account.password} (radiologist)`);
   console.log("keys on a study: 0-4 grade the highlighted knee, N not gradable, Enter signs");
-  if (!process.stdout.isTTY || process.argv.includes("--exit")) {
+  const keep = process.argv.includes("--serve") || process.stdout.isTTY;
+  if (!keep || process.argv.includes("--exit")) {
     stopAll();
     process.exit(0);
   }
