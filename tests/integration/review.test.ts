@@ -14,11 +14,18 @@ import { promisify } from "node:util";
 import { createLogger } from "@kneegrade/log";
 import { type RunningReporter, redeliver, startReporter } from "@kneegrade/reporter";
 import { signedSrUid } from "@kneegrade/reports";
-import { addUser, type RunningReview, startReview } from "@kneegrade/review";
+import {
+  addUser,
+  buildReviewApp,
+  disableUser,
+  type RunningReview,
+  startReview,
+} from "@kneegrade/review";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
+import { selfSignedCert } from "../helpers/certs.ts";
 import { CLI, configEnv, freePort, kill, startServe } from "../helpers/cli.ts";
 import { storescu } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
@@ -423,6 +430,23 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
         where: { event: "review.sign-refused", actor: VIEWER.username, studyInstanceUid },
       }),
     ).toBe(1);
+    // An expired session shows the login page again; so does a disabled account's.
+    const viewer = await h.db.user.findUniqueOrThrow({ where: { username: VIEWER.username } });
+    await h.db.session.updateMany({
+      where: { userId: viewer.id },
+      data: { expiresAt: new Date(Date.now() - 1000) },
+    });
+    await page.goto(`${review!.url}/`);
+    expect(new URL(page.url()).pathname).toBe("/login");
+    const again = await logIn(context, VIEWER);
+    expect(new URL(again.url()).pathname).toBe("/");
+    await disableUser(h.db, VIEWER.username);
+    await again.goto(`${review!.url}/`);
+    expect(new URL(again.url()).pathname).toBe("/login");
+    await again.fill('input[name="username"]', VIEWER.username);
+    await again.fill('input[name="password"]', VIEWER.password);
+    await again.click('button[type="submit"]');
+    expect(await again.textContent(".error")).toContain("Wrong user name or password");
     await context.close();
   });
 
@@ -556,44 +580,85 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await page.goto(`${review!.url}/`);
     expect(await page.locator("table.worklist tbody tr").count()).toBe(50);
     expect(await page.textContent(".pager")).toContain("Page 1 of 20");
+    // The counts the worklist refreshes while open.
+    expect(await page.evaluate(`fetch("/counts.json").then((r) => r.json())`)).toMatchObject({
+      all: 1001,
+    });
     console.log(`worklist with ${n + 1} graded studies: page loads ${times.join(", ")} ms`);
     expect(Math.max(...times.slice(1))).toBeLessThan(3000);
     await page.close();
   }, 120_000);
 
-  it("kneegrade serve --only review serves the login page", async () => {
+  it("kneegrade serve --only review, over HTTPS: Secure cookies, and no patient data in its log", async () => {
     const port = await freePort();
+    const { key, cert } = selfSignedCert(work);
     const served = await startServe(
-      { ...configEnv(h.config), REVIEW_PORT: String(port), LISTENER_PORT: "0" },
+      {
+        ...configEnv(h.config),
+        REVIEW_PORT: String(port),
+        REVIEW_TLS_CERT: cert,
+        REVIEW_TLS_KEY: key,
+        REVIEW_SESSION_SECRET: "a".repeat(40),
+        LISTENER_PORT: "0",
+        LOG_LEVEL: "debug",
+      },
       ["--only", "review"],
     );
     try {
+      expect(served.output()).toContain(`"url":"https://127.0.0.1:${port}"`);
+      const context = await browser.newContext({ ignoreHTTPSErrors: true });
+      const page = await context.newPage();
+      await page.goto(`https://127.0.0.1:${port}/`);
+      const headers = (await page.request.get(`https://127.0.0.1:${port}/login`)).headers();
+      expect(headers["strict-transport-security"]).toBeDefined();
+      expect(headers["content-security-policy"]).toContain("script-src 'self'");
+      await page.fill('input[name="username"]', RADIOLOGIST.username);
+      await page.fill('input[name="password"]', RADIOLOGIST.password);
+      await Promise.all([page.waitForURL(/\/(\?.*)?$/), page.click('button[type="submit"]')]);
+      const cookies = await context.cookies();
+      for (const name of ["kneegrade_session", "kneegrade_csrf"]) {
+        expect(cookies.find((c) => c.name === name)).toMatchObject({
+          secure: true,
+          httpOnly: true,
+          sameSite: "Strict",
+        });
+      }
+      await page.goto(`https://127.0.0.1:${port}/studies/${studyInstanceUid}`);
+      expect(await page.locator("section.knee").count()).toBe(2);
+      await context.close();
+      await new Promise((r) => setTimeout(r, 500));
+      // The pages showed the patient; the log (debug level) names none of it.
       expect(served.output()).toContain('"event":"review.started"');
-      const r = await fetch(`http://127.0.0.1:${port}/login`);
-      expect(r.status).toBe(200);
-      expect(r.headers.get("content-security-policy")).toContain("script-src 'self'");
-      expect(await r.text()).toContain('name="_csrf"');
+      expect(served.output()).not.toMatch(/Synthetic|SYNTH-KNEE|SYNTH0001|Knee\^/);
     } finally {
       await kill(served.child, "SIGTERM");
     }
   }, 60_000);
 
-  // Last: it uses up this address's login attempts for a minute.
   it("limits login attempts per address (429)", async () => {
+    // A fresh app (its own in-memory limiter) allowing 3 attempts a minute.
+    const app = await buildReviewApp({
+      db: h.db,
+      config: { ...h.config, REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: 3 },
+      log: quiet,
+      reportQueue: { add: async () => undefined },
+    });
+    const attempt = async (remoteAddress: string) =>
+      (
+        await app.inject({
+          method: "POST",
+          url: "/login",
+          payload: "username=nobody&password=x",
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+          remoteAddress,
+        })
+      ).statusCode;
     const statuses: number[] = [];
-    for (let i = 0; i < 21; i++) {
-      const r = await fetch(`${review!.url}/login`, {
-        method: "POST",
-        body: new URLSearchParams({ username: "nobody", password: "x" }),
-      });
-      statuses.push(r.status);
-    }
-    // REVIEW_LOGIN_ATTEMPTS_PER_MINUTE is 20 here, and this file's own logins may still count in
-    // the current minute: the first refusal comes at the 21st attempt or before, and stays.
-    // Until then these (no CSRF token) are answered 403.
-    const first = statuses.indexOf(429);
-    expect(first).toBeGreaterThanOrEqual(16);
-    expect(statuses.slice(0, first).every((s) => s === 403)).toBe(true);
-    expect(statuses.slice(first).every((s) => s === 429)).toBe(true);
+    for (let i = 0; i < 5; i++) statuses.push(await attempt("192.0.2.7"));
+    // No CSRF token: refused (403) until the limit answers 429 before anything else runs.
+    expect(statuses).toEqual([403, 403, 403, 429, 429]);
+    // Another address has its own attempts.
+    expect(await attempt("192.0.2.8")).toBe(403);
+    await app.close();
   });
 });

@@ -1,7 +1,18 @@
-// Keyboard-first review (the only script of the review pages): on a study page, 0-4 set the
-// grade of the current knee and move to the next, N marks it not gradable (and focuses the
-// reason), Tab/arrows move between knees as usual, Enter signs. Keys typed into text fields are
-// left alone.
+// The only script of the review pages. Worklist: the counts refresh every 30 s. Study page,
+// keyboard-first: 0-4 set the grade of the current knee and move to the next, N marks it not
+// gradable (and focuses the reason), Tab/arrows move between knees, Enter signs. Keys typed into
+// text fields are left alone.
+(() => {
+  const counts = document.querySelectorAll("[data-count]");
+  if (counts.length === 0) return;
+  setInterval(async () => {
+    const r = await fetch("/counts.json", { headers: { accept: "application/json" } });
+    if (!r.ok) return;
+    const n = await r.json();
+    for (const el of counts) el.textContent = String(n[el.dataset.count] ?? el.textContent);
+  }, 30_000);
+})();
+
 (() => {
   const form = document.getElementById("sign-form");
   if (!form) return;

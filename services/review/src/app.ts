@@ -258,6 +258,9 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
         .send(worklistPage(query, data, user(request), reply.generateCsrf()));
     });
 
+    // The worklist's counts, refreshed by review.js while the page is open ("live counts").
+    pages.get("/counts.json", async () => (await worklist(db, WorklistQuery.parse({}))).counts);
+
     const StudyParams = z.object({ uid: z.string().regex(/^[0-9.]{1,64}$/) });
     pages.get("/studies/:uid", async (request, reply) => {
       const { uid } = StudyParams.parse(request.params);

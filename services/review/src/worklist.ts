@@ -106,14 +106,14 @@ export function worklistPage(
   const total = q.show === "all" ? data.counts.all : data.counts[q.show];
   const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
   const tab = (show: WorklistQuery["show"], label: string, n: number) =>
-    html`<a class="${q.show === show ? "tab current" : "tab"}" href="${link({ show })}">${label} <span class="count">${n}</span></a>`;
+    html`<a class="${q.show === show ? "tab current" : "tab"}" href="${link({ show })}">${label} <span class="count" data-count="${show}">${n}</span></a>`;
   const body = html`
 <h1>Worklist</h1>
 <div class="tabs" id="counts">
   ${tab("awaiting", "Awaiting review", data.counts.awaiting)}
   ${tab("signed", "Signed", data.counts.signed)}
   ${tab("all", "All", data.counts.all)}
-  <a class="${q.flagged ? "tab current" : "tab"}" href="${link({ flagged: !q.flagged })}">${q.flagged ? "✓ " : ""}Flagged only <span class="count">${data.counts.flagged}</span></a>
+  <a class="${q.flagged ? "tab current" : "tab"}" href="${link({ flagged: !q.flagged })}">${q.flagged ? "✓ " : ""}Flagged only <span class="count" data-count="flagged">${data.counts.flagged}</span></a>
 </div>
 <table class="worklist">
 <thead><tr><th>Patient</th><th>Patient ID</th><th>Study date</th><th>Accession</th><th>AI grades</th><th>Flags</th><th>Status</th></tr></thead>
@@ -136,5 +136,5 @@ ${data.rows.length === 0 ? html`<tr><td colspan="7" class="empty">Nothing here.<
 ${q.page > 1 ? html`<a href="${link({ page: q.page - 1 })}" rel="prev">← previous</a>` : ""}
 ${q.page < pages ? html`<a href="${link({ page: q.page + 1 })}" rel="next">next →</a>` : ""}
 </p>`;
-  return page("Worklist", body, { user, csrf });
+  return page("Worklist", body, { user, csrf, scripts: ["/static/review.js"] });
 }
