@@ -392,6 +392,15 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     });
     expect(again.status).toBe(409);
     expect(again.text).toContain("already signed by Doe^Jane");
+    // Not gradable needs a reason.
+    const knee = Object.keys(form).find((k) => k.startsWith("knee_"))!;
+    const noReason = await post(page, `/studies/${studyInstanceUid}/sign`, {
+      ...form,
+      [knee]: "ng",
+      [`reason_${knee.slice(5)}`]: "",
+    });
+    expect(noReason.status).toBe(400);
+    expect(noReason.text).toContain("needs a reason");
     const { _csrf, ...withoutToken } = form;
     expect(_csrf).toBeTruthy();
     const forged = await post(page, `/studies/${studyInstanceUid}/sign`, withoutToken);
@@ -580,6 +589,16 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await page.goto(`${review!.url}/`);
     expect(await page.locator("table.worklist tbody tr").count()).toBe(50);
     expect(await page.textContent(".pager")).toContain("Page 1 of 20");
+    // Filters: signed only (the test's study, signed then amended twice), flagged only (low
+    // confidence every 7th load-test study, and the test model's study).
+    await page.goto(`${review!.url}/?show=signed`);
+    const signedRows = await page.locator("table.worklist tbody tr").allTextContents();
+    expect(signedRows).toHaveLength(1);
+    expect(signedRows[0]).toContain("Synthetic, Knee");
+    expect(signedRows[0]).toContain("amended 2×");
+    await page.goto(`${review!.url}/?show=all&flagged=1`);
+    expect(await page.textContent("#counts")).toMatch(/Flagged only\s*144/);
+    expect(await page.textContent(".pager")).toContain("Page 1 of 3");
     // The counts the worklist refreshes while open.
     expect(await page.evaluate(`fetch("/counts.json").then((r) => r.json())`)).toMatchObject({
       all: 1001,

@@ -51,13 +51,13 @@ const FLAGGED = Prisma.sql`(j."modelStatus" = 'smoke' OR EXISTS (
 export async function worklist(
   db: Db,
   q: WorklistQuery,
-): Promise<{ rows: WorklistRow[]; counts: WorklistCounts }> {
+): Promise<{ rows: WorklistRow[]; counts: WorklistCounts; matching: number }> {
   const conditions = [
     q.show === "awaiting" ? Prisma.sql`AND NOT ${SIGNED}` : Prisma.empty,
     q.show === "signed" ? Prisma.sql`AND ${SIGNED}` : Prisma.empty,
     q.flagged ? Prisma.sql`AND ${FLAGGED}` : Prisma.empty,
   ];
-  const [rows, [counts]] = await Promise.all([
+  const [rows, [counts], [matching]] = await Promise.all([
     db.$queryRaw<WorklistRow[]>`
       SELECT s."studyInstanceUid", s."patientName", s."patientId", s."studyDate",
              s."accessionNumber", s."lastReceivedAt" AS "receivedAt", j."modelStatus",
@@ -75,9 +75,11 @@ export async function worklist(
              count(*) AS "all",
              count(*) FILTER (WHERE ${FLAGGED}) AS flagged
       ${GRADED}`,
+    db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n ${GRADED} ${Prisma.join(conditions, " ")}`,
   ]);
   return {
     rows,
+    matching: Number(matching?.n ?? 0),
     counts: {
       awaiting: Number(counts?.awaiting ?? 0),
       signed: Number(counts?.signed ?? 0),
@@ -91,7 +93,7 @@ const SIDE: Record<string, string> = { RIGHT: "R", LEFT: "L", UNKNOWN: "?" };
 
 export function worklistPage(
   q: WorklistQuery,
-  data: { rows: WorklistRow[]; counts: WorklistCounts },
+  data: { rows: WorklistRow[]; counts: WorklistCounts; matching: number },
   user: PageUser,
   csrf: string,
 ): string {
@@ -103,8 +105,7 @@ export function worklistPage(
     });
     return `/?${p}`;
   };
-  const total = q.show === "all" ? data.counts.all : data.counts[q.show];
-  const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+  const pages = Math.max(1, Math.ceil(data.matching / PAGE_SIZE));
   const tab = (show: WorklistQuery["show"], label: string, n: number) =>
     html`<a class="${q.show === show ? "tab current" : "tab"}" href="${link({ show })}">${label} <span class="count" data-count="${show}">${n}</span></a>`;
   const body = html`
