@@ -421,6 +421,41 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     expect(second.impression).toContain("Addendum: compare with the previous study.");
     await srInOrthanc(second.sopInstanceUid, "the amendment in Orthanc");
     expect(await findSrs()).toHaveLength(3);
+
+    // A second amendment with the keyboard: N marks the highlighted (right) knee not gradable and
+    // moves to its reason; Enter there signs.
+    await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
+    await page.keyboard.press("n");
+    await page.keyboard.type("rotated, joint space not assessable");
+    await Promise.all([page.waitForURL(/signed=1/), page.keyboard.press("Enter")]);
+    const third = await h.db.review.findFirstOrThrow({
+      where: { study: { studyInstanceUid }, sequence: 3 },
+      include: { knees: { include: { kneeResult: true } } },
+    });
+    expect(third.predecessorSopInstanceUid).toBe(second.sopInstanceUid);
+    const right = third.knees.find((k) => k.kneeResult.laterality === "RIGHT");
+    expect(right).toMatchObject({
+      radiologistGrade: null,
+      notGradableReason: "rotated, joint space not assessable",
+    });
+    const thirdSr = await srInOrthanc(third.sopInstanceUid, "the second amendment in Orthanc");
+    const file = join(work, "amended-sr.dcm");
+    await writeFile(
+      file,
+      new Uint8Array(
+        await (await fetch(`${orthanc.httpUrl}/instances/${thirdSr.ID}/file`)).arrayBuffer(),
+      ),
+    );
+    const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
+    expect(dump).toContain('"Comment")="Not gradable: rotated, joint space not assessable"');
+    expect(dump).toMatch(/Verification Flag\s*: VERIFIED/);
+    const validation = await run("dciodvfy", [file]).catch(
+      (e: { stdout: string; stderr: string }) => e,
+    );
+    expect(
+      `${validation.stdout}\n${validation.stderr}`.split("\n").filter((l) => l.startsWith("Error")),
+    ).toEqual([]);
+    expect(await findSrs()).toHaveLength(4);
     await page.close();
   });
 
@@ -433,7 +468,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     const form = await signForm(page);
     const attempt = await post(page, `/studies/${studyInstanceUid}/sign`, form);
     expect(attempt.status).toBe(403);
-    expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(2);
+    expect(await h.db.review.count({ where: { study: { studyInstanceUid } } })).toBe(3);
     expect(
       await h.db.auditEvent.count({
         where: { event: "review.sign-refused", actor: VIEWER.username, studyInstanceUid },
@@ -462,8 +497,9 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
   it("counts the signature on the agreement page and in status --json", async () => {
     const page = await radiologist.newPage();
     await page.goto(`${review!.url}/agreement`);
-    expect(await page.textContent("#knees")).toBe("2");
-    expect(await page.textContent("#exact")).toBe("50.0 %");
+    // The latest signature counts: the right knee not gradable, the left one changed.
+    expect(await page.textContent("#knees")).toBe("1");
+    expect(await page.textContent("#exact")).toBe("0.0 %");
     // Alert at 90 % from 1 knee (this test's settings): the warning shows.
     expect(await page.textContent("#agreement-warning")).toContain("REVIEW_AGREEMENT_ALERT");
     const matrix = await page.evaluate(
@@ -472,9 +508,9 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     expect(matrix).toBeGreaterThan(300);
     await page.screenshot({ path: join(SHOTS, "review-agreement.png"), fullPage: true });
     const status = await collectStatus(h.db, h.config);
-    // The amendment replaced the first signature: still 2 knees, not 4.
+    // The amendments replaced the first signature: one graded knee, one not gradable.
     expect(status.review).toMatchObject({ awaiting: 0, signed: 1 });
-    expect(status.review.agreement).toMatchObject({ knees: 2, exact: 0.5 });
+    expect(status.review.agreement).toMatchObject({ knees: 1, notGradable: 1, exact: 0 });
     expect(status.warnings.join("\n")).toContain("Review agreement");
     await page.close();
   });
@@ -503,6 +539,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
             kneeResultId: k.kneeResultId,
             aiGrade: k.aiGrade,
             radiologistGrade: k.radiologistGrade,
+            notGradableReason: k.notGradableReason,
           })),
         },
       },
@@ -589,13 +626,13 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await page.goto(`${review!.url}/`);
     expect(await page.locator("table.worklist tbody tr").count()).toBe(50);
     expect(await page.textContent(".pager")).toContain("Page 1 of 20");
-    // Filters: signed only (the test's study, signed then amended twice), flagged only (low
+    // Filters: signed only (the test's study, signed then amended three times), flagged only (low
     // confidence every 7th load-test study, and the test model's study).
     await page.goto(`${review!.url}/?show=signed`);
     const signedRows = await page.locator("table.worklist tbody tr").allTextContents();
     expect(signedRows).toHaveLength(1);
     expect(signedRows[0]).toContain("Synthetic, Knee");
-    expect(signedRows[0]).toContain("amended 2×");
+    expect(signedRows[0]).toContain("amended 3×");
     await page.goto(`${review!.url}/?show=all&flagged=1`);
     expect(await page.textContent("#counts")).toMatch(/Flagged only\s*144/);
     expect(await page.textContent(".pager")).toContain("Page 1 of 3");
