@@ -171,6 +171,21 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
       what,
     );
 
+  /** An SR from Orthanc as a file, with its dsrdump and dciodvfy's error lines. */
+  async function fetchSr(orthancId: string, name: string) {
+    const file = join(work, name);
+    const response = await fetch(`${orthanc.httpUrl}/instances/${orthancId}/file`);
+    await writeFile(file, new Uint8Array(await response.arrayBuffer()));
+    const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
+    const validation = await run("dciodvfy", [file]).catch(
+      (e: { stdout: string; stderr: string }) => e,
+    );
+    const errors = `${validation.stdout}\n${validation.stderr}`
+      .split("\n")
+      .filter((l) => l.startsWith("Error"));
+    return { file, dump, errors };
+  }
+
   async function logIn(context: BrowserContext, who: { username: string; password: string }) {
     const page = await context.newPage();
     await page.goto(`${review!.url}/`);
@@ -327,14 +342,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     // Orthanc: the signed revision beside the AI's unverified SR, delivered by the reporter.
     const signedSr = await srInOrthanc(signed.sopInstanceUid, "the signed SR in Orthanc");
     const signMs = Date.now() - signStarted;
-    const file = join(work, "signed-sr.dcm");
-    await writeFile(
-      file,
-      new Uint8Array(
-        await (await fetch(`${orthanc.httpUrl}/instances/${signedSr.ID}/file`)).arrayBuffer(),
-      ),
-    );
-    const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
+    const { file, dump, errors } = await fetchSr(signedSr.ID, "signed-sr.dcm");
     await writeFile(join(SHOTS, "signed-sr.txt"), dump);
     expect(dump).toMatch(/Verification Flag\s*: VERIFIED/);
     expect(dump).toMatch(/Verifying Observers\s*: [-0-9: +]+, Doe\^Jane, Test Hospital Radiology/);
@@ -355,12 +363,6 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     expect(gradeOf("left knee, radiologist")).toBe(changed);
     expect(gradeOf("right knee, radiologist")).toBe(ai.RIGHT);
     expect(dump).toMatch(/Person Observer Name"\)="Doe\^Jane"/);
-    const validation = await run("dciodvfy", [file]).catch(
-      (e: { stdout: string; stderr: string }) => e,
-    );
-    const errors = `${validation.stdout}\n${validation.stderr}`
-      .split("\n")
-      .filter((l) => l.startsWith("Error"));
     expect(errors).toEqual([]);
     const report = await h.db.report.findUnique({
       where: { sopInstanceUid: signed.sopInstanceUid },
@@ -439,22 +441,10 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
       notGradableReason: "rotated, joint space not assessable",
     });
     const thirdSr = await srInOrthanc(third.sopInstanceUid, "the second amendment in Orthanc");
-    const file = join(work, "amended-sr.dcm");
-    await writeFile(
-      file,
-      new Uint8Array(
-        await (await fetch(`${orthanc.httpUrl}/instances/${thirdSr.ID}/file`)).arrayBuffer(),
-      ),
-    );
-    const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
-    expect(dump).toContain('"Comment")="Not gradable: rotated, joint space not assessable"');
-    expect(dump).toMatch(/Verification Flag\s*: VERIFIED/);
-    const validation = await run("dciodvfy", [file]).catch(
-      (e: { stdout: string; stderr: string }) => e,
-    );
-    expect(
-      `${validation.stdout}\n${validation.stderr}`.split("\n").filter((l) => l.startsWith("Error")),
-    ).toEqual([]);
+    const keyed = await fetchSr(thirdSr.ID, "amended-sr.dcm");
+    expect(keyed.dump).toContain('"Comment")="Not gradable: rotated, joint space not assessable"');
+    expect(keyed.dump).toMatch(/Verification Flag\s*: VERIFIED/);
+    expect(keyed.errors).toEqual([]);
     expect(await findSrs()).toHaveLength(4);
     await page.close();
   });
