@@ -505,6 +505,63 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await page.close();
   });
 
+  it("an admin manages accounts on the users page; others may not", async () => {
+    const admin = { username: `admin-${suffix}`, password: "admin password 1234" };
+    await addUser(h.db, {
+      ...admin,
+      displayName: "Admin^Ada",
+      organisation: "Test Hospital IT",
+      role: "admin",
+    });
+    const asRadiologist = await radiologist.newPage();
+    const refused = await asRadiologist.goto(`${review!.url}/users`);
+    expect(refused?.status()).toBe(403);
+    await asRadiologist.close();
+
+    const context = await browser.newContext();
+    const page = await logIn(context, admin);
+    await page.click('nav a[href="/users"]');
+    expect(await page.textContent("#users")).toContain(RADIOLOGIST.username);
+    const newcomer = { username: `new-${suffix}`, password: "newcomer password 99" };
+    const fill = async (password: string) => {
+      await page.fill('#add-user input[name="username"]', newcomer.username);
+      await page.fill('#add-user input[name="displayName"]', "Newcomer^Nia");
+      await page.fill('#add-user input[name="organisation"]', "Test Hospital Radiology");
+      await page.selectOption('#add-user select[name="role"]', "radiologist");
+      await page.fill('#add-user input[name="password"]', password);
+      const [response] = await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith("/users") && r.request().method() === "POST"),
+        page.click('#add-user button[type="submit"]'),
+      ]);
+      return response.status();
+    };
+    // The browser's own minlength check is bypassed to see the server refuse a short password.
+    await page.evaluate(
+      `document.querySelector('#add-user input[name="password"]').removeAttribute("minlength")`,
+    );
+    expect(await fill("short")).toBe(400);
+    expect(await page.textContent(".error")).toContain("at least 12 characters");
+    expect(await fill(newcomer.password)).toBe(200);
+    expect(await page.textContent(".notice")).toContain(`Added ${newcomer.username}`);
+    const theirs = await browser.newContext();
+    const worklistPage = await logIn(theirs, newcomer);
+    expect(new URL(worklistPage.url()).pathname).toBe("/");
+    await theirs.close();
+    const row = page.locator("#users tr", { hasText: newcomer.username });
+    await row.locator('button[type="submit"]').click();
+    await page.waitForLoadState();
+    expect(await page.textContent(".notice")).toContain(`Disabled ${newcomer.username}`);
+    expect(await h.db.user.findUnique({ where: { username: newcomer.username } })).toMatchObject({
+      disabled: true,
+      role: "RADIOLOGIST",
+    });
+    const audits = await h.db.auditEvent.findMany({
+      where: { event: { in: ["user.added", "user.disabled"] }, actor: admin.username },
+    });
+    expect(audits.map((a) => a.event).sort()).toEqual(["user.added", "user.disabled"]);
+    await context.close();
+  });
+
   it("kneegrade redeliver queues a signature whose job was lost", async () => {
     const latest = await h.db.review.findFirstOrThrow({
       where: { study: { studyInstanceUid } },

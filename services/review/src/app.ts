@@ -16,12 +16,13 @@ import type { Db } from "@kneegrade/db";
 import type { Logger } from "@kneegrade/log";
 import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
+import { usersPage } from "./admin.ts";
 import { agreementPage, agreementReport, confusionPng } from "./agreement.ts";
 import { html, page } from "./html.ts";
 import { heatmapPng, radiographJpeg } from "./images.ts";
 import { type ReportQueue, SignError, signStudy } from "./sign.ts";
 import { loadStudy, studyPage } from "./study.ts";
-import { checkPassword } from "./users.ts";
+import { addUser, checkPassword, disableUser, NewUser } from "./users.ts";
 import { WorklistQuery, worklist, worklistPage } from "./worklist.ts";
 
 export const SESSION_COOKIE = "kneegrade_session";
@@ -242,6 +243,16 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
         .send(page("Log in", html`<p>Log in first: <a href="/login">log in</a>.</p>`));
     });
     const user = (request: FastifyRequest) => request.user!;
+    const forbidden = (request: FastifyRequest, reply: FastifyReply, what: string) =>
+      reply
+        .status(403)
+        .type("text/html")
+        .send(
+          page("Forbidden", html`<h1>Error 403</h1><p class="error">${what}</p>`, {
+            user: user(request),
+            csrf: reply.generateCsrf(),
+          }),
+        );
 
     pages.post("/logout", { preHandler: pages.csrfProtection }, async (request, reply) => {
       if (request.sessionId) await db.session.delete({ where: { id: request.sessionId } });
@@ -334,19 +345,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
             studyInstanceUid: uid,
             details: { reason: `role ${u.role}` },
           });
-          return reply
-            .status(403)
-            .type("text/html")
-            .send(
-              page(
-                "Forbidden",
-                html`<h1>Error 403</h1><p class="error">Only radiologists sign reports.</p>`,
-                {
-                  user: u,
-                  csrf: reply.generateCsrf(),
-                },
-              ),
-            );
+          return forbidden(request, reply, "Only radiologists sign reports.");
         }
         const started = Date.now();
         try {
@@ -388,6 +387,69 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
             );
         }
         return reply.redirect(`/studies/${uid}?signed=1`, 303);
+      },
+    );
+
+    // --- accounts (admins) ---------------------------------------------------------------------
+    const ADMIN_ONLY = "Only admins manage users.";
+    pages.get("/users", async (request, reply) => {
+      if (user(request).role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+      return reply.type("text/html").send(await usersPage(db, user(request), reply.generateCsrf()));
+    });
+    pages.post("/users", { preHandler: pages.csrfProtection }, async (request, reply) => {
+      const u = user(request);
+      if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+      const form = NewUser.safeParse(request.body);
+      const error = form.success
+        ? await addUser(db, form.data, u.username).then(
+            () => undefined,
+            (e: Error) => e.message,
+          )
+        : form.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+      return reply
+        .status(error ? 400 : 200)
+        .type("text/html")
+        .send(
+          await usersPage(
+            db,
+            u,
+            reply.generateCsrf(),
+            error ? { error } : { notice: `Added ${form.data?.username}.` },
+          ),
+        );
+    });
+    pages.post(
+      "/users/:username/disable",
+      { preHandler: pages.csrfProtection },
+      async (request, reply) => {
+        const u = user(request);
+        if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+        const { username } = request.params as { username: string };
+        if (username === u.username) {
+          return reply
+            .status(400)
+            .type("text/html")
+            .send(
+              await usersPage(db, u, reply.generateCsrf(), {
+                error: "You cannot disable your own account.",
+              }),
+            );
+        }
+        const error = await disableUser(db, username, u.username).then(
+          () => undefined,
+          (e: Error) => e.message,
+        );
+        return reply
+          .status(error ? 404 : 200)
+          .type("text/html")
+          .send(
+            await usersPage(
+              db,
+              u,
+              reply.generateCsrf(),
+              error ? { error } : { notice: `Disabled ${username}.` },
+            ),
+          );
       },
     );
 

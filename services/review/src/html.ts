@@ -58,6 +58,7 @@ export function page(
     ? html`<nav>
         <a href="/">Worklist</a>
         <a href="/agreement">Agreement</a>
+        ${o.user.role === "ADMIN" ? html`<a href="/users">Users</a>` : ""}
         <span class="who">${personName(o.user.displayName)} (${o.user.role.toLowerCase()})</span>
         <form method="post" action="/logout" class="inline">
           <input type="hidden" name="_csrf" value="${o.csrf}">

@@ -25,7 +25,8 @@ export type NewUser = z.infer<typeof NewUser>;
 
 const ARGON2 = { memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
 
-export async function addUser(db: Db, user: NewUser): Promise<{ id: string }> {
+/** `actor`: who did it, for the audit trail ("cli", or the admin's user name). */
+export async function addUser(db: Db, user: NewUser, actor = "cli"): Promise<{ id: string }> {
   const u = NewUser.parse(user);
   if (await db.user.findUnique({ where: { username: u.username } })) {
     throw new Error(`user ${u.username} exists (use \`kneegrade user passwd\`)`);
@@ -40,7 +41,7 @@ export async function addUser(db: Db, user: NewUser): Promise<{ id: string }> {
     },
   });
   await db.auditEvent.create({
-    data: { event: "user.added", actor: "cli", details: { username: u.username, role: u.role } },
+    data: { event: "user.added", actor, details: { username: u.username, role: u.role } },
   });
   return { id: created.id };
 }
@@ -58,13 +59,13 @@ export async function setPassword(db: Db, username: string, password: string): P
 }
 
 /** The account can no longer log in; its sessions end. */
-export async function disableUser(db: Db, username: string): Promise<void> {
+export async function disableUser(db: Db, username: string, actor = "cli"): Promise<void> {
   const user = await db.user.findUnique({ where: { username } });
   if (!user) throw new Error(`no user ${username}`);
   await db.$transaction([
     db.user.update({ where: { id: user.id }, data: { disabled: true } }),
     db.session.deleteMany({ where: { userId: user.id } }),
-    db.auditEvent.create({ data: { event: "user.disabled", actor: "cli", details: { username } } }),
+    db.auditEvent.create({ data: { event: "user.disabled", actor, details: { username } } }),
   ]);
 }
 
