@@ -392,31 +392,35 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
 
     // --- accounts (admins) ---------------------------------------------------------------------
     const ADMIN_ONLY = "Only admins manage users.";
+    /** The users page again, with what became of the admin's action (status 200, or the error's). */
+    const usersAnswer = async (
+      request: FastifyRequest,
+      reply: FastifyReply,
+      outcome: { error?: string; status?: number; notice?: string } = {},
+    ) =>
+      reply
+        .status(outcome.error ? (outcome.status ?? 400) : 200)
+        .type("text/html")
+        .send(await usersPage(db, user(request), reply.generateCsrf(), outcome));
+    const failure = (e: Error) => e.message;
     pages.get("/users", async (request, reply) => {
       if (user(request).role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
-      return reply.type("text/html").send(await usersPage(db, user(request), reply.generateCsrf()));
+      return usersAnswer(request, reply);
     });
     pages.post("/users", { preHandler: pages.csrfProtection }, async (request, reply) => {
       const u = user(request);
       if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
       const form = NewUser.safeParse(request.body);
-      const error = form.success
-        ? await addUser(db, form.data, u.username).then(
-            () => undefined,
-            (e: Error) => e.message,
-          )
-        : form.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-      return reply
-        .status(error ? 400 : 200)
-        .type("text/html")
-        .send(
-          await usersPage(
-            db,
-            u,
-            reply.generateCsrf(),
-            error ? { error } : { notice: `Added ${form.data?.username}.` },
-          ),
-        );
+      if (!form.success) {
+        const error = form.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+        return usersAnswer(request, reply, { error });
+      }
+      const error = await addUser(db, form.data, u.username).then(() => undefined, failure);
+      return usersAnswer(
+        request,
+        reply,
+        error ? { error } : { notice: `Added ${form.data.username}.` },
+      );
     });
     pages.post(
       "/users/:username/disable",
@@ -426,30 +430,14 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
         if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
         const { username } = request.params as { username: string };
         if (username === u.username) {
-          return reply
-            .status(400)
-            .type("text/html")
-            .send(
-              await usersPage(db, u, reply.generateCsrf(), {
-                error: "You cannot disable your own account.",
-              }),
-            );
+          return usersAnswer(request, reply, { error: "You cannot disable your own account." });
         }
-        const error = await disableUser(db, username, u.username).then(
-          () => undefined,
-          (e: Error) => e.message,
+        const error = await disableUser(db, username, u.username).then(() => undefined, failure);
+        return usersAnswer(
+          request,
+          reply,
+          error ? { error, status: 404 } : { notice: `Disabled ${username}.` },
         );
-        return reply
-          .status(error ? 404 : 200)
-          .type("text/html")
-          .send(
-            await usersPage(
-              db,
-              u,
-              reply.generateCsrf(),
-              error ? { error } : { notice: `Disabled ${username}.` },
-            ),
-          );
       },
     );
 
