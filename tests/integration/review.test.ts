@@ -455,6 +455,9 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
     expect(await page.locator("section.knee").count()).toBe(2);
     expect(await page.locator("#sign").count()).toBe(0);
+    // Not a study UID, or no such study: 404 (never an error page).
+    expect((await page.request.get(`${review!.url}/studies/not-a-uid`)).status()).toBe(404);
+    expect((await page.request.get(`${review!.url}/studies/1.2.3`)).status()).toBe(404);
     const form = await signForm(page);
     const attempt = await post(page, `/studies/${studyInstanceUid}/sign`, form);
     expect(attempt.status).toBe(403);

@@ -138,7 +138,12 @@ export async function buildReviewApp(deps: ReviewDeps) {
       const status = error.statusCode ?? 500;
       if (status >= 500) {
         log.error(
-          { event: "review.error", url: request.routeOptions.url, err: error.message },
+          // Prisma's messages embed the call and its arguments: its last line says what failed.
+          {
+            event: "review.error",
+            url: request.routeOptions.url,
+            err: error.message.trim().split("\n").pop(),
+          },
           "review page failed",
         );
       }
@@ -272,11 +277,15 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
     // The worklist's counts, refreshed by review.js while the page is open ("live counts").
     pages.get("/counts.json", async () => (await worklist(db, WorklistQuery.parse({}))).counts);
 
-    const StudyParams = z.object({ uid: z.string().regex(/^[0-9.]{1,64}$/) });
+    /** The study UID of the path, or null when it is not one (answered 404, never 500). */
+    const studyUid = (request: FastifyRequest) => {
+      const p = z.object({ uid: z.string().regex(/^[0-9.]{1,64}$/) }).safeParse(request.params);
+      return p.success ? p.data.uid : null;
+    };
     pages.get("/studies/:uid", async (request, reply) => {
-      const { uid } = StudyParams.parse(request.params);
-      const loaded = await loadStudy(db, uid);
-      if (!loaded) return reply.callNotFound();
+      const uid = studyUid(request);
+      const loaded = uid ? await loadStudy(db, uid) : null;
+      if (!uid || !loaded) return reply.callNotFound();
       await audit("review.study-viewed", request, {
         studyInstanceUid: uid,
         details: { revision: loaded.study.revision },
@@ -295,9 +304,11 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
     });
 
     pages.get("/studies/:uid/instances/:sop", async (request, reply) => {
-      const p = z
+      const parsed = z
         .object({ uid: z.string(), sop: z.string().regex(/^[0-9.]{1,64}\.jpg$/) })
-        .parse(request.params);
+        .safeParse(request.params);
+      if (!parsed.success) return reply.callNotFound();
+      const p = parsed.data;
       const instance = await db.instance.findUnique({
         where: { sopInstanceUid: p.sop.slice(0, -4) },
         include: { study: true, results: { include: { gradingJob: true } } },
@@ -338,7 +349,8 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
       "/studies/:uid/sign",
       { preHandler: pages.csrfProtection },
       async (request, reply) => {
-        const { uid } = StudyParams.parse(request.params);
+        const uid = studyUid(request);
+        if (!uid) return reply.callNotFound();
         const u = user(request);
         if (u.role !== "RADIOLOGIST") {
           await audit("review.sign-refused", request, {
