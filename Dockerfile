@@ -1,4 +1,4 @@
-# One image for the three kneegrade services (listener, worker, reporter) and the one-shot
+# One image for the four kneegrade services (listener, worker, reporter, review) and the one-shot
 # migration; docker-compose.yml picks the service with `serve --only ...`. See docs/DEPLOYMENT.md.
 # Target `gpu` (docker-compose.gpu.yml) is the worker for CUDA 12 hosts: the same /app on an
 # NVIDIA CUDA 12 + cuDNN 9 runtime base, with onnxruntime-node's CUDA provider (build with network

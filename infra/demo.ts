@@ -2,10 +2,13 @@
  * `npm run demo`: the whole product on one machine. Finds (or starts) PostgreSQL, Redis and an
  * Orthanc PACS, prepares the database and a model, sends sample knee studies with DCMTK's storescu
  * (the modality), waits for the reports, and prints per knee the grade, the probabilities, where
- * the SR landed in Orthanc, and the pre-filled report text. Says precisely what is missing when it
- * cannot go on.
+ * the SR landed in Orthanc, and the pre-filled report text. Then it prints the review pages' address
+ * and a demo radiologist account, and keeps serving until Ctrl-C (on a terminal, or with `--serve`;
+ * `--exit` stops at once) so a person can review and sign the studies in a browser. Says
+ * precisely what is missing when it cannot go on.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
@@ -14,6 +17,7 @@ import { loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { buildReportInput } from "@kneegrade/reporter";
 import { reportText } from "@kneegrade/reports";
+import { addUser, setPassword } from "@kneegrade/review";
 import { checkModel } from "@kneegrade/worker";
 import { Redis } from "ioredis";
 import pg from "pg";
@@ -46,6 +50,8 @@ const env = {
   PACS_HOST: "127.0.0.1",
   PACS_PORT: process.env.DEMO_PACS_PORT ?? "4242",
   PACS_AET: "ORTHANC",
+  REVIEW_HOST: "127.0.0.1",
+  REVIEW_PORT: process.env.DEMO_REVIEW_PORT ?? "8484",
   LOG_LEVEL: "info",
   CHECKPOINT_DISABLE: "1",
 };
@@ -307,7 +313,7 @@ async function main() {
   const studies = await samples();
 
   step(
-    `starting kneegrade (listener on ${env.LISTENER_PORT}, worker, reporter → ORTHANC@127.0.0.1:${env.PACS_PORT})`,
+    `starting kneegrade (listener on ${env.LISTENER_PORT}, worker, reporter → ORTHANC@127.0.0.1:${env.PACS_PORT}, review pages on ${env.REVIEW_PORT})`,
   );
   await mkdir(DEMO, { recursive: true });
   const serveEnv = {
@@ -406,13 +412,33 @@ async function main() {
     console.log(`\n  Findings:\n    ${text.findings.replace(/\n/g, "\n    ")}`);
     console.log(`  Impression:\n    ${text.impression.replace(/\n/g, "\n    ")}`);
   }
+  // A demo radiologist with a fresh random password each run (never a fixed, guessable one).
+  const account = { username: "demo", password: randomBytes(12).toString("base64url") };
+  if (await db.user.findUnique({ where: { username: account.username } })) {
+    await setPassword(db, account.username, account.password);
+  } else {
+    await addUser(db, {
+      ...account,
+      role: "radiologist",
+      displayName: "Demo^Radiologist",
+      organisation: "kneegrade demo",
+    });
+  }
   await db.$disconnect();
   console.log(
     `\nOrthanc's viewer: ${ORTHANC_HTTP}/app/explorer.html  ·  logs: ${log}  ·  \`npx kneegrade status\` for the totals`,
   );
   if (model.test) console.log(bold("Grades above come from a TEST MODEL: not clinical."));
-  stopAll();
-  process.exit(0);
+  step("radiologist review");
+  console.log(`review pages: http://127.0.0.1:${env.REVIEW_PORT}/`);
+  console.log(`demo account: user ${account.username}, password ${account.password} (radiologist)`);
+  console.log("keys on a study: 0-4 grade the highlighted knee, N not gradable, Enter signs");
+  const keep = process.argv.includes("--serve") || process.stdout.isTTY;
+  if (!keep || process.argv.includes("--exit")) {
+    stopAll();
+    process.exit(0);
+  }
+  console.log(bold("kneegrade keeps running for the review: Ctrl-C stops it."));
 }
 
 await main();

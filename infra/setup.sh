@@ -23,6 +23,7 @@ say() { printf '==> setup: %s\n' "$*"; }
 APT_PACKAGES=(
   dcmtk libgdcm-tools dicom3tools orthanc                  # DICOM peers (storescu, PACS), validators
   docker-compose xz-utils                                  # compose file check, the GPU benchmark pack
+  chromium                                                 # the review pages' browser tests (playwright-core)
   postgresql redis-server                                  # the real services the tests talk to
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-opencv
   python3-pytest python3-pydicom                           # models/ (training, export, tests)

@@ -7,7 +7,7 @@ import { join, relative } from "node:path";
 import { expect, it } from "vitest";
 import { REPO_ROOT } from "./helpers/paths.ts";
 
-const SERVICES = ["listener", "worker", "reporter"];
+const SERVICES = ["listener", "worker", "reporter", "review"];
 
 function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "./helpers/paths.ts";
 
-const APP_SERVICES = ["listener", "worker", "reporter"] as const;
+const APP_SERVICES = ["listener", "worker", "reporter", "review"] as const;
 const LONG_RUNNING = ["redis", "postgres", "orthanc", ...APP_SERVICES] as const;
 const ALL_SERVICES = [...LONG_RUNNING, "migrate"] as const;
 /** A long-running service without a health check must say why in this label. */
@@ -124,7 +124,7 @@ describe("docker-compose.yml", () => {
     expect(result.stderr).toContain("POSTGRES_PASSWORD");
   });
 
-  it("has exactly the six services", () => {
+  it("has exactly the seven services", () => {
     expect(Object.keys(model.services).sort()).toEqual([...ALL_SERVICES].sort());
   });
 
@@ -138,7 +138,7 @@ describe("docker-compose.yml", () => {
     expect(gpu.build).toMatchObject({ target: "gpu", args: { ORT_CUDA: "1" } });
     expect(gpu.environment?.INFERENCE_PROVIDERS?.split(",")[0]).toBe("cuda");
     // Only the worker changes.
-    for (const name of ["listener", "reporter", "migrate"]) {
+    for (const name of ["listener", "reporter", "review", "migrate"]) {
       expect(gpuModel.services[name]).toEqual(model.services[name]);
     }
     const gpuCheck = compose(["config", "-q"], ENV, [
@@ -185,6 +185,22 @@ describe("docker-compose.yml", () => {
   it("publishes the listener's DICOM port 11112", () => {
     const ports = service("listener").ports ?? [];
     expect(ports.some((p) => publishes(p, 11112))).toBe(true);
+  });
+
+  it("publishes the review pages on the host's loopback only", () => {
+    const review = service("review");
+    expect(review.environment).toMatchObject({ REVIEW_HOST: "0.0.0.0", REVIEW_PORT: "8484" });
+    const ports = review.ports ?? [];
+    expect(ports.length).toBe(1);
+    expect(ports.every((p) => publishes(p, 8484))).toBe(true);
+    // "127.0.0.1:8484:8484/tcp", or the long form with host_ip.
+    expect(
+      ports.every((p) =>
+        typeof p === "string"
+          ? p.startsWith("127.0.0.1:")
+          : (p as { host_ip?: string }).host_ip === "127.0.0.1",
+      ),
+    ).toBe(true);
   });
 
   it.each(APP_SERVICES)("%s keeps SPOOL_DIR on the named volume `spool`", (name) => {

@@ -1,41 +1,19 @@
 /** DICOM over TLS (LISTENER_TLS_KEY/CERT), with DCMTK's echoscu/storescu as the TLS peer. */
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cEcho, cStoreFiles } from "@kneegrade/dicom";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { selfSignedCert } from "../helpers/certs.ts";
 import { tool } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness } from "../helpers/env.ts";
 import { buildStudy } from "../helpers/studies.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kneegrade-tls-"));
-const key = join(dir, "key.pem");
-const cert = join(dir, "cert.pem");
+const { key, cert } = selfSignedCert(dir);
 let h: Harness;
 
 beforeAll(async () => {
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=kneegrade-test",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-    ],
-    { stdio: "ignore" },
-  );
   h = await startHarness({ LISTENER_TLS_KEY: key, LISTENER_TLS_CERT: cert });
 });
 afterAll(() => h.stop());

@@ -9,6 +9,14 @@ import type { Ensemble, KneePrediction } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
 import type { Logger } from "@kneegrade/log";
 import {
+  type CalibrationMetrics,
+  calibrationMetrics,
+  confusionSvg,
+  type EvaluationMetrics,
+  evaluationMetrics,
+  reliabilitySvg,
+} from "@kneegrade/metrics";
+import {
   gradeDicom,
   type InstanceResult,
   type KneePredictor,
@@ -18,13 +26,6 @@ import {
 import { SingleBar } from "cli-progress";
 import Table from "cli-table3";
 import sharp from "sharp";
-import { confusionSvg, reliabilitySvg } from "./charts.ts";
-import {
-  type CalibrationMetrics,
-  calibrationMetrics,
-  type EvaluationMetrics,
-  evaluationMetrics,
-} from "./metrics.ts";
 
 const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg", ".webp"]);
 
@@ -290,7 +291,7 @@ export async function evaluateFolder(
   return { metrics, images };
 }
 
-/** `<dir>/confusion.png` and `<dir>/reliability.png` (SVG from ./charts.ts, rasterised by sharp). */
+/** `<dir>/confusion.png` and `<dir>/reliability.png` (SVG from @kneegrade/metrics, rasterised by sharp). */
 export async function writeEvaluationCharts(
   dir: string,
   m: Evaluation,

@@ -4,6 +4,7 @@ import { createDb } from "@kneegrade/db";
 import { cEcho, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
 import { redeliver } from "@kneegrade/reporter";
+import { addUser, disableUser, ROLES, setPassword } from "@kneegrade/review";
 import { Command, Option } from "commander";
 import {
   collectFiles,
@@ -78,9 +79,9 @@ const program = new Command()
 program
   .command("serve")
   .description(
-    "run the listener, worker and reporter in this process, with one ops server (METRICS_PORT)",
+    "run the listener, worker, reporter and review pages in this process, with one ops server (METRICS_PORT)",
   )
-  .addOption(new Option("--only <services>", "comma list of listener,worker,reporter"))
+  .addOption(new Option("--only <services>", "comma list of listener,worker,reporter,review"))
   .action(async (o: { only?: string }) => {
     const c = config();
     const log = createLogger("kneegrade", c.LOG_LEVEL);
@@ -156,7 +157,7 @@ program
     try {
       const r = await redeliver(db, c, study);
       console.log(
-        `queued: ${r.deliveries} object(s) of revision ${r.revision} for ${c.PACS_AET}@${c.PACS_HOST}:${c.PACS_PORT} (job ${r.jobId})`,
+        `queued: ${r.deliveries} object(s) of revision ${r.revision}${r.signatures ? ` and ${r.signatures} signed report(s) not written yet` : ""} for ${c.PACS_AET}@${c.PACS_HOST}:${c.PACS_PORT} (job ${r.jobId})`,
       );
     } catch (error) {
       console.error(`kneegrade: ${(error as Error).message}`);
@@ -165,6 +166,87 @@ program
       await db.$disconnect();
     }
   });
+
+/** The password: from standard input (first line) with --password-stdin, else asked for. */
+async function readPassword(fromStdin: boolean): Promise<string> {
+  const { createInterface } = await import("node:readline/promises");
+  const rl = createInterface({
+    input: process.stdin,
+    output: process.stderr,
+    terminal: !fromStdin,
+  });
+  try {
+    if (fromStdin) {
+      for await (const line of rl) return line;
+      return "";
+    }
+    const first = await rl.question("password: ");
+    const again = await rl.question("again: ");
+    if (first !== again) throw new Error("the passwords differ");
+    return first;
+  } finally {
+    rl.close();
+  }
+}
+
+async function withDb(run: (db: ReturnType<typeof createDb>) => Promise<string>) {
+  const db = createDb(config().DATABASE_URL);
+  try {
+    console.log(await run(db));
+  } catch (error) {
+    console.error(`kneegrade: ${(error as Error).message.split("\n").pop()}`);
+    process.exitCode = 1;
+  } finally {
+    await db.$disconnect();
+  }
+}
+
+const user = program.command("user").description("accounts of the review pages");
+user
+  .command("add")
+  .description("create an account (password asked for, or read from stdin)")
+  .argument("<username>", "login name: lower-case letters, digits, . _ -")
+  .requiredOption("--role <role>", `one of ${ROLES.join(", ")}`)
+  .requiredOption("--name <name>", 'name written into signed reports, DICOM PN: "Family^Given"')
+  .requiredOption("--organisation <name>", "organisation written into signed reports")
+  .option("--password-stdin", "read the password from the first line of standard input")
+  .action(
+    async (
+      username: string,
+      o: { role: string; name: string; organisation: string; passwordStdin?: boolean },
+    ) =>
+      withDb(async (db) => {
+        await addUser(db, {
+          username,
+          role: o.role as (typeof ROLES)[number],
+          displayName: o.name,
+          organisation: o.organisation,
+          password: await readPassword(Boolean(o.passwordStdin)),
+        });
+        return `added: ${username} (${o.role})`;
+      }),
+  );
+user
+  .command("passwd")
+  .description("set an account's password (its sessions end)")
+  .argument("<username>")
+  .option("--password-stdin", "read the password from the first line of standard input")
+  .action(async (username: string, o: { passwordStdin?: boolean }) =>
+    withDb(async (db) => {
+      await setPassword(db, username, await readPassword(Boolean(o.passwordStdin)));
+      return `password changed: ${username}`;
+    }),
+  );
+user
+  .command("disable")
+  .description("stop an account from logging in (its sessions end)")
+  .argument("<username>")
+  .action(async (username: string) =>
+    withDb(async (db) => {
+      await disableUser(db, username);
+      return `disabled: ${username}`;
+    }),
+  );
 
 interface ModelCliOptions {
   modelDir?: string;

@@ -1,5 +1,6 @@
 /**
- * `kneegrade serve`: the three services in one process, or the ones named with --only, and one ops
+ * `kneegrade serve`: the four services (listener, worker, reporter, review pages) in one
+ * process, or the ones named with --only, and one ops
  * server (METRICS_HOST:METRICS_PORT) for the process: /metrics of every service it runs, /healthz,
  * /readyz with the dependencies of those services, /queues (loopback only).
  */
@@ -20,9 +21,10 @@ import {
 } from "@kneegrade/ops";
 import { createQueue } from "@kneegrade/queue";
 import { startReporter } from "@kneegrade/reporter";
+import { startReview } from "@kneegrade/review";
 import { startWorker } from "@kneegrade/worker";
 
-export const SERVICES = ["listener", "worker", "reporter"] as const;
+export const SERVICES = ["listener", "worker", "reporter", "review"] as const;
 export type ServiceName = (typeof SERVICES)[number];
 
 export function parseOnly(value: string | undefined): ServiceName[] {
@@ -103,6 +105,9 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
     // One C-ECHO per 15 s at most, however many probes ask.
     checks.pacs = cachedCheck(reporter.checkPacs, 15_000);
     running.push(reporter);
+  }
+  if (services.includes("review")) {
+    running.push(await startReview(config, db, log.child({ service: "review" })));
   }
   started = true;
   log.info({ event: "serve.started", services, metricsPort: ops.port }, "kneegrade running");

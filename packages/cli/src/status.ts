@@ -6,6 +6,7 @@ import type { Config } from "@kneegrade/config";
 import { QUEUES, type QueueName } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { createQueue } from "@kneegrade/queue";
+import { type AgreementReport, agreementReport } from "@kneegrade/review";
 
 export const JOB_STATES = ["waiting", "active", "delayed", "completed", "failed"] as const;
 type JobCounts = Record<(typeof JOB_STATES)[number], number>;
@@ -29,6 +30,11 @@ export interface StatusReport {
     lastModel: { version: string; status: string | null; providers: unknown } | null;
   };
   deliveries: { byStatus: Record<string, number> };
+  /**
+   * Radiologist review: graded revisions awaiting a signature, signatures, and the AI's agreement
+   * with the radiologists over REVIEW_AGREEMENT_DAYS (added to schema version 1).
+   */
+  review: { awaiting: number; signed: number; agreement: AgreementReport };
   recentStudies: {
     studyInstanceUid: string;
     status: string;
@@ -108,7 +114,15 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       await queue.close();
     }
   }
+  const [agreement, awaiting, signedRevisions] = await Promise.all([
+    agreementReport(db, config),
+    db.gradingJob.count({
+      where: { status: "COMPLETED", results: { some: {} }, reviews: { none: {} } },
+    }),
+    db.gradingJob.count({ where: { reviews: { some: {} } } }),
+  ]);
   const warnings: string[] = [];
+  if (agreement.warning) warnings.push(`Review agreement: ${agreement.warning}`);
   const grade = queues[QUEUES.gradeStudy];
   if ("error" in grade) {
     warnings.push(`Redis unavailable: ${grade.error}`);
@@ -169,6 +183,7 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
         : null,
     },
     deliveries: { byStatus: countBy(deliveries.map((d) => ({ key: d.status, n: d._count._all }))) },
+    review: { awaiting, signed: signedRevisions, agreement },
     recentStudies: recentStudies.map((s) => ({
       studyInstanceUid: s.studyInstanceUid,
       status: s.status,
@@ -210,6 +225,7 @@ export function formatStatus(s: StatusReport): string {
         ? "  (FAILED = dead letter after the last attempt: `kneegrade redeliver <study>`)"
         : ""
     }`,
+    `Review: ${s.review.awaiting} awaiting, ${s.review.signed} signed; agreement over ${s.review.agreement.windowDays} days: ${agreementLine(s.review.agreement)}`,
     "Recent studies:",
     ...(s.recentStudies.length
       ? s.recentStudies.map(
@@ -220,6 +236,12 @@ export function formatStatus(s: StatusReport): string {
       : ["  none"]),
   ];
   return lines.join("\n");
+}
+
+function agreementLine(a: AgreementReport): string {
+  if (a.exact === null) return "no signed knee yet";
+  const pct = (v: number | null) => `${((v ?? 0) * 100).toFixed(1)} %`;
+  return `${a.knees} knees, exact ${pct(a.exact)}, within one ${pct(a.withinOne)}, QWK ${(a.qwk ?? 0).toFixed(3)}`;
 }
 
 function fmtCounts(counts: Record<string, number>): string {

@@ -82,4 +82,20 @@ describe("loadConfig", () => {
       /LISTENER_IDLE_TIMEOUT_SECONDS/,
     );
   });
+
+  it("validates the review pages' settings", () => {
+    expect(loadConfig({})).toMatchObject({
+      REVIEW_HOST: "127.0.0.1",
+      REVIEW_PORT: 8484,
+      REVIEW_SESSION_HOURS: 10,
+      REVIEW_AGREEMENT_ALERT: 0.6,
+    });
+    expect(() => loadConfig({ REVIEW_TLS_CERT: "/tmp/cert.pem" })).toThrow(
+      /REVIEW_TLS_CERT: REVIEW_TLS_KEY and REVIEW_TLS_CERT must be set together/,
+    );
+    expect(() => loadConfig({ REVIEW_SESSION_SECRET: "short" })).toThrow(
+      /REVIEW_SESSION_SECRET: must be at least 32 characters/,
+    );
+    expect(() => loadConfig({ REVIEW_AGREEMENT_ALERT: "1.5" })).toThrow(/REVIEW_AGREEMENT_ALERT/);
+  });
 });

@@ -161,6 +161,27 @@ const schema = z
      */
     METRICS_HOST: z.string().trim().min(1).default("0.0.0.0"),
     METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+    /** The review pages: loopback by default (they show patient data). 0 picks a free port. */
+    REVIEW_HOST: z.string().trim().min(1).default("127.0.0.1"),
+    REVIEW_PORT: z.coerce.number().int().min(0).max(65535).default(8484),
+    /** PEM certificate and key: the review pages over HTTPS (set both); cookies become Secure. */
+    REVIEW_TLS_CERT: optionalPath,
+    REVIEW_TLS_KEY: optionalPath,
+    /**
+     * Secret that signs the CSRF cookie (at least 32 characters). Unset: a random one per start
+     * (open forms then fail once after a restart).
+     */
+    REVIEW_SESSION_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+    /** A login expires this long after it began, hours. */
+    REVIEW_SESSION_HOURS: positive.max(24 * 30, "must be at most 720 hours").default(10),
+    /** Login attempts per client address and minute; more are answered 429. */
+    REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: z.coerce.number().int().min(1).default(10),
+    /** Exact AI–radiologist agreement below this (0..1) raises the agreement warning. */
+    REVIEW_AGREEMENT_ALERT: z.coerce.number().min(0).max(1).default(0.6),
+    /** The agreement window, days (the page can choose another). */
+    REVIEW_AGREEMENT_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
+    /** Signed knees the window needs before the warning can be raised. */
+    REVIEW_AGREEMENT_MIN_KNEES: z.coerce.number().int().min(1).default(20),
     LOG_LEVEL: z
       .enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
       .default("info"),
@@ -185,6 +206,13 @@ const schema = z
         code: "custom",
         path: ["PACS_TLS_KEY"],
         message: "PACS_TLS_CERT and PACS_TLS_KEY must be set together",
+      });
+    }
+    if ((c.REVIEW_TLS_KEY === undefined) !== (c.REVIEW_TLS_CERT === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["REVIEW_TLS_CERT"],
+        message: "REVIEW_TLS_KEY and REVIEW_TLS_CERT must be set together",
       });
     }
     if ((c.LISTENER_TLS_KEY === undefined) !== (c.LISTENER_TLS_CERT === undefined)) {

@@ -28,13 +28,18 @@ export const GradeStudyJob = z.object({
 });
 export type GradeStudyJob = z.infer<typeof GradeStudyJob>;
 
-/** A study revision was graded: write its Structured Report and deliver it to the PACS. */
+/**
+ * A study revision was graded: write its Structured Report and deliver it to the PACS. With
+ * `reviewId` (from the review pages): also write that radiologist's signed SR revision and deliver
+ * it the same way (an optional field added to schema version 1; older jobs lack it).
+ */
 export const ReportStudyJob = z.object({
   schemaVersion: z.literal(1),
   studyId: z.string().uuid(),
   studyInstanceUid: uid,
   revision: z.number().int().min(1),
   gradingJobId: z.string().uuid(),
+  reviewId: z.string().uuid().optional(),
 });
 export type ReportStudyJob = z.infer<typeof ReportStudyJob>;
 
@@ -45,4 +50,9 @@ export type ReportStudyJob = z.infer<typeof ReportStudyJob>;
  */
 export function studyRevisionJobId(queue: QueueName, studyInstanceUid: string, revision: number) {
   return `${queue}_${studyInstanceUid}_r${revision}`;
+}
+
+/** Job id of delivering one signature (review) of a study revision: one job per signature. */
+export function signedReportJobId(studyInstanceUid: string, revision: number, reviewId: string) {
+  return `${studyRevisionJobId(QUEUES.reportStudy, studyInstanceUid, revision)}_signed_${reviewId}`;
 }

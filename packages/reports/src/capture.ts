@@ -160,6 +160,20 @@ function blend(grey: Uint8Array, heat: Uint8Array): Uint8Array {
   return rgb;
 }
 
+/** The crop with its heat map blended over it (as in the secondary capture), an RGB PNG. */
+export async function heatmapOverlayPng(
+  cropPng: Uint8Array,
+  heatmapPng: Uint8Array,
+  size = TILE,
+): Promise<Uint8Array> {
+  const grey = await greyTile(cropPng, size);
+  const rgb = blend(grey, await greyTile(heatmapPng, size));
+  const png = await sharp(Buffer.from(rgb), { raw: { width: size, height: size, channels: 3 } })
+    .png()
+    .toBuffer();
+  return new Uint8Array(png);
+}
+
 /** The RGB pixels of the secondary capture and its size. */
 export async function renderSecondaryCapture(
   input: ReportInput,

@@ -46,6 +46,11 @@ export const CODES = {
   deviceObserverName: c("121013", "DCM", "Device Observer Name"),
   deviceObserverManufacturer: c("121014", "DCM", "Device Observer Manufacturer"),
   deviceObserverModelName: c("121015", "DCM", "Device Observer Model Name"),
+  // TID 1002 person observer (the radiologist who signs).
+  person: c("121006", "DCM", "Person"),
+  personObserverName: c("121008", "DCM", "Person Observer Name"),
+  personObserverOrganization: c("121009", "DCM", "Person Observer's Organization Name"),
+  comment: c("121106", "DCM", "Comment"),
   procedureReported: c("121058", "DCM", "Procedure reported"),
   /** Generic, in CID 100 (the TID 1500 procedure context group); callers may pass a precise one. */
   imagingProcedure: c("363679005", "SCT", "Imaging procedure"),

@@ -1,4 +1,5 @@
 export {
+  heatmapOverlayPng,
   renderSecondaryCapture,
   SECONDARY_CAPTURE_SOP_CLASS,
   type SecondaryCaptureLayout,
@@ -8,6 +9,12 @@ export {
 export { CODES, CODING_SCHEMES, KL_CODING_SCHEME, KL_GRADE_WORDS, klGradeCode } from "./codes.ts";
 export { readStudyContext } from "./context.ts";
 export {
+  algorithmOf,
+  byReadingOrder,
+  type KneeResultRow,
+  kneeFinding,
+} from "./results.ts";
+export {
   SR_SOP_CLASSES,
   seriesDescription,
   trackingUid,
@@ -15,10 +22,19 @@ export {
   writeComprehensiveSr,
 } from "./sr.ts";
 export {
+  lateralityAssumed,
   reportLines,
   reportText,
+  signedReportLines,
   TEST_MODEL_NOTICE,
   UNVERIFIED_NOTICE,
 } from "./text.ts";
 export type * from "./types.ts";
-export { type DerivedUids, derivedUid, derivedUids, isValidUid } from "./uids.ts";
+export {
+  type DerivedUids,
+  derivedUid,
+  derivedUids,
+  isValidUid,
+  reportUids,
+  signedSrUid,
+} from "./uids.ts";

@@ -18,7 +18,7 @@ import {
   writePart10,
 } from "./dataset.ts";
 import { isTestModel, orderedKnees, reportLines } from "./text.ts";
-import type { Code, KneeFinding, ReportInput, SourceImage } from "./types.ts";
+import type { Code, KneeDecision, KneeFinding, ReportInput, SourceImage } from "./types.ts";
 import { derivedUid, derivedUids } from "./uids.ts";
 
 export const SR_SOP_CLASSES = {
@@ -55,6 +55,8 @@ const code = (rel: Relationship, concept: Code, value: Code, children: Dataset[]
   contentItem(rel, "CODE", concept, { ConceptCodeSequence: [codeItem(value)] }, children);
 const uidref = (rel: Relationship, concept: Code, uid: string) =>
   contentItem(rel, "UIDREF", concept, { UID: uid });
+const pname = (rel: Relationship, concept: Code, name: string) =>
+  contentItem(rel, "PNAME", concept, { PersonName: name });
 const container = (
   rel: Relationship,
   concept: Code,
@@ -106,10 +108,26 @@ export function decimalString(value: number): string {
 /** UT text with DICOM line breaks (CR LF). */
 const crlf = (lines: string[]) => lines.join("\r\n");
 
-/** TID 1204 and TID 1001/1002/1004: English; the observer is a device, kneegrade. */
+/** TID 1002: the radiologist who signed. */
+function personObserver(name: string, organisation?: string): Dataset[] {
+  return [
+    code("HAS OBS CONTEXT", CODES.observerType, CODES.person),
+    pname("HAS OBS CONTEXT", CODES.personObserverName, name),
+    ...(organisation
+      ? [text("HAS OBS CONTEXT", CODES.personObserverOrganization, clip(organisation, 1024))]
+      : []),
+  ];
+}
+
+/**
+ * TID 1204 and TID 1001/1002/1004: English; the observer is a device, kneegrade — and, in a signed
+ * revision, first the radiologist who signed.
+ */
 function languageAndObserver(input: ReportInput): Dataset[] {
+  const signer = input.signature;
   return [
     code("HAS CONCEPT MOD", CODES.language, CODES.english),
+    ...(signer ? personObserver(signer.observerName, signer.organisation) : []),
     code("HAS OBS CONTEXT", CODES.observerType, CODES.device),
     uidref("HAS OBS CONTEXT", CODES.deviceObserverUid, input.deviceObserverUid),
     text("HAS OBS CONTEXT", CODES.deviceObserverName, "kneegrade"),
@@ -143,26 +161,30 @@ export function trackingUid(knee: KneeFinding, knees: readonly KneeFinding[]): s
   return derivedUid(knee.source.sopInstanceUid, `knee:${knee.laterality}:${rank}`);
 }
 
+/** Finding Site: knee joint, with its laterality when known. */
+const findingSite = (knee: KneeFinding) =>
+  code(
+    "HAS CONCEPT MOD",
+    CODES.findingSite,
+    CODES.kneeJoint,
+    knee.laterality === "U"
+      ? []
+      : [
+          code(
+            "HAS CONCEPT MOD",
+            CODES.laterality,
+            knee.laterality === "R" ? CODES.right : CODES.left,
+          ),
+        ],
+  );
+
 /** One Measurement Group per knee: TID 1410 (planar ROI) when the region is known, else TID 1501. */
 function measurementGroup(input: ReportInput, knee: KneeFinding, label: string): Dataset {
   const children: Dataset[] = [
     text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
     uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
     ...algorithmIdentification(input),
-    code(
-      "HAS CONCEPT MOD",
-      CODES.findingSite,
-      CODES.kneeJoint,
-      knee.laterality === "U"
-        ? []
-        : [
-            code(
-              "HAS CONCEPT MOD",
-              CODES.laterality,
-              knee.laterality === "R" ? CODES.right : CODES.left,
-            ),
-          ],
-    ),
+    findingSite(knee),
   ];
   // A knee whose image cannot be referenced (series unknown) keeps its grade, without a reference.
   const r = referable(knee.source) ? knee.region : null;
@@ -195,8 +217,40 @@ function measurementGroup(input: ReportInput, knee: KneeFinding, label: string):
   return container("CONTAINS", CODES.measurementGroup, children, r ? "1410" : "1501");
 }
 
+/**
+ * The radiologist's finding on one knee in a signed revision (TID 1501): the same tracking UID as
+ * the AI's group, the person as observer, and the radiologist's grade — or "not gradable" and why.
+ */
+function radiologistGroup(
+  input: ReportInput,
+  knee: KneeFinding,
+  label: string,
+  decision: KneeDecision,
+  observerName: string,
+): Dataset {
+  return container(
+    "CONTAINS",
+    CODES.measurementGroup,
+    [
+      text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
+      uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
+      ...personObserver(observerName),
+      findingSite(knee),
+      decision.grade === null
+        ? text("CONTAINS", CODES.comment, `Not gradable: ${decision.notGradableReason}`)
+        : code("CONTAINS", CODES.klGrade, klGradeCode(decision.grade)),
+    ],
+    "1501",
+  );
+}
+
 export function seriesDescription(input: ReportInput, kind: "report" | "images"): string {
   // LO: at most 64 characters (and 64 UTF-8 bytes for strict validators).
+  if (input.signature && kind === "report") {
+    return isTestModel(input)
+      ? "TEST MODEL – signed report (kneegrade review)"
+      : "Signed report (kneegrade review)";
+  }
   if (isTestModel(input)) {
     return `TEST MODEL – NOT FOR CLINICAL USE – AI ${kind === "report" ? "result" : "images"} (kneegrade)`;
   }
@@ -236,6 +290,25 @@ function srDocument(
     VerificationFlag: "UNVERIFIED",
     ...completion(input),
   };
+  const signer = input.signature;
+  if (signer) {
+    const at = dicomDateTime(signer.dateTime);
+    ds.VerificationFlag = "VERIFIED";
+    ds.VerifyingObserverSequence = [
+      {
+        VerifyingObserverName: clip(signer.observerName, 64),
+        VerifyingObserverIdentificationCodeSequence: [],
+        VerifyingOrganization: clip(signer.organisation, 64),
+        VerificationDateTime: `${at.date}${at.time}${at.offset}`,
+      },
+    ];
+    ds.PredecessorDocumentsSequence = [
+      {
+        StudyInstanceUID: input.context.studyInstanceUid,
+        ReferencedSeriesSequence: referencesBySeries([signer.predecessor]),
+      },
+    ];
+  }
   if (input.institutionName) ds.InstitutionName = clip(input.institutionName, 64);
   if (images.length > 0) {
     ds.CurrentRequestedProcedureEvidenceSequence = [
@@ -301,13 +374,26 @@ export function writeComprehensiveSr(input: ReportInput): Uint8Array {
       container(
         "CONTAINS",
         CODES.imagingMeasurements,
-        orderedKnees(input.knees).map(({ knee, tracking }) =>
-          measurementGroup(input, knee, tracking),
-        ),
+        orderedKnees(input.knees).flatMap(({ knee, tracking }) => {
+          const signer = input.signature;
+          if (!signer) return [measurementGroup(input, knee, tracking)];
+          const decision = signer.knees[input.knees.indexOf(knee)];
+          if (!decision) throw new RangeError(`no radiologist decision for the ${tracking}`);
+          return [
+            measurementGroup(input, knee, `${tracking}, AI result`),
+            radiologistGroup(
+              input,
+              knee,
+              `${tracking}, radiologist`,
+              decision,
+              signer.observerName,
+            ),
+          ];
+        }),
       ),
       container("CONTAINS", CODES.qualitativeEvaluations, [
-        text("CONTAINS", CODES.findings, crlf(lines.findings)),
-        text("CONTAINS", CODES.impressions, crlf(lines.impression)),
+        text("CONTAINS", CODES.findings, crlf(input.signature?.findings ?? lines.findings)),
+        text("CONTAINS", CODES.impressions, crlf(input.signature?.impression ?? lines.impression)),
       ]),
     ],
   });
@@ -355,8 +441,26 @@ export function writeBasicTextSr(input: ReportInput): Uint8Array {
 
 /** Refuses inputs that would write a wrong report. */
 export function validate(input: ReportInput): void {
+  const signer = input.signature;
+  if (signer) {
+    if (signer.knees.length !== input.knees.length) {
+      throw new RangeError(
+        `a signature needs one decision per knee: ${signer.knees.length} for ${input.knees.length}`,
+      );
+    }
+    for (const d of signer.knees) {
+      if (d.grade === null ? d.notGradableReason.trim() === "" : !klGrade(d.grade)) {
+        throw new RangeError(
+          d.grade === null
+            ? "a knee marked not gradable needs a reason"
+            : `Kellgren-Lawrence grade out of range: ${d.grade}`,
+        );
+      }
+    }
+    if (signer.observerName.trim() === "") throw new RangeError("a signature needs a name");
+  }
   for (const knee of input.knees) {
-    if (!Number.isInteger(knee.grade) || knee.grade < 0 || knee.grade > 4) {
+    if (!klGrade(knee.grade)) {
       throw new RangeError(`Kellgren-Lawrence grade out of range: ${knee.grade}`);
     }
     if (knee.probabilities.length !== 5 || knee.probabilities.some((p) => !(p >= 0 && p <= 1))) {
@@ -366,3 +470,5 @@ export function validate(input: ReportInput): void {
     }
   }
 }
+
+const klGrade = (g: number) => Number.isInteger(g) && g >= 0 && g <= 4;

@@ -6,7 +6,7 @@
  * "unverified" notice last.
  */
 import { KL_GRADE_WORDS } from "./codes.ts";
-import type { KneeFinding, ReportInput } from "./types.ts";
+import type { KneeDecision, KneeFinding, ReportInput } from "./types.ts";
 
 export const UNVERIFIED_NOTICE =
   "AI-generated, unverified: requires review and signature by a radiologist.";
@@ -193,4 +193,39 @@ function impressionSentence(knees: KneeFinding[]): string {
 export function reportText(input: ReportInput): { findings: string; impression: string } {
   const lines = reportLines(input);
   return { findings: lines.findings.join("\n"), impression: lines.impression.join("\n") };
+}
+
+/**
+ * The report a radiologist signs when they keep the pre-filled text: their decision per knee
+ * (grade, or not gradable and why), then the AI's grades, labelled as the AI's, for reference.
+ * `decisions` follow `input.knees`' order. No "unverified" notice: the signature verifies it.
+ */
+export function signedReportLines(input: ReportInput, decisions: KneeDecision[]): ReportLines {
+  const findings: string[] = [];
+  const decided = input.knees.map((knee, i) => ({ knee, decision: decisions[i] }));
+  const byKnee = new Map(decided.map((d) => [d.knee, d.decision]));
+  const knees = orderedKnees(input.knees);
+  const gradable: KneeFinding[] = [];
+  for (const { knee, label } of knees) {
+    const d = byKnee.get(knee);
+    if (!d) throw new RangeError(`no decision for the ${label.toLowerCase()}`);
+    if (d.grade === null) {
+      findings.push(`${label}: not gradable${why(d.notGradableReason)}.`);
+    } else {
+      findings.push(`${label}: Kellgren–Lawrence ${gradeWords(d.grade)}.`);
+      gradable.push({ ...knee, grade: d.grade });
+    }
+  }
+  if (knees.length > 0) {
+    const ai = knees.map(({ knee, tracking }) => `${tracking} grade ${knee.grade}`).join(", ");
+    findings.push(
+      `AI result (${input.algorithm.name}, model ${input.algorithm.version}), for reference: ${ai}.`,
+    );
+  }
+  if (isTestModel(input))
+    findings.push(`${TEST_MODEL_NOTICE}: the AI result came from a test model.`);
+  const impression = [
+    gradable.length > 0 ? impressionSentence(gradable) : "No knee could be graded (see findings).",
+  ];
+  return { findings, impression };
 }

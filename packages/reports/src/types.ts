@@ -61,6 +61,27 @@ export interface Code {
   meaning: string;
 }
 
+/** A radiologist's decision on one knee: a grade, or not gradable with a reason. */
+export type KneeDecision = { grade: number } | { grade: null; notGradableReason: string };
+
+/**
+ * A radiologist's signature (the review pages): turns the Comprehensive SR into a VERIFIED
+ * revision that supersedes `predecessor`.
+ */
+export interface Signature {
+  /** Verifying Observer Name, PN ("Family^Given"). */
+  observerName: string;
+  organisation: string;
+  dateTime: Date;
+  /** The SR this one supersedes: the unverified AI SR, or the previous signed SR. */
+  predecessor: SourceImage;
+  /** In `ReportInput.knees` order. */
+  knees: KneeDecision[];
+  /** The signed report text, one statement per line. */
+  findings: string[];
+  impression: string[];
+}
+
 export interface ReportInput {
   context: StudyContext;
   knees: KneeFinding[];
@@ -91,4 +112,6 @@ export interface ReportInput {
   procedureReported?: Code;
   /** Series Number of the secondary capture's series. Default: seriesNumber + 1. */
   secondaryCaptureSeriesNumber?: number;
+  /** Present for a signed SR revision (Comprehensive SR only). */
+  signature?: Signature;
 }

@@ -36,3 +36,18 @@ export function derivedUids(input: {
 export function isValidUid(uid: string): boolean {
   return uid.length <= 64 && /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/.test(uid);
 }
+
+/**
+ * The UIDs of a graded study revision's report objects, from its grading job's id: the AI's
+ * unverified SR and its series, and the series that holds the radiologists' signed revisions.
+ */
+export function reportUids(gradingJobId: string) {
+  return {
+    aiSrSeries: uidFromName(`kneegrade:sr-series:${gradingJobId}`),
+    aiSr: uidFromName(`kneegrade:sr:${gradingJobId}`),
+    signedSrSeries: uidFromName(`kneegrade:signed-sr-series:${gradingJobId}`),
+  };
+}
+
+/** The SOP Instance UID of one signature's (review's) signed SR. */
+export const signedSrUid = (reviewId: string) => uidFromName(`kneegrade:signed-sr:${reviewId}`);

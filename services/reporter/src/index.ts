@@ -8,7 +8,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { Config } from "@kneegrade/config";
-import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
+import { QUEUES, signedReportJobId, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import { errorFields, type Logger } from "@kneegrade/log";
@@ -19,6 +19,7 @@ import { processReportJob, recordDeadLetter } from "./job.ts";
 
 export * from "./job.ts";
 export * from "./report.ts";
+export * from "./signed.ts";
 
 export interface RunningReporter {
   pacsReachable: boolean;
@@ -129,12 +130,13 @@ export async function startReporter(
 /**
  * `kneegrade redeliver <study>`: the study's latest report objects go back to PENDING and a new
  * `report-study` job sends them (the objects themselves are not rewritten: same UIDs, same bytes).
+ * A radiologist's signature whose signed SR was never written (its job was lost) gets its job again.
  */
 export async function redeliver(
   db: Db,
   config: Config,
   studyInstanceUid: string,
-): Promise<{ revision: number; deliveries: number; jobId: string }> {
+): Promise<{ revision: number; deliveries: number; jobId: string; signatures: number }> {
   const study = await db.study.findUnique({ where: { studyInstanceUid } });
   if (!study) throw new Error(`no study ${studyInstanceUid}`);
   const job = await db.gradingJob.findFirst({
@@ -154,20 +156,31 @@ export async function redeliver(
     where: { report: { gradingJobId: job.id } },
     data: { status: "PENDING", lastError: null },
   });
+  const written = new Set(reports.map((r) => r.sopInstanceUid));
+  const unwritten = (
+    await db.review.findMany({ where: { gradingJobId: job.id }, orderBy: { sequence: "asc" } })
+  ).filter((r) => !written.has(r.sopInstanceUid));
   const queue = createQueue(QUEUES.reportStudy, config);
-  const jobId = `${studyRevisionJobId(QUEUES.reportStudy, studyInstanceUid, job.revision)}_redeliver_${Date.now()}`;
+  const now = Date.now();
+  const jobId = `${studyRevisionJobId(QUEUES.reportStudy, studyInstanceUid, job.revision)}_redeliver_${now}`;
+  const payload = {
+    schemaVersion: 1 as const,
+    studyId: study.id,
+    studyInstanceUid,
+    revision: job.revision,
+    gradingJobId: job.id,
+  };
   try {
-    await queue.add(
-      QUEUES.reportStudy,
-      {
-        schemaVersion: 1,
-        studyId: study.id,
-        studyInstanceUid,
-        revision: job.revision,
-        gradingJobId: job.id,
-      },
-      { jobId },
-    );
+    await queue.add(QUEUES.reportStudy, payload, { jobId });
+    for (const review of unwritten) {
+      await queue.add(
+        QUEUES.reportStudy,
+        { ...payload, reviewId: review.id },
+        {
+          jobId: `${signedReportJobId(studyInstanceUid, job.revision, review.id)}_redeliver_${now}`,
+        },
+      );
+    }
   } finally {
     await queue.close();
   }
@@ -176,8 +189,13 @@ export async function redeliver(
       event: "report.redeliver",
       actor: "cli",
       studyInstanceUid,
-      details: { revision: job.revision, deliveries: reset.count, jobId },
+      details: {
+        revision: job.revision,
+        deliveries: reset.count,
+        jobId,
+        signatures: unwritten.length,
+      },
     },
   });
-  return { revision: job.revision, deliveries: reset.count, jobId };
+  return { revision: job.revision, deliveries: reset.count, jobId, signatures: unwritten.length };
 }

@@ -15,6 +15,7 @@ import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
 import { UnrecoverableError } from "bullmq";
 import { buildReportInput, writeReportObjects } from "./report.ts";
+import { writeSignedReport } from "./signed.ts";
 
 export type ReporterConfig = Pick<
   Config,
@@ -72,6 +73,15 @@ export async function processReportJob(data: unknown, attempt: number, ctx: Repo
       basicTextSr: config.REPORT_BASIC_TEXT_SR,
     });
     await db.$transaction(async (tx) => {
+      // The review worklist shows who and when (patient data stays in PostgreSQL, never in logs).
+      await tx.study.update({
+        where: { id: job.studyId },
+        data: {
+          patientName: input.context.patientName ?? null,
+          patientId: input.context.patientId ?? null,
+          studyDate: input.context.studyDate ?? null,
+        },
+      });
       for (const w of written) {
         // The UIDs are derived from the grading job: a concurrent writer collides here, not in the PACS.
         const existing = await tx.report.findUnique({
@@ -113,6 +123,16 @@ export async function processReportJob(data: unknown, attempt: number, ctx: Repo
       { event: "report.written", studyInstanceUid: job.studyInstanceUid, objects: written.length },
       "report objects written",
     );
+    reports = await db.report.findMany({
+      where: { gradingJobId: gradingJob.id },
+      include: { deliveries: true },
+      orderBy: { createdAt: "asc" },
+    });
+  }
+
+  // 1b. A radiologist's signature: its signed SR revision, written once.
+  if (job.reviewId) {
+    await writeSignedReport(db, job.reviewId, { ...config, pacs: ctx.pacs }, log);
     reports = await db.report.findMany({
       where: { gradingJobId: gradingJob.id },
       include: { deliveries: true },

@@ -11,10 +11,13 @@ import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
 import { uidFromName } from "@kneegrade/dicom";
 import {
+  algorithmOf,
+  byReadingOrder,
   derivedUids,
-  type KneeFinding,
+  kneeFinding,
   type ReportInput,
   readStudyContext,
+  reportUids,
   SECONDARY_CAPTURE_SOP_CLASS,
   type SourceImage,
   SR_SOP_CLASSES,
@@ -22,8 +25,6 @@ import {
   writeComprehensiveSr,
   writeSecondaryCapture,
 } from "@kneegrade/reports";
-
-const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
 
 export const REPORT_KINDS = ["sr", "sc", "text-sr"] as const;
 export type ReportKind = (typeof REPORT_KINDS)[number];
@@ -42,12 +43,23 @@ export function deviceObserverUid(config: Pick<Config, "DEVICE_OBSERVER_UID" | "
   return config.DEVICE_OBSERVER_UID ?? uidFromName(`kneegrade-device:${config.LISTENER_AET}`);
 }
 
+type InputConfig = Pick<Config, "DEVICE_OBSERVER_UID" | "LISTENER_AET" | "INSTITUTION_NAME">;
+
 /** Everything the writers need, from the database and one spooled header. */
 export async function buildReportInput(
   db: Db,
   gradingJobId: string,
-  config: Pick<Config, "DEVICE_OBSERVER_UID" | "LISTENER_AET" | "INSTITUTION_NAME">,
+  config: InputConfig,
 ): Promise<ReportInput> {
+  return (await buildReportInputWithIds(db, gradingJobId, config)).input;
+}
+
+/** `buildReportInput`, with the `KneeResult` id of each of `input.knees` (same order). */
+export async function buildReportInputWithIds(
+  db: Db,
+  gradingJobId: string,
+  config: InputConfig,
+): Promise<{ input: ReportInput; kneeResultIds: string[] }> {
   const job = await db.gradingJob.findUniqueOrThrow({
     where: { id: gradingJobId },
     include: {
@@ -78,23 +90,10 @@ export async function buildReportInput(
     };
   if (!context)
     throw new Error(`no readable image of study ${job.study.studyInstanceUid} in the spool`);
-  const order = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
-  const knees: KneeFinding[] = job.results
-    .sort((a, b) => order[a.laterality] - order[b.laterality])
-    .map((r) => ({
-      laterality: SIDE[r.laterality],
-      lateralitySource: r.lateralitySource ?? "",
-      grade: r.klGrade,
-      probabilities: r.probabilities as number[],
-      localisationScore: r.localisationScore ?? 0,
-      lowConfidence: r.lowConfidence,
-      source: sourceOf(r.instance),
-      region: (r.region as KneeFinding["region"]) ?? null,
-      ...(r.cropPng ? { cropPng: new Uint8Array(r.cropPng) } : {}),
-      ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
-    }));
+  const results = byReadingOrder(job.results);
+  const knees = results.map((r) => kneeFinding(r, sourceOf(r.instance)));
   const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
-  return {
+  const input: ReportInput = {
     context,
     knees,
     ungraded: job.instances
@@ -105,27 +104,20 @@ export async function buildReportInput(
         reason: g.reason ?? "",
       })),
     warnings,
-    algorithm: {
-      name: "kneegrade PIM ensemble (Kellgren-Lawrence)",
-      version: job.modelVersion ?? "unknown",
-      // The model version ends in the first 12 hex digits of sha256 over its members' sha256s.
-      modelSha256: job.modelVersion?.split("-").pop() ?? "unknown",
-      modelStatus: job.modelStatus ?? "unknown",
-      manufacturer: "kneegrade",
-      softwareVersion: "0.1.0",
-    },
-    seriesInstanceUid: uidFromName(`kneegrade:sr-series:${job.id}`),
-    sopInstanceUid: uidFromName(`kneegrade:sr:${job.id}`),
+    algorithm: algorithmOf(job),
+    seriesInstanceUid: reportUids(job.id).aiSrSeries,
+    sopInstanceUid: reportUids(job.id).aiSr,
     seriesNumber: 990 + Math.min(job.revision, 9),
     instanceNumber: 1,
     contentDateTime: job.finishedAt ?? new Date(),
     deviceObserverUid: deviceObserverUid(config),
     ...(config.INSTITUTION_NAME ? { institutionName: config.INSTITUTION_NAME } : {}),
   };
+  return { input, kneeResultIds: results.map((r) => r.id) };
 }
 
 /** Writes a file atomically (temp file, fsync, rename) and returns its sha256. */
-async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
+export async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   const handle = await open(tmp, "w");

@@ -1,0 +1,55 @@
+/**
+ * Grading results as PostgreSQL stores them (a `KneeResult` row, a `GradingJob`'s model fields) →
+ * the writers' inputs. Shapes only, no database access: the reporter and the review pages map rows
+ * the same way.
+ */
+import type { KneeFinding, ReportInput, SourceImage } from "./types.ts";
+
+export interface KneeResultRow {
+  laterality: "RIGHT" | "LEFT" | "UNKNOWN";
+  lateralitySource: string | null;
+  klGrade: number;
+  probabilities: unknown;
+  localisationScore: number | null;
+  lowConfidence: boolean;
+  region: unknown;
+  cropPng: Uint8Array | null;
+  heatmapPng: Uint8Array | null;
+}
+
+const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
+const ORDER = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
+
+/** Right, left, side unknown (stable): the order of the report. */
+export const byReadingOrder = <T extends Pick<KneeResultRow, "laterality">>(rows: T[]): T[] =>
+  [...rows].sort((a, b) => ORDER[a.laterality] - ORDER[b.laterality]);
+
+export function kneeFinding(r: KneeResultRow, source: SourceImage): KneeFinding {
+  return {
+    laterality: SIDE[r.laterality],
+    lateralitySource: r.lateralitySource ?? "",
+    grade: r.klGrade,
+    probabilities: r.probabilities as number[],
+    localisationScore: r.localisationScore ?? 0,
+    lowConfidence: r.lowConfidence,
+    source,
+    region: (r.region as KneeFinding["region"]) ?? null,
+    ...(r.cropPng ? { cropPng: new Uint8Array(r.cropPng) } : {}),
+    ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
+  };
+}
+
+export function algorithmOf(job: {
+  modelVersion: string | null;
+  modelStatus: string | null;
+}): ReportInput["algorithm"] {
+  return {
+    name: "kneegrade PIM ensemble (Kellgren-Lawrence)",
+    version: job.modelVersion ?? "unknown",
+    // The model version ends in the first 12 hex digits of sha256 over its members' sha256s.
+    modelSha256: job.modelVersion?.split("-").pop() ?? "unknown",
+    modelStatus: job.modelStatus ?? "unknown",
+    manufacturer: "kneegrade",
+    softwareVersion: "0.1.0",
+  };
+}

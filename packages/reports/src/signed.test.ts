@@ -1,0 +1,71 @@
+import { describe, expect, it } from "vitest";
+import { writeComprehensiveSr } from "./sr.ts";
+import { dciodvfy, fixture, run, tempFile } from "./test-support.ts";
+import { signedReportLines } from "./text.ts";
+import type { ReportInput, Signature } from "./types.ts";
+
+const EXPECTED_WARNING = /Unrecognized defined term <99KNEEGRADE>/;
+
+function signed(overrides: Partial<Signature> = {}): ReportInput {
+  const input = fixture();
+  const decisions = [
+    { grade: input.knees[0]!.grade },
+    { grade: null, notGradableReason: "rotated, joint space not seen" },
+  ];
+  const lines = signedReportLines(input, decisions);
+  return {
+    ...input,
+    sopInstanceUid: "2.25.1234",
+    signature: {
+      observerName: "Doe^Jane",
+      organisation: "Test Hospital Radiology",
+      dateTime: new Date(2026, 11, 1, 9, 30, 5),
+      predecessor: {
+        sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
+        sopInstanceUid: input.sopInstanceUid,
+        seriesInstanceUid: input.seriesInstanceUid,
+      },
+      knees: decisions,
+      findings: lines.findings,
+      impression: lines.impression,
+      ...overrides,
+    },
+  };
+}
+
+describe("a signed SR revision", () => {
+  it("is VERIFIED, names the verifying observer and its predecessor, and keeps the AI's grades as the AI's", async () => {
+    const input = signed();
+    const path = await tempFile("signed-sr.dcm", writeComprehensiveSr(input));
+    const check = dciodvfy(path);
+    expect(check.errors).toEqual([]);
+    expect(check.warnings.filter((w) => !EXPECTED_WARNING.test(w))).toEqual([]);
+    const out = run("dsrdump", ["+Pl", "+U8", path]).out;
+    expect(out).toContain("Verification Flag   : VERIFIED");
+    expect(out).toContain("Verifying Observers : 2026-12-01 09:30:05");
+    expect(out).toContain("Doe^Jane, Test Hospital Radiology");
+    expect(out).toContain("Predecessor Docs    : 1");
+    const predecessor = run("dcmdump", ["+P", "0040,a360", path]).out;
+    expect(predecessor).toContain(`[${input.signature!.predecessor.sopInstanceUid}]`);
+    expect(out).toContain('"Tracking Identifier")="right knee, AI result"');
+    expect(out).toContain('"Tracking Identifier")="right knee, radiologist"');
+    expect(out).toContain('"Person Observer Name")="Doe^Jane"');
+    expect(out).toContain('"Comment")="Not gradable: rotated, joint space not seen"');
+    expect(out).not.toContain("AI-generated, unverified");
+    expect(out).toContain("Left knee: not gradable (rotated, joint space not seen).");
+  });
+
+  it("refuses a signature that does not decide every knee, or a not-gradable knee without a reason", () => {
+    expect(() => writeComprehensiveSr(signed({ knees: [{ grade: 1 }] }))).toThrow(
+      /one decision per knee/,
+    );
+    expect(() =>
+      writeComprehensiveSr(
+        signed({ knees: [{ grade: 1 }, { grade: null, notGradableReason: " " }] }),
+      ),
+    ).toThrow(/needs a reason/);
+    expect(() => writeComprehensiveSr(signed({ knees: [{ grade: 5 }, { grade: 0 }] }))).toThrow(
+      /out of range/,
+    );
+  });
+});

@@ -1,0 +1,471 @@
+/**
+ * The review pages as a Fastify app: a plugin per concern (cookies, form bodies, security
+ * headers, login rate limit, CSRF, static files), sessions in PostgreSQL, and the routes. Nothing
+ * but the login page, the static files and /healthz answers without a session.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import fastifyCookie from "@fastify/cookie";
+import fastifyCsrf from "@fastify/csrf-protection";
+import fastifyFormbody from "@fastify/formbody";
+import fastifyHelmet from "@fastify/helmet";
+import fastifyRateLimit from "@fastify/rate-limit";
+import fastifyStatic from "@fastify/static";
+import type { Config } from "@kneegrade/config";
+import type { Db } from "@kneegrade/db";
+import type { Logger } from "@kneegrade/log";
+import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
+import { z } from "zod";
+import { usersPage } from "./admin.ts";
+import { agreementPage, agreementReport, confusionPng } from "./agreement.ts";
+import { html, page } from "./html.ts";
+import { heatmapPng, radiographJpeg } from "./images.ts";
+import { type ReportQueue, SignError, signStudy } from "./sign.ts";
+import { loadStudy, studyPage } from "./study.ts";
+import { addUser, checkPassword, disableUser, NewUser } from "./users.ts";
+import { WorklistQuery, worklist, worklistPage } from "./worklist.ts";
+
+export const SESSION_COOKIE = "kneegrade_session";
+
+export type ReviewConfig = Pick<
+  Config,
+  | "REVIEW_SESSION_SECRET"
+  | "REVIEW_SESSION_HOURS"
+  | "REVIEW_LOGIN_ATTEMPTS_PER_MINUTE"
+  | "REVIEW_AGREEMENT_ALERT"
+  | "REVIEW_AGREEMENT_DAYS"
+  | "REVIEW_AGREEMENT_MIN_KNEES"
+>;
+
+export interface ReviewDeps {
+  db: Db;
+  config: ReviewConfig;
+  log: Logger;
+  reportQueue: ReportQueue;
+  /** HTTPS: cookies are marked Secure, HSTS and upgrade-insecure-requests are sent. */
+  https?: { key: string; cert: string };
+}
+
+interface SessionUser {
+  id: string;
+  username: string;
+  displayName: string;
+  organisation: string;
+  role: "RADIOLOGIST" | "VIEWER" | "ADMIN";
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    user: SessionUser | null;
+    sessionId: string | null;
+  }
+}
+
+const tokenHash = (token: string) => createHash("sha256").update(token).digest("hex");
+const PUBLIC_DIR = fileURLToPath(new URL("../public/", import.meta.url));
+const NO_STORE = "no-store";
+
+/** A relative path on this site (no open redirect). */
+const localPath = (next: unknown) =>
+  typeof next === "string" && /^\/(?!\/)[^\\]*$/.test(next) ? next : "/";
+
+export async function buildReviewApp(deps: ReviewDeps) {
+  const { db, config, log } = deps;
+  const secure = Boolean(deps.https);
+  const app = Fastify({
+    logger: false,
+    ...(deps.https ? { https: deps.https } : {}),
+    bodyLimit: 256 * 1024,
+  });
+  const audit = (
+    event: string,
+    request: FastifyRequest,
+    o: { actor?: string; studyInstanceUid?: string; details?: Record<string, unknown> } = {},
+  ) =>
+    db.auditEvent.create({
+      data: {
+        event,
+        actor: o.actor ?? request.user?.username ?? "anonymous",
+        address: request.ip,
+        ...(o.studyInstanceUid ? { studyInstanceUid: o.studyInstanceUid } : {}),
+        ...(o.details ? { details: o.details as object } : {}),
+      },
+    });
+
+  await app.register(fastifyCookie, {
+    secret: config.REVIEW_SESSION_SECRET ?? randomBytes(32).toString("hex"),
+  });
+  await app.register(fastifyFormbody);
+  await app.register(fastifyHelmet, {
+    contentSecurityPolicy: {
+      directives: {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "upgrade-insecure-requests": secure ? [] : null,
+      },
+    },
+    hsts: secure,
+  });
+  await app.register(fastifyRateLimit, { global: false });
+  await app.register(fastifyCsrf, {
+    sessionPlugin: "@fastify/cookie",
+    cookieKey: "kneegrade_csrf",
+    cookieOpts: { path: "/", sameSite: "strict", httpOnly: true, secure, signed: true },
+  });
+  await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: "/static/" });
+
+  app.decorateRequest("user", null);
+  app.decorateRequest("sessionId", null);
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("cache-control", NO_STORE);
+    const token = request.cookies[SESSION_COOKIE];
+    if (!token) return;
+    const session = await db.session.findUnique({
+      where: { tokenHash: tokenHash(token) },
+      include: { user: true },
+    });
+    if (!session || session.expiresAt <= new Date() || session.user.disabled) return;
+    request.sessionId = session.id;
+    const { id, username, displayName, organisation, role } = session.user;
+    request.user = { id, username, displayName, organisation, role };
+  });
+  app.setErrorHandler(
+    async (error: Error & { statusCode?: number; code?: string }, request, reply) => {
+      const status = error.statusCode ?? 500;
+      if (status >= 500) {
+        log.error(
+          // Prisma's messages embed the call and its arguments: its last line says what failed.
+          {
+            event: "review.error",
+            url: request.routeOptions.url,
+            err: error.message.trim().split("\n").pop(),
+          },
+          "review page failed",
+        );
+      }
+      const message = error.code?.startsWith("FST_CSRF")
+        ? "The form's security token is missing or out of date: go back, reload the page and try again."
+        : status === 429
+          ? "Too many login attempts from your address: wait a minute."
+          : status >= 500
+            ? "Something went wrong; the error was logged."
+            : error.message;
+      return reply
+        .status(status)
+        .type("text/html")
+        .send(
+          page(
+            `Error ${status}`,
+            html`<h1>Error ${status}</h1><p class="error">${message}</p><p><a href="/">Worklist</a></p>`,
+          ),
+        );
+    },
+  );
+
+  app.get("/healthz", async () => ({ ok: true }));
+
+  // --- login ---------------------------------------------------------------------------------
+  const loginPage = (reply: FastifyReply, next: string, error?: string) =>
+    page(
+      "Log in",
+      html`<h1>Log in</h1>
+${error ? html`<p class="error" role="alert">${error}</p>` : ""}
+<form method="post" action="/login" class="login">
+  <input type="hidden" name="_csrf" value="${reply.generateCsrf()}">
+  <input type="hidden" name="next" value="${next}">
+  <label>User name <input name="username" autocomplete="username" required autofocus></label>
+  <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+  <button type="submit">Log in</button>
+</form>
+<p class="hint">Patient data: every study you open is recorded.</p>`,
+    );
+  app.get("/login", async (request, reply) => {
+    const next = localPath((request.query as { next?: string }).next);
+    return reply.type("text/html").send(loginPage(reply, next));
+  });
+  const Login = z.object({
+    username: z.string().max(64),
+    password: z.string().max(1024),
+    next: z.string().optional(),
+  });
+  app.post(
+    "/login",
+    {
+      preHandler: app.csrfProtection,
+      config: { rateLimit: { max: config.REVIEW_LOGIN_ATTEMPTS_PER_MINUTE, timeWindow: 60_000 } },
+    },
+    async (request, reply) => {
+      const form = Login.safeParse(request.body);
+      const next = localPath(form.success ? form.data.next : undefined);
+      const user = form.success
+        ? await checkPassword(db, form.data.username.trim(), form.data.password)
+        : null;
+      if (!user) {
+        await audit("review.login-failed", request, {
+          details: { username: form.success ? form.data.username.slice(0, 64) : null },
+        });
+        log.warn({ event: "review.login-failed", address: request.ip }, "failed login");
+        return reply
+          .status(401)
+          .type("text/html")
+          .send(
+            loginPage(reply, next, "Wrong user name or password (or the account is disabled)."),
+          );
+      }
+      const token = randomBytes(32).toString("base64url");
+      const expiresAt = new Date(Date.now() + config.REVIEW_SESSION_HOURS * 3_600_000);
+      await db.session.create({
+        data: { tokenHash: tokenHash(token), userId: user.id, expiresAt, address: request.ip },
+      });
+      await db.session.deleteMany({ where: { expiresAt: { lt: new Date() } } });
+      await audit("review.login", request, { actor: user.username });
+      return reply
+        .setCookie(SESSION_COOKIE, token, {
+          path: "/",
+          httpOnly: true,
+          sameSite: "strict",
+          secure,
+          expires: expiresAt,
+        })
+        .redirect(next, 303);
+    },
+  );
+
+  // --- everything else needs a session ------------------------------------------------------
+  await app.register(async (pages) => {
+    pages.addHook("onRequest", async (request, reply) => {
+      if (request.user) return;
+      if (request.method === "GET") {
+        return reply.redirect(`/login?next=${encodeURIComponent(request.url)}`, 303);
+      }
+      return reply
+        .status(401)
+        .type("text/html")
+        .send(page("Log in", html`<p>Log in first: <a href="/login">log in</a>.</p>`));
+    });
+    const user = (request: FastifyRequest) => request.user!;
+    const forbidden = (request: FastifyRequest, reply: FastifyReply, what: string) =>
+      reply
+        .status(403)
+        .type("text/html")
+        .send(
+          page("Forbidden", html`<h1>Error 403</h1><p class="error">${what}</p>`, {
+            user: user(request),
+            csrf: reply.generateCsrf(),
+          }),
+        );
+
+    pages.post("/logout", { preHandler: pages.csrfProtection }, async (request, reply) => {
+      if (request.sessionId) await db.session.delete({ where: { id: request.sessionId } });
+      await audit("review.logout", request);
+      return reply.clearCookie(SESSION_COOKIE, { path: "/" }).redirect("/login", 303);
+    });
+
+    pages.get("/", async (request, reply) => {
+      const q = WorklistQuery.safeParse(request.query);
+      const query = q.success ? q.data : WorklistQuery.parse({});
+      const data = await worklist(db, query);
+      return reply
+        .type("text/html")
+        .send(worklistPage(query, data, user(request), reply.generateCsrf()));
+    });
+
+    // The worklist's counts, refreshed by review.js while the page is open ("live counts").
+    pages.get("/counts.json", async () => (await worklist(db, WorklistQuery.parse({}))).counts);
+
+    /** The study UID of the path, or null when it is not one (answered 404, never 500). */
+    const studyUid = (request: FastifyRequest) => {
+      const p = z.object({ uid: z.string().regex(/^[0-9.]{1,64}$/) }).safeParse(request.params);
+      return p.success ? p.data.uid : null;
+    };
+    pages.get("/studies/:uid", async (request, reply) => {
+      const uid = studyUid(request);
+      const loaded = uid ? await loadStudy(db, uid) : null;
+      if (!uid || !loaded) return reply.callNotFound();
+      await audit("review.study-viewed", request, {
+        studyInstanceUid: uid,
+        details: { revision: loaded.study.revision },
+      });
+      const signed = (request.query as { signed?: string }).signed;
+      return reply
+        .type("text/html")
+        .send(
+          studyPage(
+            loaded,
+            user(request),
+            reply.generateCsrf(),
+            signed ? "Signed: the signed report is on its way to the PACS." : undefined,
+          ),
+        );
+    });
+
+    pages.get("/studies/:uid/instances/:sop", async (request, reply) => {
+      const parsed = z
+        .object({ uid: z.string(), sop: z.string().regex(/^[0-9.]{1,64}\.jpg$/) })
+        .safeParse(request.params);
+      if (!parsed.success) return reply.callNotFound();
+      const p = parsed.data;
+      const instance = await db.instance.findUnique({
+        where: { sopInstanceUid: p.sop.slice(0, -4) },
+        include: { study: true, results: { include: { gradingJob: true } } },
+      });
+      if (!instance?.spoolPath || instance.study.studyInstanceUid !== p.uid) {
+        return reply.callNotFound();
+      }
+      const revision = instance.study.revision;
+      const knees = instance.results.filter((r) => r.gradingJob.revision === revision);
+      const jpeg = await radiographJpeg(
+        instance.spoolPath,
+        knees.map((k) => ({
+          laterality: k.laterality,
+          klGrade: k.klGrade,
+          region: k.region as { x: number; y: number; width: number; height: number } | null,
+        })),
+      );
+      return reply.type("image/jpeg").send(jpeg);
+    });
+
+    pages.get("/knees/:id/:kind", async (request, reply) => {
+      const p = z
+        .object({ id: z.string().uuid(), kind: z.enum(["crop.png", "heatmap.png"]) })
+        .safeParse(request.params);
+      if (!p.success) return reply.callNotFound();
+      const knee = await db.kneeResult.findUnique({
+        where: { id: p.data.id },
+        select: { cropPng: true, heatmapPng: true },
+      });
+      if (!knee?.cropPng) return reply.callNotFound();
+      if (p.data.kind === "crop.png")
+        return reply.type("image/png").send(Buffer.from(knee.cropPng));
+      if (!knee.heatmapPng) return reply.callNotFound();
+      return reply.type("image/png").send(await heatmapPng(knee.cropPng, knee.heatmapPng));
+    });
+
+    pages.post(
+      "/studies/:uid/sign",
+      { preHandler: pages.csrfProtection },
+      async (request, reply) => {
+        const uid = studyUid(request);
+        if (!uid) return reply.callNotFound();
+        const u = user(request);
+        if (u.role !== "RADIOLOGIST") {
+          await audit("review.sign-refused", request, {
+            studyInstanceUid: uid,
+            details: { reason: `role ${u.role}` },
+          });
+          return forbidden(request, reply, "Only radiologists sign reports.");
+        }
+        const started = Date.now();
+        try {
+          const review = await signStudy(db, deps.reportQueue, {
+            studyInstanceUid: uid,
+            user: u,
+            form: request.body as Record<string, string | undefined>,
+            address: request.ip,
+          });
+          log.info(
+            {
+              event: "review.signed",
+              studyInstanceUid: uid,
+              reviewId: review.id,
+              ms: Date.now() - started,
+            },
+            "study signed",
+          );
+        } catch (error) {
+          if (!(error instanceof SignError)) throw error;
+          if (error.statusCode === 409) {
+            await audit("review.sign-refused", request, {
+              studyInstanceUid: uid,
+              details: { reason: error.message },
+            });
+          }
+          return reply
+            .status(error.statusCode)
+            .type("text/html")
+            .send(
+              page(
+                `Error ${error.statusCode}`,
+                html`<h1>Not signed</h1><p class="error" role="alert">${error.message}</p><p><a href="/studies/${uid}">Back to the study</a></p>`,
+                {
+                  user: u,
+                  csrf: reply.generateCsrf(),
+                },
+              ),
+            );
+        }
+        return reply.redirect(`/studies/${uid}?signed=1`, 303);
+      },
+    );
+
+    // --- accounts (admins) ---------------------------------------------------------------------
+    const ADMIN_ONLY = "Only admins manage users.";
+    /** The users page again, with what became of the admin's action (status 200, or the error's). */
+    const usersAnswer = async (
+      request: FastifyRequest,
+      reply: FastifyReply,
+      outcome: { error?: string; status?: number; notice?: string } = {},
+    ) =>
+      reply
+        .status(outcome.error ? (outcome.status ?? 400) : 200)
+        .type("text/html")
+        .send(await usersPage(db, user(request), reply.generateCsrf(), outcome));
+    const failure = (e: Error) => e.message;
+    pages.get("/users", async (request, reply) => {
+      if (user(request).role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+      return usersAnswer(request, reply);
+    });
+    pages.post("/users", { preHandler: pages.csrfProtection }, async (request, reply) => {
+      const u = user(request);
+      if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+      const form = NewUser.safeParse(request.body);
+      if (!form.success) {
+        const error = form.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+        return usersAnswer(request, reply, { error });
+      }
+      const error = await addUser(db, form.data, u.username).then(() => undefined, failure);
+      return usersAnswer(
+        request,
+        reply,
+        error ? { error } : { notice: `Added ${form.data.username}.` },
+      );
+    });
+    pages.post(
+      "/users/:username/disable",
+      { preHandler: pages.csrfProtection },
+      async (request, reply) => {
+        const u = user(request);
+        if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+        const { username } = request.params as { username: string };
+        if (username === u.username) {
+          return usersAnswer(request, reply, { error: "You cannot disable your own account." });
+        }
+        const error = await disableUser(db, username, u.username).then(() => undefined, failure);
+        return usersAnswer(
+          request,
+          reply,
+          error ? { error, status: 404 } : { notice: `Disabled ${username}.` },
+        );
+      },
+    );
+
+    const Days = z.object({ days: z.coerce.number().int().min(1).max(3650).optional() });
+    pages.get("/agreement", async (request, reply) => {
+      const q = Days.safeParse(request.query);
+      const report = await agreementReport(db, config, q.success ? q.data.days : undefined);
+      return reply
+        .type("text/html")
+        .send(agreementPage(report, user(request), reply.generateCsrf()));
+    });
+    pages.get("/agreement/confusion.png", async (request, reply) => {
+      const q = Days.safeParse(request.query);
+      const report = await agreementReport(db, config, q.success ? q.data.days : undefined);
+      return reply.type("image/png").send(await confusionPng(report));
+    });
+  });
+  return app;
+}

@@ -1,0 +1,163 @@
+/**
+ * Signing: a radiologist's decision per knee and the report text become a `Review` row (with one
+ * `ReviewKnee` per knee: the AI's grade and theirs) in one transaction, then a `report-study` job
+ * with the review's id asks the reporter to write the signed SR revision and deliver it — the same
+ * path, retries, dead letter and `kneegrade redeliver` as the AI's report. The review pages never
+ * write DICOM or talk to the PACS themselves.
+ */
+import { randomUUID } from "node:crypto";
+import { QUEUES, ReportStudyJob, signedReportJobId } from "@kneegrade/contracts";
+import type { Db } from "@kneegrade/db";
+import { type KneeDecision, reportUids, signedSrUid } from "@kneegrade/reports";
+import { loadStudy, prefilledText } from "./study.ts";
+
+/** What the reporter queue must offer (a BullMQ Queue does). */
+export interface ReportQueue {
+  add(name: string, data: ReportStudyJob, opts: { jobId: string }): Promise<unknown>;
+}
+
+export class SignError extends Error {
+  constructor(
+    readonly statusCode: 400 | 404 | 409 | 503,
+    message: string,
+  ) {
+    super(message);
+    this.name = "SignError";
+  }
+}
+
+/** Line endings as browsers submit them (CR LF) → "\n"; trailing blanks trimmed. */
+const normalise = (s: string) =>
+  s
+    .replace(/\r\n?/g, "\n")
+    .split("\n")
+    .map((l) => l.trimEnd())
+    .join("\n")
+    .trim();
+
+export async function signStudy(
+  db: Db,
+  queue: ReportQueue,
+  a: {
+    studyInstanceUid: string;
+    user: { id: string; username: string };
+    form: Record<string, string | undefined>;
+    address: string;
+  },
+) {
+  const loaded = await loadStudy(db, a.studyInstanceUid);
+  if (!loaded?.job) throw new SignError(404, "no graded revision of this study to sign");
+  const { study, job } = loaded;
+  const latest = job.reviews[0];
+  const expected = latest?.sopInstanceUid ?? reportUids(job.id).aiSr;
+  if (a.form.predecessor !== expected) {
+    throw new SignError(
+      409,
+      latest
+        ? `already signed by ${latest.user.displayName} at ${latest.signedAt.toISOString()}: open the study again to amend that signature`
+        : "this page is out of date: open the study again",
+    );
+  }
+  const decisions: KneeDecision[] = job.results.map((r) => {
+    const value = a.form[`knee_${r.id}`];
+    if (value === "ng") {
+      const reason = (a.form[`reason_${r.id}`] ?? "").trim().slice(0, 200);
+      if (!reason) throw new SignError(400, "a knee marked not gradable needs a reason");
+      return { grade: null, notGradableReason: reason };
+    }
+    if (value === undefined || !/^[0-4]$/.test(value)) {
+      throw new SignError(400, "choose a grade (0–4) or 'not gradable' for every knee");
+    }
+    return { grade: Number(value) };
+  });
+  // Unchanged text (what the page showed) is rewritten from the decisions; edited text is kept.
+  const shown = latest
+    ? { findings: latest.findings, impression: latest.impression }
+    : prefilledText(job);
+  const findings = normalise(a.form.findings ?? "");
+  const impression = normalise(a.form.impression ?? "");
+  const unchanged =
+    findings === normalise(shown.findings) && impression === normalise(shown.impression);
+  const text = unchanged ? prefilledText(job, decisions) : { findings, impression };
+  if (!text.findings || !text.impression) {
+    throw new SignError(400, "the findings and the impression cannot be empty");
+  }
+
+  const id = randomUUID();
+  const sequence = (latest?.sequence ?? 0) + 1;
+  const review = await db
+    .$transaction(async (tx) => {
+      const created = await tx.review.create({
+        data: {
+          id,
+          studyId: study.id,
+          gradingJobId: job.id,
+          userId: a.user.id,
+          sequence,
+          predecessorSopInstanceUid: expected,
+          sopInstanceUid: signedSrUid(id),
+          findings: text.findings,
+          impression: text.impression,
+          knees: {
+            create: job.results.map((r, i) => {
+              const d = decisions[i]!;
+              return {
+                kneeResultId: r.id,
+                aiGrade: r.klGrade,
+                radiologistGrade: d.grade,
+                notGradableReason: d.grade === null ? d.notGradableReason : null,
+              };
+            }),
+          },
+        },
+      });
+      await tx.auditEvent.create({
+        data: {
+          event: sequence === 1 ? "review.signed" : "review.amended",
+          actor: a.user.username,
+          studyInstanceUid: study.studyInstanceUid,
+          sopInstanceUid: created.sopInstanceUid,
+          address: a.address,
+          details: {
+            reviewId: id,
+            revision: job.revision,
+            sequence,
+            predecessor: expected,
+            knees: job.results.map((r, i) => ({
+              laterality: r.laterality,
+              ai: r.klGrade,
+              radiologist: decisions[i]!.grade,
+            })),
+          },
+        },
+      });
+      return created;
+    })
+    .catch((error: { code?: string }) => {
+      // Two signatures of one predecessor at once: the unique index keeps the first.
+      if (error.code === "P2002") {
+        throw new SignError(409, "this revision was just signed by someone else");
+      }
+      throw error;
+    });
+  const payload = ReportStudyJob.parse({
+    schemaVersion: 1,
+    studyId: study.id,
+    studyInstanceUid: study.studyInstanceUid,
+    revision: job.revision,
+    gradingJobId: job.id,
+    reviewId: review.id,
+  });
+  try {
+    await queue.add(QUEUES.reportStudy, payload, {
+      jobId: signedReportJobId(study.studyInstanceUid, job.revision, review.id),
+    });
+  } catch (error) {
+    // The signature stands (it is in PostgreSQL); only its delivery waits for `redeliver`.
+    throw new SignError(
+      503,
+      `Signed, but the signed report could not be queued for the PACS (${(error as Error).message}): ask IT to run \`kneegrade redeliver ${study.studyInstanceUid}\` once Redis answers.`,
+    );
+  }
+  return review;
+}

@@ -1,0 +1,30 @@
+/** A throw-away self-signed certificate for 127.0.0.1 (openssl), for the TLS tests. */
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+
+export function selfSignedCert(dir: string, commonName = "kneegrade-test") {
+  const key = join(dir, "key.pem");
+  const cert = join(dir, "cert.pem");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      `/CN=${commonName}`,
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+    ],
+    { stdio: "ignore" },
+  );
+  return { key, cert };
+}
