@@ -10,7 +10,7 @@ import {
 import { areaResize } from "./crop.ts";
 import { findKnees } from "./find.ts";
 import { assignLaterality, rowDirection } from "./laterality.ts";
-import { localiseKnees } from "./localise.ts";
+import { decideKnees, type KneeCandidate, localiseKnees } from "./localise.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 const crop = (grade: number, i: number) =>
@@ -141,6 +141,51 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     const assumed = await findKnees(image, {}, 64);
     expect(assumed.ok && assumed.knees.map((k) => k.laterality)).toEqual(["R", "L"]);
     expect(assumed.ok && assumed.warnings.join("\n")).toMatch(/laterality assumed/);
+  });
+});
+
+describe("deciding which candidates are knees", () => {
+  const thresholds = { minScore: 0.45, pairMinScore: 0.42 };
+  const knee = (cx: number, score: number): KneeCandidate => ({ cx, cy: 500, side: 300, score });
+  const rescored =
+    (a: number, b: number) =>
+    async ([x, y]: [KneeCandidate, KneeCandidate]): Promise<[KneeCandidate, KneeCandidate]> => [
+      { ...x, score: a },
+      { ...y, score: b },
+    ];
+
+  it("keeps a pair whose re-matched scores still reach their thresholds", async () => {
+    const knees = await decideKnees(
+      [knee(300, 0.6), knee(900, 0.5)],
+      thresholds,
+      rescored(0.58, 0.43),
+    );
+    expect(knees.map((k) => k.score)).toEqual([0.58, 0.43]);
+  });
+
+  it("drops a second knee whose score fell below the pair threshold when re-matched", async () => {
+    // The reported bug: a second knee checked before refinement was kept at -0.04 after it.
+    const knees = await decideKnees(
+      [knee(300, 0.6), knee(900, 0.5)],
+      thresholds,
+      rescored(0.61, -0.04),
+    );
+    expect(knees).toEqual([knee(300, 0.6)]);
+  });
+
+  it("drops the pair when the first knee's re-matched score fell below the knee threshold", async () => {
+    const knees = await decideKnees(
+      [knee(300, 0.46), knee(900, 0.5)],
+      thresholds,
+      rescored(0.44, 0.5),
+    );
+    expect(knees).toEqual([knee(300, 0.46)]);
+  });
+
+  it("reports nothing below the knee threshold, and no second knee that is not beside the first", async () => {
+    expect(await decideKnees([knee(300, 0.44)], thresholds, rescored(1, 1))).toEqual([]);
+    const above = { ...knee(300, 0.5), cy: 100 };
+    expect(await decideKnees([knee(300, 0.6), above], thresholds, rescored(1, 1))).toHaveLength(1);
   });
 });
 

@@ -1,0 +1,16 @@
+"""The localiser's correlation graph: the committed asset is what `models.knee_ncc` builds."""
+from models import knee_ncc
+
+
+def test_committed_graph_is_reproducible():
+    built = knee_ncc.build().SerializeToString(deterministic=True)
+    assert knee_ncc.OUT.read_bytes() == built
+
+
+def test_graph_takes_templates_as_an_input():
+    graph = knee_ncc.build().graph
+    assert [i.name for i in graph.input] == ["image", "templates"]
+    assert len(graph.initializer) == 0
+    (conv,) = graph.node
+    assert conv.op_type == "Conv"
+    assert {a.name: a.i for a in conv.attribute} == {"group": 3}
