@@ -1,4 +1,5 @@
-"""The localiser's correlation graph: the committed asset is what `models.knee_ncc` builds."""
+"""The localiser's correlation graph (the committed asset is what `models.knee_ncc` builds) and its
+settings in the manifest."""
 from models import knee_ncc
 
 
@@ -14,3 +15,16 @@ def test_graph_takes_templates_as_an_input():
     (conv,) = graph.node
     assert conv.op_type == "Conv"
     assert {a.name: a.i for a in conv.attribute} == {"group": 3}
+
+
+def test_manifest_carries_the_localiser(tmp_path):
+    import json
+
+    from models import export
+
+    path = export.write_manifest([], tmp_path, "smoke")
+    section = json.loads(path.read_text())["localiser"]
+    assert {k: section[k] for k in export.LOCALISER_THRESHOLDS} == export.LOCALISER_THRESHOLDS
+    copied = tmp_path / section["template"]["file"]
+    assert copied.read_bytes() == export.KNEE_TEMPLATE.read_bytes()
+    assert section["template"]["sha256"] == export.sha256(copied)

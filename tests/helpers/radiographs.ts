@@ -19,6 +19,21 @@ export interface PlacedKnee {
   yMm: number;
   /** Side of the square the crop covers, mm. */
   sideMm: number;
+  /**
+   * Draws a total knee arthroplasty into this knee: femoral component over the condyles, tibial
+   * tray and stem, at the metal's brightness (the top of the 12-bit range, far above the bone of
+   * `boneMax`).
+   */
+  implant?: boolean;
+}
+
+/** Whether crop-relative (u, v) in 0..1 lies on the drawn prosthesis (see PlacedKnee.implant). */
+export function onProsthesis(u: number, v: number): boolean {
+  const femoral =
+    u >= 0.18 && u <= 0.82 && v >= 0.3 && v <= 0.47 && !(v > 0.41 && Math.abs(u - 0.5) < 0.06);
+  const tray = u >= 0.15 && u <= 0.85 && v >= 0.53 && v <= 0.57;
+  const stem = Math.abs(u - 0.5) <= 0.05 && v > 0.57 && v <= 0.8;
+  return femoral || tray || stem;
 }
 
 export interface ComposedRadiograph {
@@ -43,6 +58,9 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** Metal, before scaling by boneMax: above everything else (clipped to the 12-bit range). */
+const METAL = 2;
+
 const smooth = (x: number) => (x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x));
 
 export async function composeRadiograph(opts: {
@@ -52,6 +70,11 @@ export async function composeRadiograph(opts: {
   knees: PlacedKnee[];
   seed?: number;
   noise?: number;
+  /**
+   * The brightest bone, 0..1 of the 12-bit range (default 1: the crops' full range). Below 1 it
+   * leaves room above bone for metal, as a real exposure does.
+   */
+  boneMax?: number;
 }): Promise<ComposedRadiograph> {
   const { spacingMm } = opts;
   const width = Math.round(opts.widthMm / spacingMm);
@@ -122,16 +145,27 @@ export async function composeRadiograph(opts: {
         img[i] = w * (crop[y * side + x]! / 255) + (1 - w) * img[i]!;
       }
     }
+    if (knee.implant) {
+      for (let y = 0; y < side; y++) {
+        for (let x = 0; x < side; x++) {
+          const gx = left + x;
+          const gy = top + y;
+          if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
+          if (onProsthesis(x / side, y / side)) img[gy * width + gx] = METAL;
+        }
+      }
+    }
     truth.push({ cx, cy, side, png: knee.png });
   }
   const noise = opts.noise ?? 0.01;
+  const boneMax = opts.boneMax ?? 1;
   const stored = new Uint16Array(width * height);
   for (let y = 0; y < height; y++) {
     const gradient = 0.95 + 0.1 * (y / height);
     for (let x = 0; x < width; x++) {
       const i = y * width + x;
       const gauss = (rand() + rand() + rand() - 1.5) * 2 * noise;
-      const v = Math.min(1, Math.max(0, img[i]! * gradient + gauss));
+      const v = Math.min(1, Math.max(0, img[i]! * boneMax * gradient + gauss));
       stored[i] = Math.round(v * 4095);
     }
   }

@@ -1,9 +1,15 @@
 /**
  * From a decoded radiograph to the model inputs of its knees, or a recorded reason why not.
  */
-import { cutKnee } from "./crop.ts";
+import { detectArthroplasty } from "./arthroplasty.ts";
+import { cutKnee, TRAINING_CROP_SIZE } from "./crop.ts";
 import { assignLaterality, type LateralityHeader, type Side } from "./laterality.ts";
-import { type GreyImage, type KneeCandidate, localiseKnees } from "./localise.ts";
+import {
+  type GreyImage,
+  type KneeCandidate,
+  type KneeTemplate,
+  localiseKnees,
+} from "./localise.ts";
 
 /** Below this knee score a found knee is graded but flagged for the reviewer. */
 export const LOW_CONFIDENCE_SCORE = 0.6;
@@ -46,9 +52,17 @@ export interface FoundKnee {
   /** Knee score (see localise.ts), -1..1. */
   score: number;
   lowConfidence: boolean;
+  /**
+   * A prosthesis at the joint (see arthroplasty.ts): the knee is reported, never graded
+   * ("knee arthroplasty — not graded").
+   */
+  arthroplasty: boolean;
   crop224: Uint8Array;
   input: Float32Array;
 }
+
+/** What the reader is told about a knee with a prosthesis. */
+export const ARTHROPLASTY_NOT_GRADED = "knee arthroplasty — not graded";
 
 export type KneeRefusalCode = "NOT_AP_VIEW" | "NO_KNEE_FOUND";
 
@@ -60,7 +74,14 @@ export async function findKnees(
   image: KneeImageInput,
   header: KneeHeader,
   inputSize: number,
-  options: { minScore?: number } = {},
+  options: {
+    /** The localiser's thresholds (defaults: localise.ts, and LOW_CONFIDENCE_SCORE here). */
+    minScore?: number;
+    pairMinScore?: number;
+    lowConfidenceScore?: number;
+    /** Templates to match (default: the bundled ones). */
+    templates?: KneeTemplate[];
+  } = {},
 ): Promise<KneeFindings> {
   const view = header.viewPosition?.trim().toUpperCase();
   if (view && NOT_AP_VIEWS.has(view)) {
@@ -71,10 +92,8 @@ export async function findKnees(
       bestScore: null,
     };
   }
-  const found = await localiseKnees(image, {
-    spacingMm: image.spacingMm,
-    ...(options.minScore !== undefined ? { minScore: options.minScore } : {}),
-  });
+  const { lowConfidenceScore = LOW_CONFIDENCE_SCORE, ...localiser } = options;
+  const found = await localiseKnees(image, { spacingMm: image.spacingMm, ...localiser });
   if (found.knees.length === 0) {
     const best = found.best?.score ?? null;
     return {
@@ -97,8 +116,18 @@ export async function findKnees(
   const knees: FoundKnee[] = [];
   for (const [i, k] of found.knees.entries()) {
     const s = sides[i]!;
-    const crop = await cutKnee(image, k as KneeCandidate, inputSize);
-    const lowConfidence = k.score < LOW_CONFIDENCE_SCORE;
+    const { plain224, ...crop } = await cutKnee(image, k as KneeCandidate, inputSize);
+    const metal = detectArthroplasty({
+      width: TRAINING_CROP_SIZE,
+      height: TRAINING_CROP_SIZE,
+      data: plain224 ?? crop.crop224,
+    });
+    if (metal.metal && !metal.arthroplasty) {
+      warnings.push(
+        `knee ${s.laterality}: metal implant near the joint (not at the joint line); graded`,
+      );
+    }
+    const lowConfidence = k.score < lowConfidenceScore;
     if (lowConfidence) {
       warnings.push(
         `knee ${s.laterality}: low localisation confidence (score ${k.score.toFixed(2)})`,
@@ -113,6 +142,7 @@ export async function findKnees(
       sideMm: image.spacingMm ? k.side * image.spacingMm : null,
       score: k.score,
       lowConfidence,
+      arthroplasty: metal.arthroplasty,
       ...crop,
     });
   }

@@ -1,3 +1,4 @@
+export * from "./arthroplasty.ts";
 export * from "./crop.ts";
 export * from "./find.ts";
 export * from "./laterality.ts";

@@ -13,6 +13,7 @@ import { uidFromName } from "@kneegrade/dicom";
 import {
   derivedUids,
   type KneeFinding,
+  type NotGradedKnee,
   type ReportInput,
   readStudyContext,
   SECONDARY_CAPTURE_SOP_CLASS,
@@ -24,6 +25,16 @@ import {
 } from "@kneegrade/reports";
 
 const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
+
+/** One entry of InstanceGrading.notGraded, as the worker writes it (services/worker/src/job.ts). */
+interface StoredNotGradedKnee {
+  laterality: keyof typeof SIDE;
+  lateralitySource?: string;
+  code: string;
+  reason: string;
+  region?: KneeFinding["region"];
+  localisationScore?: number;
+}
 
 export const REPORT_KINDS = ["sr", "sc", "text-sr"] as const;
 export type ReportKind = (typeof REPORT_KINDS)[number];
@@ -94,9 +105,21 @@ export async function buildReportInput(
       ...(r.heatmapPng ? { heatmapPng: new Uint8Array(r.heatmapPng) } : {}),
     }));
   const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
+  const notGraded: NotGradedKnee[] = job.instances.flatMap((g) =>
+    ((g.notGraded as StoredNotGradedKnee[] | null) ?? []).map((k) => ({
+      laterality: SIDE[k.laterality],
+      lateralitySource: k.lateralitySource ?? "",
+      code: k.code,
+      reason: k.reason,
+      localisationScore: k.localisationScore ?? 0,
+      source: sourceOf(g.instance),
+      region: k.region ?? null,
+    })),
+  );
   return {
     context,
     knees,
+    ...(notGraded.length > 0 ? { notGraded } : {}),
     ungraded: job.instances
       .filter((g) => g.outcome !== "GRADED")
       .map((g) => ({
