@@ -4,12 +4,8 @@
 import { detectArthroplasty } from "./arthroplasty.ts";
 import { cutKnee, TRAINING_CROP_SIZE } from "./crop.ts";
 import { assignLaterality, type LateralityHeader, type Side } from "./laterality.ts";
-import {
-  type GreyImage,
-  type KneeCandidate,
-  type KneeTemplate,
-  localiseKnees,
-} from "./localise.ts";
+import type { GreyImage, KneeCandidate, KneeTemplate } from "./localise.ts";
+import { localiseKneesOffThread } from "./localise-thread.ts";
 
 /** Below this knee score a found knee is graded but flagged for the reviewer. */
 export const LOW_CONFIDENCE_SCORE = 0.6;
@@ -93,7 +89,11 @@ export async function findKnees(
     };
   }
   const { lowConfidenceScore = LOW_CONFIDENCE_SCORE, ...localiser } = options;
-  const found = await localiseKnees(image, { spacingMm: image.spacingMm, ...localiser });
+  // In a worker thread: the caller's event loop (the worker service's) never waits on it.
+  const found = await localiseKneesOffThread(
+    { width: image.width, height: image.height, data: image.data },
+    { spacingMm: image.spacingMm, ...localiser },
+  );
   if (found.knees.length === 0) {
     const best = found.best?.score ?? null;
     return {

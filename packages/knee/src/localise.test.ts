@@ -11,6 +11,7 @@ import { areaResize } from "./crop.ts";
 import { findKnees } from "./find.ts";
 import { assignLaterality, rowDirection } from "./laterality.ts";
 import { decideKnees, type KneeCandidate, localiseKnees } from "./localise.ts";
+import { localiseKneesOffThread } from "./localise-thread.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 const crop = (grade: number, i: number) =>
@@ -61,6 +62,19 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     // A crop is 80–115 mm wide: a 10 mm error still keeps the joint well inside it.
     expect(Math.max(...errors)).toBeLessThan(12);
     expect(mean).toBeLessThan(6);
+  });
+
+  it("finds the same knees in its worker thread as in the caller's", async () => {
+    const r = await composeBilateral([crop(2, 6), crop(0, 6)]);
+    const image = { width: r.width, height: r.height, data: display(r.stored) };
+    const before = Uint8Array.from(image.data);
+    for (const spacingMm of [0.15, null]) {
+      const here = await localiseKnees(image, { spacingMm });
+      const there = await localiseKneesOffThread(image, { spacingMm });
+      expect(there).toEqual(here);
+      expect(there.knees).toHaveLength(2);
+    }
+    expect(image.data).toEqual(before); // the caller's pixels are its own (copied, not moved)
   });
 
   it("finds a knee without pixel spacing, searching sizes relative to the image", async () => {
