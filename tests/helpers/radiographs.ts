@@ -195,15 +195,20 @@ export async function composeRadiograph(opts: {
  * patient's right with PatientOrientation L\F) centred at (95, 150) mm, the other at (265, 150) mm,
  * each crop 90 mm wide.
  */
-export function composeBilateral(pngs: readonly [string, string], seed?: number) {
+export function composeBilateral(
+  pngs: readonly [string, string],
+  seed?: number,
+  /** Applied to both knees, e.g. `{ rotateDeg: 90 }`. */
+  each: Omit<Partial<PlacedKnee>, "png"> = {},
+) {
   return composeRadiograph({
     widthMm: 360,
     heightMm: 300,
     spacingMm: 0.15,
     ...(seed === undefined ? {} : { seed }),
     knees: [
-      { png: pngs[0], xMm: 95, yMm: 150, sideMm: 90 },
-      { png: pngs[1], xMm: 265, yMm: 150, sideMm: 90 },
+      { png: pngs[0], xMm: 95, yMm: 150, sideMm: 90, ...each },
+      { png: pngs[1], xMm: 265, yMm: 150, sideMm: 90, ...each },
     ],
   });
 }

@@ -6,7 +6,7 @@
 import { readdirSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
-import { composeRadiograph, drawFoot } from "../../../tests/helpers/radiographs.ts";
+import { composeBilateral, drawFoot } from "../../../tests/helpers/radiographs.ts";
 import { findKnees } from "./find.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
@@ -17,16 +17,7 @@ describe("refusals", () => {
   it("refuses knees rotated by 90° or 45° (not an AP/PA knee as the crops are)", async () => {
     for (const rotateDeg of [90, 45]) {
       for (const k of [0, 1]) {
-        const r = await composeRadiograph({
-          widthMm: 360,
-          heightMm: 300,
-          spacingMm: 0.15,
-          seed: k,
-          knees: [
-            { png: crop(k, 5 + k), xMm: 95, yMm: 150, sideMm: 90, rotateDeg },
-            { png: crop(k + 1, 5), xMm: 265, yMm: 150, sideMm: 90, rotateDeg },
-          ],
-        });
+        const r = await composeBilateral([crop(k, 5 + k), crop(k + 1, 5)], k, { rotateDeg });
         const found = await findKnees(
           {
             width: r.width,
