@@ -27,11 +27,6 @@ export interface PlacedKnee {
   implant?: boolean;
   /** Rotates the crop by this many degrees (clockwise) before placing it. */
   rotateDeg?: number;
-  /**
-   * Narrows the crop to this fraction of its width (centred, tissue either side): the femur and
-   * tibia overlapping edge-on, a crude stand-in for a lateral projection.
-   */
-  squeeze?: number;
 }
 
 /** Whether crop-relative (u, v) in 0..1 lies on the drawn prosthesis (see PlacedKnee.implant). */
@@ -96,17 +91,6 @@ export async function composeRadiograph(opts: {
     let png = sharp(await readFile(knee.png)).greyscale();
     if (knee.rotateDeg) {
       png = sharp(await png.rotate(knee.rotateDeg, { background: "#0a0a0a" }).png().toBuffer());
-    }
-    if (knee.squeeze) {
-      const narrow = Math.max(1, Math.round(224 * knee.squeeze));
-      const pad = Math.floor((224 - narrow) / 2);
-      png = sharp(
-        await png
-          .resize(narrow, 224, { fit: "fill" })
-          .extend({ left: pad, right: 224 - narrow - pad, background: "#333333" })
-          .png()
-          .toBuffer(),
-      );
     }
     const crop = new Uint8Array(
       await png.greyscale().resize(side, side, { kernel: "cubic", fit: "fill" }).raw().toBuffer(),

@@ -85,6 +85,8 @@ export const LocaliserSection = z.looseObject({
   pair_min_score: z.number().min(-1).max(1).default(0.42),
   /** Below this a knee is graded but flagged "low localisation confidence" (LOW_CONFIDENCE_SCORE). */
   low_confidence_score: z.number().min(-1).max(1).default(0.6),
+  /** Least probability of "AP/PA knee joint" from the second stage (VERIFIER_MIN_PROBABILITY). */
+  verifier_min_probability: z.number().min(0).max(1).default(0.5),
   template: z.optional(z.object({ file: modelFile, sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
 });
 export type LocaliserSection = z.infer<typeof LocaliserSection>;
@@ -94,6 +96,7 @@ export interface LocaliserSettings {
   minScore: number;
   pairMinScore: number;
   lowConfidenceScore: number;
+  verifierMinProbability: number;
   /** The model's template document (JSON), when it brings one; else the bundled one is used. */
   template?: unknown;
 }
@@ -230,6 +233,7 @@ export async function readModel(dir: string, options: LoadModelOptions = {}): Pr
     minScore: section.min_score,
     pairMinScore: section.pair_min_score,
     lowConfidenceScore: section.low_confidence_score,
+    verifierMinProbability: section.verifier_min_probability,
   };
   if (section.template) {
     const path = join(dir, section.template.file);

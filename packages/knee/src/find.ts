@@ -5,7 +5,8 @@ import { detectArthroplasty } from "./arthroplasty.ts";
 import { cutKnee, TRAINING_CROP_SIZE } from "./crop.ts";
 import { assignLaterality, type LateralityHeader, type Side } from "./laterality.ts";
 import type { GreyImage, KneeCandidate, KneeTemplate } from "./localise.ts";
-import { localiseKneesOffThread } from "./localise-thread.ts";
+import { localiseKneesOffThread, verifyKneeCropsOffThread } from "./localise-thread.ts";
+import { VERIFIER_MIN_PROBABILITY } from "./verify.ts";
 
 /** Below this knee score a found knee is graded but flagged for the reviewer. */
 export const LOW_CONFIDENCE_SCORE = 0.6;
@@ -77,6 +78,8 @@ export async function findKnees(
     lowConfidenceScore?: number;
     /** Templates to match (default: the bundled ones). */
     templates?: KneeTemplate[];
+    /** Least probability of "AP/PA knee joint" from the verifier (default 0.5). */
+    verifierMinProbability?: number;
   } = {},
 ): Promise<KneeFindings> {
   const view = header.viewPosition?.trim().toUpperCase();
@@ -88,7 +91,11 @@ export async function findKnees(
       bestScore: null,
     };
   }
-  const { lowConfidenceScore = LOW_CONFIDENCE_SCORE, ...localiser } = options;
+  const {
+    lowConfidenceScore = LOW_CONFIDENCE_SCORE,
+    verifierMinProbability = VERIFIER_MIN_PROBABILITY,
+    ...localiser
+  } = options;
   // In a worker thread: the caller's event loop (the worker service's) never waits on it.
   const found = await localiseKneesOffThread(
     { width: image.width, height: image.height, data: image.data },
@@ -106,22 +113,57 @@ export async function findKnees(
       bestScore: best,
     };
   }
-  const sides = assignLaterality(found.knees, image.width, header);
+  // Second stage: each square must look like an AP/PA knee joint (verify.ts). A prosthesis is
+  // evidence of a knee joint in itself (and looks like no training crop): not asked.
+  const cut = await Promise.all(
+    found.knees.map(async (k) => {
+      const { plain224, ...crop } = await cutKnee(image, k as KneeCandidate, inputSize);
+      const metal = detectArthroplasty({
+        width: TRAINING_CROP_SIZE,
+        height: TRAINING_CROP_SIZE,
+        data: plain224 ?? crop.crop224,
+      });
+      return { k, crop, metal };
+    }),
+  );
+  const verdicts = await verifyKneeCropsOffThread(cut.map((c) => c.crop.crop224));
+  const accepted = cut.filter(
+    (c, i) => c.metal.arthroplasty || verdicts[i]!.apKnee >= verifierMinProbability,
+  );
+  if (accepted.length === 0) {
+    // The best match decides how the refusal is worded.
+    const top = found.knees.reduce((b, k, i) => (k.score > found.knees[b]!.score ? i : b), 0);
+    const v = verdicts[top]!;
+    const score = found.knees[top]!.score;
+    const notAp = v.notApView > v.noKneeJoint;
+    return {
+      ok: false,
+      code: notAp ? "NOT_AP_VIEW" : "NO_KNEE_FOUND",
+      reason: notAp
+        ? `not an AP/PA knee view (knee score ${score.toFixed(2)}, but the verifier reads a knee seen otherwise: p = ${v.notApView.toFixed(2)})`
+        : `no knee joint found (knee score ${score.toFixed(2)}, but the verifier reads no knee joint: p = ${v.noKneeJoint.toFixed(2)})`,
+      bestScore: score,
+    };
+  }
   const warnings: string[] = [];
-  if (found.knees.length === 2 && ["R", "L"].includes(header.imageLaterality?.trim() ?? "")) {
+  if (accepted.length < cut.length) {
+    warnings.push(
+      "a second knee-like region was not taken for a knee by the verifier: one knee graded",
+    );
+  }
+  const sides = assignLaterality(
+    accepted.map((c) => c.k),
+    image.width,
+    header,
+  );
+  if (accepted.length === 2 && ["R", "L"].includes(header.imageLaterality?.trim() ?? "")) {
     warnings.push(
       `ImageLaterality says ${header.imageLaterality} but two knees were found: sides taken from their positions`,
     );
   }
   const knees: FoundKnee[] = [];
-  for (const [i, k] of found.knees.entries()) {
+  for (const [i, { k, crop, metal }] of accepted.entries()) {
     const s = sides[i]!;
-    const { plain224, ...crop } = await cutKnee(image, k as KneeCandidate, inputSize);
-    const metal = detectArthroplasty({
-      width: TRAINING_CROP_SIZE,
-      height: TRAINING_CROP_SIZE,
-      data: plain224 ?? crop.crop224,
-    });
     if (metal.metal && !metal.arthroplasty) {
       warnings.push(
         `knee ${s.laterality}: metal implant near the joint (not at the joint line); graded`,

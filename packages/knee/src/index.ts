@@ -4,3 +4,4 @@ export * from "./find.ts";
 export * from "./laterality.ts";
 export * from "./localise.ts";
 export * from "./localise-thread.ts";
+export * from "./verify.ts";

@@ -1,23 +1,19 @@
 /**
- * {@link localiseKnees} in a worker thread (localise-worker.mjs): the same function and results,
- * off the caller's event loop. The thread starts on first use, takes one radiograph at a time,
+ * {@link localiseKnees} and {@link verifyKneeCrops} in a worker thread (localise-worker.mjs): the
+ * same functions and results, off the caller's event loop. The thread starts on first use, takes one radiograph at a time,
  * does not keep the process alive when idle, and is started afresh if it dies.
  */
 import { Worker } from "node:worker_threads";
 import type { GreyImage, LocaliseOptions, LocaliseResult } from "./localise.ts";
+import type { KneeVerdict } from "./verify.ts";
 
 const WORKER_URL = new URL("./localise-worker.mjs", import.meta.url);
 
-type Reply =
-  | { id: number; ok: true; result: LocaliseResult }
-  | { id: number; ok: false; message: string };
+type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; message: string };
 
 let worker: Worker | undefined;
 let nextId = 1;
-const pending = new Map<
-  number,
-  { resolve: (r: LocaliseResult) => void; reject: (e: Error) => void }
->();
+const pending = new Map<number, { resolve: (r: unknown) => void; reject: (e: Error) => void }>();
 
 function start(): Worker {
   const w = new Worker(WORKER_URL);
@@ -43,22 +39,32 @@ function start(): Worker {
   return w;
 }
 
+function request<T>(message: object, transfer: ArrayBuffer[]): Promise<T> {
+  worker ??= start();
+  const w = worker;
+  const id = nextId++;
+  return new Promise<T>((resolve, reject) => {
+    pending.set(id, { resolve: resolve as (r: unknown) => void, reject });
+    w.ref(); // keep the process alive while a request is pending
+    w.postMessage({ id, ...message }, transfer);
+  });
+}
+
 /** Same contract as {@link localiseKnees}; the image is copied, the caller keeps its own. */
 export function localiseKneesOffThread(
   img: GreyImage,
   options: LocaliseOptions = {},
 ): Promise<LocaliseResult> {
-  worker ??= start();
-  const w = worker;
-  const id = nextId++;
   const data = new Uint8Array(img.data); // a copy to transfer: the caller cuts crops from its own
-  return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    w.ref(); // keep the process alive while a localisation is pending
-    w.postMessage({ id, image: { width: img.width, height: img.height, data }, options }, [
-      data.buffer,
-    ]);
-  });
+  return request(
+    { op: "localise", image: { width: img.width, height: img.height, data }, options },
+    [data.buffer],
+  );
+}
+
+/** Same contract as {@link verifyKneeCrops} (the crops are copied). */
+export function verifyKneeCropsOffThread(crops224: Uint8Array[]): Promise<KneeVerdict[]> {
+  return request({ op: "verify", crops: crops224.map((c) => new Uint8Array(c)) }, []);
 }
 
 /** Stops the thread (tests, shutdown); the next call starts a new one. */

@@ -95,7 +95,7 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     expect(Math.hypot(knee!.cx - truth.cx, knee!.cy - truth.cy) * 0.15).toBeLessThan(12);
   });
 
-  it("refuses or flags the WG04 radiograph (distal tibia and ankle, no knee joint)", async () => {
+  it("refuses the WG04 radiograph (distal tibia and ankle, no knee joint)", async () => {
     const ds = dicomParser.parseDicom(readFileSync(`${WG04_DIR}RG3_UNC.dcm`));
     const pd = ds.elements.x7fe00010!;
     const stored = new Uint16Array(
@@ -113,15 +113,12 @@ describe("knee localisation on full radiographs composed from real crops", () =>
       { viewPosition: "AP", laterality: "R" },
       64,
     );
-    // Its best match (an ankle region) scores at about the refusal threshold: refused, or at
-    // least every "knee" found is flagged as a low-confidence localisation for the reviewer.
-    if (result.ok) {
-      expect(result.knees.every((k) => k.lowConfidence)).toBe(true);
-      expect(result.warnings.join("\n")).toMatch(/low localisation confidence/);
-    } else {
-      expect(result.code).toBe("NO_KNEE_FOUND");
-      expect(result.reason).toMatch(/best knee score 0\.\d\d < 0\.45/);
-    }
+    // Its best match (an ankle region) scores at about the template threshold (0.45); the
+    // verifier does not take it for a knee joint. (WG04's left half was among the verifier's
+    // training negatives: this is a regression check, not an independent test.)
+    expect(result).toMatchObject({ ok: false, code: "NO_KNEE_FOUND" });
+    if (!result.ok)
+      expect(result.reason).toMatch(/^no knee joint found \((best )?knee score 0\.\d\d/);
   });
 
   it("refuses an image without structure, and a lateral view without looking", async () => {

@@ -78,13 +78,23 @@ describe("gradeDicom on composed bilateral radiographs", () => {
     const bytes = radiographDicom(await composeBilateral([a!, b!]));
     const strict = await gradeDicom(bytes, {
       ...predictor,
-      localiser: { minScore: 0.97, pairMinScore: 0.97, lowConfidenceScore: 0.98 },
+      localiser: {
+        minScore: 0.97,
+        pairMinScore: 0.97,
+        lowConfidenceScore: 0.98,
+        verifierMinProbability: 0.5,
+      },
     });
     expect(strict).toMatchObject({ outcome: "REFUSED", code: "NO_KNEE_FOUND" });
     if (strict.outcome === "REFUSED") expect(strict.reason).toMatch(/< 0\.97\)$/);
     const cautious = await gradeDicom(bytes, {
       ...predictor,
-      localiser: { minScore: 0.45, pairMinScore: 0.42, lowConfidenceScore: 0.99 },
+      localiser: {
+        minScore: 0.45,
+        pairMinScore: 0.42,
+        lowConfidenceScore: 0.99,
+        verifierMinProbability: 0.5,
+      },
     });
     expect(cautious.outcome).toBe("GRADED");
     if (cautious.outcome !== "GRADED") return;

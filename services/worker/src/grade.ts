@@ -43,6 +43,7 @@ function localiserOptions(settings: LocaliserSettings | undefined) {
     minScore: settings.minScore,
     pairMinScore: settings.pairMinScore,
     lowConfidenceScore: settings.lowConfidenceScore,
+    verifierMinProbability: settings.verifierMinProbability,
     ...(templates ? { templates } : {}),
   };
 }
