@@ -124,8 +124,13 @@ export const DEFAULT_PAIR_MIN_SCORE = 0.42;
 const COARSE = 24;
 const FINE = 64;
 const SCALE_STEP = 1.1;
-/** Refinement's size range around a coarse candidate. */
-const REFINE_SCALES = [0.82, 0.88, 0.94, 1, 1.06, 1.12, 1.18] as const;
+/**
+ * Refinement's sizes around a coarse candidate, 0.82–1.18 in steps of 0.06: the odd ones first,
+ * then the two beside the best of those (5 windows instead of all 7).
+ */
+const REFINE_SCALES = [0.88, 1, 1.12] as const;
+const REFINE_STEP = 0.06;
+const SMALLEST_REFINE_SCALE = REFINE_SCALES[0] - REFINE_STEP;
 
 const correlator = new OnnxCorrelator();
 
@@ -218,6 +223,8 @@ async function refine(
   c: KneeCandidate,
   templates: KneeTemplate[],
   scales: readonly number[] = REFINE_SCALES,
+  /** Also try the sizes one step beside the best of `scales`. */
+  thenNeighbours = true,
 ): Promise<KneeCandidate> {
   const t = allGrades(templates, FINE);
   const n = t.size;
@@ -226,31 +233,40 @@ async function refine(
   // Every other position at each size first; then every position around the best one.
   let bestWindow: { data: Float32Array; w: number; h: number; x: number; y: number } | undefined;
   let bestFrame: { x0: number; y0: number; fx: number; fy: number } | undefined;
-  const windows = await Promise.all(
-    scales.map(async (scale) => {
-      const side = c.side * scale;
-      const factor = n / side;
-      // Reduce only a window around the candidate: 1.5 sides wide, clipped to the image.
-      const half = 0.75 * side;
-      const x0 = Math.max(0, Math.floor(c.cx - half));
-      const y0 = Math.max(0, Math.floor(c.cy - half));
-      const x1 = Math.min(img.width, Math.ceil(c.cx + half));
-      const y1 = Math.min(img.height, Math.ceil(c.cy + half));
-      const ww = Math.max(n, Math.round((x1 - x0) * factor));
-      const wh = Math.max(n, Math.round((y1 - y0) * factor));
-      const buf = await sharp(img.data, {
-        raw: { width: img.width, height: img.height, channels: 1 },
-      })
-        .extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 })
-        .resize(ww, wh, { kernel: "linear", fit: "fill" })
-        .toColourspace("b-w")
-        .raw()
-        .toBuffer();
-      const data = Float32Array.from(buf);
-      const m = await correlator.scoreMap(data, ww, wh, t, 2);
-      return { side, x0, y0, fx: ww / (x1 - x0), fy: wh / (y1 - y0), ww, wh, data, m };
-    }),
-  );
+  const scoreWindow = async (scale: number) => {
+    const side = c.side * scale;
+    const factor = n / side;
+    // Reduce only a window around the candidate: 1.5 sides wide, clipped to the image.
+    const half = 0.75 * side;
+    const x0 = Math.max(0, Math.floor(c.cx - half));
+    const y0 = Math.max(0, Math.floor(c.cy - half));
+    const x1 = Math.min(img.width, Math.ceil(c.cx + half));
+    const y1 = Math.min(img.height, Math.ceil(c.cy + half));
+    const ww = Math.max(n, Math.round((x1 - x0) * factor));
+    const wh = Math.max(n, Math.round((y1 - y0) * factor));
+    const buf = await sharp(img.data, {
+      raw: { width: img.width, height: img.height, channels: 1 },
+    })
+      .extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 })
+      .resize(ww, wh, { kernel: "linear", fit: "fill" })
+      .toColourspace("b-w")
+      .raw()
+      .toBuffer();
+    const data = Float32Array.from(buf);
+    const m = await correlator.scoreMap(data, ww, wh, t, 2);
+    let peak = -1;
+    for (let y = 0; y < m.height; y += 2) {
+      for (let x = 0; x < m.width; x += 2) peak = Math.max(peak, m.map[y * m.width + x]!);
+    }
+    return { scale, peak, side, x0, y0, fx: ww / (x1 - x0), fy: wh / (y1 - y0), ww, wh, data, m };
+  };
+  const windows = await Promise.all(scales.map(scoreWindow));
+  if (thenNeighbours) {
+    const top = windows.reduce((a, b) => (b.peak > a.peak ? b : a));
+    windows.push(
+      ...(await Promise.all([top.scale - REFINE_STEP, top.scale + REFINE_STEP].map(scoreWindow))),
+    );
+  }
   for (const { side, x0, y0, fx, fy, ww, wh, data, m } of windows) {
     for (let y = 0; y < m.height; y += 2) {
       for (let x = 0; x < m.width; x += 2) {
@@ -344,7 +360,7 @@ export async function localiseKnees(
   if (sides.length === 0) return { knees: [], best: null, minScore };
   // The base: reduced once, just enough for refinement at the smallest size searched; everything
   // after works on it (far fewer pixels to resample than the full image, every time).
-  const baseFactor = Math.min(1, FINE / (REFINE_SCALES[0] * 0.97 * sides[0]!));
+  const baseFactor = Math.min(1, FINE / (SMALLEST_REFINE_SCALE * 0.97 * sides[0]!));
   const base = await resizeGrey(
     img,
     Math.max(1, Math.round(img.width * baseFactor)),
@@ -395,7 +411,7 @@ export async function localiseKnees(
     // better match's size, searching the position only.
     const side = a.side;
     const [ra, rb] = await Promise.all(
-      [a, b].map((k) => refine(base, { ...k, side }, templates, [0.97, 1, 1.03])),
+      [a, b].map((k) => refine(base, { ...k, side }, templates, [0.97, 1, 1.03], false)),
     );
     return [ra!, rb!];
   });
