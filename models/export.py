@@ -8,6 +8,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -21,6 +22,10 @@ from .train import load_checkpoint
 
 SCHEMA_VERSION = 1
 FIXTURES_FILE = "fixtures.json"
+# The knee localiser's settings travel with the model (manifest "localiser"): its thresholds, and
+# its templates (models.knee_template's output) copied beside the members when the repo has them.
+LOCALISER_THRESHOLDS = {"min_score": 0.45, "pair_min_score": 0.42, "low_confidence_score": 0.6}
+KNEE_TEMPLATE = Path(__file__).resolve().parent.parent / "packages" / "knee" / "assets" / "knee-template.json"
 DATA_SOURCE = {
     "name": "Knee Osteoarthritis Severity Grading Dataset (Chen 2018)",
     "doi": "10.17632/56rmx5bjcr.1",
@@ -132,6 +137,16 @@ def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensem
     return path
 
 
+def localiser_section(out_dir: Path) -> dict:
+    """The manifest's "localiser": thresholds, and the template file (copied) with its sha256."""
+    section = dict(LOCALISER_THRESHOLDS)
+    if KNEE_TEMPLATE.exists():
+        dst = Path(out_dir) / KNEE_TEMPLATE.name
+        shutil.copyfile(KNEE_TEMPLATE, dst)
+        section["template"] = {"file": dst.name, "sha256": sha256(dst)}
+    return section
+
+
 def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Optional[Path] = None,
                    extra: Optional[dict] = None, ensemble_temperature: float = 1.0) -> Path:
     man = {
@@ -148,6 +163,7 @@ def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Op
                                 "p = q ** (1 / temperature) renormalised (the ensemble temperature, fitted "
                                 "on val; 1 keeps q); grade = argmax p"},
         "data": DATA_SOURCE,
+        "localiser": localiser_section(out_dir),
     }
     if fixtures is not None:
         man["fixtures"] = {"file": fixtures.name, "sha256": sha256(fixtures)}

@@ -19,6 +19,23 @@ export interface PlacedKnee {
   yMm: number;
   /** Side of the square the crop covers, mm. */
   sideMm: number;
+  /**
+   * Draws a total knee arthroplasty into this knee: femoral component over the condyles, tibial
+   * tray and stem, at the metal's brightness (the top of the 12-bit range, far above the bone of
+   * `boneMax`).
+   */
+  implant?: boolean;
+  /** Rotates the crop by this many degrees (clockwise) before placing it. */
+  rotateDeg?: number;
+}
+
+/** Whether crop-relative (u, v) in 0..1 lies on the drawn prosthesis (see PlacedKnee.implant). */
+export function onProsthesis(u: number, v: number): boolean {
+  const femoral =
+    u >= 0.18 && u <= 0.82 && v >= 0.3 && v <= 0.47 && !(v > 0.41 && Math.abs(u - 0.5) < 0.06);
+  const tray = u >= 0.15 && u <= 0.85 && v >= 0.53 && v <= 0.57;
+  const stem = Math.abs(u - 0.5) <= 0.05 && v > 0.57 && v <= 0.8;
+  return femoral || tray || stem;
 }
 
 export interface ComposedRadiograph {
@@ -43,6 +60,9 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** Metal, before scaling by boneMax: above everything else (clipped to the 12-bit range). */
+const METAL = 2;
+
 const smooth = (x: number) => (x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x));
 
 export async function composeRadiograph(opts: {
@@ -52,6 +72,11 @@ export async function composeRadiograph(opts: {
   knees: PlacedKnee[];
   seed?: number;
   noise?: number;
+  /**
+   * The brightest bone, 0..1 of the 12-bit range (default 1: the crops' full range). Below 1 it
+   * leaves room above bone for metal, as a real exposure does.
+   */
+  boneMax?: number;
 }): Promise<ComposedRadiograph> {
   const { spacingMm } = opts;
   const width = Math.round(opts.widthMm / spacingMm);
@@ -63,12 +88,12 @@ export async function composeRadiograph(opts: {
     const side = Math.round(knee.sideMm / spacingMm);
     const cx = Math.round(knee.xMm / spacingMm);
     const cy = Math.round(knee.yMm / spacingMm);
+    let png = sharp(await readFile(knee.png)).greyscale();
+    if (knee.rotateDeg) {
+      png = sharp(await png.rotate(knee.rotateDeg, { background: "#0a0a0a" }).png().toBuffer());
+    }
     const crop = new Uint8Array(
-      await sharp(await readFile(knee.png))
-        .greyscale()
-        .resize(side, side, { kernel: "cubic" })
-        .raw()
-        .toBuffer(),
+      await png.greyscale().resize(side, side, { kernel: "cubic", fit: "fill" }).raw().toBuffer(),
     );
     const left = cx - Math.floor(side / 2);
     const top = cy - Math.floor(side / 2);
@@ -122,16 +147,27 @@ export async function composeRadiograph(opts: {
         img[i] = w * (crop[y * side + x]! / 255) + (1 - w) * img[i]!;
       }
     }
+    if (knee.implant) {
+      for (let y = 0; y < side; y++) {
+        for (let x = 0; x < side; x++) {
+          const gx = left + x;
+          const gy = top + y;
+          if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
+          if (onProsthesis(x / side, y / side)) img[gy * width + gx] = METAL;
+        }
+      }
+    }
     truth.push({ cx, cy, side, png: knee.png });
   }
   const noise = opts.noise ?? 0.01;
+  const boneMax = opts.boneMax ?? 1;
   const stored = new Uint16Array(width * height);
   for (let y = 0; y < height; y++) {
     const gradient = 0.95 + 0.1 * (y / height);
     for (let x = 0; x < width; x++) {
       const i = y * width + x;
       const gauss = (rand() + rand() + rand() - 1.5) * 2 * noise;
-      const v = Math.min(1, Math.max(0, img[i]! * gradient + gauss));
+      const v = Math.min(1, Math.max(0, img[i]! * boneMax * gradient + gauss));
       stored[i] = Math.round(v * 4095);
     }
   }
@@ -143,15 +179,20 @@ export async function composeRadiograph(opts: {
  * patient's right with PatientOrientation L\F) centred at (95, 150) mm, the other at (265, 150) mm,
  * each crop 90 mm wide.
  */
-export function composeBilateral(pngs: readonly [string, string], seed?: number) {
+export function composeBilateral(
+  pngs: readonly [string, string],
+  seed?: number,
+  /** Applied to both knees, e.g. `{ rotateDeg: 90 }`. */
+  each: Omit<Partial<PlacedKnee>, "png"> = {},
+) {
   return composeRadiograph({
     widthMm: 360,
     heightMm: 300,
     spacingMm: 0.15,
     ...(seed === undefined ? {} : { seed }),
     knees: [
-      { png: pngs[0], xMm: 95, yMm: 150, sideMm: 90 },
-      { png: pngs[1], xMm: 265, yMm: 150, sideMm: 90 },
+      { png: pngs[0], xMm: 95, yMm: 150, sideMm: 90, ...each },
+      { png: pngs[1], xMm: 265, yMm: 150, sideMm: 90, ...each },
     ],
   });
 }
@@ -242,4 +283,52 @@ export function radiographDicom(r: ComposedRadiograph, o: RadiographDicomOptions
   const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
   dict.dict = DicomMetaDictionary.denaturalizeDataset(dataset);
   return new Uint8Array(dict.write());
+}
+
+/**
+ * A foot, dorsoplantar, as 8-bit display grey (1,600 × 2,000 px, ≈ 0.15 mm): soft tissue, a tarsal
+ * block and five metatarsals with their phalanges fanning out — bone on the scale of a knee's,
+ * but no knee joint. A negative for the localiser (feet and ankles were graded as knees).
+ */
+export function drawFoot(seed = 1): { width: number; height: number; data: Uint8Array } {
+  const w = 1600;
+  const h = 2000;
+  const img = new Float32Array(w * h).fill(0.04);
+  const rand = mulberry32(seed);
+  /** A bone (or soft tissue): a capsule of radius r from (x0, y0) to (x1, y1), cortex brighter. */
+  const capsule = (x0: number, y0: number, x1: number, y1: number, r: number, v: number) => {
+    const dx = x1 - x0;
+    const dy = y1 - y0;
+    const len2 = dx * dx + dy * dy || 1;
+    for (
+      let y = Math.max(0, Math.floor(Math.min(y0, y1) - r));
+      y <= Math.min(h - 1, Math.max(y0, y1) + r);
+      y++
+    ) {
+      for (
+        let x = Math.max(0, Math.floor(Math.min(x0, x1) - r));
+        x <= Math.min(w - 1, Math.max(x0, x1) + r);
+        x++
+      ) {
+        const t = Math.max(0, Math.min(1, ((x - x0) * dx + (y - y0) * dy) / len2));
+        const d = Math.hypot(x - (x0 + t * dx), y - (y0 + t * dy));
+        if (d < r) img[y * w + x] = Math.max(img[y * w + x]!, v * (d > 0.75 * r ? 1 : 0.8));
+      }
+    }
+  };
+  capsule(800, 1850, 800, 500, 420, 0.22);
+  capsule(800, 1750, 800, 1250, 230, 0.6);
+  for (let k = 0; k < 5; k++) {
+    const base = 560 + k * 120;
+    const head = 480 + k * 160;
+    const bend = (k - 2) * 10;
+    capsule(base, 1250, head, 700, 38, 0.7);
+    capsule(head, 690, head + bend, 520, 30, 0.65);
+    capsule(head + bend, 510, head + 1.4 * bend, 420, 26, 0.6);
+  }
+  const data = new Uint8Array(w * h);
+  for (let i = 0; i < data.length; i++) {
+    data[i] = Math.max(0, Math.min(255, Math.round((img[i]! + (rand() - 0.5) * 0.04) * 255)));
+  }
+  return { width: w, height: h, data };
 }

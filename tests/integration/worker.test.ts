@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
 import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
+import { buildReportInput } from "@kneegrade/reporter";
+import { reportText, writeComprehensiveSr } from "@kneegrade/reports";
 import { processGradeJob, type RunningWorker, startWorker } from "@kneegrade/worker";
 import type { Queue } from "bullmq";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -159,6 +161,44 @@ describe("worker (listener → grade-study → worker → report-study)", () => 
     expect(status.grading.studies.graded).toBeGreaterThanOrEqual(1);
     expect(status.grading.knees).toBeGreaterThanOrEqual(2);
   }, 90_000);
+
+  it("reports a knee arthroplasty without a grade and grades the other knee, through to the report", async () => {
+    worker = await startWorker(h.config, h.db, quiet);
+    const r = await composeRadiograph({
+      widthMm: 360,
+      heightMm: 300,
+      spacingMm: 0.15,
+      boneMax: 0.8,
+      knees: [
+        { png: `${VAL}2/9015402R.png`, xMm: 95, yMm: 150, sideMm: 90, implant: true },
+        { png: `${VAL}1/9003380R.png`, xMm: 265, yMm: 150, sideMm: 90 },
+      ],
+    });
+    const studyInstanceUid = newUid();
+    const path = join(work, "arthroplasty.dcm");
+    await writeFile(path, radiographDicom(r, { studyInstanceUid }));
+    const sent = await storescu(h.target, [path]);
+    expect(sent.code, sent.stderr).toBe(0);
+    const graded = await waitForStudy(studyInstanceUid, ["GRADED", "FAILED", "REFUSED"]);
+    expect(graded.status).toBe("GRADED");
+    const job = await h.db.gradingJob.findFirstOrThrow({
+      where: { studyId: graded.id },
+      include: { results: true, instances: true },
+    });
+    // PatientOrientation L\F: the image's left knee, the one with the prosthesis, is the right.
+    expect(job.results.map((x) => x.laterality)).toEqual(["LEFT"]);
+    expect(job.instances[0]).toMatchObject({ outcome: "GRADED", kneesFound: 2 });
+    expect(job.instances[0]!.notGraded).toMatchObject([
+      { laterality: "RIGHT", code: "ARTHROPLASTY", reason: "knee arthroplasty — not graded" },
+    ]);
+    const input = await buildReportInput(h.db, job.id, h.config);
+    const text = reportText(input);
+    expect(text.findings).toContain("Right knee: knee arthroplasty — not graded.");
+    expect(text.findings).toMatch(/^Left knee: Kellgren–Lawrence grade \d/m);
+    expect(text.findings).not.toMatch(/^Right knee: Kellgren/m);
+    const sr = Buffer.from(writeComprehensiveSr(input)).toString("latin1");
+    expect(sr).toContain("1 knee not graded (arthroplasty)");
+  });
 
   it("records a refused radiograph and a corrupt one with their reasons, without failing the job", async () => {
     const studyInstanceUid = newUid();

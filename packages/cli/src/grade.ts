@@ -110,6 +110,15 @@ export interface GradedFile {
     lowConfidence: boolean;
     region: { x: number; y: number; width: number; height: number; sideMm: number | null } | null;
   }[];
+  /** Knees found but not graded: a knee arthroplasty ("knee arthroplasty — not graded"). */
+  notGraded: {
+    laterality: "R" | "L" | "U";
+    lateralitySource: string;
+    code: string;
+    reason: string;
+    localisationScore: number;
+    region: { x: number; y: number; width: number; height: number; sideMm: number | null };
+  }[];
 }
 
 const kneeOf = (p: KneePrediction) => ({
@@ -144,6 +153,7 @@ export async function gradeFiles(files: string[], predictor: KneePredictor): Pro
               region: null,
             },
           ],
+          notGraded: [],
         });
       } else {
         const r = await gradeDicom(bytes, predictor);
@@ -161,6 +171,17 @@ export async function gradeFiles(files: string[], predictor: KneePredictor): Pro
                   ...kneeOf(k.prediction),
                   localisationScore: Math.round(k.score * 1000) / 1000,
                   lowConfidence: k.lowConfidence,
+                  region: kneeRegion(k),
+                }))
+              : [],
+          notGraded:
+            r.outcome === "GRADED"
+              ? r.notGraded.map((k) => ({
+                  laterality: k.laterality,
+                  lateralitySource: k.lateralitySource,
+                  code: k.code,
+                  reason: k.reason,
+                  localisationScore: Math.round(k.score * 1000) / 1000,
                   region: kneeRegion(k),
                 }))
               : [],
@@ -209,6 +230,7 @@ export function formatGraded(
         notes.join("; "),
       ]);
     }
+    for (const k of r.notGraded) table.push([name, SIDE[k.laterality], "-", "-", k.reason]);
   }
   const lines = [`model ${model.version} (status ${model.status})`];
   if (model.testModel) lines.push(TEST_MODEL_NOTICE);

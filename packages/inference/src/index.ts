@@ -7,6 +7,8 @@ export {
 } from "./batcher.ts";
 export {
   type LoadModelOptions,
+  LocaliserSection,
+  type LocaliserSettings,
   loadModel,
   type ManifestMember,
   ManifestSchema,

@@ -115,6 +115,64 @@ describe("loadModel", () => {
     });
   });
 
+  it("carries the localiser's thresholds and template with the model, with defaults", async () => {
+    // Without the section: the localiser's defaults (and its bundled template).
+    const bare = await tampered((m) => {
+      delete m.localiser;
+    });
+    const plain = await Ensemble.open({ modelDir: bare, allowTestModel: true });
+    expect(plain.localiser).toEqual({
+      minScore: 0.45,
+      pairMinScore: 0.42,
+      lowConfidenceScore: 0.6,
+      verifierMinProbability: 0.5,
+    });
+    await plain.close();
+    // The toolkit writes the section, with the template beside the members.
+    const written = await Ensemble.open({ modelDir: smoke, allowTestModel: true });
+    expect(written.localiser).toMatchObject({ minScore: 0.45, pairMinScore: 0.42 });
+    expect(written.localiser.template).toMatchObject({ kind: "kneegrade-knee-template" });
+    await written.close();
+    const template = await readFile(
+      new URL("../../knee/assets/knee-template.json", import.meta.url),
+    );
+    const sha256 = createHash("sha256").update(template).digest("hex");
+    const dir = await tampered((m) => {
+      m.localiser = {
+        min_score: 0.5,
+        low_confidence_score: 0.7,
+        template: { file: "knee-template.json", sha256 },
+      };
+    });
+    await writeFile(join(dir, "knee-template.json"), template);
+    const own = await Ensemble.open({ modelDir: dir, allowTestModel: true });
+    expect(own.localiser).toMatchObject({
+      minScore: 0.5,
+      pairMinScore: 0.42,
+      lowConfidenceScore: 0.7,
+    });
+    expect(own.localiser.template).toMatchObject({ kind: "kneegrade-knee-template" });
+    await own.close();
+    // The template is checked like a member: present, with its sha256.
+    await writeFile(join(dir, "knee-template.json"), "{}");
+    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
+      ok: false,
+      code: "MODEL_INVALID",
+      reason: "localiser template: sha256 mismatch",
+    });
+    await expect(Ensemble.open({ modelDir: dir, allowTestModel: true })).rejects.toMatchObject({
+      code: "MODEL_INVALID",
+      message: "localiser template: sha256 mismatch",
+    });
+    const outside = await tampered((m) => {
+      m.localiser = { template: { file: "../knee-template.json", sha256 } };
+    });
+    expect(await loadModel(outside, { allowTestModel: true })).toMatchObject({
+      ok: false,
+      code: "MODEL_INVALID",
+    });
+  });
+
   it("refuses manifests the runtime could not use", async () => {
     const cases: [string, (m: Record<string, unknown>) => void, string][] = [
       [

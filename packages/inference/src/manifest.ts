@@ -31,16 +31,18 @@ const MemberOutput = z.looseObject({
   shape: z.array(z.union([z.string(), z.int()])).optional(),
 });
 
+const modelFile = z
+  .string()
+  .min(1)
+  .refine(
+    (f) => !isAbsolute(f) && !normalize(f).split(/[\\/]/).includes(".."),
+    "must be a path inside the model folder",
+  );
+
 const Member = z
   .looseObject({
     name: z.string().min(1),
-    file: z
-      .string()
-      .min(1)
-      .refine(
-        (f) => !isAbsolute(f) && !normalize(f).split(/[\\/]/).includes(".."),
-        "must be a path inside the model folder",
-      ),
+    file: modelFile,
     sha256: z.string().regex(/^[0-9a-f]{64}$/),
     input: MemberInput,
     outputs: z
@@ -71,6 +73,34 @@ const Member = z
     }
   });
 
+/**
+ * The knee localiser's settings that travel with the model (optional; each field has the
+ * localiser's default): its thresholds, and its templates — a `models.knee_template` JSON in the
+ * model folder — so a retrained model brings its own.
+ */
+export const LocaliserSection = z.looseObject({
+  /** Minimum knee score of the best match (packages/knee DEFAULT_MIN_SCORE). */
+  min_score: z.number().min(-1).max(1).default(0.45),
+  /** Minimum score of a second knee beside the first (DEFAULT_PAIR_MIN_SCORE). */
+  pair_min_score: z.number().min(-1).max(1).default(0.42),
+  /** Below this a knee is graded but flagged "low localisation confidence" (LOW_CONFIDENCE_SCORE). */
+  low_confidence_score: z.number().min(-1).max(1).default(0.6),
+  /** Least probability of "AP/PA knee joint" from the second stage (VERIFIER_MIN_PROBABILITY). */
+  verifier_min_probability: z.number().min(0).max(1).default(0.5),
+  template: z.optional(z.object({ file: modelFile, sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+});
+export type LocaliserSection = z.infer<typeof LocaliserSection>;
+
+/** The localiser settings of a model, ready for @kneegrade/knee (template parsed there). */
+export interface LocaliserSettings {
+  minScore: number;
+  pairMinScore: number;
+  lowConfidenceScore: number;
+  verifierMinProbability: number;
+  /** The model's template document (JSON), when it brings one; else the bundled one is used. */
+  template?: unknown;
+}
+
 /** The parts of the manifest the product relies on (unknown fields are kept as they are). */
 export const ManifestSchema = z
   .looseObject({
@@ -89,6 +119,7 @@ export const ManifestSchema = z
        */
       temperature: z.number().positive().finite().optional(),
     }),
+    localiser: LocaliserSection.optional(),
   })
   .check((ctx) => {
     const { members, labels } = ctx.value;
@@ -147,7 +178,10 @@ export function modelVersion(manifest: Pick<ModelManifest, "status" | "members">
 
 /** A checked model plus the verified bytes of each member (the runtime loads exactly these). */
 export type LoadedModel =
-  | (Extract<ModelCheck, { ok: true }> & { files: Map<string, Uint8Array> })
+  | (Extract<ModelCheck, { ok: true }> & {
+      files: Map<string, Uint8Array>;
+      localiser: LocaliserSettings;
+    })
   | Extract<ModelCheck, { ok: false }>;
 
 /** @internal `loadModel` that also hands back the member bytes it verified. */
@@ -201,7 +235,35 @@ export async function readModel(dir: string, options: LoadModelOptions = {}): Pr
     }
     files.set(member.name, bytes);
   }
-  return { ok: true, manifest, version: modelVersion(manifest), files };
+  const section = manifest.localiser ?? LocaliserSection.parse({});
+  const localiser: LocaliserSettings = {
+    minScore: section.min_score,
+    pairMinScore: section.pair_min_score,
+    lowConfidenceScore: section.low_confidence_score,
+    verifierMinProbability: section.verifier_min_probability,
+  };
+  if (section.template) {
+    const path = join(dir, section.template.file);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch {
+      return { ok: false, code: "MODEL_MISSING", reason: `localiser template: ${path} not found` };
+    }
+    if (createHash("sha256").update(bytes).digest("hex") !== section.template.sha256) {
+      return { ok: false, code: "MODEL_INVALID", reason: "localiser template: sha256 mismatch" };
+    }
+    try {
+      localiser.template = JSON.parse(bytes.toString("utf8"));
+    } catch (error) {
+      return {
+        ok: false,
+        code: "MODEL_INVALID",
+        reason: `localiser template: ${(error as Error).message}`,
+      };
+    }
+  }
+  return { ok: true, manifest, version: modelVersion(manifest), files, localiser };
 }
 
 /**
@@ -211,6 +273,6 @@ export async function readModel(dir: string, options: LoadModelOptions = {}): Pr
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<ModelCheck> {
   const loaded = await readModel(dir, options);
   if (!loaded.ok) return loaded;
-  const { files: _files, ...check } = loaded;
+  const { files: _files, localiser: _localiser, ...check } = loaded;
   return check;
 }

@@ -6,7 +6,12 @@
 import { performance } from "node:perf_hooks";
 import { createLogger, type Logger } from "@kneegrade/log";
 import * as ort from "onnxruntime-node";
-import { type ManifestMember, type ModelManifest, readModel } from "./manifest.ts";
+import {
+  type LocaliserSettings,
+  type ManifestMember,
+  type ModelManifest,
+  readModel,
+} from "./manifest.ts";
 
 export type InferenceErrorCode =
   | "MODEL_MISSING"
@@ -123,6 +128,8 @@ const DEFAULT_MAX_BATCH = 8;
 export class Ensemble {
   readonly version: string;
   readonly manifest: ModelManifest;
+  /** The knee localiser's thresholds and template for this model (manifest `localiser`). */
+  readonly localiser: LocaliserSettings;
   readonly inputSize: InputSize;
   readonly maxBatch: number;
   readonly members: readonly EnsembleMember[];
@@ -136,7 +143,9 @@ export class Ensemble {
     version: string,
     loaded: Loaded[],
     maxBatch: number,
+    localiser: LocaliserSettings,
   ) {
+    this.localiser = localiser;
     this.manifest = manifest;
     this.version = version;
     this.loaded = loaded;
@@ -191,7 +200,7 @@ export class Ensemble {
       await Promise.allSettled(loaded.map((m) => m.session.release()));
       throw error;
     }
-    const ensemble = new Ensemble(model.manifest, model.version, loaded, maxBatch);
+    const ensemble = new Ensemble(model.manifest, model.version, loaded, maxBatch, model.localiser);
     log.info(
       {
         event: "inference.model-opened",

@@ -57,6 +57,8 @@ export async function clahe(img: GreyImage): Promise<Uint8Array> {
 export interface KneeCrop {
   /** 224 px, CLAHE-enhanced: what a reviewer is shown, and the training crops' format. */
   crop224: Uint8Array;
+  /** 224 px before CLAHE: the display grey as it was (what the arthroplasty check looks at). */
+  plain224?: Uint8Array;
   /** The model's input (inputSize², row-major): grey 0–255, area-resampled from crop224. */
   input: Float32Array;
 }
@@ -98,7 +100,7 @@ export async function cutKnee(
     height: TRAINING_CROP_SIZE,
     data: at224,
   });
-  return { crop224, input: areaResize(crop224, TRAINING_CROP_SIZE, inputSize) };
+  return { crop224, plain224: at224, input: areaResize(crop224, TRAINING_CROP_SIZE, inputSize) };
 }
 
 /**

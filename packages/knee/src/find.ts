@@ -1,9 +1,12 @@
 /**
  * From a decoded radiograph to the model inputs of its knees, or a recorded reason why not.
  */
-import { cutKnee } from "./crop.ts";
+import { detectArthroplasty } from "./arthroplasty.ts";
+import { cutKnee, TRAINING_CROP_SIZE } from "./crop.ts";
 import { assignLaterality, type LateralityHeader, type Side } from "./laterality.ts";
-import { type GreyImage, type KneeCandidate, localiseKnees } from "./localise.ts";
+import type { GreyImage, KneeCandidate, KneeTemplate } from "./localise.ts";
+import { localiseKneesOffThread, verifyKneeCropsOffThread } from "./localise-thread.ts";
+import { VERIFIER_MIN_PROBABILITY } from "./verify.ts";
 
 /** Below this knee score a found knee is graded but flagged for the reviewer. */
 export const LOW_CONFIDENCE_SCORE = 0.6;
@@ -46,9 +49,17 @@ export interface FoundKnee {
   /** Knee score (see localise.ts), -1..1. */
   score: number;
   lowConfidence: boolean;
+  /**
+   * A prosthesis at the joint (see arthroplasty.ts): the knee is reported, never graded
+   * ("knee arthroplasty — not graded").
+   */
+  arthroplasty: boolean;
   crop224: Uint8Array;
   input: Float32Array;
 }
+
+/** What the reader is told about a knee with a prosthesis. */
+export const ARTHROPLASTY_NOT_GRADED = "knee arthroplasty — not graded";
 
 export type KneeRefusalCode = "NOT_AP_VIEW" | "NO_KNEE_FOUND";
 
@@ -60,7 +71,16 @@ export async function findKnees(
   image: KneeImageInput,
   header: KneeHeader,
   inputSize: number,
-  options: { minScore?: number } = {},
+  options: {
+    /** The localiser's thresholds (defaults: localise.ts, and LOW_CONFIDENCE_SCORE here). */
+    minScore?: number;
+    pairMinScore?: number;
+    lowConfidenceScore?: number;
+    /** Templates to match (default: the bundled ones). */
+    templates?: KneeTemplate[];
+    /** Least probability of "AP/PA knee joint" from the verifier (default 0.5). */
+    verifierMinProbability?: number;
+  } = {},
 ): Promise<KneeFindings> {
   const view = header.viewPosition?.trim().toUpperCase();
   if (view && NOT_AP_VIEWS.has(view)) {
@@ -71,10 +91,16 @@ export async function findKnees(
       bestScore: null,
     };
   }
-  const found = await localiseKnees(image, {
-    spacingMm: image.spacingMm,
-    ...(options.minScore !== undefined ? { minScore: options.minScore } : {}),
-  });
+  const {
+    lowConfidenceScore = LOW_CONFIDENCE_SCORE,
+    verifierMinProbability = VERIFIER_MIN_PROBABILITY,
+    ...localiser
+  } = options;
+  // In a worker thread: the caller's event loop (the worker service's) never waits on it.
+  const found = await localiseKneesOffThread(
+    { width: image.width, height: image.height, data: image.data },
+    { spacingMm: image.spacingMm, ...localiser },
+  );
   if (found.knees.length === 0) {
     const best = found.best?.score ?? null;
     return {
@@ -87,18 +113,63 @@ export async function findKnees(
       bestScore: best,
     };
   }
-  const sides = assignLaterality(found.knees, image.width, header);
+  // Second stage: each square must look like an AP/PA knee joint (verify.ts). A prosthesis is
+  // evidence of a knee joint in itself (and looks like no training crop): not asked.
+  const cut = await Promise.all(
+    found.knees.map(async (k) => {
+      const { plain224, ...crop } = await cutKnee(image, k as KneeCandidate, inputSize);
+      const metal = detectArthroplasty({
+        width: TRAINING_CROP_SIZE,
+        height: TRAINING_CROP_SIZE,
+        data: plain224 ?? crop.crop224,
+      });
+      return { k, crop, metal };
+    }),
+  );
+  const verdicts = await verifyKneeCropsOffThread(cut.map((c) => c.crop.crop224));
+  const accepted = cut.filter(
+    (c, i) => c.metal.arthroplasty || verdicts[i]!.apKnee >= verifierMinProbability,
+  );
+  if (accepted.length === 0) {
+    // The best match decides how the refusal is worded.
+    const top = found.knees.reduce((b, k, i) => (k.score > found.knees[b]!.score ? i : b), 0);
+    const v = verdicts[top]!;
+    const score = found.knees[top]!.score;
+    const notAp = v.notApView > v.noKneeJoint;
+    return {
+      ok: false,
+      code: notAp ? "NOT_AP_VIEW" : "NO_KNEE_FOUND",
+      reason: notAp
+        ? `not an AP/PA knee view (knee score ${score.toFixed(2)}, but the verifier reads a knee seen otherwise: p = ${v.notApView.toFixed(2)})`
+        : `no knee joint found (knee score ${score.toFixed(2)}, but the verifier reads no knee joint: p = ${v.noKneeJoint.toFixed(2)})`,
+      bestScore: score,
+    };
+  }
   const warnings: string[] = [];
-  if (found.knees.length === 2 && ["R", "L"].includes(header.imageLaterality?.trim() ?? "")) {
+  if (accepted.length < cut.length) {
+    warnings.push(
+      "a second knee-like region was not taken for a knee by the verifier: one knee graded",
+    );
+  }
+  const sides = assignLaterality(
+    accepted.map((c) => c.k),
+    image.width,
+    header,
+  );
+  if (accepted.length === 2 && ["R", "L"].includes(header.imageLaterality?.trim() ?? "")) {
     warnings.push(
       `ImageLaterality says ${header.imageLaterality} but two knees were found: sides taken from their positions`,
     );
   }
   const knees: FoundKnee[] = [];
-  for (const [i, k] of found.knees.entries()) {
+  for (const [i, { k, crop, metal }] of accepted.entries()) {
     const s = sides[i]!;
-    const crop = await cutKnee(image, k as KneeCandidate, inputSize);
-    const lowConfidence = k.score < LOW_CONFIDENCE_SCORE;
+    if (metal.metal && !metal.arthroplasty) {
+      warnings.push(
+        `knee ${s.laterality}: metal implant near the joint (not at the joint line); graded`,
+      );
+    }
+    const lowConfidence = k.score < lowConfidenceScore;
     if (lowConfidence) {
       warnings.push(
         `knee ${s.laterality}: low localisation confidence (score ${k.score.toFixed(2)})`,
@@ -113,6 +184,7 @@ export async function findKnees(
       sideMm: image.spacingMm ? k.side * image.spacingMm : null,
       score: k.score,
       lowConfidence,
+      arthroplasty: metal.arthroplasty,
       ...crop,
     });
   }

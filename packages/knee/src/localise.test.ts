@@ -10,7 +10,8 @@ import {
 import { areaResize } from "./crop.ts";
 import { findKnees } from "./find.ts";
 import { assignLaterality, rowDirection } from "./laterality.ts";
-import { localiseKnees } from "./localise.ts";
+import { decideKnees, type KneeCandidate, localiseKnees } from "./localise.ts";
+import { localiseKneesOffThread } from "./localise-thread.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 const crop = (grade: number, i: number) =>
@@ -63,6 +64,19 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     expect(mean).toBeLessThan(6);
   });
 
+  it("finds the same knees in its worker thread as in the caller's", async () => {
+    const r = await composeBilateral([crop(2, 6), crop(0, 6)]);
+    const image = { width: r.width, height: r.height, data: display(r.stored) };
+    const before = Uint8Array.from(image.data);
+    for (const spacingMm of [0.15, null]) {
+      const here = await localiseKnees(image, { spacingMm });
+      const there = await localiseKneesOffThread(image, { spacingMm });
+      expect(there).toEqual(here);
+      expect(there.knees).toHaveLength(2);
+    }
+    expect(image.data).toEqual(before); // the caller's pixels are its own (copied, not moved)
+  });
+
   it("finds a knee without pixel spacing, searching sizes relative to the image", async () => {
     const r = await composeRadiograph({
       widthMm: 200,
@@ -81,7 +95,7 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     expect(Math.hypot(knee!.cx - truth.cx, knee!.cy - truth.cy) * 0.15).toBeLessThan(12);
   });
 
-  it("refuses or flags the WG04 radiograph (distal tibia and ankle, no knee joint)", async () => {
+  it("refuses the WG04 radiograph (distal tibia and ankle, no knee joint)", async () => {
     const ds = dicomParser.parseDicom(readFileSync(`${WG04_DIR}RG3_UNC.dcm`));
     const pd = ds.elements.x7fe00010!;
     const stored = new Uint16Array(
@@ -99,15 +113,12 @@ describe("knee localisation on full radiographs composed from real crops", () =>
       { viewPosition: "AP", laterality: "R" },
       64,
     );
-    // Its best match (an ankle region) scores at about the refusal threshold: refused, or at
-    // least every "knee" found is flagged as a low-confidence localisation for the reviewer.
-    if (result.ok) {
-      expect(result.knees.every((k) => k.lowConfidence)).toBe(true);
-      expect(result.warnings.join("\n")).toMatch(/low localisation confidence/);
-    } else {
-      expect(result.code).toBe("NO_KNEE_FOUND");
-      expect(result.reason).toMatch(/best knee score 0\.\d\d < 0\.45/);
-    }
+    // Its best match (an ankle region) scores at about the template threshold (0.45); the
+    // verifier does not take it for a knee joint. (WG04's left half was among the verifier's
+    // training negatives: this is a regression check, not an independent test.)
+    expect(result).toMatchObject({ ok: false, code: "NO_KNEE_FOUND" });
+    if (!result.ok)
+      expect(result.reason).toMatch(/^no knee joint found \((best )?knee score 0\.\d\d/);
   });
 
   it("refuses an image without structure, and a lateral view without looking", async () => {
@@ -141,6 +152,51 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     const assumed = await findKnees(image, {}, 64);
     expect(assumed.ok && assumed.knees.map((k) => k.laterality)).toEqual(["R", "L"]);
     expect(assumed.ok && assumed.warnings.join("\n")).toMatch(/laterality assumed/);
+  });
+});
+
+describe("deciding which candidates are knees", () => {
+  const thresholds = { minScore: 0.45, pairMinScore: 0.42 };
+  const knee = (cx: number, score: number): KneeCandidate => ({ cx, cy: 500, side: 300, score });
+  const rescored =
+    (a: number, b: number) =>
+    async ([x, y]: [KneeCandidate, KneeCandidate]): Promise<[KneeCandidate, KneeCandidate]> => [
+      { ...x, score: a },
+      { ...y, score: b },
+    ];
+
+  it("keeps a pair whose re-matched scores still reach their thresholds", async () => {
+    const knees = await decideKnees(
+      [knee(300, 0.6), knee(900, 0.5)],
+      thresholds,
+      rescored(0.58, 0.43),
+    );
+    expect(knees.map((k) => k.score)).toEqual([0.58, 0.43]);
+  });
+
+  it("drops a second knee whose score fell below the pair threshold when re-matched", async () => {
+    // The reported bug: a second knee checked before refinement was kept at -0.04 after it.
+    const knees = await decideKnees(
+      [knee(300, 0.6), knee(900, 0.5)],
+      thresholds,
+      rescored(0.61, -0.04),
+    );
+    expect(knees).toEqual([knee(300, 0.6)]);
+  });
+
+  it("drops the pair when the first knee's re-matched score fell below the knee threshold", async () => {
+    const knees = await decideKnees(
+      [knee(300, 0.46), knee(900, 0.5)],
+      thresholds,
+      rescored(0.44, 0.5),
+    );
+    expect(knees).toEqual([knee(300, 0.46)]);
+  });
+
+  it("reports nothing below the knee threshold, and no second knee that is not beside the first", async () => {
+    expect(await decideKnees([knee(300, 0.44)], thresholds, rescored(1, 1))).toEqual([]);
+    const above = { ...knee(300, 0.5), cy: 100 };
+    expect(await decideKnees([knee(300, 0.6), above], thresholds, rescored(1, 1))).toHaveLength(1);
   });
 });
 

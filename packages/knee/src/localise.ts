@@ -1,18 +1,27 @@
 /**
  * Finds knee joints in a full AP/PA radiograph by normalised cross-correlation (NCC) with a mean
  * knee crop (assets/knee-template.json, built by `python3 -m models.knee_template` from the training
- * crops). The matched square is the crop the model expects: joint centred, femur above, tibia below.
+ * crops; a model may bring its own, see `LocaliserSettings` in @kneegrade/inference). The matched
+ * square is the crop the model expects: joint centred, femur above, tibia below.
  *
- * Search: the display image is reduced so that a candidate knee square becomes the template's
- * coarse size, for a range of physical sizes (60–170 mm when the pixel spacing is known, otherwise
- * 8–70 % of the shorter image side); the best local maxima over all scales are kept with
- * non-maximum suppression, then refined at the template's full size. At most two knees (bilateral).
+ * Search: the display image is reduced once (the "base": just fine enough for refinement at the
+ * smallest size searched), then a small pyramid from it so that a candidate knee square becomes the
+ * template's coarse size, for a range of physical sizes (60–170 mm when the pixel spacing is known,
+ * otherwise 8–70 % of the shorter image side); the best local maxima over all scales are kept with
+ * non-maximum suppression, then refined at the template's full size. At most two knees
+ * (bilateral). The correlations run in onnxruntime (ncc.ts), off the event loop.
+ *
+ * Every knee reported scores at least its threshold after its last refinement: the decision is made
+ * on the final scores (`decideKnees`).
  */
 import { readFileSync } from "node:fs";
 import sharp from "sharp";
 import { z } from "zod";
+import { type KneeTemplate, kneeScoreMap, OnnxCorrelator, zeroMeanUnitNorm } from "./ncc.ts";
 
-const Template = z.object({
+export { type KneeTemplate, kneeScoreMap, nccMap } from "./ncc.ts";
+
+const TemplateDoc = z.object({
   schema_version: z.literal(2),
   kind: z.literal("kneegrade-knee-template"),
   templates: z.array(
@@ -26,14 +35,30 @@ const Template = z.object({
   ),
 });
 
-/** A template pair at one size, each zero-mean and unit-norm (ready for NCC). */
-export interface KneeTemplate {
-  size: number;
-  /** The KL grades whose crops it averages. */
-  grades: number[];
-  mean: Float32Array;
-  vgrad: Float32Array;
-  hgrad: Float32Array;
+/**
+ * A template document (the JSON `models.knee_template` writes) as NCC-ready templates. It must
+ * hold an all-grade template at the coarse (24 px) and fine (64 px) sizes.
+ */
+export function parseKneeTemplates(json: unknown, source = "knee template"): KneeTemplate[] {
+  const doc = TemplateDoc.parse(json);
+  const templates = doc.templates.map((t) => {
+    if ([t.mean, t.vgrad, t.hgrad].some((a) => a.length !== t.size ** 2)) {
+      throw new Error(`${source}: template ${t.size} has the wrong length`);
+    }
+    return {
+      size: t.size,
+      grades: t.grades,
+      mean: zeroMeanUnitNorm(Float32Array.from(t.mean)),
+      vgrad: zeroMeanUnitNorm(Float32Array.from(t.vgrad)),
+      hgrad: zeroMeanUnitNorm(Float32Array.from(t.hgrad)),
+    };
+  });
+  for (const size of [COARSE, FINE]) {
+    if (!templates.some((t) => t.size === size && t.grades.length === 5)) {
+      throw new Error(`${source}: no all-grade template of size ${size}`);
+    }
+  }
+  return templates;
 }
 
 let cached: KneeTemplate[] | undefined;
@@ -45,25 +70,13 @@ let cached: KneeTemplate[] | undefined;
 export function kneeTemplates(): KneeTemplate[] {
   if (!cached) {
     const path = new URL("../assets/knee-template.json", import.meta.url);
-    const doc = Template.parse(JSON.parse(readFileSync(path, "utf8")));
-    cached = doc.templates.map((t) => {
-      if ([t.mean, t.vgrad, t.hgrad].some((a) => a.length !== t.size ** 2)) {
-        throw new Error(`${path}: template ${t.size} has the wrong length`);
-      }
-      return {
-        size: t.size,
-        grades: t.grades,
-        mean: zeroMeanUnitNorm(Float32Array.from(t.mean)),
-        vgrad: zeroMeanUnitNorm(Float32Array.from(t.vgrad)),
-        hgrad: zeroMeanUnitNorm(Float32Array.from(t.hgrad)),
-      };
-    });
+    cached = parseKneeTemplates(JSON.parse(readFileSync(path, "utf8")), path.pathname);
   }
   return cached;
 }
 
-function allGrades(size: number): KneeTemplate {
-  const t = kneeTemplates().find((x) => x.size === size && x.grades.length === 5);
+function allGrades(templates: KneeTemplate[], size: number): KneeTemplate {
+  const t = templates.find((x) => x.size === size && x.grades.length === 5);
   if (!t) throw new Error(`no all-grade knee template of size ${size}`);
   return t;
 }
@@ -95,6 +108,8 @@ export interface LocaliseOptions {
    * of its size and clearly beside it — the geometry is evidence enough for a lower score.
    */
   pairMinScore?: number;
+  /** Templates to match (default: the bundled ones, {@link kneeTemplates}). */
+  templates?: KneeTemplate[];
 }
 
 export interface LocaliseResult {
@@ -109,136 +124,24 @@ export const DEFAULT_PAIR_MIN_SCORE = 0.42;
 const COARSE = 24;
 const FINE = 64;
 const SCALE_STEP = 1.1;
+/**
+ * Refinement's sizes around a coarse candidate, 0.82–1.18 in steps of 0.06: the odd ones first,
+ * then the two beside the best of those (5 windows instead of all 7).
+ */
+const REFINE_SCALES = [0.88, 1, 1.12] as const;
+const REFINE_STEP = 0.06;
+const SMALLEST_REFINE_SCALE = REFINE_SCALES[0] - REFINE_STEP;
 
-function zeroMeanUnitNorm(v: Float32Array): Float32Array {
-  let mean = 0;
-  for (const x of v) mean += x;
-  mean /= v.length;
-  let norm = 0;
-  for (let i = 0; i < v.length; i++) {
-    v[i] = v[i]! - mean;
-    norm += v[i]! * v[i]!;
-  }
-  norm = Math.sqrt(norm) || 1;
-  for (let i = 0; i < v.length; i++) v[i] = v[i]! / norm;
-  return v;
-}
+const correlator = new OnnxCorrelator();
 
-async function reduce(img: GreyImage, width: number, height: number): Promise<Float32Array> {
+async function resizeGrey(img: GreyImage, width: number, height: number): Promise<GreyImage> {
+  if (img.width === width && img.height === height) return img;
   const buf = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 1 } })
     .resize(width, height, { kernel: "linear", fit: "fill" })
     .toColourspace("b-w") // sharp returns 3 channels for 1-channel raw input otherwise
     .raw()
     .toBuffer();
-  return Float32Array.from(buf);
-}
-
-/** NCC map of a zero-mean unit-norm n×n template over an image (valid positions only). */
-export function nccMap(
-  image: Float32Array,
-  width: number,
-  height: number,
-  tpl: Float32Array,
-  n: number,
-  /** Compute every `stride`-th position in x and y only (the others stay -1). */
-  stride = 1,
-): { map: Float32Array; width: number; height: number } {
-  const mw = width - n + 1;
-  const mh = height - n + 1;
-  const map = new Float32Array(Math.max(0, mw) * Math.max(0, mh)).fill(-1);
-  if (mw <= 0 || mh <= 0) return { map, width: Math.max(0, mw), height: Math.max(0, mh) };
-  // Integral images of the image and its square, for each window's mean and variance.
-  const iw = width + 1;
-  const sum = new Float64Array(iw * (height + 1));
-  const sq = new Float64Array(iw * (height + 1));
-  for (let y = 0; y < height; y++) {
-    let rs = 0;
-    let rq = 0;
-    for (let x = 0; x < width; x++) {
-      const v = image[y * width + x]!;
-      rs += v;
-      rq += v * v;
-      sum[(y + 1) * iw + x + 1] = sum[y * iw + x + 1]! + rs;
-      sq[(y + 1) * iw + x + 1] = sq[y * iw + x + 1]! + rq;
-    }
-  }
-  const area = n * n;
-  for (let y = 0; y < mh; y += stride) {
-    for (let x = 0; x < mw; x += stride) {
-      const a = y * iw + x;
-      const b = y * iw + x + n;
-      const c = (y + n) * iw + x;
-      const d = (y + n) * iw + x + n;
-      const s = sum[d]! - sum[b]! - sum[c]! + sum[a]!;
-      const q = sq[d]! - sq[b]! - sq[c]! + sq[a]!;
-      const variance = q - (s * s) / area;
-      if (variance <= 1e-6 * area) continue; // flat: no structure to match
-      let dot = 0;
-      for (let ty = 0; ty < n; ty++) {
-        const row = (y + ty) * width + x;
-        const trow = ty * n;
-        for (let tx = 0; tx < n; tx++) dot += tpl[trow + tx]! * image[row + tx]!;
-      }
-      // The template is zero-mean, so the image's mean drops out of the numerator.
-      map[y * mw + x] = dot / Math.sqrt(variance);
-    }
-  }
-  return { map, width: mw, height: mh };
-}
-
-/** |I(y+1, x) - I(y, x)|, the last row repeated: the joint line and the bone ends stand out. */
-export function verticalGradient(image: Float32Array, width: number, height: number): Float32Array {
-  const g = new Float32Array(width * height);
-  for (let y = 0; y < height - 1; y++) {
-    for (let x = 0; x < width; x++) {
-      g[y * width + x] = Math.abs(image[(y + 1) * width + x]! - image[y * width + x]!);
-    }
-  }
-  if (height > 1) g.copyWithin((height - 1) * width, (height - 2) * width, (height - 1) * width);
-  return g;
-}
-
-/** |I(y, x+1) - I(y, x)|, the last column repeated: the bone's outline. */
-export function horizontalGradient(
-  image: Float32Array,
-  width: number,
-  height: number,
-): Float32Array {
-  const g = new Float32Array(width * height);
-  for (let y = 0; y < height; y++) {
-    const row = y * width;
-    for (let x = 0; x < width - 1; x++)
-      g[row + x] = Math.abs(image[row + x + 1]! - image[row + x]!);
-    if (width > 1) g[row + width - 1] = g[row + width - 2]!;
-  }
-  return g;
-}
-
-/**
- * The knee score at every position: the mean of three NCCs — intensity with the mean knee, the
- * vertical gradient with the mean knee's (the joint line and bone ends: intensity alone also
- * matches any long bone, a bright column with dark sides), and the horizontal gradient with the
- * mean knee's (the condyles' and plateau's outline, which pins the size).
- */
-export function kneeScoreMap(
-  image: Float32Array,
-  width: number,
-  height: number,
-  t: KneeTemplate,
-  stride = 1,
-) {
-  const a = nccMap(image, width, height, t.mean, t.size, stride);
-  const b = nccMap(verticalGradient(image, width, height), width, height, t.vgrad, t.size, stride);
-  const c = nccMap(
-    horizontalGradient(image, width, height),
-    width,
-    height,
-    t.hgrad,
-    t.size,
-    stride,
-  );
-  for (let i = 0; i < a.map.length; i++) a.map[i] = (a.map[i]! + b.map[i]! + c.map[i]!) / 3;
-  return a;
+  return { width, height, data: new Uint8Array(buf.buffer, buf.byteOffset, buf.length) };
 }
 
 function sidesToSearch(img: GreyImage, spacingMm: number | null | undefined): number[] {
@@ -310,20 +213,27 @@ function peaks(
   return out;
 }
 
-/** Re-matches a candidate at the template's full size around its position and size. */
+/**
+ * Re-matches a candidate at the template's full size around its position and size, in the image
+ * it is given (the base). Returns the best square and its score: the best of the all-grade and
+ * the per-grade templates there.
+ */
 async function refine(
   img: GreyImage,
   c: KneeCandidate,
-  t: KneeTemplate,
-  scales: readonly number[] = [0.82, 0.88, 0.94, 1, 1.06, 1.12, 1.18],
+  templates: KneeTemplate[],
+  scales: readonly number[] = REFINE_SCALES,
+  /** Also try the sizes one step beside the best of `scales`. */
+  thenNeighbours = true,
 ): Promise<KneeCandidate> {
+  const t = allGrades(templates, FINE);
   const n = t.size;
   let best: KneeCandidate = { ...c, score: -1 };
   let bestPatch: Float32Array | undefined;
   // Every other position at each size first; then every position around the best one.
   let bestWindow: { data: Float32Array; w: number; h: number; x: number; y: number } | undefined;
   let bestFrame: { x0: number; y0: number; fx: number; fy: number } | undefined;
-  for (const scale of scales) {
+  const scoreWindow = async (scale: number) => {
     const side = c.side * scale;
     const factor = n / side;
     // Reduce only a window around the candidate: 1.5 sides wide, clipped to the image.
@@ -334,7 +244,7 @@ async function refine(
     const y1 = Math.min(img.height, Math.ceil(c.cy + half));
     const ww = Math.max(n, Math.round((x1 - x0) * factor));
     const wh = Math.max(n, Math.round((y1 - y0) * factor));
-    const windowImg = await sharp(img.data, {
+    const buf = await sharp(img.data, {
       raw: { width: img.width, height: img.height, channels: 1 },
     })
       .extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 })
@@ -342,16 +252,28 @@ async function refine(
       .toColourspace("b-w")
       .raw()
       .toBuffer();
-    const windowFloat = Float32Array.from(windowImg);
-    const m = kneeScoreMap(windowFloat, ww, wh, t, 2);
-    const fx = ww / (x1 - x0);
-    const fy = wh / (y1 - y0);
+    const data = Float32Array.from(buf);
+    const m = await correlator.scoreMap(data, ww, wh, t, 2);
+    let peak = -1;
+    for (let y = 0; y < m.height; y += 2) {
+      for (let x = 0; x < m.width; x += 2) peak = Math.max(peak, m.map[y * m.width + x]!);
+    }
+    return { scale, peak, side, x0, y0, fx: ww / (x1 - x0), fy: wh / (y1 - y0), ww, wh, data, m };
+  };
+  const windows = await Promise.all(scales.map(scoreWindow));
+  if (thenNeighbours) {
+    const top = windows.reduce((a, b) => (b.peak > a.peak ? b : a));
+    windows.push(
+      ...(await Promise.all([top.scale - REFINE_STEP, top.scale + REFINE_STEP].map(scoreWindow))),
+    );
+  }
+  for (const { side, x0, y0, fx, fy, ww, wh, data, m } of windows) {
     for (let y = 0; y < m.height; y += 2) {
       for (let x = 0; x < m.width; x += 2) {
         const v = m.map[y * m.width + x]!;
         if (v > best.score) {
           best = { cx: x0 + (x + n / 2) / fx, cy: y0 + (y + n / 2) / fy, side, score: v };
-          bestWindow = { data: windowFloat, w: ww, h: wh, x, y };
+          bestWindow = { data, w: ww, h: wh, x, y };
           bestFrame = { x0, y0, fx, fy };
         }
       }
@@ -377,7 +299,7 @@ async function refine(
   }
   // The score: the best of the all-grade and the per-grade templates at the refined square.
   if (bestPatch) {
-    for (const g of kneeTemplates()) {
+    for (const g of templates) {
       if (g.size !== n || g.grades.length === 5) continue;
       best.score = Math.max(best.score, kneeScoreMap(bestPatch, n, n, g).map[0]!);
     }
@@ -392,56 +314,108 @@ function patch(image: Float32Array, width: number, x: number, y: number, n: numb
   return out;
 }
 
-/** Finds up to two knee joints. Pure apart from sharp's resampling; no I/O. */
+/** Is `c` a plausible second knee beside `first`: same height, similar size, clearly beside it. */
+function besideAsPair(first: KneeCandidate, c: KneeCandidate): boolean {
+  return (
+    c.side / first.side > 0.7 &&
+    c.side / first.side < 1.43 &&
+    Math.abs(c.cy - first.cy) < 0.5 * first.side &&
+    Math.abs(c.cx - first.cx) > 0.8 * first.side
+  );
+}
+
+/**
+ * Which refined candidates are knees. The best one counts from `minScore`; a second one beside it
+ * from `pairMinScore`. A pair is then re-matched at one size (`rematch`: one patient, one
+ * exposure), and the pair stands only when both re-matched scores still reach their thresholds;
+ * otherwise the first knee is reported alone, as first refined. Every knee returned therefore
+ * scores at least its threshold on its final square.
+ */
+export async function decideKnees(
+  refined: KneeCandidate[],
+  thresholds: { minScore: number; pairMinScore: number },
+  rematch: (pair: [KneeCandidate, KneeCandidate]) => Promise<[KneeCandidate, KneeCandidate]>,
+): Promise<KneeCandidate[]> {
+  const best = refined[0];
+  if (!best || best.score < thresholds.minScore) return [];
+  const second = refined
+    .slice(1)
+    .find((c) => c.score >= thresholds.pairMinScore && besideAsPair(best, c));
+  if (!second) return [best];
+  const [a, b] = await rematch([best, second]);
+  if (a.score >= thresholds.minScore && b.score >= thresholds.pairMinScore) return [a, b];
+  return [best];
+}
+
+/** Finds up to two knees. Pure apart from sharp's resampling and onnxruntime; no I/O. */
 export async function localiseKnees(
   img: GreyImage,
   options: LocaliseOptions = {},
 ): Promise<LocaliseResult> {
   const minScore = options.minScore ?? DEFAULT_MIN_SCORE;
   const pairMinScore = options.pairMinScore ?? DEFAULT_PAIR_MIN_SCORE;
-  const coarse = allGrades(COARSE);
-  const fine = allGrades(FINE);
-  const candidates: KneeCandidate[] = [];
-  for (const side of sidesToSearch(img, options.spacingMm)) {
-    const factor = COARSE / side;
-    const w = Math.round(img.width * factor);
-    const h = Math.round(img.height * factor);
-    if (w < COARSE || h < COARSE) continue;
-    const reduced = await reduce(img, w, h);
-    // Large reductions (small knees in a big image) are searched every other position first;
-    // refinement then finds the exact place.
-    const stride = w * h > 40_000 ? 2 : 1;
-    const m = kneeScoreMap(reduced, w, h, coarse, stride);
-    candidates.push(...peaks(m, factor, COARSE, 0.2, stride));
-  }
-  const top = suppress(candidates, 4);
-  const refined = suppress(await Promise.all(top.map((c) => refine(img, c, fine))), 4);
-
-  const best = refined[0] ?? null;
-  const knees: KneeCandidate[] = [];
-  if (best && best.score >= minScore) {
-    knees.push(best);
-    const second = refined
-      .slice(1)
-      .find(
-        (c) =>
-          c.score >= pairMinScore &&
-          c.side / best.side > 0.7 &&
-          c.side / best.side < 1.43 &&
-          Math.abs(c.cy - best.cy) < 0.5 * best.side &&
-          Math.abs(c.cx - best.cx) > 0.8 * best.side,
-      );
-    if (second) {
-      // One patient, one exposure: both knees have the same size. A severe knee (KL 4) matches
-      // the templates at a wrong size more easily than a healthy one, so both are re-matched at
-      // the better match's size, searching the position only.
-      const side = best.side;
-      const pair = await Promise.all(
-        [best, second].map((k) => refine(img, { ...k, side }, fine, [0.97, 1, 1.03])),
-      );
-      knees.splice(0, 1, ...pair);
-    }
-  }
-  knees.sort((a, b) => a.cx - b.cx);
-  return { knees, best, minScore };
+  const templates = options.templates ?? kneeTemplates();
+  const coarse = allGrades(templates, COARSE);
+  const sides = sidesToSearch(img, options.spacingMm);
+  if (sides.length === 0) return { knees: [], best: null, minScore };
+  // The base: reduced once, just enough for refinement at the smallest size searched; everything
+  // after works on it (far fewer pixels to resample than the full image, every time).
+  const baseFactor = Math.min(1, FINE / (SMALLEST_REFINE_SCALE * 0.97 * sides[0]!));
+  const base = await resizeGrey(
+    img,
+    Math.max(1, Math.round(img.width * baseFactor)),
+    Math.max(1, Math.round(img.height * baseFactor)),
+  );
+  const bx = base.width / img.width;
+  const by = base.height / img.height;
+  // The coarse pyramid's top: the largest coarse reduction, from which the others are made.
+  const top = await resizeGrey(
+    base,
+    Math.max(1, Math.round(img.width * (COARSE / sides[0]!))),
+    Math.max(1, Math.round(img.height * (COARSE / sides[0]!))),
+  );
+  const levels = await Promise.all(
+    sides.map(async (side) => {
+      const factor = COARSE / side;
+      const w = Math.round(img.width * factor);
+      const h = Math.round(img.height * factor);
+      if (w < COARSE || h < COARSE) return [];
+      const reduced = await resizeGrey(top, w, h);
+      // Large reductions (small knees in a big image) are searched every other position first;
+      // refinement then finds the exact place.
+      const stride = w * h > 10_000 ? 2 : 1;
+      const m = await correlator.scoreMap(Float32Array.from(reduced.data), w, h, coarse, stride);
+      return peaks(m, factor, COARSE, 0.2, stride);
+    }),
+  );
+  const toBase = (c: KneeCandidate): KneeCandidate => ({
+    ...c,
+    cx: c.cx * bx,
+    cy: c.cy * by,
+    side: c.side * bx,
+  });
+  const toImage = (c: KneeCandidate): KneeCandidate => ({
+    ...c,
+    cx: c.cx / bx,
+    cy: c.cy / by,
+    side: c.side / bx,
+  });
+  const candidates = suppress(levels.flat(), 4);
+  const refined = suppress(
+    await Promise.all(candidates.map((c) => refine(base, toBase(c), templates))),
+    4,
+  );
+  const knees = await decideKnees(refined, { minScore, pairMinScore }, async ([a, b]) => {
+    // One patient, one exposure: both knees have the same size. A severe knee (KL 4) matches the
+    // templates at a wrong size more easily than a healthy one, so both are re-matched at the
+    // better match's size, searching the position only.
+    const side = a.side;
+    const [ra, rb] = await Promise.all(
+      [a, b].map((k) => refine(base, { ...k, side }, templates, [0.97, 1, 1.03], false)),
+    );
+    return [ra!, rb!];
+  });
+  const found = knees.map(toImage).sort((a, b) => a.cx - b.cx);
+  const best = refined[0] ? toImage(refined[0]) : null;
+  return { knees: found, best, minScore };
 }

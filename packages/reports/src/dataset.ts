@@ -125,10 +125,14 @@ export function codingSchemeIdentification(dataset: Dataset): Dataset[] {
  */
 export const referable = (image: SourceImage) => image.seriesInstanceUid !== "";
 
-/** The distinct referable source images (graded first, then ungraded), in input order. */
+/** The distinct referable source images (graded, not graded knees, ungraded), in input order. */
 export function sourceImages(input: ReportInput): SourceImage[] {
   const seen = new Map<string, SourceImage>();
-  for (const s of [...input.knees.map((k) => k.source), ...input.ungraded.map((u) => u.source)]) {
+  for (const s of [
+    ...input.knees.map((k) => k.source),
+    ...(input.notGraded ?? []).map((k) => k.source),
+    ...input.ungraded.map((u) => u.source),
+  ]) {
     if (referable(s) && !seen.has(s.sopInstanceUid)) seen.set(s.sopInstanceUid, s);
   }
   return [...seen.values()];

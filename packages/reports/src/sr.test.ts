@@ -160,6 +160,37 @@ describe("writeComprehensiveSr", () => {
     expect(out).toContain('"Tracking Identifier")="left knee"');
   });
 
+  it("reports a knee arthroplasty as a finding without a grade, the other knee graded", async () => {
+    const [right, left] = fixture().knees;
+    const input = fixture({
+      knees: [right!],
+      notGraded: [
+        {
+          laterality: "L",
+          lateralitySource: left!.lateralitySource,
+          code: "ARTHROPLASTY",
+          reason: "knee arthroplasty — not graded",
+          localisationScore: 0.52,
+          source: left!.source,
+          region: left!.region,
+        },
+      ],
+    });
+    const path = await tempFile("sr-tka.dcm", writeComprehensiveSr(input));
+    const check = dciodvfy(path);
+    expect(check.errors).toEqual([]);
+    expect(check.warnings.filter((w) => !EXPECTED_WARNING.test(w))).toEqual([]);
+    const out = dsrdump(path).out;
+    expect(out).toContain('"Tracking Identifier")="left knee"');
+    expect(out).toContain('"Finding")="knee arthroplasty — not graded"');
+    expect(out).toContain("Completion Flag     : PARTIAL");
+    expect(out).toContain("1 knee not graded (arthroplasty)");
+    // One KL grade (the right knee's) and its five probabilities: none for the prosthesis.
+    expect(out.match(/contains CODE:\(,,"Kellgren-Lawrence grade"\)/g)).toHaveLength(1);
+    expect(out.match(/"Probability"\)=/g)).toHaveLength(5);
+    expect(out).toContain('"Laterality")=(7771000,SCT,"Left")');
+  });
+
   it("is deterministic: the same input gives the same bytes", () => {
     const a = writeComprehensiveSr(fixture());
     const b = writeComprehensiveSr(fixture());

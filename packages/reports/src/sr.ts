@@ -18,7 +18,14 @@ import {
   writePart10,
 } from "./dataset.ts";
 import { isTestModel, orderedKnees, reportLines } from "./text.ts";
-import type { Code, KneeDecision, KneeFinding, ReportInput, SourceImage } from "./types.ts";
+import type {
+  Code,
+  KneeDecision,
+  KneeFinding,
+  NotGradedKnee,
+  ReportInput,
+  SourceImage,
+} from "./types.ts";
 import { derivedUid, derivedUids } from "./uids.ts";
 
 export const SR_SOP_CLASSES = {
@@ -153,7 +160,10 @@ function algorithmIdentification(input: ReportInput): Dataset[] {
  * The knee's Tracking Unique Identifier: derived from its image and side (and its rank among
  * knees of that image with that side), so re-grading the same image tracks the same knee.
  */
-export function trackingUid(knee: KneeFinding, knees: readonly KneeFinding[]): string {
+export function trackingUid<K extends KneeFinding | NotGradedKnee>(
+  knee: K,
+  knees: readonly K[],
+): string {
   const rank = knees
     .filter((k) => k.source.sopInstanceUid === knee.source.sopInstanceUid)
     .filter((k) => k.laterality === knee.laterality)
@@ -162,7 +172,7 @@ export function trackingUid(knee: KneeFinding, knees: readonly KneeFinding[]): s
 }
 
 /** Finding Site: knee joint, with its laterality when known. */
-const findingSite = (knee: KneeFinding) =>
+const findingSite = (knee: KneeFinding | NotGradedKnee) =>
   code(
     "HAS CONCEPT MOD",
     CODES.findingSite,
@@ -178,11 +188,16 @@ const findingSite = (knee: KneeFinding) =>
         ],
   );
 
-/** One Measurement Group per knee: TID 1410 (planar ROI) when the region is known, else TID 1501. */
-function measurementGroup(input: ReportInput, knee: KneeFinding, label: string): Dataset {
+/** The knee's identity, algorithm, site and region: what every knee's Measurement Group starts with. */
+function kneeContext(
+  input: ReportInput,
+  knee: KneeFinding | NotGradedKnee,
+  label: string,
+  uid: string,
+): { children: Dataset[]; template: "1410" | "1501" } {
   const children: Dataset[] = [
     text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
-    uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
+    uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, uid),
     ...algorithmIdentification(input),
     findingSite(knee),
   ];
@@ -207,6 +222,13 @@ function measurementGroup(input: ReportInput, knee: KneeFinding, label: string):
   } else if (referable(knee.source)) {
     children.push(imageRef("CONTAINS", CODES.sourceOfMeasurement, knee.source));
   }
+  return { children, template: r ? "1410" : "1501" };
+}
+
+/** One Measurement Group per knee: TID 1410 (planar ROI) when the region is known, else TID 1501. */
+function measurementGroup(input: ReportInput, knee: KneeFinding, label: string): Dataset {
+  const uid = trackingUid(knee, input.knees);
+  const { children, template } = kneeContext(input, knee, label, uid);
   children.push(code("CONTAINS", CODES.klGrade, klGradeCode(knee.grade)));
   for (const [grade, p] of knee.probabilities.entries()) {
     children.push(
@@ -214,7 +236,20 @@ function measurementGroup(input: ReportInput, knee: KneeFinding, label: string):
     );
   }
   children.push(num(CODES.localisationScore, knee.localisationScore));
-  return container("CONTAINS", CODES.measurementGroup, children, r ? "1410" : "1501");
+  return container("CONTAINS", CODES.measurementGroup, children, template);
+}
+
+/**
+ * A knee found but not graded (arthroplasty): its Measurement Group has no KL grade and no
+ * probabilities, only the finding in words ("knee arthroplasty — not graded") and the
+ * localisation score.
+ */
+function notGradedGroup(input: ReportInput, knee: NotGradedKnee, label: string): Dataset {
+  const uid = trackingUid(knee, input.notGraded ?? []);
+  const { children, template } = kneeContext(input, knee, label, uid);
+  children.push(text("CONTAINS", CODES.finding, knee.reason.trim() || "not graded"));
+  children.push(num(CODES.localisationScore, knee.localisationScore));
+  return container("CONTAINS", CODES.measurementGroup, children, template);
 }
 
 /**
@@ -327,12 +362,16 @@ function srDocument(
  */
 function completion(input: ReportInput): Dataset {
   const n = input.ungraded.length;
-  if (n === 0 && input.knees.length > 0) return { CompletionFlag: "COMPLETE" };
-  return {
-    CompletionFlag: "PARTIAL",
-    CompletionFlagDescription:
-      n === 0 ? "no knee graded" : n === 1 ? "1 image not graded" : `${n} images not graded`,
-  };
+  const k = input.notGraded?.length ?? 0;
+  if (n === 0 && k === 0 && input.knees.length > 0) return { CompletionFlag: "COMPLETE" };
+  const parts: string[] = [];
+  if (k > 0)
+    parts.push(
+      k === 1 ? "1 knee not graded (arthroplasty)" : `${k} knees not graded (arthroplasty)`,
+    );
+  if (n > 0) parts.push(n === 1 ? "1 image not graded" : `${n} images not graded`);
+  if (parts.length === 0) parts.push("no knee graded");
+  return { CompletionFlag: "PARTIAL", CompletionFlagDescription: clip(parts.join("; "), 64) };
 }
 
 /** The Comprehensive SR (TID 1500), Part 10, Explicit VR Little Endian. */
@@ -371,10 +410,8 @@ export function writeComprehensiveSr(input: ReportInput): Uint8Array {
             ]
           : [],
       ),
-      container(
-        "CONTAINS",
-        CODES.imagingMeasurements,
-        orderedKnees(input.knees).flatMap(({ knee, tracking }) => {
+      container("CONTAINS", CODES.imagingMeasurements, [
+        ...orderedKnees(input.knees).flatMap(({ knee, tracking }) => {
           const signer = input.signature;
           if (!signer) return [measurementGroup(input, knee, tracking)];
           const decision = signer.knees[input.knees.indexOf(knee)];
@@ -390,7 +427,10 @@ export function writeComprehensiveSr(input: ReportInput): Uint8Array {
             ),
           ];
         }),
-      ),
+        ...orderedKnees(input.notGraded ?? []).map(({ knee, tracking }) =>
+          notGradedGroup(input, knee, tracking),
+        ),
+      ]),
       container("CONTAINS", CODES.qualitativeEvaluations, [
         text("CONTAINS", CODES.findings, crlf(input.signature?.findings ?? lines.findings)),
         text("CONTAINS", CODES.impressions, crlf(input.signature?.impression ?? lines.impression)),

@@ -141,3 +141,38 @@ describe("reportText", () => {
     expect(findings[1]).toMatch(/^Right knee, finding 2: .*grade 2/);
   });
 });
+
+describe("a knee arthroplasty", () => {
+  const arthroplasty = (): NonNullable<ReturnType<typeof fixture>["notGraded"]>[number] => ({
+    laterality: "L",
+    lateralitySource: "image side and PatientOrientation (L\\F)",
+    code: "ARTHROPLASTY",
+    reason: "knee arthroplasty — not graded",
+    localisationScore: 0.52,
+    source: image(1),
+    region: { x: 1490, y: 1640, width: 680, height: 680 },
+  });
+
+  it("is reported without a grade, beside the other knee's grade", () => {
+    const input = fixture({ knees: [fixture().knees[0]!], notGraded: [arthroplasty()] });
+    const { findings, impression } = reportLines(input);
+    expect(findings).toEqual([
+      "Right knee: Kellgren–Lawrence grade 3 (moderate osteoarthritis), probability 71 %.",
+      "Left knee: knee arthroplasty — not graded.",
+      UNVERIFIED_NOTICE,
+    ]);
+    expect(impression).toEqual([
+      "Moderate osteoarthritis of the right knee (Kellgren–Lawrence grade 3).",
+      "Left knee: knee arthroplasty — not graded.",
+      UNVERIFIED_NOTICE,
+    ]);
+    expect([...findings, ...impression].join("\n")).not.toMatch(/left knee \(Kellgren/i);
+  });
+
+  it("is the whole report when it is the only knee, not 'no knee was graded'", () => {
+    const input = fixture({ knees: [], notGraded: [arthroplasty()] });
+    const { findings, impression } = reportLines(input);
+    expect(findings).toEqual(["Left knee: knee arthroplasty — not graded.", UNVERIFIED_NOTICE]);
+    expect(impression).toEqual(["Left knee: knee arthroplasty — not graded.", UNVERIFIED_NOTICE]);
+  });
+});

@@ -1,12 +1,13 @@
 /**
  * The pre-filled report: what a radiologist would dictate, from the AI result. Rules (README.md):
- * one findings line per knee (right, then left, then side unknown), a line per caveat (low
+ * one findings line per knee (right, then left, then side unknown; a knee with a prosthesis says
+ * "knee arthroplasty — not graded" and gets no grade), a line per caveat (low
  * localisation confidence, assumed or unknown side), a line per ungraded image, the pipeline's
  * other warnings, the test-model notice when the model's status is "smoke", and always the
  * "unverified" notice last.
  */
 import { KL_GRADE_WORDS } from "./codes.ts";
-import type { KneeDecision, KneeFinding, ReportInput } from "./types.ts";
+import type { KneeDecision, KneeFinding, NotGradedKnee, ReportInput } from "./types.ts";
 
 export const UNVERIFIED_NOTICE =
   "AI-generated, unverified: requires review and signature by a radiologist.";
@@ -30,7 +31,7 @@ export function isTestModel(input: Pick<ReportInput, "algorithm">): boolean {
 }
 
 /** Whether the knee's side was assumed rather than read from the image. */
-export function lateralityAssumed(knee: KneeFinding): boolean {
+export function lateralityAssumed(knee: KneeFinding | NotGradedKnee): boolean {
   return knee.lateralityAssumed ?? /assum/i.test(knee.lateralitySource);
 }
 
@@ -56,9 +57,9 @@ const lowerFirst = (s: string) =>
  * The knees in reading order (right, left, unknown; stable) with their labels ("Right knee") and
  * tracking identifiers ("right knee"); ", finding n" is added when a side occurs more than once.
  */
-export function orderedKnees(
-  knees: readonly KneeFinding[],
-): { knee: KneeFinding; label: string; tracking: string }[] {
+export function orderedKnees<K extends { laterality: "R" | "L" | "U" }>(
+  knees: readonly K[],
+): { knee: K; label: string; tracking: string }[] {
   const sorted = knees
     .map((knee, i) => ({ knee, i }))
     .sort((a, b) => SIDE_ORDER[a.knee.laterality] - SIDE_ORDER[b.knee.laterality] || a.i - b.i)
@@ -106,6 +107,17 @@ export function reportLines(input: ReportInput): ReportLines {
       findings.push(`${label}: side assumed${why(knee.lateralitySource)}; check the side marker.`);
     }
   }
+  const notGraded = orderedKnees(input.notGraded ?? []);
+  for (const { knee, label } of notGraded) {
+    findings.push(`${label}: ${knee.reason.trim() || "not graded"}.`);
+    if (knee.laterality === "U") {
+      findings.push(
+        `${label}: the side could not be determined from the image${why(knee.lateralitySource)}; check the side marker.`,
+      );
+    } else if (lateralityAssumed(knee)) {
+      findings.push(`${label}: side assumed${why(knee.lateralitySource)}; check the side marker.`);
+    }
+  }
   const ungraded = input.ungraded;
   for (const [i, image] of ungraded.entries()) {
     const why = lowerFirst(
@@ -117,7 +129,9 @@ export function reportLines(input: ReportInput): ReportLines {
         : `Image ${i + 1} of the ${ungraded.length} images not graded`;
     findings.push(`${subject}: ${why}.`);
   }
-  if (input.knees.length === 0 && ungraded.length === 0) findings.push("No knee was graded.");
+  if (input.knees.length === 0 && notGraded.length === 0 && ungraded.length === 0) {
+    findings.push("No knee was graded.");
+  }
   for (const warning of input.warnings) {
     if (!COVERED_WARNING.test(warning) && warning.trim() !== "") {
       findings.push(`Note: ${sentence(warning)}`);
@@ -131,8 +145,11 @@ export function reportLines(input: ReportInput): ReportLines {
   const impression: string[] = [];
   if (knees.length > 0) {
     impression.push(impressionSentence(knees.map((k) => k.knee)));
-  } else {
+  } else if (notGraded.length === 0) {
     impression.push("No knee could be graded by the AI (see findings).");
+  }
+  for (const { knee, label } of notGraded) {
+    impression.push(`${label}: ${knee.reason.trim() || "not graded"}.`);
   }
   if (knees.length > 0 && ungraded.length > 0) {
     impression.push(
@@ -144,7 +161,8 @@ export function reportLines(input: ReportInput): ReportLines {
   if (
     knees.some(
       (k) => k.knee.lowConfidence || k.knee.laterality === "U" || lateralityAssumed(k.knee),
-    )
+    ) ||
+    notGraded.some((k) => k.knee.laterality === "U" || lateralityAssumed(k.knee))
   ) {
     impression.push("Check the caveats in the findings.");
   }

@@ -47,6 +47,23 @@ export interface KneeFinding {
   heatmapPng?: Uint8Array;
 }
 
+/**
+ * A knee found in a graded image but given no grade on purpose: a knee arthroplasty (a prosthesis
+ * at the joint). Reported as such ("knee arthroplasty — not graded"), never with a KL grade.
+ */
+export interface NotGradedKnee {
+  laterality: "R" | "L" | "U";
+  lateralitySource: string;
+  lateralityAssumed?: boolean;
+  /** Stable code: "ARTHROPLASTY". */
+  code: string;
+  /** The reader's words, e.g. "knee arthroplasty — not graded". */
+  reason: string;
+  localisationScore: number;
+  source: SourceImage;
+  region: { x: number; y: number; width: number; height: number } | null;
+}
+
 /** An image of the study that was not graded, e.g. code NO_KNEE_FOUND or NOT_AP_VIEW. */
 export interface UngradedImage {
   source: SourceImage;
@@ -85,6 +102,8 @@ export interface Signature {
 export interface ReportInput {
   context: StudyContext;
   knees: KneeFinding[];
+  /** Knees found but not graded (arthroplasty); absent means none. */
+  notGraded?: NotGradedKnee[];
   ungraded: UngradedImage[];
   warnings: string[];
   algorithm: {

@@ -14,7 +14,9 @@ import {
   algorithmOf,
   byReadingOrder,
   derivedUids,
+  type KneeFinding,
   kneeFinding,
+  type NotGradedKnee,
   type ReportInput,
   readStudyContext,
   reportUids,
@@ -25,6 +27,18 @@ import {
   writeComprehensiveSr,
   writeSecondaryCapture,
 } from "@kneegrade/reports";
+
+const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
+
+/** One entry of InstanceGrading.notGraded, as the worker writes it (services/worker/src/job.ts). */
+interface StoredNotGradedKnee {
+  laterality: keyof typeof SIDE;
+  lateralitySource?: string;
+  code: string;
+  reason: string;
+  region?: KneeFinding["region"];
+  localisationScore?: number;
+}
 
 export const REPORT_KINDS = ["sr", "sc", "text-sr"] as const;
 export type ReportKind = (typeof REPORT_KINDS)[number];
@@ -93,9 +107,21 @@ export async function buildReportInputWithIds(
   const results = byReadingOrder(job.results);
   const knees = results.map((r) => kneeFinding(r, sourceOf(r.instance)));
   const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
+  const notGraded: NotGradedKnee[] = job.instances.flatMap((g) =>
+    ((g.notGraded as StoredNotGradedKnee[] | null) ?? []).map((k) => ({
+      laterality: SIDE[k.laterality],
+      lateralitySource: k.lateralitySource ?? "",
+      code: k.code,
+      reason: k.reason,
+      localisationScore: k.localisationScore ?? 0,
+      source: sourceOf(g.instance),
+      region: k.region ?? null,
+    })),
+  );
   const input: ReportInput = {
     context,
     knees,
+    ...(notGraded.length > 0 ? { notGraded } : {}),
     ungraded: job.instances
       .filter((g) => g.outcome !== "GRADED")
       .map((g) => ({

@@ -49,6 +49,59 @@ describe("gradeDicom on composed bilateral radiographs", () => {
     return out;
   }
 
+  it("grades the other knee of a radiograph with a knee arthroplasty, and not the prosthesis", async () => {
+    const [tka, other] = await crops(1, 2);
+    const r = await composeRadiograph({
+      widthMm: 360,
+      heightMm: 300,
+      spacingMm: 0.15,
+      boneMax: 0.85,
+      knees: [
+        { png: other!, xMm: 95, yMm: 150, sideMm: 90 },
+        { png: tka!, xMm: 265, yMm: 150, sideMm: 90, implant: true },
+      ],
+    });
+    const result = await gradeDicom(radiographDicom(r), predictor);
+    expect(result.outcome).toBe("GRADED");
+    if (result.outcome !== "GRADED") return;
+    // PatientOrientation L\F: the image's right knee (the prosthesis) is the patient's left.
+    expect(result.knees.map((k) => k.laterality)).toEqual(["R"]);
+    expect(result.knees[0]!.prediction.probabilities).toHaveLength(5);
+    expect(result.notGraded).toMatchObject([
+      { laterality: "L", code: "ARTHROPLASTY", reason: "knee arthroplasty — not graded" },
+    ]);
+    expect(result.notGraded[0]).not.toHaveProperty("prediction");
+  });
+
+  it("localises with the model's own thresholds (manifest localiser section)", async () => {
+    const [a, b] = await crops(1, 4);
+    const bytes = radiographDicom(await composeBilateral([a!, b!]));
+    const strict = await gradeDicom(bytes, {
+      ...predictor,
+      localiser: {
+        minScore: 0.97,
+        pairMinScore: 0.97,
+        lowConfidenceScore: 0.98,
+        verifierMinProbability: 0.5,
+      },
+    });
+    expect(strict).toMatchObject({ outcome: "REFUSED", code: "NO_KNEE_FOUND" });
+    if (strict.outcome === "REFUSED") expect(strict.reason).toMatch(/< 0\.97\)$/);
+    const cautious = await gradeDicom(bytes, {
+      ...predictor,
+      localiser: {
+        minScore: 0.45,
+        pairMinScore: 0.42,
+        lowConfidenceScore: 0.99,
+        verifierMinProbability: 0.5,
+      },
+    });
+    expect(cautious.outcome).toBe("GRADED");
+    if (cautious.outcome !== "GRADED") return;
+    expect(cautious.knees).toHaveLength(2);
+    expect(cautious.knees.every((k) => k.lowConfidence)).toBe(true);
+  });
+
   it("grades each knee of a full radiograph as it grades the knee's crop, for the large majority", async () => {
     const pngs = await crops(4, 1); // 20 knees, 4 of each grade
     let agree = 0;

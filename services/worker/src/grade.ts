@@ -6,8 +6,15 @@
  */
 import { performance } from "node:perf_hooks";
 import { DicomParseError, readRadiographHeader } from "@kneegrade/dicom";
-import type { InputSize, KneePrediction } from "@kneegrade/inference";
-import { type FoundKnee, findKnees, type KneeRefusalCode } from "@kneegrade/knee";
+import type { InputSize, KneePrediction, LocaliserSettings } from "@kneegrade/inference";
+import {
+  ARTHROPLASTY_NOT_GRADED,
+  type FoundKnee,
+  findKnees,
+  type KneeRefusalCode,
+  type KneeTemplate,
+  parseKneeTemplates,
+} from "@kneegrade/knee";
 import { PixelDataError, readRadiograph } from "@kneegrade/pixels";
 import sharp from "sharp";
 
@@ -15,10 +22,41 @@ import sharp from "sharp";
 export interface KneePredictor {
   inputSize: InputSize;
   predict(inputs: Float32Array[]): Promise<KneePrediction[]>;
+  /** The model's localiser settings (manifest `localiser`); the localiser's defaults without. */
+  localiser?: LocaliserSettings;
+}
+
+const parsedTemplates = new WeakMap<object, KneeTemplate[]>();
+
+/** findKnees' options from a model's localiser settings (its template parsed once). */
+function localiserOptions(settings: LocaliserSettings | undefined) {
+  if (!settings) return {};
+  let templates: KneeTemplate[] | undefined;
+  if (settings.template !== undefined) {
+    templates = parsedTemplates.get(settings);
+    if (!templates) {
+      templates = parseKneeTemplates(settings.template, "the model's localiser template");
+      parsedTemplates.set(settings, templates);
+    }
+  }
+  return {
+    minScore: settings.minScore,
+    pairMinScore: settings.pairMinScore,
+    lowConfidenceScore: settings.lowConfidenceScore,
+    verifierMinProbability: settings.verifierMinProbability,
+    ...(templates ? { templates } : {}),
+  };
 }
 
 export interface GradedKnee extends Omit<FoundKnee, "input"> {
   prediction: KneePrediction;
+}
+
+/** A knee that was found but must not get a grade (a prosthesis at the joint). */
+export interface NotGradedKnee extends Omit<FoundKnee, "input" | "crop224"> {
+  code: "ARTHROPLASTY";
+  /** In the reader's words: "knee arthroplasty — not graded". */
+  reason: string;
 }
 
 export type FailureCode =
@@ -35,7 +73,14 @@ export interface StageTimings {
 }
 
 export type InstanceResult =
-  | { outcome: "GRADED"; knees: GradedKnee[]; warnings: string[]; timingsMs: StageTimings }
+  | {
+      outcome: "GRADED";
+      knees: GradedKnee[];
+      /** Knees found and reported without a grade (arthroplasty). */
+      notGraded: NotGradedKnee[];
+      warnings: string[];
+      timingsMs: StageTimings;
+    }
   | {
       outcome: "REFUSED";
       code: KneeRefusalCode;
@@ -95,6 +140,7 @@ export async function gradeDicom(
     },
     header,
     predictor.inputSize.width,
+    localiserOptions(predictor.localiser),
   );
   timingsMs.localise = round(performance.now() - t);
   if (!findings.ok) {
@@ -107,13 +153,22 @@ export async function gradeDicom(
     };
   }
   t = performance.now();
-  const predictions = await predictor.predict(findings.knees.map((k) => k.input));
+  const gradable = findings.knees.filter((k) => !k.arthroplasty);
+  const predictions =
+    gradable.length > 0 ? await predictor.predict(gradable.map((k) => k.input)) : [];
   timingsMs.predict = round(performance.now() - t);
-  const knees = findings.knees.map(({ input: _input, ...knee }, i) => ({
+  const knees = gradable.map(({ input: _input, ...knee }, i) => ({
     ...knee,
     prediction: predictions[i]!,
   }));
-  return { outcome: "GRADED", knees, warnings: findings.warnings, timingsMs };
+  const notGraded = findings.knees
+    .filter((k) => k.arthroplasty)
+    .map(({ input: _input, crop224: _crop, ...knee }) => ({
+      ...knee,
+      code: "ARTHROPLASTY" as const,
+      reason: ARTHROPLASTY_NOT_GRADED,
+    }));
+  return { outcome: "GRADED", knees, notGraded, warnings: findings.warnings, timingsMs };
 }
 
 /** Where the knee's crop square lies in the image, in pixels (and its side in mm, when known). */

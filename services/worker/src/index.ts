@@ -71,7 +71,11 @@ export async function openPredictor(
   });
   return {
     ensemble,
-    predictor: { inputSize: ensemble.inputSize, predict: (inputs) => batcher.submit(inputs) },
+    predictor: {
+      inputSize: ensemble.inputSize,
+      predict: (inputs) => batcher.submit(inputs),
+      localiser: ensemble.localiser,
+    },
     providers: Object.fromEntries(ensemble.members.map((m) => [m.name, m.provider])),
     close: async () => {
       await batcher.close();

@@ -22,6 +22,7 @@ import {
   type InstanceResult,
   type KneePredictor,
   kneeRegion,
+  type NotGradedKnee,
 } from "./grade.ts";
 
 export interface JobContext {
@@ -156,6 +157,7 @@ export async function processGradeJob(
                 laterality: k.laterality,
                 grade: k.prediction.grade,
               })),
+              notGraded: result.notGraded.map((k) => ({ laterality: k.laterality, code: k.code })),
             }
           : { code: result.code }),
         timingsMs: result.timingsMs,
@@ -173,8 +175,10 @@ export async function processGradeJob(
     }
   }
   const knees = kneeRows.length;
+  // A knee reported without a grade (arthroplasty) is a result too: the reader is told about it.
+  const reported = graded.some((g) => g.result.outcome === "GRADED");
   const outcome: JobSummary["outcome"] =
-    knees > 0
+    knees > 0 || reported
       ? "GRADED"
       : graded.some((g) => g.result.outcome === "REFUSED")
         ? "REFUSED"
@@ -198,7 +202,9 @@ export async function processGradeJob(
         code: g.result.outcome === "GRADED" ? null : g.result.code,
         reason: g.result.outcome === "GRADED" ? null : g.result.reason,
         warnings: g.result.warnings,
-        kneesFound: g.result.outcome === "GRADED" ? g.result.knees.length : 0,
+        kneesFound:
+          g.result.outcome === "GRADED" ? g.result.knees.length + g.result.notGraded.length : 0,
+        notGraded: g.result.outcome === "GRADED" ? g.result.notGraded.map(notGradedRow) : [],
         timingsMs: { read: Math.round(g.readMs * 10) / 10, ...g.result.timingsMs },
       })),
     });
@@ -268,6 +274,19 @@ async function kneeRow(
     heatmapPng: new Uint8Array(await heatmapPng(knee)),
     modelVersion: ctx.model.version,
     timingsMs: { read: Math.round(readMs * 10) / 10, ...timings },
+  };
+}
+
+/** A knee found but not graded, as InstanceGrading.notGraded holds it. */
+function notGradedRow(knee: NotGradedKnee) {
+  return {
+    laterality: LATERALITY[knee.laterality],
+    lateralitySource: knee.lateralitySource,
+    code: knee.code,
+    reason: knee.reason,
+    region: kneeRegion(knee),
+    localisationScore: knee.score,
+    lowConfidence: knee.lowConfidence,
   };
 }
 

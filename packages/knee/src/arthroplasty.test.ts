@@ -1,0 +1,89 @@
+import { readdirSync } from "node:fs";
+import sharp from "sharp";
+import { describe, expect, it } from "vitest";
+import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
+import { composeRadiograph, onProsthesis } from "../../../tests/helpers/radiographs.ts";
+import { detectArthroplasty } from "./arthroplasty.ts";
+import { findKnees } from "./find.ts";
+
+const VAL = `${SHARED_DATA}knee-kl/val/`;
+const crops = (perGrade: number) =>
+  [0, 1, 2, 3, 4].flatMap((g) =>
+    readdirSync(`${VAL}${g}`)
+      .sort()
+      .slice(0, perGrade)
+      .map((f) => `${VAL}${g}/${f}`),
+  );
+const grey = async (png: string) => new Uint8Array(await sharp(png).greyscale().raw().toBuffer());
+
+/** The crop with a prosthesis drawn in at `metal` grey (bone is scaled to `boneMax` of 255). */
+function withProsthesis(data: Uint8Array, boneMax: number, metal = 255) {
+  return Uint8Array.from(data, (v, i) =>
+    onProsthesis((i % 224) / 224, Math.floor(i / 224) / 224) ? metal : Math.round(v * boneMax),
+  );
+}
+
+describe("arthroplasty on real knee crops", () => {
+  it("finds a prosthesis drawn into real knees, and none in the knees themselves", async () => {
+    for (const png of crops(6)) {
+      const data = await grey(png);
+      expect(detectArthroplasty({ width: 224, height: 224, data }).arthroplasty, png).toBe(false);
+      for (const boneMax of [0.8, 0.9]) {
+        const found = detectArthroplasty({
+          width: 224,
+          height: 224,
+          data: withProsthesis(data, boneMax),
+        });
+        expect(found, `${png} bone max ${boneMax}`).toMatchObject({ arthroplasty: true });
+      }
+    }
+  });
+
+  it("tells fixation hardware below the joint (metal, gradable) from an arthroplasty", async () => {
+    // A real val crop with a plate and screws in the proximal tibia (the only val crop with metal).
+    const data = await grey(`${VAL}3/9375300L.png`);
+    expect(detectArthroplasty({ width: 224, height: 224, data })).toMatchObject({
+      metal: true,
+      arthroplasty: false,
+    });
+  });
+});
+
+describe("arthroplasty in a full radiograph", () => {
+  it("marks the knee with a prosthesis and leaves the other knee gradable", async () => {
+    const val = (g: number, i: number) => `${VAL}${g}/${readdirSync(`${VAL}${g}`).sort()[i]}`;
+    for (const [k, boneMax] of [
+      [0, 0.8],
+      [2, 0.9],
+    ] as const) {
+      const r = await composeRadiograph({
+        widthMm: 360,
+        heightMm: 300,
+        spacingMm: 0.15,
+        boneMax,
+        seed: k,
+        knees: [
+          { png: val(k, 3 + k), xMm: 95, yMm: 150, sideMm: 90, implant: true },
+          { png: val((k + 2) % 5, 4), xMm: 265, yMm: 150, sideMm: 90 },
+        ],
+      });
+      const found = await findKnees(
+        {
+          width: r.width,
+          height: r.height,
+          data: Uint8Array.from(r.stored, (v) => v >> 4),
+          spacingMm: 0.15,
+        },
+        { patientOrientation: "L\\F" },
+        64,
+      );
+      expect(found.ok).toBe(true);
+      if (!found.ok) return;
+      // The image's left knee is the patient's right (L\F), the one with the prosthesis.
+      expect(found.knees.map((x) => [x.laterality, x.arthroplasty])).toEqual([
+        ["R", true],
+        ["L", false],
+      ]);
+    }
+  });
+});

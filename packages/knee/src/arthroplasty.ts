@@ -1,0 +1,141 @@
+/**
+ * Knee arthroplasty (a prosthesis at the joint): such a knee gets no Kellgren–Lawrence grade.
+ *
+ * Metal absorbs far more than bone: in the display image a prosthesis is a large, near-white
+ * region with sharp edges, much brighter than the bone around it. Bone can be near-white too
+ * (dense condyles, strong contrast enhancement), but it fades into the bone around it; so the test
+ * is on the region's size *and* its step above its surroundings:
+ *
+ * 1. the knee's square resampled to 224 px (display grey, before CLAHE);
+ * 2. pixels of at least {@link ARTHROPLASTY.brightGrey} in the square's central part (where the
+ *    femoral component, tibial tray and stem are), 4-connected regions of them;
+ * 3. metal when the largest region covers at least {@link ARTHROPLASTY.minAreaFraction} of the
+ *    square and its mean grey exceeds the median grey of a ring around it (3–5 px outside) by at
+ *    least {@link ARTHROPLASTY.minStepGrey};
+ * 4. an arthroplasty when that metal lies at the joint: at least
+ *    {@link ARTHROPLASTY.minJointFraction} of the square inside the joint band (the crop is centred
+ *    on the joint line: rows 38–62 %). Metal elsewhere (screws and plates of a tibial osteotomy or
+ *    fracture fixation) leaves the knee gradable; it is reported as a warning.
+ *
+ * Measured on the 6,604 real knee crops of knee-kl: no arthroplasty found; metal found in exactly
+ * two, both fixation hardware in the proximal tibia (see docs/GRADING.md).
+ */
+import type { GreyImage } from "./localise.ts";
+
+export const ARTHROPLASTY = {
+  brightGrey: 235,
+  minAreaFraction: 0.04,
+  minStepGrey: 45,
+  minJointFraction: 0.015,
+  jointBand: [0.38, 0.62],
+} as const;
+
+export interface ArthroplastyFinding {
+  /** Metal at the joint: a prosthesis. */
+  arthroplasty: boolean;
+  /** Metal anywhere in the square's central part (a prosthesis, or fixation hardware). */
+  metal: boolean;
+  /** The largest bright region's share of the square, 0..1. */
+  areaFraction: number;
+  /** Its mean grey minus its surroundings' median grey. */
+  stepGrey: number;
+}
+
+/** Looks for a prosthesis in a knee square (display grey, any size; 224 px is what we pass). */
+export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
+  const { width: w, height: h, data } = square;
+  const x0 = Math.floor(0.08 * w);
+  const x1 = Math.ceil(0.92 * w);
+  const y0 = Math.floor(0.12 * h);
+  const y1 = Math.ceil(0.92 * h);
+  const label = new Int32Array(w * h);
+  let best: number[] = [];
+  let next = 1;
+  const stack: number[] = [];
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) {
+      const i = y * w + x;
+      if (label[i] || data[i]! < ARTHROPLASTY.brightGrey) continue;
+      const region: number[] = [];
+      label[i] = next;
+      stack.push(i);
+      while (stack.length > 0) {
+        const j = stack.pop()!;
+        region.push(j);
+        const jx = j % w;
+        const jy = (j - jx) / w;
+        for (const [nx, ny] of [
+          [jx - 1, jy],
+          [jx + 1, jy],
+          [jx, jy - 1],
+          [jx, jy + 1],
+        ] as const) {
+          if (nx < x0 || nx >= x1 || ny < y0 || ny >= y1) continue;
+          const k = ny * w + nx;
+          if (label[k] || data[k]! < ARTHROPLASTY.brightGrey) continue;
+          label[k] = next;
+          stack.push(k);
+        }
+      }
+      if (region.length > best.length) best = region;
+      next++;
+    }
+  }
+  const areaFraction = best.length / (w * h);
+  if (best.length === 0) {
+    return { arthroplasty: false, metal: false, areaFraction: 0, stepGrey: 0 };
+  }
+  const id = label[best[0]!]!;
+  let inside = 0;
+  for (const i of best) inside += data[i]!;
+  inside /= best.length;
+  // The ring: pixels 2–5 px from the region (Chebyshev distance), not in it.
+  const ring = new Set<number>();
+  for (const i of best) {
+    const x = i % w;
+    const y = (i - x) / w;
+    for (const [dx, dy] of [
+      [-5, 0],
+      [5, 0],
+      [0, -5],
+      [0, 5],
+      [-3, 0],
+      [3, 0],
+      [0, -3],
+      [0, 3],
+    ] as const) {
+      const nx = x + dx;
+      const ny = y + dy;
+      if (nx < 0 || nx >= w || ny < 0 || ny >= h) continue;
+      const k = ny * w + nx;
+      if (label[k] === id) continue;
+      // Skip pixels right at the edge (within 1 px of the region): partial-volume blur.
+      if (
+        label[k - 1] === id ||
+        label[k + 1] === id ||
+        label[k - w] === id ||
+        label[k + w] === id
+      ) {
+        continue;
+      }
+      ring.add(k);
+    }
+  }
+  const values = [...ring].map((k) => data[k]!).sort((a, b) => a - b);
+  const median = values.length ? values[Math.floor(values.length / 2)]! : inside;
+  const stepGrey = inside - median;
+  const metal =
+    areaFraction >= ARTHROPLASTY.minAreaFraction && stepGrey >= ARTHROPLASTY.minStepGrey;
+  const [top, bottom] = ARTHROPLASTY.jointBand.map((f) => f * h) as [number, number];
+  let atJoint = 0;
+  for (const i of best) {
+    const y = Math.floor(i / w);
+    if (y >= top && y < bottom) atJoint++;
+  }
+  return {
+    arthroplasty: metal && atJoint / (w * h) >= ARTHROPLASTY.minJointFraction,
+    metal,
+    areaFraction,
+    stepGrey,
+  };
+}

@@ -1,0 +1,63 @@
+import { readdirSync } from "node:fs";
+import sharp from "sharp";
+import { describe, expect, it } from "vitest";
+import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
+import { mulberry32 } from "../../../tests/helpers/radiographs.ts";
+import { kneeTemplates } from "./localise.ts";
+import { kneeScoreMap, OnnxCorrelator } from "./ncc.ts";
+
+const VAL = `${SHARED_DATA}knee-kl/val/`;
+
+/** A real crop set into a larger noisy frame, as grey floats. */
+async function scene(width: number, height: number, side: number, seed: number) {
+  const dir = `${VAL}${seed % 5}`;
+  const png = `${dir}/${readdirSync(dir).sort()[seed % 7]}`;
+  const crop = await sharp(png).greyscale().resize(side, side).raw().toBuffer();
+  const rand = mulberry32(seed);
+  const img = Float32Array.from({ length: width * height }, () => 20 + 30 * rand());
+  const x0 = Math.floor((width - side) / 2);
+  const y0 = Math.floor((height - side) / 3);
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) img[(y0 + y) * width + x0 + x] = crop[y * side + x]!;
+  }
+  return img;
+}
+
+describe("the onnxruntime correlator", () => {
+  const correlator = new OnnxCorrelator();
+
+  it("gives the JavaScript reference's knee scores, at every position and every other one", async () => {
+    for (const [size, w, h, side] of [
+      [24, 61, 47, 30],
+      [64, 97, 96, 70],
+    ] as const) {
+      const t = kneeTemplates().find((x) => x.size === size && x.grades.length === 5)!;
+      const img = await scene(w, h, side, size);
+      for (const stride of [1, 2] as const) {
+        const ref = kneeScoreMap(img, w, h, t, stride);
+        const got = await correlator.scoreMap(img, w, h, t, stride);
+        expect([got.width, got.height]).toEqual([ref.width, ref.height]);
+        let worst = 0;
+        let computed = 0;
+        for (let i = 0; i < ref.map.length; i++) {
+          worst = Math.max(worst, Math.abs(got.map[i]! - ref.map[i]!));
+          if (ref.map[i]! !== -1) computed++;
+        }
+        expect(worst, `size ${size} stride ${stride}`).toBeLessThan(1e-4);
+        // Stride 2 leaves the odd positions at -1 in both.
+        const expected =
+          stride === 1
+            ? ref.width * ref.height
+            : Math.ceil(ref.width / 2) * Math.ceil(ref.height / 2);
+        expect(computed).toBe(expected);
+      }
+    }
+  });
+
+  it("scores a flat window -1 (no structure to match), as the reference does", async () => {
+    const t = kneeTemplates().find((x) => x.size === 24 && x.grades.length === 5)!;
+    const flat = new Float32Array(40 * 30).fill(90);
+    const got = await correlator.scoreMap(flat, 40, 30, t);
+    expect(new Set(got.map)).toEqual(new Set([-1]));
+  });
+});
