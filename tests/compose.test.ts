@@ -20,7 +20,7 @@ type VolumeEntry = string | { type?: string; source?: string; target: string; re
 
 interface ComposeService {
   image?: string;
-  build?: { context?: string; target?: string; args?: Record<string, string> };
+  build?: { context?: string; dockerfile?: string; args?: Record<string, string> };
   command?: string[] | string;
   entrypoint?: string[] | string;
   restart?: string;
@@ -135,7 +135,7 @@ describe("docker-compose.yml", () => {
     expect(gpu.deploy?.resources?.reservations?.devices).toContainEqual(
       expect.objectContaining({ driver: "nvidia", count: 1, capabilities: ["gpu"] }),
     );
-    expect(gpu.build).toMatchObject({ target: "gpu", args: { ORT_CUDA: "1" } });
+    expect(gpu.build).toMatchObject({ dockerfile: "Dockerfile.gpu" });
     expect(gpu.environment?.INFERENCE_PROVIDERS?.split(",")[0]).toBe("cuda");
     // Only the worker changes.
     for (const name of ["listener", "reporter", "review", "migrate"]) {
