@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["packages/*/src/**/*.test.ts", "services/*/src/**/*.test.ts", "tests/**/*.test.ts"],
+    // The container stack test builds images: `npm run test:docker` (vitest.docker.config.ts).
+    exclude: ["**/node_modules/**", "tests/docker/**"],
     // Integration tests share one PostgreSQL database, one Redis and fixed DICOM ports.
     fileParallelism: false,
     testTimeout: 60_000,

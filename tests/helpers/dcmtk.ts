@@ -24,6 +24,16 @@ export async function tool(cmd: string, args: string[], timeoutMs = 60_000): Pro
   }
 }
 
+/**
+ * dciodvfy's "Error" lines for a DICOM file (none: valid for its IOD). Throws when dciodvfy could
+ * not run at all, so a missing validator never reads as a valid object.
+ */
+export async function dciodvfyErrors(file: string): Promise<string[]> {
+  const r = await tool("dciodvfy", [file]);
+  if (r.code === -1 && !r.stdout && !r.stderr) throw new Error(`dciodvfy did not run on ${file}`);
+  return `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => l.startsWith("Error"));
+}
+
 export interface ScuTarget {
   port: number;
   calledAet?: string;

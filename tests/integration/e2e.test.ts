@@ -15,7 +15,7 @@ import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { CLI, configEnv } from "../helpers/cli.ts";
-import { storescu } from "../helpers/dcmtk.ts";
+import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
@@ -127,13 +127,7 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
     expect(inSr).toEqual(Object.fromEntries(results.map((r) => [r.laterality, r.klGrade])));
     expect(Object.keys(inSr).sort()).toEqual(["LEFT", "RIGHT"]);
     expect(dump).toMatch(/Verification Flag\s*: UNVERIFIED/);
-    const validation = await run("dciodvfy", [file]).catch(
-      (e: { stdout: string; stderr: string }) => e,
-    );
-    const errors = `${validation.stdout}\n${validation.stderr}`
-      .split("\n")
-      .filter((l) => l.startsWith("Error"));
-    expect(errors).toEqual([]);
+    expect(await dciodvfyErrors(file)).toEqual([]);
 
     const captures = await findInOrthanc(study.studyInstanceUid, "OT");
     expect(captures.length).toBeGreaterThanOrEqual(1);

@@ -27,7 +27,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { selfSignedCert } from "../helpers/certs.ts";
 import { CLI, configEnv, freePort, kill, startServe } from "../helpers/cli.ts";
-import { storescu } from "../helpers/dcmtk.ts";
+import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
@@ -177,13 +177,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     const response = await fetch(`${orthanc.httpUrl}/instances/${orthancId}/file`);
     await writeFile(file, new Uint8Array(await response.arrayBuffer()));
     const dump = (await run("dsrdump", ["-Ee", "+Pl", file])).stdout;
-    const validation = await run("dciodvfy", [file]).catch(
-      (e: { stdout: string; stderr: string }) => e,
-    );
-    const errors = `${validation.stdout}\n${validation.stderr}`
-      .split("\n")
-      .filter((l) => l.startsWith("Error"));
-    return { file, dump, errors };
+    return { file, dump, errors: await dciodvfyErrors(file) };
   }
 
   async function logIn(context: BrowserContext, who: { username: string; password: string }) {
