@@ -13,6 +13,12 @@ const aeTitle = z
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positive = z.coerce.number().positive();
+/** An on/off switch: 1, true or yes; 0, false or no. */
+const flag = (fallback: "0" | "1") =>
+  z
+    .enum(["0", "1", "false", "true", "no", "yes"])
+    .default(fallback)
+    .transform((v) => v === "1" || v === "true" || v === "yes");
 const optionalPath = z
   .string()
   .trim()
@@ -96,10 +102,7 @@ const schema = z
     PACS_AET: aeTitle.default("ORTHANC"),
     DIMSE_TIMEOUT_SECONDS: positive.default(30),
     /** DICOM over TLS to the PACS: 1 to use it; CA to verify the PACS, cert+key to identify us. */
-    PACS_TLS: z
-      .enum(["0", "1", "false", "true", "no", "yes"])
-      .default("0")
-      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    PACS_TLS: flag("0"),
     PACS_TLS_CA: optionalPath,
     PACS_TLS_CERT: optionalPath,
     PACS_TLS_KEY: optionalPath,
@@ -107,15 +110,9 @@ const schema = z
     DELIVERY_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(12),
     DELIVERY_BACKOFF_SECONDS: z.coerce.number().min(0).default(10),
     /** Also send a Secondary Capture (crops, heat maps, grades burned in) for viewers without SR. */
-    REPORT_SECONDARY_CAPTURE: z
-      .enum(["0", "1", "false", "true", "no", "yes"])
-      .default("1")
-      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    REPORT_SECONDARY_CAPTURE: flag("1"),
     /** Also send a Basic Text SR with the report text, for dictation systems. */
-    REPORT_BASIC_TEXT_SR: z
-      .enum(["0", "1", "false", "true", "no", "yes"])
-      .default("0")
-      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    REPORT_BASIC_TEXT_SR: flag("0"),
     /** This installation's Device Observer UID in the SR (default: derived from LISTENER_AET). */
     DEVICE_OBSERVER_UID: z
       .string()
@@ -151,10 +148,7 @@ const schema = z
     /** grade-study jobs one worker process runs at once. */
     WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** Accept a model with manifest status "smoke" (tests and demos only; results say so). */
-    ALLOW_TEST_MODEL: z
-      .enum(["0", "1", "false", "true", "no", "yes"])
-      .default("0")
-      .transform((v) => v === "1" || v === "true" || v === "yes"),
+    ALLOW_TEST_MODEL: flag("0"),
     /**
      * The ops server (/metrics, /healthz, /readyz, /queues): one per process, for every service
      * the process runs. 0 picks a free port (tests).
