@@ -3,7 +3,13 @@
  * the writers' inputs. Shapes only, no database access: the reporter and the review pages map rows
  * the same way.
  */
+import { readFileSync } from "node:fs";
 import type { KneeFinding, ReportInput, SourceImage } from "./types.ts";
+
+/** kneegrade's version (the root package.json, in the sources and in the image alike). */
+export const SOFTWARE_VERSION: string = JSON.parse(
+  readFileSync(new URL("../../../package.json", import.meta.url), "utf8"),
+).version;
 
 export interface KneeResultRow {
   laterality: "RIGHT" | "LEFT" | "UNKNOWN";
@@ -50,6 +56,6 @@ export function algorithmOf(job: {
     modelSha256: job.modelVersion?.split("-").pop() ?? "unknown",
     modelStatus: job.modelStatus ?? "unknown",
     manufacturer: "kneegrade",
-    softwareVersion: "0.1.0",
+    softwareVersion: SOFTWARE_VERSION,
   };
 }
