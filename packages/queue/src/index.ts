@@ -61,8 +61,8 @@ export function createQueue(name: QueueName, config: QueueConfig): Queue {
 }
 
 /**
- * Whether a `failed` event is the job's last word: an UnrecoverableError (a PermanentError carries
- * that name), or no attempt left. Then the failure must be recorded; otherwise BullMQ retries.
+ * Whether a `failed` event is the job's last word: BullMQ's UnrecoverableError (recognised by its
+ * name, also across processes), or no attempt left. Then the failure must be recorded; otherwise BullMQ retries.
  */
 export function isFinalFailure(job: Pick<Job, "attemptsMade" | "opts">, error: Error): boolean {
   return error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
