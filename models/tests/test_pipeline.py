@@ -32,8 +32,11 @@ def rehearsal(tmp_path_factory, data_dir, repo_root):
 def test_gpu_run_outputs(rehearsal):
     out = rehearsal / "out"
     files = sorted(f.name for f in out.iterdir())
-    assert files == ["eval_val.json", "fixtures.json", "manifest.json", "tiny_a.onnx", "tiny_b.onnx",
-                     "train_log.txt"]
+    # knee-template.json: the localiser's template travels with the model (manifest "localiser").
+    assert files == ["eval_val.json", "fixtures.json", "knee-template.json", "manifest.json", "tiny_a.onnx",
+                     "tiny_b.onnx", "train_log.txt"]
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["localiser"]["template"]["file"] == "knee-template.json"
     assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in out.iterdir())
     log = (out / "train_log.txt").read_text()
     assert "decoded train 15" in log and "[tiny_a] best epoch" in log and "gpu_run done" in log
