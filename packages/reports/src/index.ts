@@ -13,6 +13,7 @@ export {
   byReadingOrder,
   type KneeResultRow,
   kneeFinding,
+  SIDE_CODE,
 } from "./results.ts";
 export {
   SR_SOP_CLASSES,

@@ -23,7 +23,8 @@ export interface KneeResultRow {
   heatmapPng: Uint8Array | null;
 }
 
-const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
+/** PostgreSQL's laterality → the report writers' side code. */
+export const SIDE_CODE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
 const ORDER = { RIGHT: 0, LEFT: 1, UNKNOWN: 2 } as const;
 
 /** Right, left, side unknown (stable): the order of the report. */
@@ -32,7 +33,7 @@ export const byReadingOrder = <T extends Pick<KneeResultRow, "laterality">>(rows
 
 export function kneeFinding(r: KneeResultRow, source: SourceImage): KneeFinding {
   return {
-    laterality: SIDE[r.laterality],
+    laterality: SIDE_CODE[r.laterality],
     lateralitySource: r.lateralitySource ?? "",
     grade: r.klGrade,
     probabilities: r.probabilities as number[],

@@ -21,6 +21,7 @@ import {
   readStudyContext,
   reportUids,
   SECONDARY_CAPTURE_SOP_CLASS,
+  SIDE_CODE,
   type SourceImage,
   SR_SOP_CLASSES,
   writeBasicTextSr,
@@ -28,11 +29,9 @@ import {
   writeSecondaryCapture,
 } from "@kneegrade/reports";
 
-const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "U" } as const;
-
 /** One entry of InstanceGrading.notGraded, as the worker writes it (services/worker/src/job.ts). */
 interface StoredNotGradedKnee {
-  laterality: keyof typeof SIDE;
+  laterality: keyof typeof SIDE_CODE;
   lateralitySource?: string;
   code: string;
   reason: string;
@@ -109,7 +108,7 @@ export async function buildReportInputWithIds(
   const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
   const notGraded: NotGradedKnee[] = job.instances.flatMap((g) =>
     ((g.notGraded as StoredNotGradedKnee[] | null) ?? []).map((k) => ({
-      laterality: SIDE[k.laterality],
+      laterality: SIDE_CODE[k.laterality],
       lateralitySource: k.lateralitySource ?? "",
       code: k.code,
       reason: k.reason,
@@ -142,7 +141,7 @@ export async function buildReportInputWithIds(
   return { input, kneeResultIds: results.map((r) => r.id) };
 }
 
-/** Writes a file atomically (temp file, fsync, rename) and returns its sha256. */
+/** Writes a file atomically (temp file, fsync, rename, fsync of the directory) and returns its sha256. */
 export async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
@@ -154,6 +153,13 @@ export async function writeDurably(path: string, bytes: Uint8Array): Promise<str
     await handle.close();
   }
   await rename(tmp, path);
+  // The rename is durable only once the directory is on disk too.
+  const dir = await open(dirname(path), "r");
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
   return createHash("sha256").update(bytes).digest("hex");
 }
 
