@@ -114,3 +114,32 @@ def test_train_cli(tmp_path, repo_root, data_dir):
     ckpt = torch.load(tmp_path / "run" / "only.pt", map_location="cpu")
     assert ckpt["best_epoch"] == 1 and ckpt["config"]["backbone"] == "resnet_tiny" and ckpt["temperature"] > 0
     assert '"epoch": 1' in (tmp_path / "run" / "train_log.txt").read_text()
+
+
+def test_calibrate_writes_the_ensemble_temperature(rehearsal, data_dir, tmp_path):
+    """models.calibrate: the ensemble temperature fitted on val goes into the manifest and the
+    fixtures; member files and grades stay the same, the fixtures' probabilities follow the rule."""
+    if available_runtime() is None:
+        pytest.skip("no ONNX runtime (Python onnxruntime or onnxruntime-node)")
+    import shutil
+    from models.calibrate import calibrate, fixture_probabilities
+    model = tmp_path / "model"
+    shutil.copytree(rehearsal / "out", model)
+    before_man = json.loads((model / "manifest.json").read_text())
+    before_fx = json.loads((model / "fixtures.json").read_text())
+    result = calibrate(model, data_dir / "val", limit_per_grade=4)
+    man = json.loads((model / "manifest.json").read_text())
+    fx = json.loads((model / "fixtures.json").read_text())
+    t = man["ensemble"]["temperature"]
+    assert t == result["temperature"] and t > 0 and t != 1.0
+    assert man["members"] == before_man["members"]                    # same files, same version
+    for m in man["members"]:
+        assert hashlib.sha256((model / m["file"]).read_bytes()).hexdigest() == m["sha256"]
+    assert man["fixtures"]["sha256"] == hashlib.sha256((model / "fixtures.json").read_bytes()).hexdigest()
+    assert fx["ensemble"]["grades"] == before_fx["ensemble"]["grades"]
+    assert fx["ensemble"]["temperature"] == t
+    expected = fixture_probabilities(fx, man, t)
+    assert np.allclose(fx["ensemble"]["probabilities"], expected, atol=1e-6)
+    # The recorded probabilities are not the untempered mean (the temperature really applied).
+    assert not np.allclose(expected, fixture_probabilities(fx, man, 1.0), atol=1e-4)
+    assert man["calibration_val"]["ensemble"]["ece_ensemble_temperature"] == result["ece_after"]

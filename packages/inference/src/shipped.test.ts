@@ -66,5 +66,11 @@ describe("the shipped model (models/dist)", () => {
     }
     const predictions = await ensemble.predict(crops);
     expect(predictions.map((p) => p.grade)).toEqual(fixtures.ensemble.grades);
+    // The ensemble temperature (manifest) applied as PyTorch applied it.
+    predictions.forEach((p, i) => {
+      const ref = fixtures.ensemble.probabilities[i]!;
+      const d = Math.max(...p.probabilities.map((v, g) => Math.abs(v - ref[g]!)));
+      expect(d, `crop ${i}`).toBeLessThanOrEqual(1e-4);
+    });
   });
 });
