@@ -15,10 +15,10 @@ import net from "node:net";
 import { join, resolve } from "node:path";
 import { loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
+import { loadModel } from "@kneegrade/inference";
 import { buildReportInput } from "@kneegrade/reporter";
 import { reportText } from "@kneegrade/reports";
 import { addUser, setPassword } from "@kneegrade/review";
-import { checkModel } from "@kneegrade/worker";
 import { Redis } from "ioredis";
 import pg from "pg";
 import sharp from "sharp";
@@ -205,7 +205,7 @@ async function ensureOrthanc(): Promise<ChildProcess | undefined> {
 
 async function modelDir(): Promise<{ dir: string; test: boolean }> {
   const configured = loadConfig({ ...process.env }).MODEL_DIR;
-  const check = await checkModel(resolve(ROOT, configured));
+  const check = await loadModel(resolve(ROOT, configured));
   if (check.ok) {
     console.log(`model: ${configured} (status ${check.manifest.status})`);
     return { dir: resolve(ROOT, configured), test: false };

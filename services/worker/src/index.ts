@@ -10,18 +10,30 @@ import { hostname } from "node:os";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
-import { Ensemble, MicroBatcher } from "@kneegrade/inference";
+import {
+  Ensemble,
+  InferenceError,
+  MicroBatcher,
+  type ModelCheck,
+  type ModelCheckCode,
+} from "@kneegrade/inference";
 import { errorFields, type Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
 import { Worker } from "bullmq";
 import type { KneePredictor } from "./grade.ts";
 import { processGradeJob, recordFinalFailure } from "./job.ts";
-import { checkModel, type ModelCheck } from "./model.ts";
 
+export type { ModelCheck } from "@kneegrade/inference";
 export * from "./grade.ts";
 export * from "./job.ts";
-export { checkModel, type ModelCheck } from "./model.ts";
+
+/** The model failures that leave the worker waiting for a usable model (not a crash). */
+const MODEL_UNAVAILABLE: readonly string[] = [
+  "MODEL_MISSING",
+  "MODEL_INVALID",
+  "MODEL_NOT_FOR_PATIENTS",
+] satisfies ModelCheckCode[];
 
 export interface RunningWorker {
   model: ModelCheck;
@@ -91,16 +103,25 @@ export async function startWorker(
   /** Where to record grading (the process's ops server serves it); a private one if absent. */
   metrics: Metrics = createMetrics(),
 ): Promise<RunningWorker> {
-  const model = await checkModel(config.MODEL_DIR, { allowTestModel: config.ALLOW_TEST_MODEL });
   metrics.modelLoaded.set(0);
-  if (!model.ok) {
+  // The model is read, hashed and opened once (Ensemble.open checks the manifest and the files).
+  let opened: Awaited<ReturnType<typeof openPredictor>>;
+  try {
+    opened = await openPredictor(config, log, metrics);
+  } catch (error) {
+    if (!(error instanceof InferenceError) || !MODEL_UNAVAILABLE.includes(error.code)) throw error;
+    const model = { ok: false, code: error.code as ModelCheckCode, reason: error.message } as const;
     log.error(
       { event: "worker.model-unavailable", code: model.code, reason: model.reason },
       "no usable model installed: grade-study jobs stay queued until one is (see docs/OPERATIONS.md)",
     );
     return { model, providers: {}, close: async () => {} };
   }
-  const opened = await openPredictor(config, log, metrics);
+  const model: ModelCheck = {
+    ok: true,
+    manifest: opened.ensemble.manifest,
+    version: opened.ensemble.version,
+  };
   const { providers } = opened;
   for (const [member, provider] of Object.entries(providers)) {
     metrics.modelInfo.set(

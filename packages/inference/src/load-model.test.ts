@@ -1,10 +1,10 @@
-/** The worker's model check against manifests written the way models/ writes them. */
+/** loadModel, the worker's model check, against manifests written the way models/ writes them. */
 import { createHash } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { checkModel } from "./model.ts";
+import { loadModel } from "./manifest.ts";
 
 function modelDir(status: string, tamper = false) {
   const dir = mkdtempSync(join(tmpdir(), "kneegrade-model-"));
@@ -46,30 +46,30 @@ function modelDir(status: string, tamper = false) {
   return dir;
 }
 
-describe("checkModel", () => {
+describe("loadModel", () => {
   it("accepts a candidate model whose files match their hashes", async () => {
-    const check = await checkModel(modelDir("candidate"));
+    const check = await loadModel(modelDir("candidate"));
     expect(check.ok && check.manifest.members.map((m) => m.name)).toEqual(["a"]);
   });
   it("says what is missing", async () => {
-    const check = await checkModel(join(tmpdir(), "no-such-model-dir"));
+    const check = await loadModel(join(tmpdir(), "no-such-model-dir"));
     expect(check).toMatchObject({ ok: false, code: "MODEL_MISSING" });
   });
   it("refuses a smoke-test model for patients", async () => {
-    expect(await checkModel(modelDir("smoke"))).toMatchObject({
+    expect(await loadModel(modelDir("smoke"))).toMatchObject({
       ok: false,
       code: "MODEL_NOT_FOR_PATIENTS",
     });
   });
   it("accepts a smoke-test model only when tests allow it", async () => {
-    const check = await checkModel(modelDir("smoke"), { allowTestModel: true });
+    const check = await loadModel(modelDir("smoke"), { allowTestModel: true });
     expect(check).toMatchObject({
       ok: true,
       version: expect.stringMatching(/^smoke-[0-9a-f]{12}$/),
     });
   });
   it("refuses a member whose bytes differ from the manifest", async () => {
-    expect(await checkModel(modelDir("release", true))).toMatchObject({
+    expect(await loadModel(modelDir("release", true))).toMatchObject({
       ok: false,
       code: "MODEL_INVALID",
       reason: expect.stringContaining("sha256 mismatch"),
