@@ -3,7 +3,7 @@
  * already-cropped knees) and `kneegrade evaluate <dir>` (the `<grade>/*.png` layout), with the same
  * model, decoding and preprocessing as the worker. Nothing is stored or sent.
  */
-import { mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
 import type { Ensemble, KneePrediction } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
@@ -63,23 +63,6 @@ export async function openModel(o: ModelOptions, log: Logger) {
     testModel: ensemble.manifest.status === "smoke",
   };
   return { ...opened, model };
-}
-
-/** Every file under the given paths (directories recursively), sorted, hidden files skipped. */
-export async function collectFiles(paths: string[]): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (p: string) => {
-    const s = await stat(p);
-    if (s.isDirectory()) {
-      for (const name of (await readdir(p)).sort()) {
-        if (!name.startsWith(".")) await walk(join(p, name));
-      }
-    } else if (s.isFile()) {
-      out.push(p);
-    }
-  };
-  for (const p of paths) await walk(p);
-  return out;
 }
 
 function progress(total: number, label: string) {

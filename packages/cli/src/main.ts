@@ -1,13 +1,12 @@
 /** The `kneegrade` command line. Each subcommand validates the configuration before it connects. */
 import { type Config, ConfigError, loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
-import { cEcho, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
+import { cEcho, collectFiles, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
 import { redeliver } from "@kneegrade/reporter";
 import { addUser, disableUser, ROLES, setPassword } from "@kneegrade/review";
 import { Command, Option } from "commander";
 import {
-  collectFiles,
   evaluateFolder,
   formatEvaluation,
   formatGraded,

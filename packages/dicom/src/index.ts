@@ -1,3 +1,4 @@
+export * from "./files.ts";
 export * from "./header.ts";
 export * from "./part10.ts";
 export * from "./routing.ts";

@@ -2,9 +2,8 @@
  * DICOM SCU operations (C-ECHO, C-STORE) over dcmjs-dimse, as promises with a timeout of their own:
  * dcmjs-dimse gives no response event when a peer accepts no usable transfer syntax.
  */
-import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
 import dimse from "dcmjs-dimse";
+import { collectFiles } from "./files.ts";
 
 const { Client } = dimse;
 const { CEchoRequest, CStoreRequest } = dimse.requests;
@@ -86,23 +85,10 @@ export async function cEcho(peer: DicomPeer): Promise<RequestOutcome> {
 
 /** Sends files (directories are walked) in one association; one outcome per file. */
 export async function cStoreFiles(peer: DicomPeer, paths: string[]): Promise<RequestOutcome[]> {
-  const files = (await Promise.all(paths.map(listFiles))).flat();
+  const files = await collectFiles(paths);
   if (files.length === 0) return [];
   return run(
     peer,
     files.map((file) => ({ item: file, request: new CStoreRequest(file) })),
   );
-}
-
-async function listFiles(path: string): Promise<string[]> {
-  const info = await stat(path);
-  if (!info.isDirectory()) return [path];
-  const entries = await readdir(path, { withFileTypes: true });
-  const nested = await Promise.all(
-    entries
-      .filter((e) => !e.name.startsWith("."))
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((e) => listFiles(join(path, e.name))),
-  );
-  return nested.flat();
 }
