@@ -2,6 +2,7 @@
  * BullMQ wiring shared by the services: one Redis connection setting, one key prefix, the queue
  * names from @kneegrade/contracts. Redis carries jobs only; their truth is in PostgreSQL.
  */
+import { loadConfig } from "@kneegrade/config";
 import { QUEUES, type QueueName } from "@kneegrade/contracts";
 import { type ConnectionOptions, type Job, type JobsOptions, Queue } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
@@ -9,7 +10,7 @@ import { Redis, type RedisOptions } from "ioredis";
 export interface QueueConfig {
   REDIS_URL: string;
   QUEUE_PREFIX: string;
-  /** Attempts per job and the first retry's delay (doubling after each); defaults below. */
+  /** Attempts per job and the first retry's delay (doubling after each); defaults: packages/config. */
   JOB_ATTEMPTS?: number;
   JOB_BACKOFF_SECONDS?: number;
   /** The same for `report-study` jobs: delivery waits out PACS outages, so it has its own. */
@@ -31,31 +32,35 @@ export function redisConnection(redisUrl: string): ConnectionOptions {
   };
 }
 
-/**
- * Retries with exponential backoff for transient errors; permanent ones are thrown as
- * UnrecoverableError and fail at once. Finished jobs are kept a week for `kneegrade status`.
- */
-export const DEFAULT_JOB_OPTIONS: JobsOptions = {
-  attempts: 5,
-  backoff: { type: "exponential", delay: 5_000 },
+/** Finished jobs are kept a week (failed ones a month) for `kneegrade status` and the queue view. */
+const RETENTION: JobsOptions = {
   removeOnComplete: { age: 7 * 24 * 3600 },
   removeOnFail: { age: 30 * 24 * 3600 },
 };
 
-/** A queue whose jobs get the retry policy of their kind (delivery for `report-study`). */
+/** The retry policy's defaults are the configuration's (JOB_* and DELIVERY_* in packages/config). */
+const CONFIG_DEFAULTS = loadConfig({});
+
+/**
+ * A queue whose jobs get the retry policy of their kind (delivery for `report-study`): retries
+ * with exponential backoff for transient errors; permanent ones are thrown as UnrecoverableError
+ * and fail at once.
+ */
 export function createQueue(name: QueueName, config: QueueConfig): Queue {
   const delivery = name === QUEUES.reportStudy;
-  const attempts = delivery ? config.DELIVERY_ATTEMPTS : config.JOB_ATTEMPTS;
-  const backoffSeconds = delivery ? config.DELIVERY_BACKOFF_SECONDS : config.JOB_BACKOFF_SECONDS;
+  const attempts = delivery
+    ? (config.DELIVERY_ATTEMPTS ?? CONFIG_DEFAULTS.DELIVERY_ATTEMPTS)
+    : (config.JOB_ATTEMPTS ?? CONFIG_DEFAULTS.JOB_ATTEMPTS);
+  const backoffSeconds = delivery
+    ? (config.DELIVERY_BACKOFF_SECONDS ?? CONFIG_DEFAULTS.DELIVERY_BACKOFF_SECONDS)
+    : (config.JOB_BACKOFF_SECONDS ?? CONFIG_DEFAULTS.JOB_BACKOFF_SECONDS);
   return new Queue(name, {
     connection: redisConnection(config.REDIS_URL),
     prefix: config.QUEUE_PREFIX,
     defaultJobOptions: {
-      ...DEFAULT_JOB_OPTIONS,
-      ...(attempts ? { attempts } : {}),
-      ...(backoffSeconds !== undefined
-        ? { backoff: { type: "exponential", delay: backoffSeconds * 1000 } }
-        : {}),
+      ...RETENTION,
+      attempts,
+      backoff: { type: "exponential", delay: backoffSeconds * 1000 },
     },
   });
 }
