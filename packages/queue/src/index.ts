@@ -4,7 +4,8 @@
  */
 import { loadConfig } from "@kneegrade/config";
 import { QUEUES, type QueueName } from "@kneegrade/contracts";
-import { type ConnectionOptions, type Job, type JobsOptions, Queue } from "bullmq";
+import { errorFields, type Logger } from "@kneegrade/log";
+import { type ConnectionOptions, type Job, type JobsOptions, Queue, Worker } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
 
 export interface QueueConfig {
@@ -138,4 +139,83 @@ export async function recordDurably(
     }
   }
   return false;
+}
+
+/**
+ * One BullMQ worker factory for the services that take jobs (worker: `grade-study`, reporter:
+ * `report-study`): the connection, the lock that hands a dead worker's jobs to another, the
+ * outcome of every job, and the one durable final-failure path — a job's final failure is known
+ * only in BullMQ's `failed` event, so its database record is retried with backoff
+ * ({@link recordDurably}) and logged when it still cannot be written.
+ */
+export type JobOutcome = "completed" | "failed" | "retried";
+
+/** The two job metrics of packages/ops, as the factory uses them. */
+export interface JobMetrics {
+  jobs: { inc(labels: { queue: string; outcome: JobOutcome }): void };
+  jobSeconds: { observe(labels: { queue: string }, seconds: number): void };
+}
+
+export interface JobWorkerOptions<T, R> {
+  queue: string;
+  config: { REDIS_URL: string; QUEUE_PREFIX: string; JOB_LOCK_SECONDS: number };
+  concurrency: number;
+  /** Recorded on each job it takes (BullMQ `processedBy`, shown in the queue view). */
+  name?: string;
+  process: (job: Job<T>) => Promise<R>;
+  /** The database write that makes a job's final failure known (retried until it succeeds). */
+  recordFinalFailure: (job: Job<T>, error: Error) => Promise<unknown>;
+  log: Logger;
+  /** Log events: the worker's own errors; a final failure not recorded yet (retrying) or at all. */
+  events: { error: string; recordRetry: string; unrecorded: string };
+  /** Where every job's outcome and a completed job's run time are counted (packages/ops metrics). */
+  metrics?: JobMetrics;
+  onCompleted?: (job: Job<T>, result: R) => void;
+  /** A failure BullMQ will retry (attempts left, not unrecoverable). */
+  onRetry?: (job: Job<T>, error: Error) => void;
+}
+
+export function startJobWorker<T, R>(o: JobWorkerOptions<T, R>): Worker<T, R> {
+  const worker = new Worker<T, R>(o.queue, o.process, {
+    ...(o.name ? { name: o.name } : {}),
+    connection: redisConnection(o.config.REDIS_URL),
+    prefix: o.config.QUEUE_PREFIX,
+    concurrency: o.concurrency,
+    // A worker that dies mid-job (killed, out of memory) stops renewing its lock: after
+    // JOB_LOCK_SECONDS another worker takes the job again.
+    lockDuration: o.config.JOB_LOCK_SECONDS * 1000,
+    stalledInterval: o.config.JOB_LOCK_SECONDS * 1000,
+  });
+  worker.on("completed", (job, result) => {
+    o.metrics?.jobs.inc({ queue: o.queue, outcome: "completed" });
+    if (job.processedOn) {
+      o.metrics?.jobSeconds.observe({ queue: o.queue }, (Date.now() - job.processedOn) / 1000);
+    }
+    o.onCompleted?.(job, result);
+  });
+  worker.on("failed", (job, error) => {
+    if (!job) return;
+    const final = isFinalFailure(job, error);
+    o.metrics?.jobs.inc({ queue: o.queue, outcome: final ? "failed" : "retried" });
+    if (!final) {
+      o.onRetry?.(job, error);
+      return;
+    }
+    void recordDurably(() => o.recordFinalFailure(job, error), {
+      onRetry: (attempt, e) =>
+        o.log.warn(
+          { event: o.events.recordRetry, jobId: job.id, attempt, err: errorFields(e) },
+          "could not record the job's final failure yet; retrying",
+        ),
+    }).then((ok) => {
+      if (!ok) {
+        o.log.error(
+          { event: o.events.unrecorded, jobId: job.id },
+          "could not record the job's final failure",
+        );
+      }
+    });
+  });
+  worker.on("error", (error) => o.log.error({ event: o.events.error, err: error }, "worker error"));
+  return worker;
 }

@@ -11,10 +11,10 @@ import type { Config } from "@kneegrade/config";
 import { QUEUES, signedReportJobId, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { cEcho, type DicomPeer } from "@kneegrade/dicom";
-import { errorFields, type Logger } from "@kneegrade/log";
+import type { Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
-import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
-import { Worker } from "bullmq";
+import { createQueue, startJobWorker } from "@kneegrade/queue";
+import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
 
 export * from "./job.ts";
@@ -69,48 +69,21 @@ export async function startReporter(
       "PACS does not answer C-ECHO: reports will wait (and retry) until it does",
     );
   }
-  const worker = new Worker(
-    QUEUES.reportStudy,
-    async (job) =>
+  const worker = startJobWorker({
+    queue: QUEUES.reportStudy,
+    config,
+    concurrency: 2,
+    process: async (job: Job<unknown>) =>
       processReportJob(job.data, job.attemptsMade + 1, { db, config, pacs, log, metrics }),
-    {
-      connection: redisConnection(config.REDIS_URL),
-      prefix: config.QUEUE_PREFIX,
-      concurrency: 2,
-      lockDuration: config.JOB_LOCK_SECONDS * 1000,
-      stalledInterval: config.JOB_LOCK_SECONDS * 1000,
+    recordFinalFailure: (job, error) => recordDeadLetter(db, job.data, error, log, metrics),
+    log,
+    events: {
+      error: "reporter.error",
+      recordRetry: "report.dead-letter-retry",
+      unrecorded: "report.dead-letter-unrecorded",
     },
-  );
-  worker.on("completed", (job) => {
-    metrics.jobs.inc({ queue: QUEUES.reportStudy, outcome: "completed" });
-    if (job.processedOn) {
-      metrics.jobSeconds.observe(
-        { queue: QUEUES.reportStudy },
-        (Date.now() - job.processedOn) / 1000,
-      );
-    }
+    metrics,
   });
-  worker.on("failed", (job, error) => {
-    if (!job) return;
-    const final = isFinalFailure(job, error);
-    metrics.jobs.inc({ queue: QUEUES.reportStudy, outcome: final ? "failed" : "retried" });
-    if (final) {
-      void recordDurably(() => recordDeadLetter(db, job.data, error, log, metrics), {
-        onRetry: (attempt, e) =>
-          log.warn(
-            { event: "report.dead-letter-retry", jobId: job.id, attempt, err: errorFields(e) },
-            "could not record a dead letter yet; retrying",
-          ),
-      }).then((ok) => {
-        if (!ok) {
-          log.error({ event: "report.dead-letter-unrecorded", jobId: job.id }, "could not record");
-        }
-      });
-    }
-  });
-  worker.on("error", (error) =>
-    log.error({ event: "reporter.error", err: error }, "reporter error"),
-  );
   return {
     pacsReachable,
     checkPacs: async () => {

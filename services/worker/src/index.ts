@@ -19,8 +19,8 @@ import {
 } from "@kneegrade/inference";
 import { errorFields, type Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
-import { createQueue, isFinalFailure, recordDurably, redisConnection } from "@kneegrade/queue";
-import { Worker } from "bullmq";
+import { createQueue, startJobWorker } from "@kneegrade/queue";
+import type { Job } from "bullmq";
 import type { KneePredictor } from "./grade.ts";
 import { processGradeJob, recordFinalFailure } from "./job.ts";
 
@@ -146,9 +146,12 @@ export async function startWorker(
   // Recorded on each job it takes (BullMQ `processedBy`, shown in the queue view): which pod or
   // process graded what.
   const name = `${hostname()}:${process.pid}`;
-  const worker = new Worker(
-    QUEUES.gradeStudy,
-    async (job) =>
+  const worker = startJobWorker({
+    queue: QUEUES.gradeStudy,
+    config,
+    concurrency: config.WORKER_CONCURRENCY,
+    name,
+    process: async (job: Job<unknown>) =>
       processGradeJob(job.data, job.attemptsMade + 1, {
         db,
         predictor: opened.predictor,
@@ -158,32 +161,18 @@ export async function startWorker(
         log,
         metrics,
       }),
-    {
-      name,
-      connection: redisConnection(config.REDIS_URL),
-      prefix: config.QUEUE_PREFIX,
-      concurrency: config.WORKER_CONCURRENCY,
-      // A worker that dies mid-job (killed, out of memory) stops renewing its lock: after
-      // JOB_LOCK_SECONDS another worker takes the job again.
-      lockDuration: config.JOB_LOCK_SECONDS * 1000,
-      stalledInterval: config.JOB_LOCK_SECONDS * 1000,
+    // Retried until PostgreSQL takes it; if it never does, the listener's reconciler records it.
+    recordFinalFailure: (job, error) => recordFinalFailure(db, job.data, error, log),
+    log,
+    events: {
+      error: "worker.error",
+      recordRetry: "job.failure-record-retry",
+      unrecorded: "job.failure-unrecorded",
     },
-  );
-  worker.on("completed", (job, summary) => {
-    metrics.jobs.inc({ queue: QUEUES.gradeStudy, outcome: "completed" });
-    if (job.processedOn) {
-      metrics.jobSeconds.observe(
-        { queue: QUEUES.gradeStudy },
-        (Date.now() - job.processedOn) / 1000,
-      );
-    }
-    log.info({ event: "job.completed", jobId: job.id, ...summary }, "study graded");
-  });
-  worker.on("failed", (job, error) => {
-    if (!job) return;
-    const final = isFinalFailure(job, error);
-    metrics.jobs.inc({ queue: QUEUES.gradeStudy, outcome: final ? "failed" : "retried" });
-    if (!final) {
+    metrics,
+    onCompleted: (job, summary) =>
+      log.info({ event: "job.completed", jobId: job.id, ...summary }, "study graded"),
+    onRetry: (job, error) =>
       log.warn(
         {
           event: "job.retry",
@@ -193,26 +182,8 @@ export async function startWorker(
           err: error,
         },
         "grading failed; BullMQ retries it with backoff",
-      );
-      return;
-    }
-    // Retried until PostgreSQL takes it; if it never does, the listener's reconciler records it.
-    void recordDurably(() => recordFinalFailure(db, job.data, error, log), {
-      onRetry: (attempt, e) =>
-        log.warn(
-          { event: "job.failure-record-retry", jobId: job.id, attempt, err: errorFields(e) },
-          "could not record a failed job yet; retrying",
-        ),
-    }).then((ok) => {
-      if (!ok) {
-        log.error(
-          { event: "job.failure-unrecorded", jobId: job.id },
-          "could not record a failed job; the reconciler will",
-        );
-      }
-    });
+      ),
   });
-  worker.on("error", (error) => log.error({ event: "worker.error", err: error }, "worker error"));
   log.info(
     {
       event: "worker.started",
