@@ -54,7 +54,7 @@ export function algorithmOf(job: {
     name: "kneegrade PIM ensemble (Kellgren-Lawrence)",
     version: job.modelVersion ?? "unknown",
     // The model version ends in the first 12 hex digits of sha256 over its members' sha256s.
-    modelSha256: job.modelVersion?.split("-").pop() ?? "unknown",
+    modelFingerprint: job.modelVersion?.split("-").pop() ?? "unknown",
     modelStatus: job.modelStatus ?? "unknown",
     manufacturer: "kneegrade",
     softwareVersion: SOFTWARE_VERSION,

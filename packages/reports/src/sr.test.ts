@@ -51,7 +51,9 @@ describe("writeComprehensiveSr", () => {
     );
     expect(out).toContain('<contains NUM:(,,"Probability")="0.71" (1,UCUM,"no units")>');
     expect(out).toContain('"Algorithm Name")="kneegrade PIM ensemble (Kellgren-Lawrence)"');
-    expect(out).toContain(`"Algorithm Parameters")="model sha256 ${input.algorithm.modelSha256}"`);
+    expect(out).toContain(
+      `"Algorithm Parameters")="model fingerprint ${input.algorithm.modelFingerprint} (sha256 over the members' sha256, first 12 hex digits)"`,
+    );
     expect(out).toContain('<contains SCOORD:(,,"Image Region")=(POLYLINE,412/1630');
     expect(out).toContain("Verification Flag   : UNVERIFIED");
     expect(out).toContain("Completion Flag     : PARTIAL");

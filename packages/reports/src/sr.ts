@@ -150,7 +150,11 @@ function algorithmIdentification(input: ReportInput): Dataset[] {
     code("HAS CONCEPT MOD", CODES.algorithmFamily, CODES.artificialIntelligence),
     text("HAS CONCEPT MOD", CODES.algorithmName, a.name),
     text("HAS CONCEPT MOD", CODES.algorithmVersion, a.version),
-    text("HAS CONCEPT MOD", CODES.algorithmParameters, `model sha256 ${a.modelSha256}`),
+    text(
+      "HAS CONCEPT MOD",
+      CODES.algorithmParameters,
+      `model fingerprint ${a.modelFingerprint} (sha256 over the members' sha256, first 12 hex digits)`,
+    ),
     text("HAS CONCEPT MOD", CODES.algorithmParameters, `model status ${a.modelStatus}`),
     text("HAS CONCEPT MOD", CODES.algorithmParameters, `software version ${a.softwareVersion}`),
   ];

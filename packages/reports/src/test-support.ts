@@ -91,7 +91,7 @@ export function fixture(overrides: Partial<ReportInput> = {}): ReportInput {
     algorithm: {
       name: "kneegrade PIM ensemble (Kellgren-Lawrence)",
       version: "release-0123456789ab",
-      modelSha256: "9f2c".repeat(16),
+      modelFingerprint: "9f2c".repeat(3),
       modelStatus: "release",
       manufacturer: "kneegrade",
       softwareVersion: "0.1.0",

@@ -109,7 +109,11 @@ export interface ReportInput {
   algorithm: {
     name: string;
     version: string;
-    modelSha256: string;
+    /**
+     * The model's fingerprint: the first 12 hex digits of sha256 over its members' sha256 (the
+     * last part of `version`); not the hash of any one file.
+     */
+    modelFingerprint: string;
     /** "smoke" | "candidate" | "release" */
     modelStatus: string;
     manufacturer: string;
