@@ -21,7 +21,7 @@ import torch
 
 from .data import load_folder, to_input
 from .evaluate import _members_onnx
-from .export import sha256
+from .export import ensemble_fixture, ensemble_section, sha256
 from .metrics import ensemble_probabilities, fit_ensemble_temperature, report, softmax
 
 
@@ -55,14 +55,10 @@ def calibrate(models_dir: Path, data_dir: Path, limit_per_grade: Optional[int] =
     p = fixture_probabilities(fixtures, man, t_new)
     if p.argmax(1).tolist() != fixtures["ensemble"]["grades"]:
         raise AssertionError("the ensemble temperature changed a grade of the fixtures")
-    fixtures["ensemble"] = {"probabilities": np.round(p, 6).tolist(), "grades": p.argmax(1).tolist(),
-                            "temperature": t_new}
+    fixtures["ensemble"] = ensemble_fixture(p, t_new)
     fx_path.write_text(json.dumps(fixtures))
 
-    man["ensemble"]["temperature"] = t_new
-    man["ensemble"]["formula"] = (
-        "q = mean over members of softmax(logits_m / temperature_m); p = q ** (1 / temperature) "
-        "renormalised (the ensemble temperature, fitted on val; 1 keeps q); grade = argmax p")
+    man["ensemble"].update(ensemble_section(t_new))
     man["fixtures"]["sha256"] = sha256(fx_path)
     ens = man.setdefault("calibration_val", {}).setdefault("ensemble", {})
     ens.update({"ece_ensemble_temperature": after["ece"], "temperature": t_new,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import LABELS
-from .metrics import ensemble_probabilities
+from .metrics import ensemble_probabilities, softmax
 from .onnx_io import export_onnx, output_names, torch_outputs
 from .train import load_checkpoint
 
@@ -111,6 +111,19 @@ def export_member(ckpt_path: Path, out_dir: Path):
     return model, ckpt, member_entry(model, ckpt, onnx_path)
 
 
+def ensemble_fixture(p: np.ndarray, temperature: float) -> dict:
+    """The fixtures' ensemble block: its probabilities on the fixture input, grades, temperature."""
+    return {"probabilities": np.round(p, 6).tolist(), "grades": p.argmax(1).tolist(), "temperature": temperature}
+
+
+def ensemble_section(temperature: float) -> dict:
+    """The manifest's "ensemble": the rule the runtimes apply, with the ensemble temperature."""
+    return {"rule": "mean_calibrated_probabilities", "temperature": temperature,
+            "formula": "q = mean over members of softmax(logits_m / temperature_m); "
+                       "p = q ** (1 / temperature) renormalised (the ensemble temperature, fitted "
+                       "on val; 1 keeps q); grade = argmax p"}
+
+
 def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensemble_temperature: float = 1.0) -> Path:
     """Inputs (as uint8 grey levels) and the PyTorch outputs of every member, plus the ensemble."""
     size = models[0].input_size
@@ -126,12 +139,8 @@ def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensem
         outs = torch_outputs(m, image)
         doc["members"][m.member_name] = {n: {"shape": list(v.shape), "data": np.round(v.reshape(-1), 6).tolist()}
                                          for n, v in outs.items()}
-        z = outs["logits"] / t
-        e = np.exp(z - z.max(1, keepdims=True))
-        probs.append(e / e.sum(1, keepdims=True))
-    p = ensemble_probabilities(probs, ensemble_temperature)
-    doc["ensemble"] = {"probabilities": np.round(p, 6).tolist(), "grades": p.argmax(1).tolist(),
-                       "temperature": ensemble_temperature}
+        probs.append(softmax(outs["logits"], t))
+    doc["ensemble"] = ensemble_fixture(ensemble_probabilities(probs, ensemble_temperature), ensemble_temperature)
     path = Path(out_dir) / FIXTURES_FILE
     path.write_text(json.dumps(doc))
     return path
@@ -158,10 +167,7 @@ def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Op
         "labels": LABELS,
         "label_meaning": "Kellgren-Lawrence grade 0-4 of one knee",
         "members": entries,
-        "ensemble": {"rule": "mean_calibrated_probabilities", "temperature": ensemble_temperature,
-                     "formula": "q = mean over members of softmax(logits_m / temperature_m); "
-                                "p = q ** (1 / temperature) renormalised (the ensemble temperature, fitted "
-                                "on val; 1 keeps q); grade = argmax p"},
+        "ensemble": ensemble_section(ensemble_temperature),
         "data": DATA_SOURCE,
         "localiser": localiser_section(out_dir),
     }
