@@ -17,6 +17,15 @@ async function tampered(edit: (manifest: Record<string, unknown>) => void) {
   return dir;
 }
 
+/** Refused alike by the check and by Ensemble.open, with the same code and reason. */
+async function expectRefused(dir: string, code: string, reason: string) {
+  expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({ ok: false, code, reason });
+  await expect(Ensemble.open({ modelDir: dir, allowTestModel: true })).rejects.toMatchObject({
+    code,
+    message: reason,
+  });
+}
+
 beforeAll(async () => {
   smoke = await testModel("smoke");
 });
@@ -59,6 +68,14 @@ describe("loadModel", () => {
     );
   });
 
+  it("accepts a candidate model for patients, no switch needed", async () => {
+    const dir = await tampered((m) => {
+      m.status = "candidate";
+    });
+    const check = await loadModel(dir);
+    expect(check.ok && check.manifest.members.map((m) => m.name)).toEqual(["tiny_a", "tiny_b"]);
+  });
+
   it("refuses a smoke-test model for patients", async () => {
     expect(await loadModel(smoke)).toMatchObject({ ok: false, code: "MODEL_NOT_FOR_PATIENTS" });
     await expect(Ensemble.open({ modelDir: smoke })).rejects.toMatchObject({
@@ -91,14 +108,7 @@ describe("loadModel", () => {
     const bytes = await readFile(file);
     bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
     await writeFile(file, bytes);
-    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
-      ok: false,
-      code: "MODEL_INVALID",
-      reason: "member tiny_b: sha256 mismatch",
-    });
-    await expect(Ensemble.open({ modelDir: dir, allowTestModel: true })).rejects.toMatchObject({
-      code: "MODEL_INVALID",
-    });
+    await expectRefused(dir, "MODEL_INVALID", "member tiny_b: sha256 mismatch");
   });
 
   it("refuses members that disagree on the input size", async () => {
@@ -155,15 +165,7 @@ describe("loadModel", () => {
     await own.close();
     // The template is checked like a member: present, with its sha256.
     await writeFile(join(dir, "knee-template.json"), "{}");
-    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
-      ok: false,
-      code: "MODEL_INVALID",
-      reason: "localiser template: sha256 mismatch",
-    });
-    await expect(Ensemble.open({ modelDir: dir, allowTestModel: true })).rejects.toMatchObject({
-      code: "MODEL_INVALID",
-      message: "localiser template: sha256 mismatch",
-    });
+    await expectRefused(dir, "MODEL_INVALID", "localiser template: sha256 mismatch");
     const outside = await tampered((m) => {
       m.localiser = { template: { file: "../knee-template.json", sha256 } };
     });
