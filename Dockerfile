@@ -37,7 +37,7 @@ RUN if ls /tmp/ca-certificates/*.crt >/dev/null 2>&1; then \
      fi \
   && npm ci --include=dev --ignore-scripts \
   && npx prisma generate \
-  && npx tsc -p tsconfig.build.json \
+  && npm run build \
   && node infra/docker/runtime-tree.mjs /out \
   && cd /out \
   && npm ci --omit=dev --ignore-scripts \

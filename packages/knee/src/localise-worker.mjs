@@ -1,9 +1,10 @@
 // Runs the knee localiser (localise.ts) in a worker thread, so the services' event loop never waits
 // on it: onnxruntime-node runs a session synchronously on the calling thread, and the JavaScript
 // around it takes tens of milliseconds per radiograph. Plain JavaScript on purpose: Node 20 cannot
-// start a .ts file as a worker: in the production image (compiled, no tsx) it loads localise.js and
-// verify.js beside it; from the sources it registers tsx and loads the TypeScript. Requests: "localise" (localiseKnees) and "verify" (verifyKneeCrops,
-// the second stage, whose onnxruntime run is synchronous too).
+// start a .ts file as a worker. In the production image (compiled, no tsx) it loads localise.js and
+// verify.js beside it; from the sources it registers tsx and loads the TypeScript. Requests:
+// "localise" (localiseKnees) and "verify" (verifyKneeCrops, the second stage, whose onnxruntime run
+// is synchronous too).
 import { existsSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 

@@ -68,7 +68,8 @@ export function createQueue(name: QueueName, config: QueueConfig): Queue {
 
 /**
  * Whether a `failed` event is the job's last word: BullMQ's UnrecoverableError (recognised by its
- * name, also across processes), or no attempt left. Then the failure must be recorded; otherwise BullMQ retries.
+ * name, also across processes), or no attempt left. Then the failure must be recorded; otherwise
+ * BullMQ retries.
  */
 export function isFinalFailure(job: Pick<Job, "attemptsMade" | "opts">, error: Error): boolean {
   return error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
@@ -141,13 +142,7 @@ export async function recordDurably(
   return false;
 }
 
-/**
- * One BullMQ worker factory for the services that take jobs (worker: `grade-study`, reporter:
- * `report-study`): the connection, the lock that hands a dead worker's jobs to another, the
- * outcome of every job, and the one durable final-failure path — a job's final failure is known
- * only in BullMQ's `failed` event, so its database record is retried with backoff
- * ({@link recordDurably}) and logged when it still cannot be written.
- */
+/** What became of a job, as the job metrics count it. */
 export type JobOutcome = "completed" | "failed" | "retried";
 
 /** The two job metrics of packages/ops, as the factory uses them. */
@@ -175,6 +170,13 @@ export interface JobWorkerOptions<T, R> {
   onRetry?: (job: Job<T>, error: Error) => void;
 }
 
+/**
+ * One BullMQ worker factory for the services that take jobs (worker: `grade-study`, reporter:
+ * `report-study`): the connection, the lock that hands a dead worker's jobs to another, the
+ * outcome of every job, and the one durable final-failure path — a job's final failure is known
+ * only in BullMQ's `failed` event, so its database record is retried with backoff
+ * ({@link recordDurably}) and logged when it still cannot be written.
+ */
 export function startJobWorker<T, R>(o: JobWorkerOptions<T, R>): Worker<T, R> {
   const worker = new Worker<T, R>(o.queue, o.process, {
     ...(o.name ? { name: o.name } : {}),

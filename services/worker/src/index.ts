@@ -34,6 +34,7 @@ const MODEL_UNAVAILABLE: readonly string[] = [
   "MODEL_INVALID",
   "MODEL_NOT_FOR_PATIENTS",
 ] satisfies ModelCheckCode[];
+const modelUnavailable = (code: string): code is ModelCheckCode => MODEL_UNAVAILABLE.includes(code);
 
 export interface RunningWorker {
   model: ModelCheck;
@@ -109,8 +110,8 @@ export async function startWorker(
   try {
     opened = await openPredictor(config, log, metrics);
   } catch (error) {
-    if (!(error instanceof InferenceError) || !MODEL_UNAVAILABLE.includes(error.code)) throw error;
-    const model = { ok: false, code: error.code as ModelCheckCode, reason: error.message } as const;
+    if (!(error instanceof InferenceError) || !modelUnavailable(error.code)) throw error;
+    const model = { ok: false, code: error.code, reason: error.message } as const;
     log.error(
       { event: "worker.model-unavailable", code: model.code, reason: model.reason },
       "no usable model installed: grade-study jobs stay queued until one is (see docs/OPERATIONS.md)",
