@@ -15,17 +15,20 @@ import net from "node:net";
 import { join, resolve } from "node:path";
 import { loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
+import { randomUid as newUid } from "@kneegrade/dicom";
 import { loadModel } from "@kneegrade/inference";
-import { buildReportInput } from "@kneegrade/reporter";
+import { buildReportInput } from "@kneegrade/reporting";
 import { reportText } from "@kneegrade/reports";
-import { addUser, setPassword } from "@kneegrade/review";
+import { addUser, setPassword } from "@kneegrade/review-data";
+import {
+  composeBilateral,
+  SHARED_DATA as DEFAULT_SHARED_DATA,
+  radiographDicom,
+  testModel,
+} from "@kneegrade/samples";
 import { Redis } from "ioredis";
 import pg from "pg";
 import sharp from "sharp";
-import { SHARED_DATA as DEFAULT_SHARED_DATA } from "../tests/helpers/paths.ts";
-import { composeBilateral, radiographDicom } from "../tests/helpers/radiographs.ts";
-import { newUid } from "../tests/helpers/studies.ts";
-import { testModel } from "../tests/helpers/test-model.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 /** ../shared/data (or $SHARED_DATA): real knee crops for the samples and the test model. */

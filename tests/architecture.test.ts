@@ -1,6 +1,8 @@
 /**
  * The tree's one-way dependencies: shared packages never import services, services never import
- * each other (they talk through queues), and only the CLI wires services together.
+ * each other (they talk through queues), the CLI imports a service only to start it
+ * (`kneegrade serve`, serve.ts), no product code uses the sample package, and infra/ imports no
+ * service and nothing from tests/.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -14,7 +16,7 @@ function sources(dir: string): string[] {
     const path = join(dir, name);
     if (name === "generated" || name === "node_modules") return [];
     if (statSync(path).isDirectory()) return sources(path);
-    return name.endsWith(".ts") && !name.endsWith(".test.ts") ? [path] : [];
+    return /\.(ts|mjs)$/.test(name) && !name.endsWith(".test.ts") ? [path] : [];
   });
 }
 
@@ -23,29 +25,54 @@ function imports(file: string): string[] {
   return [...text.matchAll(/from\s+"(@kneegrade\/[a-z-]+)"/g)].map((m) => m[1]!);
 }
 
+/** Relative imports that leave the file's top-level folder for tests/. */
+function testImports(file: string): string[] {
+  const text = readFileSync(file, "utf8");
+  return [...text.matchAll(/(?:from\s+|import\s*\(?\s*)"([^"]*\/tests\/[^"]*)"/g)].map((m) => m[1]!);
+}
+
+/** The only file of the CLI that may import services: it starts them. */
+const SERVE = "packages/cli/src/serve.ts";
+
 it("keeps dependencies one-way", () => {
   const violations: string[] = [];
   for (const pkg of readdirSync(join(REPO_ROOT, "packages"))) {
-    if (pkg === "cli") continue;
     for (const file of sources(join(REPO_ROOT, "packages", pkg, "src"))) {
+      const path = relative(REPO_ROOT, file);
       for (const dep of imports(file)) {
-        if (SERVICES.includes(dep.slice("@kneegrade/".length)) || dep === "@kneegrade/cli") {
-          violations.push(`${relative(REPO_ROOT, file)} imports ${dep}`);
+        const name = dep.slice("@kneegrade/".length);
+        if ((SERVICES.includes(name) && path !== SERVE) || (name === "cli" && pkg !== "cli")) {
+          violations.push(`${path} imports ${dep}`);
         }
+        if (name === "samples" && pkg !== "samples") violations.push(`${path} imports ${dep}`);
       }
+      for (const dep of testImports(file)) violations.push(`${path} imports ${dep}`);
     }
   }
   for (const service of SERVICES) {
     for (const file of sources(join(REPO_ROOT, "services", service, "src"))) {
       for (const dep of imports(file)) {
         const name = dep.slice("@kneegrade/".length);
-        if ((SERVICES.includes(name) && name !== service) || name === "cli") {
+        if ((SERVICES.includes(name) && name !== service) || name === "cli" || name === "samples") {
           violations.push(`${relative(REPO_ROOT, file)} imports ${dep}`);
         }
       }
+      for (const dep of testImports(file))
+        violations.push(`${relative(REPO_ROOT, file)} imports ${dep}`);
     }
+  }
+  for (const file of sources(join(REPO_ROOT, "infra"))) {
+    const path = relative(REPO_ROOT, file);
+    for (const dep of imports(file)) {
+      if (SERVICES.includes(dep.slice("@kneegrade/".length)))
+        violations.push(`${path} imports ${dep}`);
+    }
+    for (const dep of testImports(file)) violations.push(`${path} imports ${dep}`);
   }
   expect(violations).toEqual([]);
   // The check sees the imports it is meant to police.
-  expect(imports(join(REPO_ROOT, "packages/cli/src/serve.ts"))).toContain("@kneegrade/listener");
+  expect(imports(join(REPO_ROOT, SERVE))).toContain("@kneegrade/listener");
+  expect(testImports(join(REPO_ROOT, "packages/knee/src/localise.test.ts")).length).toBeGreaterThan(
+    0,
+  );
 });

@@ -13,15 +13,14 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createLogger } from "@kneegrade/log";
 import { startReporter } from "@kneegrade/reporter";
+import { composeBilateral, radiographDicom, testModel } from "@kneegrade/samples";
 import { startWorker } from "@kneegrade/worker";
 import globalSetup from "../global-setup.ts";
 import { storescu } from "../helpers/dcmtk.ts";
 import { startHarness } from "../helpers/env.ts";
 import { startOrthanc } from "../helpers/orthanc.ts";
-import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
 import { SAMPLE_CROPS } from "../helpers/small-studies.ts";
 import { newUid } from "../helpers/studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const { values } = parseArgs({
   options: { studies: { type: "string", default: "12" }, stable: { type: "string", default: "1" } },

@@ -20,6 +20,7 @@ import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { composeRadiograph } from "@kneegrade/samples";
 import {
   closeLocaliserThread,
   type GreyImage,
@@ -27,7 +28,6 @@ import {
   localiseKneesOffThread,
 } from "../../packages/knee/src/index.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
-import { composeRadiograph } from "../helpers/radiographs.ts";
 
 export const BASELINE_NAME = "JS localiser (81ec5b6)";
 

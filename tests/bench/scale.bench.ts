@@ -13,13 +13,13 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createDb } from "@kneegrade/db";
+import { testModel } from "@kneegrade/samples";
 import globalSetup from "../global-setup.ts";
 import { configEnv } from "../helpers/cli.ts";
 import { storescu } from "../helpers/dcmtk.ts";
 import { cleanupConfig, resetDb, testConfig } from "../helpers/env.ts";
 import { gradedBy, startScaledOut } from "../helpers/scale.ts";
 import { writeSmallStudies } from "../helpers/small-studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const { values } = parseArgs({
   options: {

@@ -14,11 +14,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { composeBilateral, radiographDicom } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
 import { waitFor } from "../helpers/env.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
-import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
 
 const run = promisify(execFile);

@@ -22,7 +22,7 @@ import { WG04_DIR } from "./paths.ts";
 // ---------------------------------------------------------------------------------------------
 // Randomness
 
-import { mulberry32 } from "./radiographs.ts";
+import { mulberry32 } from "@kneegrade/samples";
 
 export { mulberry32 };
 

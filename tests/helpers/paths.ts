@@ -1,8 +1,7 @@
 /** Where tests find the shared, read-only data set (never copied into the repository). */
-import { fileURLToPath } from "node:url";
+import { SHARED_DATA } from "@kneegrade/samples";
 
-export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
-export const SHARED_DATA = fileURLToPath(new URL("../../../shared/data/", import.meta.url));
+export { REPO_ROOT, SHARED_DATA } from "@kneegrade/samples";
 export const WG04_DIR = `${SHARED_DATA}dicom/wg04/`;
 
 /** The storescu option that proposes each WG04 file's own transfer syntax. */

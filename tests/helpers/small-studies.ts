@@ -5,8 +5,8 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { composeRadiograph, radiographDicom } from "@kneegrade/samples";
 import { SHARED_DATA } from "./paths.ts";
-import { composeRadiograph, radiographDicom } from "./radiographs.ts";
 import { newUid } from "./studies.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;

@@ -2,13 +2,13 @@
  * Test studies built from the WG04 radiograph (../shared/data, a real CR image) with dcmodify:
  * new UIDs for every instance, one study and series UID, and the body part we want to route on.
  */
-import { randomUUID } from "node:crypto";
 import { chmod, copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { randomUid } from "@kneegrade/dicom";
 import { dumpValue, tool } from "./dcmtk.ts";
 import { WG04_DIR, WG04_FILES, type Wg04File } from "./paths.ts";
 
-export const newUid = () => `2.25.${BigInt(`0x${randomUUID().replace(/-/g, "")}`).toString()}`;
+export const newUid = randomUid;
 
 export interface TestInstance {
   path: string;

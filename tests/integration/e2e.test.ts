@@ -10,7 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createLogger } from "@kneegrade/log";
-import { type RunningReporter, redeliver, startReporter } from "@kneegrade/reporter";
+import { type RunningReporter, startReporter } from "@kneegrade/reporter";
+import { redeliver } from "@kneegrade/reporting";
+import {
+  composeBilateral,
+  composeRadiograph,
+  radiographDicom,
+  testModel,
+} from "@kneegrade/samples";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
@@ -20,9 +27,7 @@ import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 import { startSwitchProxy } from "../helpers/proxy.ts";
-import { composeBilateral, composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const run = promisify(execFile);
 const work = join(tmpdir(), `kneegrade-e2e-${process.pid}`);

@@ -8,9 +8,9 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { testModel } from "@kneegrade/samples";
 import { afterAll, expect, it } from "vitest";
 import { REPO_ROOT } from "../helpers/paths.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const run = promisify(execFile);
 const pack = join(REPO_ROOT, "var", `gpu-pack-test-${process.pid}`);

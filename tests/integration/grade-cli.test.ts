@@ -7,12 +7,11 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { composeBilateral, radiographDicom, testModel } from "@kneegrade/samples";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI } from "../helpers/cli.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
-import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const run = promisify(execFile);
 const VAL = `${SHARED_DATA}knee-kl/val`;

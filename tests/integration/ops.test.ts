@@ -9,6 +9,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDb, type Db } from "@kneegrade/db";
+import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configEnv, kill, metricsPortOf, startServe } from "../helpers/cli.ts";
 import { storescu } from "../helpers/dcmtk.ts";
@@ -17,7 +18,6 @@ import { readyz, sampleValue, scrape } from "../helpers/metrics.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { startSwitchProxy } from "../helpers/proxy.ts";
 import { writeSmallStudies } from "../helpers/small-studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const work = join(tmpdir(), `kneegrade-ops-${process.pid}`);
 let db: Db;

@@ -12,15 +12,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createLogger } from "@kneegrade/log";
-import { type RunningReporter, redeliver, startReporter } from "@kneegrade/reporter";
+import { type RunningReporter, startReporter } from "@kneegrade/reporter";
+import { redeliver } from "@kneegrade/reporting";
 import { signedSrUid } from "@kneegrade/reports";
-import {
-  addUser,
-  buildReviewApp,
-  disableUser,
-  type RunningReview,
-  startReview,
-} from "@kneegrade/review";
+import { buildReviewApp, type RunningReview, startReview } from "@kneegrade/review";
+import { addUser, disableUser } from "@kneegrade/review-data";
+import { composeBilateral, radiographDicom, testModel } from "@kneegrade/samples";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -31,9 +28,7 @@ import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
-import { composeBilateral, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const run = promisify(execFile);
 const work = join(tmpdir(), `kneegrade-review-${process.pid}`);

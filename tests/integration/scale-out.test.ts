@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
 import { createDb, type Db } from "@kneegrade/db";
 import { createQueue } from "@kneegrade/queue";
+import { testModel } from "@kneegrade/samples";
 import type { Job } from "bullmq";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { configEnv, kill } from "../helpers/cli.ts";
@@ -17,7 +18,6 @@ import { storescu } from "../helpers/dcmtk.ts";
 import { cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
 import { gradedBy, type ScaledOut, startScaledOut } from "../helpers/scale.ts";
 import { writeSmallStudies } from "../helpers/small-studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const STUDIES = 30;
 const work = join(tmpdir(), `kneegrade-scale-${process.pid}`);

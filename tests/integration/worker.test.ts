@@ -9,8 +9,14 @@ import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
 import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
-import { buildReportInput } from "@kneegrade/reporter";
+import { buildReportInput } from "@kneegrade/reporting";
 import { reportText, writeComprehensiveSr } from "@kneegrade/reports";
+import {
+  composeBilateral,
+  composeRadiograph,
+  radiographDicom,
+  testModel,
+} from "@kneegrade/samples";
 import { processGradeJob, type RunningWorker, startWorker } from "@kneegrade/worker";
 import type { Queue } from "bullmq";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -18,9 +24,7 @@ import { collectStatus } from "../../packages/cli/src/status.ts";
 import { storescu } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { SHARED_DATA } from "../helpers/paths.ts";
-import { composeBilateral, composeRadiograph, radiographDicom } from "../helpers/radiographs.ts";
 import { newUid } from "../helpers/studies.ts";
-import { testModel } from "../helpers/test-model.ts";
 
 const work = join(tmpdir(), `kneegrade-worker-test-${process.pid}`);
 const VAL = `${SHARED_DATA}knee-kl/val/`;

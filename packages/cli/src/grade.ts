@@ -5,6 +5,13 @@
  */
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
+import {
+  gradeDicom,
+  type InstanceResult,
+  type KneePredictor,
+  kneeRegion,
+  openPredictor,
+} from "@kneegrade/grading";
 import type { Ensemble, KneePrediction } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
 import type { Logger } from "@kneegrade/log";
@@ -16,13 +23,6 @@ import {
   evaluationMetrics,
   reliabilitySvg,
 } from "@kneegrade/metrics";
-import {
-  gradeDicom,
-  type InstanceResult,
-  type KneePredictor,
-  kneeRegion,
-  openPredictor,
-} from "@kneegrade/worker";
 import { SingleBar } from "cli-progress";
 import Table from "cli-table3";
 import sharp from "sharp";

@@ -3,8 +3,8 @@ import { type Config, ConfigError, loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { cEcho, collectFiles, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
-import { redeliver } from "@kneegrade/reporter";
-import { addUser, disableUser, ROLES, setPassword } from "@kneegrade/review";
+import { redeliver } from "@kneegrade/reporting";
+import { addUser, disableUser, ROLES, setPassword } from "@kneegrade/review-data";
 import { Command, Option } from "commander";
 import {
   evaluateFolder,

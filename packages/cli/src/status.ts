@@ -6,7 +6,7 @@ import type { Config } from "@kneegrade/config";
 import { QUEUES, type QueueName } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { createQueue } from "@kneegrade/queue";
-import { type AgreementReport, agreementReport } from "@kneegrade/review";
+import { type AgreementReport, agreementReport } from "@kneegrade/review-data";
 
 export const JOB_STATES = ["waiting", "active", "delayed", "completed", "failed"] as const;
 type JobCounts = Record<(typeof JOB_STATES)[number], number>;

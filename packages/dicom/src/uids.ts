@@ -1,5 +1,5 @@
 /** UIDs from DICOM PS3.4 (SOP classes) and PS3.5 (transfer syntaxes) that kneegrade deals in. */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 
 export const SOP_CLASSES = {
   verification: "1.2.840.10008.1.1",
@@ -87,4 +87,9 @@ export function uidFromName(name: string): string {
   bytes[6] = (bytes[6]! & 0x0f) | 0x80; // version 8
   bytes[8] = (bytes[8]! & 0x3f) | 0x80; // RFC 4122/9562 variant
   return `${UUID_UID_ROOT}.${BigInt(`0x${bytes.toString("hex")}`).toString(10)}`;
+}
+
+/** A new, random UID: "2.25." followed by the decimal value of a random (version 4) UUID. */
+export function randomUid(): string {
+  return `${UUID_UID_ROOT}.${BigInt(`0x${randomUUID().replace(/-/g, "")}`).toString(10)}`;
 }

@@ -1,6 +1,7 @@
 /** The micro-batcher around the real smoke-model ensemble. */
+
+import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testModel } from "../../../tests/helpers/test-model.ts";
 import { BatcherClosedError, type BatchInfo, MicroBatcher } from "./batcher.ts";
 import { Ensemble, type KneePrediction } from "./runtime.ts";
 import { captureLogger, syntheticCrops } from "./test-support.ts";

@@ -1,8 +1,8 @@
 /** The ensemble in onnxruntime-node against the smoke model the models/ toolkit built. */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testModel } from "../../../tests/helpers/test-model.ts";
 import { Ensemble, type KneePrediction, sharpen, softmax, upsampleAdd } from "./runtime.ts";
 import { captureLogger, copyModel, syntheticCrops } from "./test-support.ts";
 

@@ -1,8 +1,8 @@
 import { readdirSync } from "node:fs";
+import { composeRadiograph, onProsthesis } from "@kneegrade/samples";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
-import { composeRadiograph, onProsthesis } from "../../../tests/helpers/radiographs.ts";
 import { detectArthroplasty } from "./arthroplasty.ts";
 import { findKnees } from "./find.ts";
 

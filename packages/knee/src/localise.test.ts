@@ -1,12 +1,8 @@
 import { readdirSync, readFileSync } from "node:fs";
+import { composeBilateral, composeRadiograph, type PlacedKnee } from "@kneegrade/samples";
 import dicomParser from "dicom-parser";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
-import {
-  composeBilateral,
-  composeRadiograph,
-  type PlacedKnee,
-} from "../../../tests/helpers/radiographs.ts";
 import { areaResize } from "./crop.ts";
 import { findKnees } from "./find.ts";
 import { assignLaterality, rowDirection } from "./laterality.ts";

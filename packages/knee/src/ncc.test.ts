@@ -1,8 +1,8 @@
 import { readdirSync } from "node:fs";
+import { mulberry32 } from "@kneegrade/samples";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
-import { mulberry32 } from "../../../tests/helpers/radiographs.ts";
 import { kneeTemplates } from "./localise.ts";
 import { kneeScoreMap, OnnxCorrelator } from "./ncc.ts";
 

@@ -4,9 +4,9 @@
  * upside-down knees; the verifier (verify.ts) refuses those as "not an AP/PA knee view".
  */
 import { readdirSync } from "node:fs";
+import { composeBilateral, drawFoot } from "@kneegrade/samples";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
-import { composeBilateral, drawFoot } from "../../../tests/helpers/radiographs.ts";
 import { findKnees } from "./find.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;

@@ -13,9 +13,8 @@ import type { Db } from "@kneegrade/db";
 import { cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
+import { buildReportInput, writeReportObjects, writeSignedReport } from "@kneegrade/reporting";
 import { UnrecoverableError } from "bullmq";
-import { buildReportInput, writeReportObjects } from "./report.ts";
-import { writeSignedReport } from "./signed.ts";
 
 export type ReporterConfig = Pick<
   Config,

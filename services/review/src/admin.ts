@@ -3,8 +3,8 @@
  * functions as `kneegrade user …`, audited with the admin's name).
  */
 import type { Db } from "@kneegrade/db";
+import { ROLES } from "@kneegrade/review-data";
 import { html, type PageUser, page, personName } from "./html.ts";
-import { ROLES } from "./users.ts";
 
 export async function usersPage(
   db: Db,

@@ -14,15 +14,21 @@ import fastifyStatic from "@fastify/static";
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
 import type { Logger } from "@kneegrade/log";
+import {
+  addUser,
+  agreementReport,
+  checkPassword,
+  disableUser,
+  NewUser,
+} from "@kneegrade/review-data";
 import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
 import { usersPage } from "./admin.ts";
-import { agreementPage, agreementReport, confusionPng } from "./agreement.ts";
+import { agreementPage, confusionPng } from "./agreement.ts";
 import { html, page } from "./html.ts";
 import { heatmapPng, radiographJpeg } from "./images.ts";
 import { type ReportQueue, SignError, signStudy } from "./sign.ts";
 import { loadStudy, studyPage } from "./study.ts";
-import { addUser, checkPassword, disableUser, NewUser } from "./users.ts";
 import { WorklistQuery, worklist, worklistPage } from "./worklist.ts";
 
 export const SESSION_COOKIE = "kneegrade_session";

@@ -12,9 +12,7 @@ import type { Logger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
 import { buildReviewApp } from "./app.ts";
 
-export { type AgreementReport, agreementReport } from "./agreement.ts";
 export { buildReviewApp, SESSION_COOKIE } from "./app.ts";
-export { addUser, disableUser, NewUser, ROLES, type Role, setPassword } from "./users.ts";
 
 export interface RunningReview {
   url: string;

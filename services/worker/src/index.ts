@@ -10,22 +10,15 @@ import { hostname } from "node:os";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
-import {
-  Ensemble,
-  InferenceError,
-  MicroBatcher,
-  type ModelCheck,
-  type ModelCheckCode,
-} from "@kneegrade/inference";
+import { openPredictor } from "@kneegrade/grading";
+import { InferenceError, type ModelCheck, type ModelCheckCode } from "@kneegrade/inference";
 import { errorFields, type Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { createQueue, startJobWorker } from "@kneegrade/queue";
 import type { Job } from "bullmq";
-import type { KneePredictor } from "./grade.ts";
 import { processGradeJob, recordFinalFailure } from "./job.ts";
 
 export type { ModelCheck } from "@kneegrade/inference";
-export * from "./grade.ts";
 export * from "./job.ts";
 
 /** The model failures that leave the worker waiting for a usable model (not a crash). */
@@ -41,60 +34,6 @@ export interface RunningWorker {
   /** Execution provider of each member, when a model is loaded. */
   providers: Record<string, string>;
   close(): Promise<void>;
-}
-
-/** The ensemble behind a micro-batcher, as the grading code wants it. */
-export async function openPredictor(
-  config: Pick<
-    Config,
-    | "MODEL_DIR"
-    | "INFERENCE_THREADS"
-    | "INFERENCE_MAX_BATCH"
-    | "INFERENCE_MAX_WAIT_MS"
-    | "ALLOW_TEST_MODEL"
-  > & { INFERENCE_PROVIDERS: string[] },
-  log: Logger,
-  metrics?: Metrics,
-): Promise<{
-  ensemble: Ensemble;
-  predictor: KneePredictor;
-  /** The execution provider each member really runs on. */
-  providers: Record<string, string>;
-  close(): Promise<void>;
-}> {
-  const ensemble = await Ensemble.open({
-    modelDir: config.MODEL_DIR,
-    providers: config.INFERENCE_PROVIDERS,
-    ...(config.INFERENCE_THREADS > 0 ? { intraOpThreads: config.INFERENCE_THREADS } : {}),
-    maxBatch: config.INFERENCE_MAX_BATCH,
-    allowTestModel: config.ALLOW_TEST_MODEL,
-    logger: log,
-  });
-  const batcher = new MicroBatcher(ensemble, {
-    maxBatch: config.INFERENCE_MAX_BATCH,
-    maxWaitMs: config.INFERENCE_MAX_WAIT_MS,
-    ...(metrics
-      ? {
-          onBatch: (info: { size: number; ms: number; ok: boolean }) => {
-            metrics.inferenceBatchSize.observe(info.size);
-            metrics.inferenceBatchSeconds.observe(info.ms / 1000);
-          },
-        }
-      : {}),
-  });
-  return {
-    ensemble,
-    predictor: {
-      inputSize: ensemble.inputSize,
-      predict: (inputs) => batcher.submit(inputs),
-      localiser: ensemble.localiser,
-    },
-    providers: Object.fromEntries(ensemble.members.map((m) => [m.name, m.provider])),
-    close: async () => {
-      await batcher.close();
-      await ensemble.close();
-    },
-  };
 }
 
 export async function startWorker(

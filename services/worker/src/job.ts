@@ -11,9 +11,6 @@
 import { readFile } from "node:fs/promises";
 import { GradeStudyJob, QUEUES, ReportStudyJob, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db, Prisma } from "@kneegrade/db";
-import type { Logger } from "@kneegrade/log";
-import type { Metrics } from "@kneegrade/ops";
-import { UnrecoverableError } from "bullmq";
 import {
   cropPng,
   type GradedKnee,
@@ -23,7 +20,10 @@ import {
   type KneePredictor,
   kneeRegion,
   type NotGradedKnee,
-} from "./grade.ts";
+} from "@kneegrade/grading";
+import type { Logger } from "@kneegrade/log";
+import type { Metrics } from "@kneegrade/ops";
+import { UnrecoverableError } from "bullmq";
 
 export interface JobContext {
   db: Db;

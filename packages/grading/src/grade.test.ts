@@ -9,14 +9,14 @@ import { join } from "node:path";
 import { Ensemble } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
 import { createLogger } from "@kneegrade/log";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
 import {
   composeBilateral,
   composeRadiograph,
   radiographDicom,
-} from "../../../tests/helpers/radiographs.ts";
-import { testModel } from "../../../tests/helpers/test-model.ts";
+  testModel,
+} from "@kneegrade/samples";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
 import { gradeDicom, type KneePredictor } from "./grade.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;

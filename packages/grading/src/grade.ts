@@ -2,7 +2,7 @@
  * One radiograph, from its Part 10 bytes to graded knees (or a recorded reason why not):
  * header → pixels (decode, Modality LUT, VOI, MONOCHROME1) → knee localisation and laterality →
  * crops like the training crops → the ensemble. Pure composition of the shared packages; the
- * worker service and `kneegrade grade` both use it.
+ * worker service, `kneegrade grade`/`evaluate` and the demo use it.
  */
 import { performance } from "node:perf_hooks";
 import { DicomParseError, readRadiographHeader } from "@kneegrade/dicom";

@@ -7,9 +7,9 @@
  * edge rows, fading out; plus film noise and a gentle exposure gradient. Stored as 12-bit values.
  */
 import { readFile } from "node:fs/promises";
+import { randomUid as newUid } from "@kneegrade/dicom";
 import dcmjs from "dcmjs";
 import sharp from "sharp";
-import { newUid } from "./studies.ts";
 
 export interface PlacedKnee {
   /** A 224-px crop (PNG) from knee-kl. */

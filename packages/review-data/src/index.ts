@@ -1,0 +1,6 @@
+/**
+ * The review's data without its pages: local accounts (`kneegrade user …`, the login) and the
+ * agreement figures between the AI and the radiologists (`kneegrade status`, the agreement page).
+ */
+export * from "./agreement.ts";
+export * from "./users.ts";

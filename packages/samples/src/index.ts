@@ -1,0 +1,8 @@
+/**
+ * Sample studies and models made from the shared data, for the demo and the tests (never for
+ * patients): radiographs composed from real knee crops, written as DICOM, and the smoke/test models
+ * built by the models/ toolkit.
+ */
+export * from "./paths.ts";
+export * from "./radiographs.ts";
+export * from "./test-model.ts";
