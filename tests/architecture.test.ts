@@ -28,7 +28,9 @@ function imports(file: string): string[] {
 /** Relative imports that leave the file's top-level folder for tests/. */
 function testImports(file: string): string[] {
   const text = readFileSync(file, "utf8");
-  return [...text.matchAll(/(?:from\s+|import\s*\(?\s*)"([^"]*\/tests\/[^"]*)"/g)].map((m) => m[1]!);
+  return [...text.matchAll(/(?:from\s+|import\s*\(?\s*)"([^"]*\/tests\/[^"]*)"/g)].map(
+    (m) => m[1]!,
+  );
 }
 
 /** The only file of the CLI that may import services: it starts them. */
@@ -75,4 +77,45 @@ it("keeps dependencies one-way", () => {
   expect(testImports(join(REPO_ROOT, "packages/knee/src/localise.test.ts")).length).toBeGreaterThan(
     0,
   );
+});
+
+/** Bare module specifiers a file imports (packages, not node: built-ins or relative paths). */
+function packageImports(file: string): string[] {
+  const text = readFileSync(file, "utf8");
+  return [...text.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)"([^".][^"]*)"/g)]
+    .map((m) => m[1]!)
+    .filter((s) => !s.startsWith("node:"))
+    .map((s) =>
+      s
+        .split("/")
+        .slice(0, s.startsWith("@") ? 2 : 1)
+        .join("/"),
+    );
+}
+
+/**
+ * Run-time fallbacks of the development tree, installed at the root: the CLI and the localiser's
+ * worker thread load TypeScript through tsx when no compiled JavaScript lies beside them.
+ */
+const ROOT_ONLY = new Set(["tsx"]);
+
+it("declares every package a workspace imports in its package.json", () => {
+  const missing: string[] = [];
+  for (const top of ["packages", "services"]) {
+    for (const name of readdirSync(join(REPO_ROOT, top))) {
+      const dir = join(REPO_ROOT, top, name);
+      const manifest = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
+      const declared = new Set(Object.keys(manifest.dependencies ?? {}));
+      for (const file of sources(join(dir, "src"))) {
+        for (const dep of packageImports(file)) {
+          if (dep !== manifest.name && !declared.has(dep) && !ROOT_ONLY.has(dep)) {
+            missing.push(`${relative(REPO_ROOT, file)}: ${dep}`);
+          }
+        }
+      }
+    }
+  }
+  expect([...new Set(missing)]).toEqual([]);
+  // The scan sees what it checks.
+  expect(packageImports(join(REPO_ROOT, SERVE))).toContain("@kneegrade/listener");
 });
