@@ -47,17 +47,67 @@ export interface JobSummary {
   outcome: "GRADED" | "REFUSED" | "FAILED";
 }
 
+/** One knee instance's grading, as the job records it. */
+interface GradedInstance {
+  instanceId: string;
+  sopInstanceUid: string;
+  result: InstanceResult;
+  readMs: number;
+}
+
+type StudyOutcome = JobSummary["outcome"];
+
+/**
+ * A `grade-study` job, top to bottom: check the payload and its grading job, grade each knee
+ * instance of the study revision, record everything in one transaction, queue the report.
+ */
 export async function processGradeJob(
   data: unknown,
   attempt: number,
   ctx: JobContext,
 ): Promise<JobSummary> {
+  const job = parsePayload(data);
+  const recorded = await findGradingJob(ctx.db, job);
+  if (recorded.completed) {
+    // Graded by an earlier attempt that stopped before the report job was added.
+    await queueReport(ctx, job, recorded.id);
+    return {
+      gradingJobId: recorded.id,
+      skipped: true,
+      instances: 0,
+      knees: 0,
+      outcome: "GRADED",
+    };
+  }
+  await markGrading(ctx.db, job, recorded.id, attempt);
+  const graded: GradedInstance[] = [];
+  for (const instance of await kneeInstances(ctx.db, job)) {
+    graded.push(await gradeInstance(instance, job, ctx));
+  }
+  const kneeRows: Prisma.KneeResultCreateManyInput[] = [];
+  for (const g of graded) kneeRows.push(...(await kneeRowsOf(g, recorded.id, ctx)));
+  const outcome = studyOutcome(graded, kneeRows.length);
+  await recordResults(ctx, job, recorded.id, graded, kneeRows, outcome);
+  await queueReport(ctx, job, recorded.id);
+  return {
+    gradingJobId: recorded.id,
+    skipped: false,
+    instances: graded.length,
+    knees: kneeRows.length,
+    outcome,
+  };
+}
+
+function parsePayload(data: unknown): GradeStudyJob {
   const parsed = GradeStudyJob.safeParse(data);
   if (!parsed.success) {
     throw new UnrecoverableError(`invalid grade-study payload: ${parsed.error.issues[0]?.message}`);
   }
-  const job = parsed.data;
-  const { db, log } = ctx;
+  return parsed.data;
+}
+
+/** The grading job the listener recorded for this study revision (none: the job is invalid). */
+async function findGradingJob(db: Db, job: GradeStudyJob) {
   const gradingJob = await db.gradingJob.findUnique({
     where: { studyId_revision: { studyId: job.studyId, revision: job.revision } },
   });
@@ -66,33 +116,28 @@ export async function processGradeJob(
       `no grading job recorded for study ${job.studyInstanceUid} revision ${job.revision}`,
     );
   }
-  const report = async () => {
-    const payload = ReportStudyJob.parse({
-      schemaVersion: 1,
-      studyId: job.studyId,
-      studyInstanceUid: job.studyInstanceUid,
-      revision: job.revision,
-      gradingJobId: gradingJob.id,
-    });
-    await ctx.addReportJob(
-      payload,
-      studyRevisionJobId(QUEUES.reportStudy, job.studyInstanceUid, job.revision),
-    );
-  };
-  if (gradingJob.status === "COMPLETED") {
-    // Graded by an earlier attempt that stopped before the report job was added.
-    await report();
-    return {
-      gradingJobId: gradingJob.id,
-      skipped: true,
-      instances: 0,
-      knees: 0,
-      outcome: "GRADED",
-    };
-  }
+  return { id: gradingJob.id, completed: gradingJob.status === "COMPLETED" };
+}
+
+/** Adds the study revision's `report-study` job (one per revision: its id is deterministic). */
+async function queueReport(ctx: JobContext, job: GradeStudyJob, gradingJobId: string) {
+  const payload = ReportStudyJob.parse({
+    schemaVersion: 1,
+    studyId: job.studyId,
+    studyInstanceUid: job.studyInstanceUid,
+    revision: job.revision,
+    gradingJobId,
+  });
+  await ctx.addReportJob(
+    payload,
+    studyRevisionJobId(QUEUES.reportStudy, job.studyInstanceUid, job.revision),
+  );
+}
+
+async function markGrading(db: Db, job: GradeStudyJob, gradingJobId: string, attempt: number) {
   await db.$transaction([
     db.gradingJob.update({
-      where: { id: gradingJob.id },
+      where: { id: gradingJobId },
       data: { status: "ACTIVE", startedAt: new Date(), attempts: attempt },
     }),
     db.study.updateMany({
@@ -100,117 +145,139 @@ export async function processGradeJob(
       data: { status: "GRADING" },
     }),
   ]);
-  const instances = await db.instance.findMany({
+}
+
+/** The study's knee instances up to this revision, in the order they arrived. */
+function kneeInstances(db: Db, job: GradeStudyJob) {
+  return db.instance.findMany({
     where: { studyId: job.studyId, routing: "KNEE", revision: { lte: job.revision } },
     orderBy: { receivedAt: "asc" },
   });
-  const graded: {
-    instanceId: string;
-    sopInstanceUid: string;
-    result: InstanceResult;
-    readMs: number;
-  }[] = [];
-  for (const instance of instances) {
-    const start = performance.now();
-    let bytes: Buffer;
-    try {
-      if (!instance.spoolPath) throw Object.assign(new Error("no spool path"), { code: "ENOENT" });
-      bytes = await readFile(instance.spoolPath);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "ENOENT") throw error; // disk trouble: retry the job
-      graded.push({
-        instanceId: instance.id,
-        sopInstanceUid: instance.sopInstanceUid,
-        readMs: 0,
-        result: {
-          outcome: "FAILED",
-          code: "UNREADABLE_DICOM",
-          reason: "the spooled file is missing (SPOOL_DIR changed or cleaned?)",
-          warnings: [],
-          timingsMs: { decode: 0, localise: 0, predict: 0 },
-        },
-      });
-      continue;
-    }
-    const readMs = performance.now() - start;
-    const result = await gradeDicom(
-      new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length),
-      ctx.predictor,
-    );
-    graded.push({
-      instanceId: instance.id,
-      sopInstanceUid: instance.sopInstanceUid,
-      result,
-      readMs,
-    });
-    if (ctx.metrics) observeGrading(ctx.metrics, result, readMs);
-    log.info(
-      {
-        event: "instance.graded",
-        studyInstanceUid: job.studyInstanceUid,
-        sopInstanceUid: instance.sopInstanceUid,
-        outcome: result.outcome,
-        ...(result.outcome === "GRADED"
-          ? {
-              knees: result.knees.map((k) => ({
-                laterality: k.laterality,
-                grade: k.prediction.grade,
-              })),
-              notGraded: result.notGraded.map((k) => ({ laterality: k.laterality, code: k.code })),
-            }
-          : { code: result.code }),
-        timingsMs: result.timingsMs,
+}
+
+type KneeInstance = Awaited<ReturnType<typeof kneeInstances>>[number];
+
+/** The spooled file's bytes; null when it is gone (other disk errors are thrown: retry the job). */
+async function readSpooled(instance: KneeInstance): Promise<Uint8Array | null> {
+  if (!instance.spoolPath) return null;
+  try {
+    const bytes = await readFile(instance.spoolPath);
+    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw error;
+  }
+}
+
+/** Reads and grades one spooled instance; logs and measures the outcome. */
+async function gradeInstance(
+  instance: KneeInstance,
+  job: GradeStudyJob,
+  ctx: JobContext,
+): Promise<GradedInstance> {
+  const ids = { instanceId: instance.id, sopInstanceUid: instance.sopInstanceUid };
+  const start = performance.now();
+  const bytes = await readSpooled(instance);
+  if (!bytes) {
+    return {
+      ...ids,
+      readMs: 0,
+      result: {
+        outcome: "FAILED",
+        code: "UNREADABLE_DICOM",
+        reason: "the spooled file is missing (SPOOL_DIR changed or cleaned?)",
+        warnings: [],
+        timingsMs: { decode: 0, localise: 0, predict: 0 },
       },
-      `instance ${result.outcome.toLowerCase()}`,
-    );
+    };
   }
-  const kneeRows: Prisma.KneeResultCreateManyInput[] = [];
-  for (const g of graded) {
-    if (g.result.outcome !== "GRADED") continue;
-    for (const knee of g.result.knees) {
-      kneeRows.push(
-        await kneeRow(knee, g.instanceId, gradingJob.id, ctx, g.result.timingsMs, g.readMs),
-      );
-    }
+  const readMs = performance.now() - start;
+  const result = await gradeDicom(bytes, ctx.predictor);
+  if (ctx.metrics) observeGrading(ctx.metrics, result, readMs);
+  ctx.log.info(
+    {
+      event: "instance.graded",
+      studyInstanceUid: job.studyInstanceUid,
+      sopInstanceUid: instance.sopInstanceUid,
+      outcome: result.outcome,
+      ...(result.outcome === "GRADED"
+        ? {
+            knees: result.knees.map((k) => ({
+              laterality: k.laterality,
+              grade: k.prediction.grade,
+            })),
+            notGraded: result.notGraded.map((k) => ({ laterality: k.laterality, code: k.code })),
+          }
+        : { code: result.code }),
+      timingsMs: result.timingsMs,
+    },
+    `instance ${result.outcome.toLowerCase()}`,
+  );
+  return { ...ids, result, readMs };
+}
+
+async function kneeRowsOf(g: GradedInstance, gradingJobId: string, ctx: JobContext) {
+  if (g.result.outcome !== "GRADED") return [];
+  const rows: Prisma.KneeResultCreateManyInput[] = [];
+  for (const knee of g.result.knees) {
+    rows.push(await kneeRow(knee, g.instanceId, gradingJobId, ctx, g.result.timingsMs, g.readMs));
   }
-  const knees = kneeRows.length;
-  // A knee reported without a grade (arthroplasty) is a result too: the reader is told about it.
-  const reported = graded.some((g) => g.result.outcome === "GRADED");
-  const outcome: JobSummary["outcome"] =
-    knees > 0 || reported
-      ? "GRADED"
-      : graded.some((g) => g.result.outcome === "REFUSED")
-        ? "REFUSED"
-        : "FAILED";
-  const statusReason =
-    outcome === "GRADED"
-      ? null
-      : graded
-          .map((g) => (g.result.outcome === "GRADED" ? "" : `${g.result.code}: ${g.result.reason}`))
-          .filter(Boolean)
-          .join("; ") || "NO_KNEE_INSTANCE: no knee instance to grade";
-  await db.$transaction(async (tx) => {
+  return rows;
+}
+
+/**
+ * GRADED when a knee was graded or reported without a grade (arthroplasty: the reader is told
+ * about it); otherwise REFUSED when an instance was refused, else FAILED.
+ */
+function studyOutcome(graded: GradedInstance[], knees: number): StudyOutcome {
+  if (knees > 0 || graded.some((g) => g.result.outcome === "GRADED")) return "GRADED";
+  return graded.some((g) => g.result.outcome === "REFUSED") ? "REFUSED" : "FAILED";
+}
+
+/** Why a study was not graded: each instance's code and reason. */
+function statusReasonOf(graded: GradedInstance[], outcome: StudyOutcome): string | null {
+  if (outcome === "GRADED") return null;
+  return (
+    graded
+      .map((g) => (g.result.outcome === "GRADED" ? "" : `${g.result.code}: ${g.result.reason}`))
+      .filter(Boolean)
+      .join("; ") || "NO_KNEE_INSTANCE: no knee instance to grade"
+  );
+}
+
+/** An instance's grading as its InstanceGrading row holds it. */
+function instanceRow(g: GradedInstance, gradingJobId: string) {
+  const r = g.result;
+  return {
+    gradingJobId,
+    instanceId: g.instanceId,
+    outcome: r.outcome,
+    code: r.outcome === "GRADED" ? null : r.code,
+    reason: r.outcome === "GRADED" ? null : r.reason,
+    warnings: r.warnings,
+    kneesFound: r.outcome === "GRADED" ? r.knees.length + r.notGraded.length : 0,
+    notGraded: r.outcome === "GRADED" ? r.notGraded.map(notGradedRow) : [],
+    timingsMs: { read: Math.round(g.readMs * 10) / 10, ...r.timingsMs },
+  };
+}
+
+/** Everything the revision produced, in one transaction: results, job, study status, audit. */
+async function recordResults(
+  ctx: JobContext,
+  job: GradeStudyJob,
+  gradingJobId: string,
+  graded: GradedInstance[],
+  kneeRows: Prisma.KneeResultCreateManyInput[],
+  outcome: StudyOutcome,
+) {
+  await ctx.db.$transaction(async (tx) => {
     // A retry after a crash mid-transaction finds nothing; a retry after a commit never gets here.
-    await tx.kneeResult.deleteMany({ where: { gradingJobId: gradingJob.id } });
-    await tx.instanceGrading.deleteMany({ where: { gradingJobId: gradingJob.id } });
-    await tx.instanceGrading.createMany({
-      data: graded.map((g) => ({
-        gradingJobId: gradingJob.id,
-        instanceId: g.instanceId,
-        outcome: g.result.outcome,
-        code: g.result.outcome === "GRADED" ? null : g.result.code,
-        reason: g.result.outcome === "GRADED" ? null : g.result.reason,
-        warnings: g.result.warnings,
-        kneesFound:
-          g.result.outcome === "GRADED" ? g.result.knees.length + g.result.notGraded.length : 0,
-        notGraded: g.result.outcome === "GRADED" ? g.result.notGraded.map(notGradedRow) : [],
-        timingsMs: { read: Math.round(g.readMs * 10) / 10, ...g.result.timingsMs },
-      })),
-    });
+    await tx.kneeResult.deleteMany({ where: { gradingJobId } });
+    await tx.instanceGrading.deleteMany({ where: { gradingJobId } });
+    await tx.instanceGrading.createMany({ data: graded.map((g) => instanceRow(g, gradingJobId)) });
     if (kneeRows.length > 0) await tx.kneeResult.createMany({ data: kneeRows });
     await tx.gradingJob.update({
-      where: { id: gradingJob.id },
+      where: { id: gradingJobId },
       data: {
         status: "COMPLETED",
         finishedAt: new Date(),
@@ -224,7 +291,10 @@ export async function processGradeJob(
     // Only the latest revision decides the study's status; an older one just records its results.
     await tx.study.updateMany({
       where: { id: job.studyId, revision: job.revision },
-      data: { status: outcome === "GRADED" ? "GRADED" : outcome, statusReason },
+      data: {
+        status: outcome === "GRADED" ? "GRADED" : outcome,
+        statusReason: statusReasonOf(graded, outcome),
+      },
     });
     await tx.auditEvent.create({
       data: {
@@ -234,15 +304,13 @@ export async function processGradeJob(
         details: {
           revision: job.revision,
           outcome,
-          knees,
+          knees: kneeRows.length,
           instances: graded.length,
           modelVersion: ctx.model.version,
         },
       },
     });
   });
-  await report();
-  return { gradingJobId: gradingJob.id, skipped: false, instances: graded.length, knees, outcome };
 }
 
 async function kneeRow(
