@@ -44,170 +44,205 @@ export interface ReportJobContext {
 const stored = (status: number | null) =>
   status === 0 || (status !== null && (status & 0xf000) === 0xb000);
 
+/**
+ * A `report-study` job, top to bottom: check the payload and its grading job, write the report
+ * objects once (and a signature's signed SR, when the job carries a review), deliver what is not
+ * delivered yet, mark the study REPORTED.
+ */
 export async function processReportJob(data: unknown, attempt: number, ctx: ReportJobContext) {
+  const job = parsePayload(data);
+  const gradingJobId = await completedGradingJob(ctx.db, job);
+  if ((await reportsOf(ctx.db, gradingJobId)).length === 0) {
+    await writeReports(ctx, job, gradingJobId);
+  }
+  if (job.reviewId) {
+    await writeSignedReport(ctx.db, job.reviewId, { ...ctx.config, pacs: ctx.pacs }, ctx.log);
+  }
+  const reports = await reportsOf(ctx.db, gradingJobId);
+  const delivered = await deliverPending(ctx, job, reports, attempt);
+  await markReported(ctx, job, reports);
+  return { delivered, objects: reports.length };
+}
+
+function parsePayload(data: unknown): ReportStudyJob {
   const parsed = ReportStudyJob.safeParse(data);
   if (!parsed.success) {
     throw new UnrecoverableError(
       `invalid report-study payload: ${parsed.error.issues[0]?.message}`,
     );
   }
-  const job = parsed.data;
-  const { db, config, log } = ctx;
+  return parsed.data;
+}
+
+async function completedGradingJob(db: Db, job: ReportStudyJob): Promise<string> {
   const gradingJob = await db.gradingJob.findUnique({ where: { id: job.gradingJobId } });
   if (gradingJob?.status !== "COMPLETED") {
     throw new UnrecoverableError(`grading job ${job.gradingJobId} is not completed`);
   }
+  return gradingJob.id;
+}
 
-  // 1. Write once.
-  let reports = await db.report.findMany({
-    where: { gradingJobId: gradingJob.id },
+/** The revision's report objects with their deliveries, oldest first. */
+function reportsOf(db: Db, gradingJobId: string) {
+  return db.report.findMany({
+    where: { gradingJobId },
     include: { deliveries: true },
     orderBy: { createdAt: "asc" },
   });
-  if (reports.length === 0) {
-    const input = await buildReportInput(db, gradingJob.id, config);
-    const dir = join(config.SPOOL_DIR, "reports", job.studyInstanceUid);
-    const written = await writeReportObjects(input, dir, {
-      secondaryCapture: config.REPORT_SECONDARY_CAPTURE,
-      basicTextSr: config.REPORT_BASIC_TEXT_SR,
+}
+
+type ReportWithDeliveries = Awaited<ReturnType<typeof reportsOf>>[number];
+
+/**
+ * Writes the AI's report objects into the spool and records them, each with a pending delivery to
+ * the PACS, in one transaction (UIDs derive from the grading job: written once per revision).
+ */
+async function writeReports(ctx: ReportJobContext, job: ReportStudyJob, gradingJobId: string) {
+  const { db, config } = ctx;
+  const input = await buildReportInput(db, gradingJobId, config);
+  const dir = join(config.SPOOL_DIR, "reports", job.studyInstanceUid);
+  const written = await writeReportObjects(input, dir, {
+    secondaryCapture: config.REPORT_SECONDARY_CAPTURE,
+    basicTextSr: config.REPORT_BASIC_TEXT_SR,
+  });
+  await db.$transaction(async (tx) => {
+    // The review worklist shows who and when (patient data stays in PostgreSQL, never in logs).
+    await tx.study.update({
+      where: { id: job.studyId },
+      data: {
+        patientName: input.context.patientName ?? null,
+        patientId: input.context.patientId ?? null,
+        studyDate: input.context.studyDate ?? null,
+      },
     });
-    await db.$transaction(async (tx) => {
-      // The review worklist shows who and when (patient data stays in PostgreSQL, never in logs).
-      await tx.study.update({
-        where: { id: job.studyId },
-        data: {
-          patientName: input.context.patientName ?? null,
-          patientId: input.context.patientId ?? null,
-          studyDate: input.context.studyDate ?? null,
-        },
+    for (const w of written) {
+      // The UIDs are derived from the grading job: a concurrent writer collides here, not in the PACS.
+      const existing = await tx.report.findUnique({
+        where: { sopInstanceUid: w.sopInstanceUid },
       });
-      for (const w of written) {
-        // The UIDs are derived from the grading job: a concurrent writer collides here, not in the PACS.
-        const existing = await tx.report.findUnique({
-          where: { sopInstanceUid: w.sopInstanceUid },
-        });
-        if (existing) continue;
-        await tx.report.create({
-          data: {
-            studyId: job.studyId,
-            gradingJobId: gradingJob.id,
-            sopInstanceUid: w.sopInstanceUid,
-            seriesInstanceUid: w.seriesInstanceUid,
-            sopClassUid: w.sopClassUid,
-            path: w.path,
-            sha256: w.sha256,
-            deliveries: {
-              create: {
-                destinationAet: ctx.pacs.calledAet,
-                host: ctx.pacs.host,
-                port: ctx.pacs.port,
-              },
+      if (existing) continue;
+      await tx.report.create({
+        data: {
+          studyId: job.studyId,
+          gradingJobId,
+          sopInstanceUid: w.sopInstanceUid,
+          seriesInstanceUid: w.seriesInstanceUid,
+          sopClassUid: w.sopClassUid,
+          path: w.path,
+          sha256: w.sha256,
+          deliveries: {
+            create: {
+              destinationAet: ctx.pacs.calledAet,
+              host: ctx.pacs.host,
+              port: ctx.pacs.port,
             },
           },
-        });
-      }
-      await tx.auditEvent.create({
-        data: {
-          event: "report.written",
-          actor: "reporter",
-          studyInstanceUid: job.studyInstanceUid,
-          details: {
-            revision: job.revision,
-            objects: written.map((w) => ({ kind: w.kind, sopInstanceUid: w.sopInstanceUid })),
-          },
         },
       });
+    }
+    await tx.auditEvent.create({
+      data: {
+        event: "report.written",
+        actor: "reporter",
+        studyInstanceUid: job.studyInstanceUid,
+        details: {
+          revision: job.revision,
+          objects: written.map((w) => ({ kind: w.kind, sopInstanceUid: w.sopInstanceUid })),
+        },
+      },
     });
-    log.info(
-      { event: "report.written", studyInstanceUid: job.studyInstanceUid, objects: written.length },
-      "report objects written",
-    );
-    reports = await db.report.findMany({
-      where: { gradingJobId: gradingJob.id },
-      include: { deliveries: true },
-      orderBy: { createdAt: "asc" },
-    });
-  }
+  });
+  ctx.log.info(
+    { event: "report.written", studyInstanceUid: job.studyInstanceUid, objects: written.length },
+    "report objects written",
+  );
+}
 
-  // 1b. A radiologist's signature: its signed SR revision, written once.
-  if (job.reviewId) {
-    await writeSignedReport(db, job.reviewId, { ...config, pacs: ctx.pacs }, log);
-    reports = await db.report.findMany({
-      where: { gradingJobId: gradingJob.id },
-      include: { deliveries: true },
-      orderBy: { createdAt: "asc" },
-    });
-  }
+const pacsName = (pacs: DicomPeer) => `${pacs.calledAet}@${pacs.host}:${pacs.port}`;
 
-  // 2. Deliver what is not delivered yet.
+/**
+ * C-STOREs every object whose delivery is not SENT and records each outcome; throws (BullMQ
+ * retries with backoff) when the PACS did not store them all. Returns how many were sent now.
+ */
+async function deliverPending(
+  ctx: ReportJobContext,
+  job: ReportStudyJob,
+  reports: ReportWithDeliveries[],
+  attempt: number,
+): Promise<number> {
   const pending = reports.flatMap((r) =>
     r.deliveries.filter((d) => d.status !== "SENT").map((d) => ({ report: r, delivery: d })),
   );
-  if (pending.length > 0) {
-    const outcomes = await cStoreFiles(
-      ctx.pacs,
-      pending.map((p) => p.report.path),
-    );
-    const failures: string[] = [];
-    for (const [i, p] of pending.entries()) {
-      const o = outcomes[i];
-      const ok = o !== undefined && stored(o.status);
-      const error = ok
-        ? null
-        : o?.status !== null && o?.status !== undefined
-          ? `status 0x${o.status.toString(16).padStart(4, "0")}`
-          : (o?.error ?? "no response");
-      if (!ok) failures.push(`${p.report.sopInstanceUid}: ${error}`);
-      ctx.metrics?.deliveries.inc({ outcome: ok ? "sent" : "failed" });
-      await db.delivery.update({
-        where: { id: p.delivery.id },
-        data: {
-          attempts: { increment: 1 },
-          status: ok ? "SENT" : "PENDING",
-          lastError: error,
-          ...(ok ? { sentAt: new Date() } : {}),
-        },
-      });
-    }
-    if (failures.length > 0) {
-      log.warn(
-        {
-          event: "report.delivery-failed",
-          studyInstanceUid: job.studyInstanceUid,
-          attempt,
-          pacs: `${ctx.pacs.calledAet}@${ctx.pacs.host}:${ctx.pacs.port}`,
-          failures,
-        },
-        "PACS did not store the report; retrying with backoff",
-      );
-      throw new Error(
-        `PACS ${ctx.pacs.calledAet}@${ctx.pacs.host}:${ctx.pacs.port}: ${failures.join("; ")}`,
-      );
-    }
+  if (pending.length === 0) return 0;
+  const outcomes = await cStoreFiles(
+    ctx.pacs,
+    pending.map((p) => p.report.path),
+  );
+  const failures: string[] = [];
+  for (const [i, p] of pending.entries()) {
+    const o = outcomes[i];
+    const ok = o !== undefined && stored(o.status);
+    const error = ok
+      ? null
+      : o?.status !== null && o?.status !== undefined
+        ? `status 0x${o.status.toString(16).padStart(4, "0")}`
+        : (o?.error ?? "no response");
+    if (!ok) failures.push(`${p.report.sopInstanceUid}: ${error}`);
+    ctx.metrics?.deliveries.inc({ outcome: ok ? "sent" : "failed" });
+    await ctx.db.delivery.update({
+      where: { id: p.delivery.id },
+      data: {
+        attempts: { increment: 1 },
+        status: ok ? "SENT" : "PENDING",
+        lastError: error,
+        ...(ok ? { sentAt: new Date() } : {}),
+      },
+    });
   }
-  await db.$transaction([
-    db.study.updateMany({
+  if (failures.length > 0) {
+    ctx.log.warn(
+      {
+        event: "report.delivery-failed",
+        studyInstanceUid: job.studyInstanceUid,
+        attempt,
+        pacs: pacsName(ctx.pacs),
+        failures,
+      },
+      "PACS did not store the report; retrying with backoff",
+    );
+    throw new Error(`PACS ${pacsName(ctx.pacs)}: ${failures.join("; ")}`);
+  }
+  return pending.length;
+}
+
+/** The study (still at this revision and GRADED) becomes REPORTED; the delivery is audited. */
+async function markReported(
+  ctx: ReportJobContext,
+  job: ReportStudyJob,
+  reports: ReportWithDeliveries[],
+) {
+  await ctx.db.$transaction([
+    ctx.db.study.updateMany({
       where: { id: job.studyId, revision: job.revision, status: "GRADED" },
       data: { status: "REPORTED" },
     }),
-    db.auditEvent.create({
+    ctx.db.auditEvent.create({
       data: {
         event: "report.delivered",
         actor: "reporter",
         studyInstanceUid: job.studyInstanceUid,
         details: {
           revision: job.revision,
-          pacs: `${ctx.pacs.calledAet}@${ctx.pacs.host}:${ctx.pacs.port}`,
+          pacs: pacsName(ctx.pacs),
           objects: reports.map((r) => r.sopInstanceUid),
         },
       },
     }),
   ]);
-  log.info(
+  ctx.log.info(
     { event: "report.delivered", studyInstanceUid: job.studyInstanceUid, objects: reports.length },
     "report delivered to the PACS",
   );
-  return { delivered: pending.length, objects: reports.length };
 }
 
 /** After the last attempt: the undelivered objects are dead-lettered, visibly. */
