@@ -30,7 +30,12 @@ import type { Metrics } from "@kneegrade/ops";
 import dimse from "dcmjs-dimse";
 import type { AuditLimiter } from "./audit.ts";
 import { ingestInstance } from "./ingest.ts";
-import { freeSpoolBytesSync, SpoolWriter, UnsafeSpoolPathError } from "./spool.ts";
+import {
+  freeSpoolBytesSync,
+  type SpooledFile,
+  SpoolWriter,
+  UnsafeSpoolPathError,
+} from "./spool.ts";
 
 const { Scp, Dataset } = dimse;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
@@ -83,21 +88,18 @@ class StoreFailure extends Error {
   }
 }
 
-/** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
-export function createScpClass(deps: ScpDeps) {
-  const { db, log, policy, metrics } = deps;
-
-  /**
-   * Audit events of refusals: best effort, never delays or changes the answer to the peer, and
-   * rate-limited per peer address (the limiter writes one summary row for what it held back).
-   */
-  const audit = (
+/**
+ * Audit events of refusals: best effort, never delays or changes the answer to the peer, and
+ * rate-limited per peer address (the limiter writes one summary row for what it held back).
+ */
+function refusalAuditor({ db, log, auditLimiter }: Pick<ScpDeps, "db" | "log" | "auditLimiter">) {
+  return (
     event: string,
     actor: string,
     peer: string,
     details: Record<string, string | number | null>,
   ) => {
-    if (!deps.auditLimiter.allow(peer)) return;
+    if (!auditLimiter.allow(peer)) return;
     const sopInstanceUid =
       typeof details.sopInstanceUid === "string" && isDicomUid(details.sopInstanceUid)
         ? details.sopInstanceUid
@@ -111,6 +113,169 @@ export function createScpClass(deps: ScpDeps) {
         ),
       );
   };
+}
+
+type Rejection = { result: number; source: number; reason: number; text: string };
+
+/** Why an association must be rejected (A-ASSOCIATE-RJ parameters), or null to accept it. */
+export function associationRejection(
+  policy: Pick<ScpPolicy, "allowedCallingAets" | "calledAet" | "maxAssociations">,
+  openAssociations: number,
+  calling: string,
+  called: string,
+): Rejection | null {
+  const { result, source, reason } = ASSOCIATION_REJECT;
+  if (policy.allowedCallingAets.length > 0 && !policy.allowedCallingAets.includes(calling)) {
+    return {
+      result: result.permanent,
+      source: source.serviceUser,
+      reason: reason.callingAeNotRecognized,
+      text: "calling AE title not allowed",
+    };
+  }
+  if (called !== policy.calledAet) {
+    return {
+      result: result.permanent,
+      source: source.serviceUser,
+      reason: reason.calledAeNotRecognized,
+      text: "called AE title not recognized",
+    };
+  }
+  if (openAssociations >= policy.maxAssociations) {
+    return {
+      result: result.transient,
+      source: source.serviceProviderPresentation,
+      reason: reason.localLimitExceeded,
+      text: "too many concurrent associations",
+    };
+  }
+  return null;
+}
+
+/** The received object's header, read from its first bytes (or the whole file when needed). */
+async function readHeader(file: SpooledFile): Promise<RadiographHeader> {
+  try {
+    try {
+      return readRadiographHeader(file.head, file.isWholeFile);
+    } catch (error) {
+      if (!(error instanceof IncompleteHeaderError)) throw error;
+      return readRadiographHeader(await readFile(file.tmpPath), true);
+    }
+  } catch (error) {
+    if (error instanceof DicomParseError) {
+      const status =
+        error.kind === "unparseable"
+          ? DIMSE_STATUS.cannotUnderstand
+          : DIMSE_STATUS.datasetDoesNotMatchSopClass;
+      throw new StoreFailure(status, "INVALID_OBJECT", error.message);
+    }
+    throw error;
+  }
+}
+
+/**
+ * What is wrong with a received object before it is acknowledged: structure, pixel encoding,
+ * dimensions, truncated pixel data, UIDs that differ from the C-STORE command.
+ */
+async function objectProblem(
+  header: RadiographHeader,
+  file: SpooledFile,
+  request: CStoreRequest,
+  policy: ScpPolicy,
+): Promise<StoreFailure | undefined> {
+  const { cannotUnderstand, datasetDoesNotMatchSopClass } = DIMSE_STATUS;
+  // The whole object must parse (up to STRUCTURE_CHECK_MAX_BYTES; larger ones, beyond any
+  // radiograph, are read only up to the pixel data, as before).
+  if (file.sizeBytes <= STRUCTURE_CHECK_MAX_BYTES) {
+    const structure = structureProblem(await readFile(file.tmpPath));
+    if (structure) return new StoreFailure(cannotUnderstand, "INVALID_OBJECT", structure);
+  }
+  const encoding = pixelEncodingProblem(header);
+  if (encoding) return new StoreFailure(cannotUnderstand, "ENCODING_MISMATCH", encoding);
+  const dimensions = dimensionProblem(header, policy.maxImageDimension);
+  if (dimensions)
+    return new StoreFailure(datasetDoesNotMatchSopClass, "BAD_DIMENSIONS", dimensions);
+  const truncated = pixelDataProblem(header, file.sizeBytes, file.tail);
+  if (truncated) return new StoreFailure(cannotUnderstand, "TRUNCATED", truncated);
+  if (
+    header.sopInstanceUid !== request.getAffectedSopInstanceUid() ||
+    header.sopClassUid !== request.getAffectedSopClassUid()
+  ) {
+    return new StoreFailure(
+      datasetDoesNotMatchSopClass,
+      "UID_MISMATCH",
+      "SOP class/instance UID differ from the C-STORE command",
+    );
+  }
+  return undefined;
+}
+
+/** Records the instance (spool path, study, outbox) in PostgreSQL; failures as DIMSE statuses. */
+async function record(db: Db, input: Parameters<typeof ingestInstance>[1]) {
+  try {
+    return await ingestInstance(db, input);
+  } catch (error) {
+    if (error instanceof UnsafeSpoolPathError) {
+      throw new StoreFailure(
+        DIMSE_STATUS.datasetDoesNotMatchSopClass,
+        "INVALID_UID",
+        error.message,
+      );
+    }
+    throw new StoreFailure(
+      DIMSE_STATUS.outOfResources,
+      "DB_UNAVAILABLE",
+      `not recorded: ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+}
+
+/**
+ * One received object, from the spool writer to PostgreSQL: the bytes on disk, the header read
+ * and checked, the routing decided, the instance recorded. Any failure drops the file (the peer was
+ * not told "success") and is a StoreFailure carrying the status the peer gets.
+ */
+async function storeReceived(
+  db: Db,
+  policy: ScpPolicy,
+  request: CStoreRequest,
+  writer: SpoolWriter | undefined,
+  callingAet: string,
+): Promise<{ header: RadiographHeader; outcome: "knee" | "not_knee" | "resent"; bytes: number }> {
+  if (!writer) throw new StoreFailure(DIMSE_STATUS.outOfResources, "NO_DATASET", "no data set");
+  const file = await writer.finish();
+  if ("refusal" in file) {
+    throw new StoreFailure(
+      DIMSE_STATUS.outOfResources,
+      file.refusal,
+      `not stored: ${file.refusal}`,
+    );
+  }
+  try {
+    const header = await readHeader(file);
+    const problem = await objectProblem(header, file, request, policy);
+    if (problem) throw problem;
+    const routing = routeInstance(header, policy.routingRules);
+    const ingested = await record(db, {
+      header,
+      routing,
+      file,
+      callingAet,
+      spoolDir: policy.spoolDir,
+    });
+    const outcome =
+      ingested.kind === "duplicate" ? "resent" : routing.decision === "KNEE" ? "knee" : "not_knee";
+    return { header, outcome, bytes: file.sizeBytes };
+  } catch (error) {
+    await unlink(file.tmpPath).catch(() => {});
+    throw error;
+  }
+}
+
+/** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
+export function createScpClass(deps: ScpDeps) {
+  const { db, log, policy, metrics } = deps;
+  const audit = refusalAuditor(deps);
 
   return class KneegradeScp extends Scp {
     private association?: Association;
@@ -131,44 +296,18 @@ export function createScpClass(deps: ScpDeps) {
       this.association = association;
       const calling = association.getCallingAeTitle().trim();
       const called = association.getCalledAeTitle().trim();
-      const { result, source, reason } = ASSOCIATION_REJECT;
-      const reject = (r: number, s: number, why: number, text: string) => {
+      const rejection = associationRejection(policy, deps.associations.open, calling, called);
+      if (rejection) {
         const details = {
           callingAet: calling,
           calledAet: called,
-          reason: text,
+          reason: rejection.text,
           peer: this.peer.remoteAddress ?? null,
         };
         log.warn({ event: "association.rejected", ...details }, "association rejected");
-        metrics.associationsRefused.inc({ reason: text });
+        metrics.associationsRefused.inc({ reason: rejection.text });
         audit("association.rejected", calling, details.peer ?? "", details);
-        this.sendAssociationReject(r, s, why);
-      };
-      if (policy.allowedCallingAets.length > 0 && !policy.allowedCallingAets.includes(calling)) {
-        reject(
-          result.permanent,
-          source.serviceUser,
-          reason.callingAeNotRecognized,
-          "calling AE title not allowed",
-        );
-        return;
-      }
-      if (called !== policy.calledAet) {
-        reject(
-          result.permanent,
-          source.serviceUser,
-          reason.calledAeNotRecognized,
-          "called AE title not recognized",
-        );
-        return;
-      }
-      if (deps.associations.open >= policy.maxAssociations) {
-        reject(
-          result.transient,
-          source.serviceProviderPresentation,
-          reason.localLimitExceeded,
-          "too many concurrent associations",
-        );
+        this.sendAssociationReject(rejection.result, rejection.source, rejection.reason);
         return;
       }
       for (const { context } of association.getPresentationContexts()) {
@@ -234,7 +373,8 @@ export function createScpClass(deps: ScpDeps) {
       const response = CStoreResponse.fromRequest(request);
       const received = this.received.get(request.getDataset() as DatasetT);
       const calling = this.association?.getCallingAeTitle().trim() ?? "";
-      this.store(request, received, calling)
+      if (received) this.writers.delete(received);
+      storeReceived(db, policy, request, received, calling)
         .then(({ header, outcome, bytes }) => {
           response.setStatus(DIMSE_STATUS.success);
           metrics.instancesReceived.inc({ outcome });
@@ -275,120 +415,6 @@ export function createScpClass(deps: ScpDeps) {
           });
         })
         .finally(() => callback(response));
-    }
-
-    private async store(
-      request: CStoreRequest,
-      writer: SpoolWriter | undefined,
-      callingAet: string,
-    ): Promise<{
-      header: RadiographHeader;
-      outcome: "knee" | "not_knee" | "resent";
-      bytes: number;
-    }> {
-      if (!writer) {
-        throw new StoreFailure(DIMSE_STATUS.outOfResources, "NO_DATASET", "no data set");
-      }
-      this.writers.delete(writer);
-      const file = await writer.finish();
-      if ("refusal" in file) {
-        throw new StoreFailure(
-          DIMSE_STATUS.outOfResources,
-          file.refusal,
-          `not stored: ${file.refusal}`,
-        );
-      }
-      const dropFile = () => unlink(file.tmpPath).catch(() => {});
-      let header: RadiographHeader;
-      try {
-        try {
-          header = readRadiographHeader(file.head, file.isWholeFile);
-        } catch (error) {
-          if (!(error instanceof IncompleteHeaderError)) throw error;
-          header = readRadiographHeader(await readFile(file.tmpPath), true);
-        }
-      } catch (error) {
-        await dropFile();
-        if (error instanceof DicomParseError) {
-          const status =
-            error.kind === "unparseable"
-              ? DIMSE_STATUS.cannotUnderstand
-              : DIMSE_STATUS.datasetDoesNotMatchSopClass;
-          throw new StoreFailure(status, "INVALID_OBJECT", error.message);
-        }
-        throw error;
-      }
-      // The whole object must parse (up to STRUCTURE_CHECK_MAX_BYTES; larger ones, beyond any
-      // radiograph, are read only up to the pixel data, as before).
-      if (file.sizeBytes <= STRUCTURE_CHECK_MAX_BYTES) {
-        const structure = structureProblem(await readFile(file.tmpPath));
-        if (structure) {
-          await dropFile();
-          throw new StoreFailure(DIMSE_STATUS.cannotUnderstand, "INVALID_OBJECT", structure);
-        }
-      }
-      const encoding = pixelEncodingProblem(header);
-      if (encoding) {
-        await dropFile();
-        throw new StoreFailure(DIMSE_STATUS.cannotUnderstand, "ENCODING_MISMATCH", encoding);
-      }
-      const dimensions = dimensionProblem(header, policy.maxImageDimension);
-      if (dimensions) {
-        await dropFile();
-        throw new StoreFailure(
-          DIMSE_STATUS.datasetDoesNotMatchSopClass,
-          "BAD_DIMENSIONS",
-          dimensions,
-        );
-      }
-      const truncated = pixelDataProblem(header, file.sizeBytes, file.tail);
-      if (truncated) {
-        await dropFile();
-        throw new StoreFailure(DIMSE_STATUS.cannotUnderstand, "TRUNCATED", truncated);
-      }
-      if (
-        header.sopInstanceUid !== request.getAffectedSopInstanceUid() ||
-        header.sopClassUid !== request.getAffectedSopClassUid()
-      ) {
-        await dropFile();
-        throw new StoreFailure(
-          DIMSE_STATUS.datasetDoesNotMatchSopClass,
-          "UID_MISMATCH",
-          "SOP class/instance UID differ from the C-STORE command",
-        );
-      }
-      const routing = routeInstance(header, policy.routingRules);
-      let ingested: Awaited<ReturnType<typeof ingestInstance>>;
-      try {
-        ingested = await ingestInstance(db, {
-          header,
-          routing,
-          file,
-          callingAet,
-          spoolDir: policy.spoolDir,
-        });
-      } catch (error) {
-        await dropFile();
-        if (error instanceof UnsafeSpoolPathError) {
-          throw new StoreFailure(
-            DIMSE_STATUS.datasetDoesNotMatchSopClass,
-            "INVALID_UID",
-            error.message,
-          );
-        }
-        throw new StoreFailure(
-          DIMSE_STATUS.outOfResources,
-          "DB_UNAVAILABLE",
-          `not recorded: ${error instanceof Error ? error.message : String(error)}`,
-        );
-      }
-      const outcome =
-        ingested.kind === "duplicate"
-          ? "resent"
-          : routing.decision === "KNEE"
-            ? "knee"
-            : "not_knee";
-      return { header, outcome, bytes: file.sizeBytes };
     }
 
     private onClose(): void {
