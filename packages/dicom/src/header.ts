@@ -118,6 +118,14 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
     if (!isWholeFile) throw new IncompleteHeaderError(message);
     throw new DicomParseError("unparseable", `unparseable data set: ${message}`);
   }
+  return headerOfDataSet(ds, isWholeFile);
+}
+
+/**
+ * The header of a data set parsed already (by `readRadiographHeader`, or whole by the pixel
+ * reader, so that the grading path parses each file once). Same checks, same errors.
+ */
+export function headerOfDataSet(ds: dicomParser.DataSet, isWholeFile: boolean): RadiographHeader {
   // File Meta Information (group 0002) belongs before the data set only: one inside the data set
   // would override the transfer syntax the association negotiated (dicom-parser merges both).
   const metaLength = ds.elements.x00020000 ? ds.uint32("x00020000") : undefined;

@@ -5,7 +5,7 @@
  * worker service, `kneegrade grade`/`evaluate` and the demo use it.
  */
 import { performance } from "node:perf_hooks";
-import { DicomParseError, readRadiographHeader } from "@kneegrade/dicom";
+import { DicomParseError } from "@kneegrade/dicom";
 import type { InputSize, KneePrediction, LocaliserSettings } from "@kneegrade/inference";
 import {
   ARTHROPLASTY_NOT_GRADED,
@@ -15,7 +15,7 @@ import {
   type KneeTemplate,
   parseKneeTemplates,
 } from "@kneegrade/knee";
-import { PixelDataError, readRadiograph } from "@kneegrade/pixels";
+import { PixelDataError, readRadiographFile } from "@kneegrade/pixels";
 import sharp from "sharp";
 
 /** What the grading needs of a model: its input size and batched prediction. */
@@ -111,20 +111,15 @@ export async function gradeDicom(
     timingsMs,
   });
   let t = performance.now();
-  let header: ReturnType<typeof readRadiographHeader>;
+  let file: Awaited<ReturnType<typeof readRadiographFile>>;
   try {
-    header = readRadiographHeader(bytes, true);
+    file = await readRadiographFile(bytes); // one parse: header and pixels
   } catch (error) {
     if (error instanceof DicomParseError) return failed("UNREADABLE_DICOM", error.message);
-    throw error;
-  }
-  let radiograph: Awaited<ReturnType<typeof readRadiograph>>;
-  try {
-    radiograph = await readRadiograph(bytes);
-  } catch (error) {
     if (error instanceof PixelDataError) return failed(error.code, error.message);
     throw error;
   }
+  const { header, radiograph } = file;
   timingsMs.decode = round(performance.now() - t);
   t = performance.now();
   const spacing = radiograph.spacing;

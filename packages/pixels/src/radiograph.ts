@@ -5,6 +5,7 @@
  * the LUT pipeline (lut.ts) is ours.
  */
 import { inflateRawSync } from "node:zlib";
+import { headerOfDataSet, type RadiographHeader, readRadiographHeader } from "@kneegrade/dicom";
 import dicomParser from "dicom-parser";
 import { decodeFrame } from "./codecs.ts";
 import { PixelDataError } from "./errors.ts";
@@ -340,11 +341,8 @@ async function storedValues(
   }
 }
 
-/** Decodes frame 0 of a grey projection radiograph and renders it for display. */
-export async function readRadiograph(
-  part10: Uint8Array,
-  options: ReadOptions = {},
-): Promise<Radiograph> {
+/** The whole data set, parsed once, with its transfer syntax (throws PixelDataError). */
+function parseWhole(part10: Uint8Array) {
   const transferSyntaxUid = transferSyntaxOf(part10);
   const info = transferSyntaxInfo(transferSyntaxUid);
   if (!info) {
@@ -354,6 +352,43 @@ export async function readRadiograph(
     );
   }
   const ds = parse(part10, describeTransferSyntax(transferSyntaxUid));
+  return { ds, transferSyntaxUid, info };
+}
+
+/** Decodes frame 0 of a grey projection radiograph and renders it for display. */
+export async function readRadiograph(
+  part10: Uint8Array,
+  options: ReadOptions = {},
+): Promise<Radiograph> {
+  return fromDataSet(part10, parseWhole(part10), options);
+}
+
+/**
+ * A radiograph file read for grading: its header (@kneegrade/dicom) and its pixels from one parse
+ * of the data set. Errors as the two readers give them, in the same order: a file whose header
+ * cannot be read throws the header's DicomParseError, one whose pixel data cannot be read the
+ * PixelDataError (only then is the file parsed a second time, to tell the two apart).
+ */
+export async function readRadiographFile(
+  part10: Uint8Array,
+  options: ReadOptions = {},
+): Promise<{ header: RadiographHeader; radiograph: Radiograph }> {
+  let parsed: ReturnType<typeof parseWhole>;
+  try {
+    parsed = parseWhole(part10);
+  } catch (error) {
+    readRadiographHeader(part10, true); // a header problem is reported as such
+    throw error;
+  }
+  const header = headerOfDataSet(parsed.ds, true);
+  return { header, radiograph: await fromDataSet(part10, parsed, options) };
+}
+
+async function fromDataSet(
+  part10: Uint8Array,
+  { ds, transferSyntaxUid, info }: ReturnType<typeof parseWhole>,
+  options: ReadOptions,
+): Promise<Radiograph> {
   const { module: m, photometric } = readPixelModule(ds);
   const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
   if (m.rows * m.columns > maxPixels) {
