@@ -13,6 +13,7 @@ import { errorFields, type Logger } from "@kneegrade/log";
 import {
   cachedCheck,
   createMetrics,
+  type MetricSource,
   postgresCheck,
   type ReadinessCheck,
   redisCheck,
@@ -22,7 +23,7 @@ import {
 import { createQueue } from "@kneegrade/queue";
 import { startReporter } from "@kneegrade/reporter";
 import { startReview } from "@kneegrade/review";
-import { startWorker } from "@kneegrade/worker";
+import { type RunningWorker, startWorker, startWorkerThread } from "@kneegrade/worker";
 
 export const SERVICES = ["listener", "worker", "reporter", "review"] as const;
 export type ServiceName = (typeof SERVICES)[number];
@@ -72,12 +73,14 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
     postgres: postgresCheck(db),
     redis: redis.check,
   };
+  const metricSources: MetricSource[] = [];
   const ops = await startOpsServer({
     host: config.METRICS_HOST,
     port: config.METRICS_PORT,
     metrics,
     checks,
     queues,
+    metricSources,
   }).catch((error: Error) => {
     throw new Error(
       `ops server cannot listen on ${config.METRICS_HOST}:${config.METRICS_PORT} (METRICS_HOST, METRICS_PORT): ${error.message}`,
@@ -94,7 +97,17 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
     );
   }
   if (services.includes("worker")) {
-    const worker = await startWorker(config, db, log.child({ service: "worker" }), metrics);
+    const workerLog = log.child({ service: "worker" });
+    // With other services in this process the worker grades on its own thread (SERVE_WORKER_THREAD).
+    const inThread = config.SERVE_WORKER_THREAD && services.length > 1;
+    let worker: RunningWorker;
+    if (inThread) {
+      const thread = await startWorkerThread(config, workerLog);
+      metricSources.push(thread.metrics);
+      worker = thread;
+    } else {
+      worker = await startWorker(config, db, workerLog, metrics);
+    }
     checks.model = async () => {
       if (!worker.model.ok) throw new Error(`no usable model: ${worker.model.reason}`);
     };

@@ -147,6 +147,12 @@ const schema = z
     JOB_LOCK_SECONDS: z.coerce.number().min(1).max(3600).default(30),
     /** grade-study jobs one worker process runs at once. */
     WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+    /**
+     * `kneegrade serve` runs the worker service in its own thread when it runs other services too,
+     * so grading (onnxruntime runs synchronously, pixel and image work) never delays the
+     * listener's C-STORE responses or the review pages. 0: on the main thread, as before.
+     */
+    SERVE_WORKER_THREAD: flag("1"),
     /** Accept a model with manifest status "smoke" (tests and demos only; results say so). */
     ALLOW_TEST_MODEL: flag("0"),
     /**

@@ -7,6 +7,7 @@ export {
 } from "./health.ts";
 export { createMetrics, type Metrics } from "./metrics.ts";
 export {
+  type MetricSource,
   type OpsServerOptions,
   type ReadinessReport,
   type RunningOpsServer,

@@ -9,6 +9,7 @@ import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
 import type { Queue } from "bullmq";
 import Fastify from "fastify";
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from "prom-client";
 import { type ReadinessCheck, withTimeout } from "./health.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -23,7 +24,16 @@ export interface OpsServerOptions {
   checkTimeoutMs?: number;
   /** Queues shown at `/queues` (none: no queue view). */
   queues?: Queue[];
+  /**
+   * Metrics recorded elsewhere in the process (the worker service's thread, `kneegrade serve`):
+   * read on each scrape and summed with `metrics` into one exposition. Read when scraped, so a
+   * source may be added after the server started.
+   */
+  metricSources?: MetricSource[];
 }
+
+/** Another registry's metrics as prom-client's `getMetricsAsJSON()` gives them. */
+export type MetricSource = () => Promise<MetricObjectWithValues<MetricValue<string>>[]>;
 
 export interface ReadinessReport {
   ready: boolean;
@@ -66,8 +76,16 @@ export async function startOpsServer(opts: OpsServerOptions): Promise<RunningOps
     return reply.code(report.ready ? 200 : 503).send(report);
   });
   app.get("/metrics", async (_request, reply) => {
-    const text = await opts.metrics.registry.metrics();
-    return reply.header("content-type", opts.metrics.registry.contentType).send(text);
+    const registry = opts.metrics.registry;
+    const sources = opts.metricSources ?? [];
+    const text =
+      sources.length === 0
+        ? await registry.metrics()
+        : await AggregatorRegistry.aggregate([
+            await registry.getMetricsAsJSON(),
+            ...(await Promise.all(sources.map((source) => source()))),
+          ]).metrics();
+    return reply.header("content-type", registry.contentType).send(text);
   });
   if (opts.queues && opts.queues.length > 0) {
     // The view shows job payloads (UIDs, no patient data) and queue internals: loopback only, and

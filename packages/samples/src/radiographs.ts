@@ -208,6 +208,9 @@ export interface RadiographDicomOptions {
   imageLaterality?: "R" | "L" | "B" | "U" | null;
   viewPosition?: string;
   bodyPart?: string;
+  /** Study and Series Description (default: a bilateral knee study). */
+  studyDescription?: string;
+  seriesDescription?: string;
 }
 
 /** Writes a composed radiograph as a DX (for presentation) Part 10 file, Explicit VR Little Endian. */
@@ -234,8 +237,8 @@ export function radiographDicom(r: ComposedRadiograph, o: RadiographDicomOptions
     PresentationIntentType: "FOR PRESENTATION",
     Manufacturer: "kneegrade test composer",
     ReferringPhysicianName: "",
-    StudyDescription: "XR KNEE BILATERAL (synthetic test image)",
-    SeriesDescription: "Knees AP",
+    StudyDescription: o.studyDescription ?? "XR KNEE BILATERAL (synthetic test image)",
+    SeriesDescription: o.seriesDescription ?? "Knees AP",
     PatientName: "Synthetic^Knee",
     PatientID: "SYNTH-KNEE",
     PatientBirthDate: "",

@@ -20,6 +20,7 @@ import { processGradeJob, recordFinalFailure } from "./job.ts";
 
 export type { ModelCheck } from "@kneegrade/inference";
 export * from "./job.ts";
+export { type RunningWorkerThread, startWorkerThread } from "./thread.ts";
 
 /** The model failures that leave the worker waiting for a usable model (not a crash). */
 const MODEL_UNAVAILABLE: readonly string[] = [
