@@ -4,7 +4,7 @@ import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
 import { kneeTemplates } from "./localise.ts";
-import { kneeScoreMap, OnnxCorrelator } from "./ncc.ts";
+import { kneeScoreMap, OnnxCorrelator, zeroMeanUnitNorm } from "./ncc.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 
@@ -50,6 +50,37 @@ describe("the onnxruntime correlator", () => {
             ? ref.width * ref.height
             : Math.ceil(ref.width / 2) * Math.ceil(ref.height / 2);
         expect(computed).toBe(expected);
+      }
+    }
+  });
+
+  it("equals the reference for odd and even template and image sizes, every position and every other one", async () => {
+    const rand = mulberry32(11);
+    const noise = (length: number) => Float32Array.from({ length }, () => rand());
+    for (const [n, w, h] of [
+      [6, 31, 27],
+      [7, 30, 41],
+      [8, 8, 9],
+      [10, 23, 10],
+    ] as const) {
+      const t = {
+        size: n,
+        grades: [0, 1, 2, 3, 4],
+        mean: zeroMeanUnitNorm(noise(n * n)),
+        vgrad: zeroMeanUnitNorm(noise(n * n)),
+        hgrad: zeroMeanUnitNorm(noise(n * n)),
+      };
+      const img = Float32Array.from(noise(w * h), (v) => 255 * v);
+      for (const stride of [1, 2] as const) {
+        const ref = kneeScoreMap(img, w, h, t, stride);
+        const got = await correlator.scoreMap(img, w, h, t, stride);
+        expect([got.width, got.height]).toEqual([ref.width, ref.height]);
+        // An odd template is correlated at every position (the stride-2 graph needs an even one).
+        const worst = ref.map.reduce(
+          (m, v, i) => (v === -1 && n % 2 ? m : Math.max(m, Math.abs(got.map[i]! - v))),
+          0,
+        );
+        expect(worst, `n ${n}, ${w}×${h}, stride ${stride}`).toBeLessThan(1e-4);
       }
     }
   });

@@ -5,9 +5,9 @@
  * Two implementations of the same arithmetic:
  * - {@link kneeScoreMap}: plain JavaScript, for single patches (refinement's last step, per-grade
  *   scoring) and as the reference the other is tested against;
- * - {@link OnnxCorrelator}: the O(H·W·n²) numerator as one grouped ONNX `Conv`
- *   (assets/knee-ncc.onnx, built by `python3 -m models.knee_ncc`; the templates are an input, so
- *   the graph holds no weights and any template set runs on it)
+ * - {@link OnnxCorrelator}: the O(H·W·n²) numerator in an ONNX graph, a row-by-row matrix product
+ *   (assets/knee-ncc-s1.onnx and -s2.onnx, built by `python3 -m models.knee_ncc`; the templates
+ *   are an input, so the graphs hold no weights and any template set runs on them)
  *   in onnxruntime-node — MLAS kernels, run on onnxruntime's own thread, off the event loop. Each
  *   window's norm comes from float64 integral images in JavaScript (O(H·W)).
  */
@@ -43,23 +43,53 @@ export function zeroMeanUnitNorm(v: Float32Array): Float32Array {
   return v;
 }
 
-/** Integral images of an image and of its square (float64: no cancellation in the variance). */
-function integrals(image: Float32Array, width: number, height: number) {
+/**
+ * Integral images of an image (the `width`×`height` plane from `offset`) and of its square
+ * (float64: no cancellation in the variance), into `into` when it is large enough.
+ */
+function integrals(
+  image: Float32Array,
+  width: number,
+  height: number,
+  offset = 0,
+  into?: { sum: Float64Array; sq: Float64Array },
+) {
   const iw = width + 1;
-  const sum = new Float64Array(iw * (height + 1));
-  const sq = new Float64Array(iw * (height + 1));
+  const size = iw * (height + 1);
+  const fits = into && into.sum.length >= size;
+  const sum = fits ? into.sum : new Float64Array(size);
+  const sq = fits ? into.sq : new Float64Array(size);
+  if (fits) {
+    sum.fill(0, 0, iw);
+    sq.fill(0, 0, iw);
+  }
   for (let y = 0; y < height; y++) {
     let rs = 0;
     let rq = 0;
+    const row = (y + 1) * iw;
+    sum[row] = 0;
+    sq[row] = 0;
     for (let x = 0; x < width; x++) {
-      const v = image[y * width + x]!;
+      const v = image[offset + y * width + x]!;
       rs += v;
       rq += v * v;
-      sum[(y + 1) * iw + x + 1] = sum[y * iw + x + 1]! + rs;
-      sq[(y + 1) * iw + x + 1] = sq[y * iw + x + 1]! + rq;
+      sum[row + x + 1] = sum[row - iw + x + 1]! + rs;
+      sq[row + x + 1] = sq[row - iw + x + 1]! + rq;
     }
   }
   return { sum, sq, iw };
+}
+
+/** The norm of the n×n window at `a` (its top-left corner's index in the integral images). */
+function windowNorm(sum: Float64Array, sq: Float64Array, iw: number, a: number, n: number) {
+  const b = a + n;
+  const c = a + n * iw;
+  const d = c + n;
+  const area = n * n;
+  const s = sum[d]! - sum[b]! - sum[c]! + sum[a]!;
+  const q = sq[d]! - sq[b]! - sq[c]! + sq[a]!;
+  const variance = q - (s * s) / area;
+  return variance <= 1e-6 * area ? 0 : Math.sqrt(variance);
 }
 
 /**
@@ -72,18 +102,8 @@ function windowNorms(image: Float32Array, width: number, height: number, n: numb
   const out = new Float64Array(Math.max(0, mw) * Math.max(0, mh));
   if (mw <= 0 || mh <= 0) return out;
   const { sum, sq, iw } = integrals(image, width, height);
-  const area = n * n;
   for (let y = 0; y < mh; y += stride) {
-    for (let x = 0; x < mw; x += stride) {
-      const a = y * iw + x;
-      const b = a + n;
-      const c = (y + n) * iw + x;
-      const d = c + n;
-      const s = sum[d]! - sum[b]! - sum[c]! + sum[a]!;
-      const q = sq[d]! - sq[b]! - sq[c]! + sq[a]!;
-      const variance = q - (s * s) / area;
-      out[y * mw + x] = variance <= 1e-6 * area ? 0 : Math.sqrt(variance);
-    }
+    for (let x = 0; x < mw; x += stride) out[y * mw + x] = windowNorm(sum, sq, iw, y * iw + x, n);
   }
   return out;
 }
@@ -120,8 +140,12 @@ export function nccMap(
 }
 
 /** |I(y+1, x) - I(y, x)|, the last row repeated: the joint line and the bone ends stand out. */
-export function verticalGradient(image: Float32Array, width: number, height: number): Float32Array {
-  const g = new Float32Array(width * height);
+export function verticalGradient(
+  image: Float32Array,
+  width: number,
+  height: number,
+  g = new Float32Array(width * height),
+): Float32Array {
   for (let y = 0; y < height - 1; y++) {
     for (let x = 0; x < width; x++) {
       g[y * width + x] = Math.abs(image[(y + 1) * width + x]! - image[y * width + x]!);
@@ -136,8 +160,8 @@ export function horizontalGradient(
   image: Float32Array,
   width: number,
   height: number,
+  g = new Float32Array(width * height),
 ): Float32Array {
-  const g = new Float32Array(width * height);
   for (let y = 0; y < height; y++) {
     const row = y * width;
     for (let x = 0; x < width - 1; x++)
@@ -174,67 +198,52 @@ export function kneeScoreMap(
   return a;
 }
 
-const NCC_GRAPH = new URL("../assets/knee-ncc.onnx", import.meta.url);
+/** The integral images' buffers, grown as needed (see {@link OnnxCorrelator.scoreMap}). */
+let scratch = { sum: new Float64Array(0), sq: new Float64Array(0) };
 
-/**
- * The four polyphase components of `planes` (each w×h): out plane p·4 + 2·py + px holds
- * plane p's pixels (2y + py, 2x + px), zero where that falls outside (odd sizes).
- */
-function polyphase(planes: Float32Array[], w: number, h: number, stride: 1 | 2) {
-  if (stride === 1) {
-    const out = new Float32Array(planes.length * w * h);
-    for (const [i, p] of planes.entries()) out.set(p, i * w * h);
-    return { data: out, w, h, channels: 1 };
-  }
-  const w2 = Math.ceil(w / 2);
-  const h2 = Math.ceil(h / 2);
-  const out = new Float32Array(planes.length * 4 * w2 * h2);
-  planes.forEach((p, i) => {
-    for (let py = 0; py < 2; py++) {
-      for (let px = 0; px < 2; px++) {
-        const base = (i * 4 + 2 * py + px) * w2 * h2;
-        for (let y = py, yy = 0; y < h; y += 2, yy++) {
-          for (let x = px, xx = 0; x < w; x += 2, xx++) out[base + yy * w2 + xx] = p[y * w + x]!;
-        }
-      }
-    }
-  });
-  return { data: out, w: w2, h: h2, channels: 4 };
-}
+/** The correlation graphs (`python3 -m models.knee_ncc`): every position, and every other x. */
+const NCC_GRAPHS = {
+  1: new URL("../assets/knee-ncc-s1.onnx", import.meta.url),
+  2: new URL("../assets/knee-ncc-s2.onnx", import.meta.url),
+} as const;
 
 /**
  * {@link kneeScoreMap} with the correlation in onnxruntime (one intra-op thread: the worker runs
- * several jobs at once and the ensemble has its own threads). At stride 2 the image and templates
- * are split into polyphase components: the same numerator at every other position for a quarter
- * of the work. Results equal the JavaScript reference to float32 rounding (tested).
+ * several jobs at once and the ensemble has its own threads). The graph correlates each image row
+ * with each template row as one matrix product and sums the diagonals (models/knee_ncc.py); at
+ * stride 2 it computes every other position only (every other x in the convolution, every other
+ * y from the even and odd rows). Results equal the JavaScript reference to float32 rounding
+ * (tested).
  */
 export class OnnxCorrelator {
-  private session: Promise<ort.InferenceSession> | undefined;
-  private readonly packed = new Map<string, ort.Tensor>();
-  private readonly ids = new WeakMap<KneeTemplate, number>();
+  private readonly sessions = new Map<1 | 2, Promise<ort.InferenceSession>>();
+  private readonly packed = new WeakMap<KneeTemplate, ort.Tensor>();
 
-  private open(): Promise<ort.InferenceSession> {
-    this.session ??= ort.InferenceSession.create(NCC_GRAPH.pathname, {
-      intraOpNumThreads: 1,
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-      graphOptimizationLevel: "all",
-    });
-    return this.session;
+  private open(stride: 1 | 2): Promise<ort.InferenceSession> {
+    let session = this.sessions.get(stride);
+    if (!session) {
+      session = ort.InferenceSession.create(NCC_GRAPHS[stride].pathname, {
+        intraOpNumThreads: 1,
+        interOpNumThreads: 1,
+        executionMode: "sequential",
+        graphOptimizationLevel: "all",
+      });
+      this.sessions.set(stride, session);
+    }
+    return session;
   }
 
-  private templates(t: KneeTemplate, stride: 1 | 2): ort.Tensor {
-    let id = this.ids.get(t);
-    if (id === undefined) {
-      id = this.packed.size;
-      this.ids.set(t, id);
-    }
-    const key = `${id}/${stride}`;
-    let tensor = this.packed.get(key);
+  /** The template triple as the graph's `templates` input, [3, 1, n, n]. */
+  private templates(t: KneeTemplate): ort.Tensor {
+    let tensor = this.packed.get(t);
     if (!tensor) {
-      const { data, w, channels } = polyphase([t.mean, t.vgrad, t.hgrad], t.size, t.size, stride);
-      tensor = new ort.Tensor("float32", data, [3, channels, w, w]);
-      this.packed.set(key, tensor);
+      const n2 = t.size * t.size;
+      const data = new Float32Array(3 * n2);
+      data.set(t.mean, 0);
+      data.set(t.vgrad, n2);
+      data.set(t.hgrad, 2 * n2);
+      tensor = new ort.Tensor("float32", data, [3, 1, t.size, t.size]);
+      this.packed.set(t, tensor);
     }
     return tensor;
   }
@@ -248,44 +257,55 @@ export class OnnxCorrelator {
     requestedStride: 1 | 2 = 1,
   ): Promise<ScoreMap> {
     const n = t.size;
-    // Polyphase needs an even template; an odd one is correlated at every position.
+    // The stride-2 graph splits the template's rows into even and odd: an odd template is
+    // correlated at every position.
     const stride: 1 | 2 = n % 2 === 0 ? requestedStride : 1;
     const mw = Math.max(0, width - n + 1);
     const mh = Math.max(0, height - n + 1);
     const map = new Float32Array(mw * mh).fill(-1);
     if (mw === 0 || mh === 0) return { map, width: mw, height: mh };
-    const session = await this.open();
-    const fs = features(image, width, height);
-    // Each feature without its mean: the templates are zero-mean, so the numerator is unchanged,
-    // and float32 accumulation loses less to large offsets.
-    const centred = fs.map((f) => {
+    const session = await this.open(stride);
+    // The three features one after another, each without its mean: the templates are zero-mean,
+    // so the numerator is unchanged, and float32 accumulation loses less to large offsets (the
+    // window norms do not change either).
+    const plane = width * height;
+    const centred = new Float32Array(3 * plane);
+    centred.set(image.subarray(0, plane));
+    verticalGradient(image, width, height, centred.subarray(plane, 2 * plane));
+    horizontalGradient(image, width, height, centred.subarray(2 * plane));
+    for (let c = 0; c < 3; c++) {
+      const f = centred.subarray(c * plane, (c + 1) * plane);
       let mean = 0;
-      for (let i = 0; i < f.length; i++) mean += f[i]!;
-      mean /= f.length;
-      const c = new Float32Array(f.length);
-      for (let i = 0; i < f.length; i++) c[i] = f[i]! - mean;
-      return c;
-    });
-    const split = polyphase(centred, width, height, stride);
+      for (let i = 0; i < plane; i++) mean += f[i]!;
+      mean /= plane;
+      for (let i = 0; i < plane; i++) f[i] = f[i]! - mean;
+    }
     const out = await session.run({
-      image: new ort.Tensor("float32", split.data, [1, 3 * split.channels, split.h, split.w]),
-      templates: this.templates(t, stride),
+      image: new ort.Tensor("float32", centred, [1, 3, height, width]),
+      templates: this.templates(t),
     });
     const corr = out.corr!.data as Float32Array;
     const cw = out.corr!.dims[3]!;
-    const plane = out.corr!.dims[2]! * cw;
-    const norms = fs.map((f) => windowNorms(f, width, height, n, stride));
-    for (let y = 0; y < mh; y += stride) {
-      for (let x = 0; x < mw; x += stride) {
-        // Output (y / stride, x / stride) is the window at (y, x).
-        const at = (y / stride) * cw + x / stride;
-        let total = 0;
-        for (let c = 0; c < 3; c++) {
-          const norm = norms[c]![y * mw + x]!;
-          total += norm === 0 ? -1 : corr[c * plane + at]! / norm;
+    const cplane = out.corr!.dims[2]! * cw;
+    // Each feature's NCC, summed into the map (one synchronous stretch: the integral images can
+    // live in buffers shared by every call).
+    const size = (width + 1) * (height + 1);
+    if (scratch.sum.length < size) {
+      scratch = { sum: new Float64Array(size), sq: new Float64Array(size) };
+    }
+    for (let c = 0; c < 3; c++) {
+      const { sum, sq, iw } = integrals(centred, width, height, c * plane, scratch);
+      for (let y = 0; y < mh; y += stride) {
+        for (let x = 0; x < mw; x += stride) {
+          // Output (y / stride, x / stride) is the window at (y, x).
+          const norm = windowNorm(sum, sq, iw, y * iw + x, n);
+          const v = norm === 0 ? -1 : corr[c * cplane + (y / stride) * cw + x / stride]! / norm;
+          map[y * mw + x] = c === 0 ? v : map[y * mw + x]! + v;
         }
-        map[y * mw + x] = total / 3;
       }
+    }
+    for (let y = 0; y < mh; y += stride) {
+      for (let x = 0; x < mw; x += stride) map[y * mw + x] = map[y * mw + x]! / 3;
     }
     return { map, width: mw, height: mh };
   }
