@@ -109,7 +109,9 @@ def build(stride: int = 1) -> onnx.ModelProto:
             helper.make_node("Slice", ["even_corr", "i0", "k", "ax2"], ["even_k"]),
             helper.make_node("Add", ["even_k", "odd_corr"], ["corr"], name="ncc_numerator"),
         ]
-    graph = helper.make_graph(nodes, f"knee_ncc_s{stride}", [image, templates], [corr], initializer=CONSTS)
+    used = {name for node in nodes for name in node.input}
+    consts = [c for c in CONSTS if c.name in used]  # onnxruntime warns of unused initializers
+    graph = helper.make_graph(nodes, f"knee_ncc_s{stride}", [image, templates], [corr], initializer=consts)
     model = helper.make_model(
         graph,
         producer_name="kneegrade models.knee_ncc",

@@ -16,8 +16,10 @@ def test_committed_graphs_are_reproducible(stride):
 def test_graph_takes_templates_as_an_input(stride):
     graph = knee_ncc.build(stride).graph
     assert [i.name for i in graph.input] == ["image", "templates"]
-    # Only the index constants of the reshaping; no weights.
+    # Only the index constants of the reshaping, each used (onnxruntime warns of unused ones); no weights.
     assert all(t.data_type == 7 and len(t.int64_data) <= 3 for t in graph.initializer)
+    used = {name for node in graph.node for name in node.input}
+    assert {t.name for t in graph.initializer} <= used
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == stride  # s = 2: the even rows and the odd rows
     for conv in convs:
