@@ -71,12 +71,13 @@ def _correlate(p: str, image: str, templates: str, stride: int) -> list[onnx.Nod
         helper.make_node("Pad", [f"{p}flat", f"{p}pads"], [f"{p}padded"]),
         helper.make_node("Concat", ["three", f"{p}n", "minus1"], [f"{p}skew_shape"], axis=0),
         helper.make_node("Reshape", [f"{p}padded", f"{p}skew_shape"], [f"{p}skewed"]),
-        # Windows whose n rows fit: y = 0 .. H-n, i.e. the first (H-n+1)·X columns.
+        # The sums over t; of those, the windows whose n rows fit: y = 0 .. H-n, i.e. the first
+        # (H-n+1)·X columns (sliced after the sum: the large tensor is read once, not copied).
+        helper.make_node("ReduceSum", [f"{p}skewed", "one"], [f"{p}all_sums"], keepdims=0),
         helper.make_node("Sub", [f"{p}H", f"{p}n"], [f"{p}h0"]),
         helper.make_node("Add", [f"{p}h0", "one"], [f"{p}h"]),
         helper.make_node("Mul", [f"{p}h", f"{p}X"], [f"{p}hX"]),
-        helper.make_node("Slice", [f"{p}skewed", "i0", f"{p}hX", "ax2"], [f"{p}diagonals"]),
-        helper.make_node("ReduceSum", [f"{p}diagonals", "one"], [f"{p}sums"], keepdims=0),
+        helper.make_node("Slice", [f"{p}all_sums", "i0", f"{p}hX", "one"], [f"{p}sums"]),
         helper.make_node("Concat", ["one", "three", f"{p}h", f"{p}X"], [f"{p}out_shape"], axis=0),
         helper.make_node("Reshape", [f"{p}sums", f"{p}out_shape"], [f"{p}corr"]),
     ]
