@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import LABELS
-from .config import load_config, member_config, resolve
+from .config import apply_overrides, load_config, member_config, resolve
 from .data import augment, load_folder, read_pack, to_input
 from .losses import pim_loss
 from .metrics import fit_temperature, report, softmax
@@ -439,8 +439,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output folder (default models/runs/<config name>)")
     ap.add_argument("--member", action="append", help="train only these member names")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/<member>.state.pt where present")
+    ap.add_argument("--set", action="append", metavar="KEY=JSON", help="override a config key for every member")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
+    cfg = apply_overrides(load_config(args.config), args.set)
     out = Path(args.out) if args.out else Path(__file__).parent / "runs" / Path(args.config).stem
     out.mkdir(parents=True, exist_ok=True)
     if cfg["threads"]:
