@@ -1,7 +1,8 @@
 /**
  * Localiser benchmark: ms per radiograph of `localiseKnees` (packages/knee) against the localiser
  * as it was before it moved onto a pyramid and onnxruntime (the baseline "JS localiser", git
- * revision 81ec5b6, checked out into var/bench-localise/ and run in the same process), on the same
+ * revision 81ec5b6) or at any other revision (`--baseline-rev`: that revision's packages/knee,
+ * extracted into var/bench-localise/ and run in the same process), on the same
  * 2,500 × 2,000 radiographs composed from real val crops, alternating run by run so both see the
  * same machine load. The new localiser runs as the services run it: in its worker thread
  * (`localiseKneesOffThread`). Wall time and process CPU time (all threads: the localiser's,
@@ -15,7 +16,7 @@
  * square's side, sides within 5 %, scores within 0.03.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
@@ -29,21 +30,29 @@ import {
 } from "../../packages/knee/src/index.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 
-export const BASELINE_NAME = "JS localiser (81ec5b6)";
+export const BASELINE_REV = "81ec5b6";
+export const baselineName = (rev = BASELINE_REV) =>
+  rev === BASELINE_REV ? `JS localiser (${rev})` : `the localiser at ${rev}`;
 
 type Localise = (img: GreyImage, o: { spacingMm?: number | null }) => Promise<LocaliseResult>;
 
-/** The localiser at `rev`, from git, beside its template (imports resolve to this repo's modules). */
+/**
+ * The localiser at `rev`, from git: that revision's packages/knee/src and assets, extracted into
+ * var/bench-localise/<rev>/ (package imports resolve to this repo's node_modules).
+ */
 async function baselineLocaliser(rev: string): Promise<Localise> {
   const dir = join(REPO_ROOT, "var", "bench-localise", rev);
-  mkdirSync(join(dir, "src"), { recursive: true });
-  mkdirSync(join(dir, "assets"), { recursive: true });
-  for (const [from, to] of [
-    ["packages/knee/src/localise.ts", "src/localise.ts"],
-    ["packages/knee/assets/knee-template.json", "assets/knee-template.json"],
-  ] as const) {
-    writeFileSync(join(dir, to), execFileSync("git", ["-C", REPO_ROOT, "show", `${rev}:${from}`]));
-  }
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const tar = execFileSync("git", [
+    "-C",
+    REPO_ROOT,
+    "archive",
+    rev,
+    "packages/knee/src",
+    "packages/knee/assets",
+  ]);
+  execFileSync("tar", ["-x", "-C", dir, "--strip-components=2"], { input: tar });
   const mod = await import(pathToFileURL(join(dir, "src", "localise.ts")).href);
   return mod.localiseKnees as Localise;
 }
@@ -105,7 +114,7 @@ function sameKnees(a: LocaliseResult, b: LocaliseResult): string | null {
 
 export async function benchLocalise(opts: { runs?: number; baselineRev?: string } = {}) {
   const runs = opts.runs ?? 5;
-  const before = await baselineLocaliser(opts.baselineRev ?? "81ec5b6");
+  const before = await baselineLocaliser(opts.baselineRev ?? BASELINE_REV);
   const images = await radiographs(4);
   const rows = [];
   for (const spacingKnown of [true, false]) {
@@ -162,7 +171,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     runs: values.runs ? Number(values.runs) : undefined,
     baselineRev: values["baseline-rev"],
   });
-  console.log(`localisation of a 2,500 × 2,000 radiograph, median ms; baseline: ${BASELINE_NAME}`);
+  console.log(
+    `localisation of a 2,500 × 2,000 radiograph, median ms; baseline: ${baselineName(values["baseline-rev"])}`,
+  );
   for (const r of rows) {
     console.log(
       `spacing ${r.spacing}: wall ${r.beforeWallMs.toFixed(0)} → ${r.afterWallMs.toFixed(0)} ms ` +

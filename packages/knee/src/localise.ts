@@ -18,6 +18,7 @@ import { readFileSync } from "node:fs";
 import sharp from "sharp";
 import { z } from "zod";
 import { type KneeTemplate, kneeScoreMap, OnnxCorrelator, zeroMeanUnitNorm } from "./ncc.ts";
+import { resampleLinear } from "./resample.ts";
 
 export { type KneeTemplate, kneeScoreMap, nccMap } from "./ncc.ts";
 
@@ -244,15 +245,12 @@ async function refine(
     const y1 = Math.min(img.height, Math.ceil(c.cy + half));
     const ww = Math.max(n, Math.round((x1 - x0) * factor));
     const wh = Math.max(n, Math.round((y1 - y0) * factor));
-    const buf = await sharp(img.data, {
-      raw: { width: img.width, height: img.height, channels: 1 },
-    })
-      .extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 })
-      .resize(ww, wh, { kernel: "linear", fit: "fill" })
-      .toColourspace("b-w")
-      .raw()
-      .toBuffer();
-    const data = Float32Array.from(buf);
+    const data = resampleLinear(img.data, img.width, img.height, ww, wh, {
+      x: x0,
+      y: y0,
+      width: x1 - x0,
+      height: y1 - y0,
+    });
     const m = await correlator.scoreMap(data, ww, wh, t, 2);
     let peak = -1;
     for (let y = 0; y < m.height; y += 2) {
@@ -347,7 +345,11 @@ export async function decideKnees(
   return [best];
 }
 
-/** Finds up to two knees. Pure apart from sharp's resampling and onnxruntime; no I/O. */
+/**
+ * Finds up to two knees. Pure apart from sharp (the two large reductions: base and pyramid top) and
+ * onnxruntime; no I/O. The many small reductions (pyramid levels, refinement windows) are
+ * `resampleLinear`'s.
+ */
 export async function localiseKnees(
   img: GreyImage,
   options: LocaliseOptions = {},
@@ -380,11 +382,11 @@ export async function localiseKnees(
       const w = Math.round(img.width * factor);
       const h = Math.round(img.height * factor);
       if (w < COARSE || h < COARSE) return [];
-      const reduced = await resizeGrey(top, w, h);
+      const reduced = resampleLinear(top.data, top.width, top.height, w, h);
       // Large reductions (small knees in a big image) are searched every other position first;
       // refinement then finds the exact place.
       const stride = w * h > 10_000 ? 2 : 1;
-      const m = await correlator.scoreMap(Float32Array.from(reduced.data), w, h, coarse, stride);
+      const m = await correlator.scoreMap(reduced, w, h, coarse, stride);
       return peaks(m, factor, COARSE, 0.2, stride);
     }),
   );
