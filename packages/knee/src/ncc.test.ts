@@ -91,4 +91,31 @@ describe("the onnxruntime correlator", () => {
     const got = await correlator.scoreMap(flat, 40, 30, t);
     expect(new Set(got.map)).toEqual(new Set([-1]));
   });
+
+  it("treats each feature's flat windows as the reference does, beside structured ones", async () => {
+    // Left: constant (every feature flat); middle: a ramp (intensity varies, both gradients are
+    // constant, so flat); right: noise.
+    const rand = mulberry32(5);
+    const [w, h, n] = [60, 26, 8];
+    const img = Float32Array.from({ length: w * h }, (_, i) => {
+      const x = i % w;
+      return x < 20 ? 70 : x < 40 ? 3 * x : 255 * rand();
+    });
+    const noise = () => Float32Array.from({ length: n * n }, () => rand());
+    const t = {
+      size: n,
+      grades: [0, 1, 2, 3, 4],
+      mean: zeroMeanUnitNorm(noise()),
+      vgrad: zeroMeanUnitNorm(noise()),
+      hgrad: zeroMeanUnitNorm(noise()),
+    };
+    for (const stride of [1, 2] as const) {
+      const ref = kneeScoreMap(img, w, h, t, stride);
+      const got = await correlator.scoreMap(img, w, h, t, stride);
+      const worst = ref.map.reduce((m, v, i) => Math.max(m, Math.abs(got.map[i]! - v)), 0);
+      expect(worst, `stride ${stride}`).toBeLessThan(1e-4);
+      expect(ref.map[0]).toBe(-1); // all flat
+      expect(ref.map[25]).toBeLessThan(-0.5); // the ramp: two of three features flat
+    }
+  });
 });
