@@ -39,10 +39,12 @@ def calibrate(models_dir: Path, data_dir: Path, limit_per_grade: Optional[int] =
     models_dir = Path(models_dir)
     members, man = _members_onnx(models_dir)
     x8, y, _ = load_folder(Path(data_dir), 224, limit_per_grade)
-    probs = []
+    probs, raw = [], []
     for m in members:
         x = to_input(torch.from_numpy(x8), m["size"]).numpy()
-        probs.append(softmax(m["logits_fn"](x), m["temperature"]))
+        logits = m["logits_fn"](x)
+        probs.append(softmax(logits, m["temperature"]))
+        raw.append(softmax(logits))
     t_old = float(man.get("ensemble", {}).get("temperature", 1.0))
     t_new = round(float(fit_ensemble_temperature(probs, y)), 4)
     before = report(ensemble_probabilities(probs, t_old), y)
@@ -61,7 +63,9 @@ def calibrate(models_dir: Path, data_dir: Path, limit_per_grade: Optional[int] =
     man["ensemble"].update(ensemble_section(t_new))
     man["fixtures"]["sha256"] = sha256(fx_path)
     ens = man.setdefault("calibration_val", {}).setdefault("ensemble", {})
-    ens.update({"ece_ensemble_temperature": after["ece"], "temperature": t_new,
+    # The mean before any temperature and after the members' own (the card's calibration table).
+    ens.update({"ece_T1": report(np.mean(raw, 0), y)["ece"], "ece_fitted": report(np.mean(probs, 0), y)["ece"],
+                "ece_ensemble_temperature": after["ece"], "temperature": t_new,
                 "ensemble_temperature_fitted_by": "models.calibrate on the exported ONNX members"})
     if "val_ensemble" in man:
         man["val_ensemble"]["ece"] = after["ece"]

@@ -58,6 +58,23 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def export_shipped_member(trained, ckpt: dict, path: Path):
+    """A trained member as it ships: conv-bn folded and weights rounded to float16 values, stored as
+    float16 (half the bytes, so four members fit in 64 MiB); computation stays float32. Returns the
+    exported model and its manifest entry (with the ONNX-vs-PyTorch parity)."""
+    model = compact_model(trained)
+    model.member_name = ckpt["config"]["name"]
+    export_onnx(model, path)
+    packed = store_initializers_fp16(path)
+    entry = member_entry(model, ckpt, path)
+    entry["weights"] = {"storage": "float16 initializers + Cast (conv-bn folded)", "compute": "float32",
+                        "initializers_fp16": packed["converted"]}
+    entry["parity"] = ort_parity(path, model, model.input_size)
+    entry["training"]["precision"] = ckpt.get("precision")
+    entry["training"]["epochs_planned"] = ckpt.get("epochs_planned")
+    return model, entry
+
+
 def member_budget(total_s: float, spent_s: float, weight: float, weights_left: float) -> float:
     """A member's share of what is left of the run's budget (unused time of earlier members included)."""
     return max(0.0, total_s - spent_s) * weight / max(weights_left, 1e-9)
@@ -138,19 +155,8 @@ def main(argv=None):
     entries, models = [], []
     for mc in members:
         trained, ckpt = load_checkpoint(work / f"{mc['name']}.pt")
-        # As it ships: conv-bn folded and weights rounded to float16 values, stored as float16
-        # (half the bytes, so four members fit in 64 MiB); computation stays float32.
-        model = compact_model(trained)
-        model.member_name = mc["name"]
-        path = export_onnx(model, out / f"{mc['name']}.onnx")
-        packed = store_initializers_fp16(path)
-        entry = member_entry(model, ckpt, path)
-        entry["weights"] = {"storage": "float16 initializers + Cast (conv-bn folded)", "compute": "float32",
-                            "initializers_fp16": packed["converted"]}
-        entry["parity"] = ort_parity(path, model, model.input_size)
-        entry["training"]["precision"] = ckpt.get("precision")
-        entry["training"]["epochs_planned"] = ckpt.get("epochs_planned")
-        log(f"[{mc['name']}] exported {path.name} ({entry['bytes'] / 2**20:.1f} MiB); parity {entry['parity']}")
+        model, entry = export_shipped_member(trained, ckpt, out / f"{mc['name']}.onnx")
+        log(f"[{mc['name']}] exported {entry['file']} ({entry['bytes'] / 2**20:.1f} MiB); parity {entry['parity']}")
         entries.append(entry)
         models.append(model)
     # The ensemble temperature, fitted on val (NLL) from the training run's own val logits (float32,

@@ -143,3 +143,49 @@ def test_calibrate_writes_the_ensemble_temperature(rehearsal, data_dir, tmp_path
     # The recorded probabilities are not the untempered mean (the temperature really applied).
     assert not np.allclose(expected, fixture_probabilities(fx, man, 1.0), atol=1e-4)
     assert man["calibration_val"]["ensemble"]["ece_ensemble_temperature"] == result["ece_after"]
+
+
+def test_replace_member_swaps_one_member(rehearsal, data_dir, repo_root, tmp_path):
+    """models.replace_member: a retrained member goes into a copy of the model; the other member,
+    its file and its fixtures stay as they were; fixtures, hashes, temperature and val figures
+    follow the new member."""
+    if available_runtime() is None:
+        pytest.skip("no ONNX runtime (Python onnxruntime or onnxruntime-node)")
+    from models.calibrate import fixture_probabilities
+    from models.replace_member import replace_member
+    p = subprocess.run([sys.executable, "-m", "models.train", "--config", "models/configs/smoke.json", "--member",
+                        "tiny_a", "--out", str(tmp_path / "run"), "--set", "seed=7", "--set", "epochs=1"],
+                       cwd=repo_root, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    before = json.loads((rehearsal / "out" / "manifest.json").read_text())
+    before_fx = json.loads((rehearsal / "out" / "fixtures.json").read_text())
+    out = tmp_path / "model"
+    result = replace_member(rehearsal / "out", tmp_path / "run" / "tiny_a.pt", out, data_dir / "val",
+                            tmp_path / "eval", limit_per_grade=2, command="test")
+    man = json.loads((out / "manifest.json").read_text())
+    fx = json.loads((out / "fixtures.json").read_text())
+    a, b = man["members"]
+    assert a["name"] == "tiny_a" and a["sha256"] != before["members"][0]["sha256"]
+    assert a["sha256"] == hashlib.sha256((out / a["file"]).read_bytes()).hexdigest()
+    assert a["parity"]["max_abs_diff"] < 1e-3
+    assert b == before["members"][1] and (out / b["file"]).read_bytes() == (rehearsal / "out" / b["file"]).read_bytes()
+    assert fx["members"]["tiny_b"] == before_fx["members"]["tiny_b"]
+    x = np.array(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"]).astype(np.float32) / 255
+    got = run_onnx(out / a["file"], x)["outputs"]["logits"]
+    np.testing.assert_allclose(got.reshape(-1), fx["members"]["tiny_a"]["logits"]["data"], atol=1e-3)
+    t = man["ensemble"]["temperature"]
+    assert t == result["ensemble_temperature"] == fx["ensemble"]["temperature"]
+    np.testing.assert_allclose(fixture_probabilities(fx, man, t), fx["ensemble"]["probabilities"], atol=1e-5)
+    assert man["fixtures"]["sha256"] == hashlib.sha256((out / "fixtures.json").read_bytes()).hexdigest()
+    assert man["replaced"][0]["member"] == "tiny_a"
+    assert man["replaced"][0]["replaces_sha256"] == before["members"][0]["sha256"]
+    assert man["val_ensemble"]["n"] == 10 == result["eval"]["results"]["ensemble"]["n"]
+    assert set(man["calibration_val"]["tiny_a"]) == {"ece_T1", "ece_fitted", "temperature"}
+    assert (tmp_path / "eval" / "eval.json").exists()
+    with pytest.raises(FileExistsError):
+        replace_member(rehearsal / "out", tmp_path / "run" / "tiny_a.pt", out, data_dir / "val", tmp_path / "e2")
+    ckpt = torch.load(tmp_path / "run" / "tiny_a.pt", map_location="cpu")
+    ckpt["config"]["name"] = "tiny_c"
+    torch.save(ckpt, tmp_path / "tiny_c.pt")
+    with pytest.raises(ValueError, match="tiny_c"):
+        replace_member(rehearsal / "out", tmp_path / "tiny_c.pt", tmp_path / "m2", data_dir / "val", tmp_path / "e3")
