@@ -2,7 +2,8 @@
  * Localiser benchmark: ms per radiograph of `localiseKnees` (packages/knee) against the localiser
  * as it was before it moved onto a pyramid and onnxruntime (the baseline "JS localiser", git
  * revision 81ec5b6) or at any other revision (`--baseline-rev`: that revision's packages/knee,
- * extracted into var/bench-localise/ and run in the same process), on the same
+ * extracted into var/bench-localise/ and run in the same process — in its own worker thread when
+ * it had one, as the services ran it), on the same
  * 2,500 × 2,000 radiographs composed from real val crops, alternating run by run so both see the
  * same machine load. The new localiser runs as the services run it: in its worker thread
  * (`localiseKneesOffThread`). Wall time and process CPU time (all threads: the localiser's,
@@ -11,12 +12,13 @@
  * reported for both.
  *
  *   npx tsx tests/bench/localise.bench.ts [--runs 5] [--baseline-rev 81ec5b6]
+ *   taskset -c 0 npm run bench:localise     # one core: every thread of the process on CPU 0
  *
  * Before timing, it checks both find the same knees: the same count, centres within 3 % of the
  * square's side, sides within 5 %, scores within 0.03.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
@@ -38,9 +40,13 @@ type Localise = (img: GreyImage, o: { spacingMm?: number | null }) => Promise<Lo
 
 /**
  * The localiser at `rev`, from git: that revision's packages/knee/src and assets, extracted into
- * var/bench-localise/<rev>/ (package imports resolve to this repo's node_modules).
+ * var/bench-localise/<rev>/ (package imports resolve to this repo's node_modules). Run as that
+ * revision's services ran it: in its own worker thread where it had one (`localise-thread.ts`),
+ * else on the caller's thread (the JS localiser).
  */
-async function baselineLocaliser(rev: string): Promise<Localise> {
+async function baselineLocaliser(
+  rev: string,
+): Promise<{ localise: Localise; close: () => Promise<void> }> {
   const dir = join(REPO_ROOT, "var", "bench-localise", rev);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -53,8 +59,13 @@ async function baselineLocaliser(rev: string): Promise<Localise> {
     "packages/knee/assets",
   ]);
   execFileSync("tar", ["-x", "-C", dir, "--strip-components=2"], { input: tar });
+  const threaded = join(dir, "src", "localise-thread.ts");
+  if (existsSync(threaded)) {
+    const mod = await import(pathToFileURL(threaded).href);
+    return { localise: mod.localiseKneesOffThread, close: mod.closeLocaliserThread };
+  }
   const mod = await import(pathToFileURL(join(dir, "src", "localise.ts")).href);
-  return mod.localiseKnees as Localise;
+  return { localise: mod.localiseKnees as Localise, close: async () => {} };
 }
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
@@ -114,7 +125,8 @@ function sameKnees(a: LocaliseResult, b: LocaliseResult): string | null {
 
 export async function benchLocalise(opts: { runs?: number; baselineRev?: string } = {}) {
   const runs = opts.runs ?? 5;
-  const before = await baselineLocaliser(opts.baselineRev ?? BASELINE_REV);
+  const baseline = await baselineLocaliser(opts.baselineRev ?? BASELINE_REV);
+  const before = baseline.localise;
   const images = await radiographs(4);
   const rows = [];
   for (const spacingKnown of [true, false]) {
@@ -160,6 +172,7 @@ export async function benchLocalise(opts: { runs?: number; baselineRev?: string 
     });
   }
   await closeLocaliserThread();
+  await baseline.close();
   return rows;
 }
 
