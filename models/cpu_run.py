@@ -31,7 +31,7 @@ import torch
 from .config import apply_overrides, load_config, member_config, resolve
 from .evaluate import evaluate, format_table
 from .metrics import ensemble_probabilities, fit_ensemble_temperature, report, softmax
-from .export import member_entry, write_fixtures, write_manifest
+from .export import member_entry, val_ensemble_section, write_fixtures, write_manifest
 from .gpu_run import ort_parity
 from .onnx_io import compact_model, export_onnx, store_initializers_fp16
 from .train import (REPO_ROOT, Interrupted, bf16_support, install_stop_handlers, load_checkpoint, load_split,
@@ -196,9 +196,7 @@ def main(argv=None):
             f"{k} {v['ece_T1']:.3f} -> {v['ece_fitted']:.3f}" for k, v in calib.items())
             + f"; ensemble temperature {t_ens} -> {calib['ensemble']['ece_ensemble_temperature']:.3f}")
     doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval", cfg.get("val_limit_per_grade"))
-    ens = doc["results"]["ensemble"]
-    provenance["val_ensemble"] = {k: ens[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
-    provenance["val_ensemble"]["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"
+    provenance["val_ensemble"] = val_ensemble_section(doc["results"]["ensemble"])
     write_manifest(entries, out, args.status, fx, provenance, t_ens)
     log(format_table(doc))
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())

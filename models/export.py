@@ -124,6 +124,18 @@ def ensemble_section(temperature: float) -> dict:
                        "on val; 1 keeps q); grade = argmax p"}
 
 
+def member_fixture(outputs: Dict[str, np.ndarray]) -> dict:
+    """A member's block of the fixtures: each output's shape and values (rounded to 1e-6)."""
+    return {n: {"shape": list(v.shape), "data": np.round(v.reshape(-1), 6).tolist()} for n, v in outputs.items()}
+
+
+def val_ensemble_section(ensemble: dict) -> dict:
+    """The manifest's "val_ensemble": models.evaluate's ensemble figures on the val PNGs."""
+    section = {k: ensemble[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
+    section["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"
+    return section
+
+
 def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensemble_temperature: float = 1.0) -> Path:
     """Inputs (as uint8 grey levels) and the PyTorch outputs of every member, plus the ensemble."""
     size = models[0].input_size
@@ -137,8 +149,7 @@ def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensem
     probs = []
     for m, t in zip(models, temperatures):
         outs = torch_outputs(m, image)
-        doc["members"][m.member_name] = {n: {"shape": list(v.shape), "data": np.round(v.reshape(-1), 6).tolist()}
-                                         for n, v in outs.items()}
+        doc["members"][m.member_name] = member_fixture(outs)
         probs.append(softmax(outs["logits"], t))
     doc["ensemble"] = ensemble_fixture(ensemble_probabilities(probs, ensemble_temperature), ensemble_temperature)
     path = Path(out_dir) / FIXTURES_FILE

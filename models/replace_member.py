@@ -30,7 +30,7 @@ import torch
 from .calibrate import calibrate, fixture_probabilities
 from .cpu_run import _cpu_name, export_shipped_member
 from .evaluate import evaluate, format_table
-from .export import ensemble_fixture, sha256
+from .export import ensemble_fixture, member_fixture, sha256, val_ensemble_section
 from .onnx_io import torch_outputs
 from .train import load_checkpoint
 
@@ -66,8 +66,7 @@ def replace_member(models_dir: Path, checkpoint: Path, out_dir: Path, data_dir: 
     fx = json.loads(fx_path.read_text())
     grey = np.asarray(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"])
     outs = torch_outputs(model, grey.astype(np.float32) / 255.0)
-    fx["members"][name] = {n: {"shape": list(v.shape), "data": np.round(v.reshape(-1), 6).tolist()}
-                           for n, v in outs.items()}
+    fx["members"][name] = member_fixture(outs)
     t_ens = float(man["ensemble"].get("temperature", 1.0))
     fx["ensemble"] = ensemble_fixture(fixture_probabilities(fx, man, t_ens), t_ens)
     _write(fx_path, fx)
@@ -87,9 +86,7 @@ def replace_member(models_dir: Path, checkpoint: Path, out_dir: Path, data_dir: 
     fitted = calibrate(out_dir, data_dir, limit_per_grade)
     doc = evaluate(data_dir, out_dir, eval_dir, limit_per_grade)
     man = json.loads((out_dir / "manifest.json").read_text())
-    ens = doc["results"]["ensemble"]
-    man["val_ensemble"] = {k: ens[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
-    man["val_ensemble"]["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"
+    man["val_ensemble"] = val_ensemble_section(doc["results"]["ensemble"])
     _write(out_dir / "manifest.json", man, indent=2)
     return {"member": name, "ensemble_temperature": fitted["temperature"], "eval": doc}
 

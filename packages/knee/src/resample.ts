@@ -62,7 +62,7 @@ export interface Rect {
  * `outHeight`, as float32 grey levels.
  */
 export function resampleLinear(
-  src: Uint8Array | Float32Array,
+  src: Uint8Array,
   width: number,
   height: number,
   outWidth: number,
