@@ -12,8 +12,10 @@ its fixtures (PyTorch outputs on the fixture input); the ensemble temperature re
 the exported members (``models.calibrate``); the member's calibration from its training run; the
 new ensemble evaluated on the val PNGs from the exported files (``models.evaluate``: manifest
 ``val_ensemble``, ``eval.json`` and the PNGs in ``--eval-out``); and the replacement's provenance in
-the manifest's ``replaced`` list. The checkpoint's member must be in the model, under the same
-name and input size.
+the manifest's ``replaced`` list. The checkpoint's member must be in the model under the same name;
+it may take another input size when every member's input divides the largest by a whole factor
+(the ensemble is then given crops of the largest size and a smaller member sees their block means,
+as ``models.data.to_input`` and the Node runtime shrink them).
 """
 import argparse
 import datetime as _dt
@@ -29,6 +31,7 @@ import torch
 
 from .calibrate import calibrate, fixture_probabilities
 from .cpu_run import _cpu_name, export_shipped_member
+from .data import to_input
 from .evaluate import evaluate, format_table
 from .export import ensemble_fixture, member_fixture, sha256, val_ensemble_section
 from .onnx_io import torch_outputs
@@ -51,9 +54,11 @@ def replace_member(models_dir: Path, checkpoint: Path, out_dir: Path, data_dir: 
     if name not in names:
         raise ValueError(f"{checkpoint} holds member {name!r}; the model's members are {names}")
     i = names.index(name)
-    if trained.input_size != man["members"][i]["input"]["height"]:
-        raise ValueError(f"{name}: input {trained.input_size} px, the model's member takes "
-                         f"{man['members'][i]['input']['height']} px")
+    sizes = [m["input"]["height"] for j, m in enumerate(man["members"]) if j != i] + [trained.input_size]
+    crop = max(sizes)
+    if any(crop % s for s in sizes):
+        raise ValueError(f"{name}: input {trained.input_size} px; every member's input must divide the "
+                         f"ensemble's crop ({crop} px, its largest member's) by a whole factor, got {sizes}")
     replaced_sha256 = man["members"][i]["sha256"]
     shutil.copytree(models_dir, out_dir, dirs_exist_ok=True)
 
@@ -65,7 +70,14 @@ def replace_member(models_dir: Path, checkpoint: Path, out_dir: Path, data_dir: 
     fx_path = out_dir / man["fixtures"]["file"]
     fx = json.loads(fx_path.read_text())
     grey = np.asarray(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"])
-    outs = torch_outputs(model, grey.astype(np.float32) / 255.0)
+    if crop > grey.shape[-1]:
+        # A larger crop than before: the fixture input with every pixel repeated, so the other
+        # members, which see its block means (the runtime's and models.data.to_input's shrinking),
+        # see exactly the input their recorded outputs came from.
+        k = crop // grey.shape[-1]
+        grey = grey.repeat(k, axis=-2).repeat(k, axis=-1)
+        fx["input"].update(shape=list(grey.shape), grey_uint8=grey.reshape(-1).tolist())
+    outs = torch_outputs(model, to_input(torch.from_numpy(grey), trained.input_size).numpy())
     fx["members"][name] = member_fixture(outs)
     t_ens = float(man["ensemble"].get("temperature", 1.0))
     fx["ensemble"] = ensemble_fixture(fixture_probabilities(fx, man, t_ens), t_ens)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,43 @@ def test_replace_member_swaps_one_member(rehearsal, data_dir, repo_root, tmp_pat
     torch.save(ckpt, tmp_path / "tiny_c.pt")
     with pytest.raises(ValueError, match="tiny_c"):
         replace_member(rehearsal / "out", tmp_path / "tiny_c.pt", tmp_path / "m2", data_dir / "val", tmp_path / "e3")
+
+
+def test_replace_member_at_a_larger_input(rehearsal, data_dir, repo_root, tmp_path):
+    """A member retrained at twice the input: the ensemble's crop becomes its size; the fixture input
+    is the old one with every pixel repeated, so the untouched member, shown its 2x2 block means,
+    still gives the outputs recorded for it; a size that does not divide the crop is refused."""
+    if available_runtime() is None:
+        pytest.skip("no ONNX runtime (Python onnxruntime or onnxruntime-node)")
+    from models.replace_member import replace_member
+
+    def train(size: int, out: Path) -> Path:
+        p = subprocess.run([sys.executable, "-m", "models.train", "--config", "models/configs/smoke.json", "--member",
+                            "tiny_a", "--out", str(out), "--set", "epochs=1", "--set", f"input_size={size}"],
+                           cwd=repo_root, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return out / "tiny_a.pt"
+
+    before_fx = json.loads((rehearsal / "out" / "fixtures.json").read_text())
+    out = tmp_path / "model"
+    replace_member(rehearsal / "out", train(128, tmp_path / "r128"), out, data_dir / "val", tmp_path / "eval",
+                   limit_per_grade=2, command="test")
+    man = json.loads((out / "manifest.json").read_text())
+    fx = json.loads((out / "fixtures.json").read_text())
+    a, b = man["members"]
+    assert (a["input"]["height"], b["input"]["height"]) == (128, 64)
+    n = before_fx["input"]["shape"][0]
+    assert fx["input"]["shape"] == [n, 1, 128, 128]
+    big = np.array(fx["input"]["grey_uint8"], np.uint8).reshape(fx["input"]["shape"])
+    small = np.array(before_fx["input"]["grey_uint8"], np.uint8).reshape(before_fx["input"]["shape"])
+    assert (big[..., ::2, ::2] == small).all()
+    x = big.astype(np.float32) / 255
+    np.testing.assert_allclose(run_onnx(out / a["file"], x)["outputs"]["logits"].reshape(-1),
+                               fx["members"]["tiny_a"]["logits"]["data"], atol=1e-3)
+    shrunk = x.reshape(n, 1, 64, 2, 64, 2).mean(axis=(3, 5))
+    assert fx["members"]["tiny_b"] == before_fx["members"]["tiny_b"]
+    np.testing.assert_allclose(run_onnx(out / b["file"], shrunk)["outputs"]["logits"].reshape(-1),
+                               fx["members"]["tiny_b"]["logits"]["data"], atol=1e-3)
+    with pytest.raises(ValueError, match="divide"):
+        replace_member(rehearsal / "out", train(96, tmp_path / "r96"), tmp_path / "m2", data_dir / "val",
+                       tmp_path / "e2")

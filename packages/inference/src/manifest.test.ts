@@ -111,17 +111,27 @@ describe("loadModel", () => {
     await expectRefused(dir, "MODEL_INVALID", "member tiny_b: sha256 mismatch");
   });
 
-  it("refuses members that disagree on the input size", async () => {
-    const dir = await tampered((m) => {
-      const input = membersOf(m)[1]!.input as Record<string, unknown>;
-      input.height = 32;
-      input.width = 32;
-      input.shape = ["batch", 1, 32, 32];
-    });
-    expect(await loadModel(dir, { allowTestModel: true })).toMatchObject({
-      ok: false,
-      code: "MODEL_INVALID",
-      reason: expect.stringContaining("all members must take the same crop"),
+  it("refuses a member whose input is not the crop shrunk by one whole factor", async () => {
+    const resize = (h: number, w: number) =>
+      tampered((m) => {
+        const input = membersOf(m)[1]!.input as Record<string, unknown>;
+        input.height = h;
+        input.width = w;
+        input.shape = ["batch", 1, h, w];
+      });
+    for (const [h, w] of [
+      [48, 48],
+      [32, 16],
+    ] as const) {
+      expect(await loadModel(await resize(h, w), { allowTestModel: true })).toMatchObject({
+        ok: false,
+        code: "MODEL_INVALID",
+        reason: expect.stringContaining(`input size ${h}x${w} is not the ensemble's crop 64x64`),
+      });
+    }
+    // Half the crop is accepted (the runtime gives that member the crop's 2x2 block means).
+    expect(await loadModel(await resize(32, 32), { allowTestModel: true })).toMatchObject({
+      ok: true,
     });
   });
 

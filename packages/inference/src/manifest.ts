@@ -133,19 +133,35 @@ export const ManifestSchema = z
         issue(["members", i, "labels"], "differ from the manifest's labels");
       }
     });
-    const first = members[0];
+    // The ensemble's crop is the largest member input; a smaller member sees it shrunk by a
+    // whole factor (block means), the same factor down and across.
+    const crop = cropSize(members);
     members.forEach((m, i) => {
-      if (first && (m.input.height !== first.input.height || m.input.width !== first.input.width)) {
+      const fy = crop.height / m.input.height;
+      const fx = crop.width / m.input.width;
+      if (!Number.isInteger(fy) || fy !== fx) {
         issue(
           ["members", i, "input"],
-          `input size ${m.input.height}x${m.input.width} differs from member ${first.name}'s ` +
-            `${first.input.height}x${first.input.width}: all members must take the same crop`,
+          `input size ${m.input.height}x${m.input.width} is not the ensemble's crop ` +
+            `${crop.height}x${crop.width} shrunk by one whole factor: every member takes the ` +
+            "crop itself or the crop shrunk 2, 3, … times",
         );
       }
     });
   });
 
 export type ModelManifest = z.infer<typeof ManifestSchema>;
+
+/** The crop an ensemble is given: its largest member input (every other one divides it). */
+export function cropSize(members: readonly { input: { height: number; width: number } }[]): {
+  height: number;
+  width: number;
+} {
+  return {
+    height: Math.max(...members.map((m) => m.input.height)),
+    width: Math.max(...members.map((m) => m.input.width)),
+  };
+}
 export type ManifestMember = ModelManifest["members"][number];
 
 export type ModelCheckCode = "MODEL_MISSING" | "MODEL_INVALID" | "MODEL_NOT_FOR_PATIENTS";

@@ -6,7 +6,9 @@
 import { performance } from "node:perf_hooks";
 import { createLogger, type Logger } from "@kneegrade/log";
 import * as ort from "onnxruntime-node";
+import { boxDownsample } from "./downsample.ts";
 import {
+  cropSize,
   type LocaliserSettings,
   type ManifestMember,
   type ModelManifest,
@@ -50,7 +52,9 @@ export interface EnsembleOptions {
 }
 
 /**
- * One knee crop of exactly the model's input size, row-major grey on the 0–255 scale: 8-bit
+ * One knee crop of exactly the model's input size (its largest member's; a member with a smaller
+ * input sees the crop shrunk by a whole factor, see {@link boxDownsample}), row-major grey on the
+ * 0–255 scale: 8-bit
  * (Uint8Array), or Float32Array when the crop was resampled in float (as the toolkit's area
  * interpolation does for a model whose input is not 224 px), so nothing is lost to rounding.
  */
@@ -151,8 +155,7 @@ export class Ensemble {
     this.loaded = loaded;
     this.maxBatch = maxBatch;
     this.labels = manifest.labels;
-    const first = manifest.members[0]!.input;
-    this.inputSize = { height: first.height, width: first.width };
+    this.inputSize = cropSize(manifest.members);
     this.members = loaded.map((m) => ({
       name: m.spec.name,
       provider: m.provider,
@@ -302,16 +305,14 @@ export class Ensemble {
     const tensors = new Map<string, ort.Tensor>();
     for (const m of this.loaded) {
       const { name, channels, height, width, intensity } = m.spec.input;
-      const key = `${channels}/${intensity.scale}/${intensity.offset}`;
+      // A member with a smaller input sees the crop shrunk by a whole factor (manifest check).
+      const factor = this.inputSize.height / height;
+      const key = `${channels}/${intensity.scale}/${intensity.offset}/${factor}`;
       let tensor = tensors.get(key);
       if (!tensor) {
-        const data = toFloatNchw(
-          crops,
-          channels,
-          height * width,
-          intensity.scale,
-          intensity.offset,
-        );
+        const { height: h, width: w } = this.inputSize;
+        const seen = factor === 1 ? crops : crops.map((c) => boxDownsample(c, h, w, factor));
+        const data = toFloatNchw(seen, channels, height * width, intensity.scale, intensity.offset);
         tensor = new ort.Tensor("float32", data, [crops.length, channels, height, width]);
         tensors.set(key, tensor);
       }
