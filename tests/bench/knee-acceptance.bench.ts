@@ -5,7 +5,7 @@
  * of knees reported, and for the knees that were not: whether the template stage missed them or
  * the verifier refused them. A quality measurement of the localiser, not of the grade.
  *
- *   npx tsx tests/bench/knee-acceptance.bench.ts [--images 50]
+ *   npx tsx tests/bench/knee-acceptance.bench.ts [--images 50] [--no-spacing]
  */
 import { readdirSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -13,7 +13,13 @@ import { closeLocaliserThread, findKnees } from "@kneegrade/knee";
 import { readRadiographFile } from "@kneegrade/pixels";
 import { composeBilateral, radiographDicom, SHARED_DATA } from "@kneegrade/samples";
 
-const { values } = parseArgs({ options: { images: { type: "string", default: "50" } } });
+const { values } = parseArgs({
+  options: {
+    images: { type: "string", default: "50" },
+    // Localise as for an export without PixelSpacing: sizes relative to the image.
+    "no-spacing": { type: "boolean", default: false },
+  },
+});
 const images = Number(values.images);
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 const byGrade = [0, 1, 2, 3, 4].map((g) =>
@@ -41,7 +47,7 @@ for (let i = 0; i < images; i++) {
       width: radiograph.width,
       height: radiograph.height,
       data: radiograph.display,
-      spacingMm: radiograph.spacing ? radiograph.spacing.rowMm : null,
+      spacingMm: radiograph.spacing && !values["no-spacing"] ? radiograph.spacing.rowMm : null,
     },
     header,
     112,
@@ -72,7 +78,7 @@ const total = stats.reduce((a, s) => ({
   reported: a.reported + s.reported,
 }));
 console.log(
-  `Knees reported on ${images} composed bilateral radiographs (${total.knees} real val knees), ${((Date.now() - started) / 1000).toFixed(0)} s:`,
+  `Knees reported on ${images} composed bilateral radiographs (${total.knees} real val knees${values["no-spacing"] ? ", pixel spacing withheld" : ""}), ${((Date.now() - started) / 1000).toFixed(0)} s:`,
 );
 console.log("| KL | knees | reported | share |");
 console.log("| --- | --- | --- | --- |");

@@ -159,7 +159,7 @@ export async function benchLocalise(opts: { runs?: number; baselineRev?: string 
       }
     }
     rows.push({
-      spacing: spacingKnown ? "known (60–170 mm)" : "unknown (8–70 % of the side)",
+      spacing: spacingKnown ? "known (60–170 mm)" : "unknown (12–70 % of the side)",
       beforeWallMs: median(wall.before),
       afterWallMs: median(wall.after),
       beforeCpuMs: median(cpu.before),

@@ -91,6 +91,27 @@ describe("knee localisation on full radiographs composed from real crops", () =>
     expect(Math.hypot(knee!.cx - truth.cx, knee!.cy - truth.cy) * 0.15).toBeLessThan(12);
   });
 
+  it("finds a knee of 13 % of the shorter side without pixel spacing (the search's smallest is 12 %)", async () => {
+    // A 62-mm knee on a 470-mm-wide image: about the smallest knee any detector makes.
+    const r = await composeRadiograph({
+      widthMm: 560,
+      heightMm: 470,
+      spacingMm: 0.3,
+      knees: [{ png: crop(2, 11), xMm: 300, yMm: 220, sideMm: 62 }],
+    });
+    const found = await localiseKnees({
+      width: r.width,
+      height: r.height,
+      data: display(r.stored),
+    });
+    expect(found.knees).toHaveLength(1);
+    const truth = r.truth[0]!;
+    const [knee] = found.knees;
+    expect(Math.hypot(knee!.cx - truth.cx, knee!.cy - truth.cy) * 0.3).toBeLessThan(8);
+    expect(knee!.side / truth.side).toBeGreaterThan(0.85);
+    expect(knee!.side / truth.side).toBeLessThan(1.15);
+  });
+
   it("refuses the WG04 radiograph (distal tibia and ankle, no knee joint)", async () => {
     const ds = dicomParser.parseDicom(readFileSync(`${WG04_DIR}RG3_UNC.dcm`));
     const pd = ds.elements.x7fe00010!;

@@ -7,7 +7,7 @@
  * Search: the display image is reduced once (the "base": just fine enough for refinement at the
  * smallest size searched), then a small pyramid from it so that a candidate knee square becomes the
  * template's coarse size, for a range of physical sizes (60–170 mm when the pixel spacing is known,
- * otherwise 8–70 % of the shorter image side); the best local maxima over all scales are kept with
+ * otherwise 12–70 % of the shorter image side); the best local maxima over all scales are kept with
  * non-maximum suppression, then refined at the template's full size. At most two knees
  * (bilateral). The correlations run in onnxruntime (ncc.ts), off the event loop.
  *
@@ -145,16 +145,26 @@ async function resizeGrey(img: GreyImage, width: number, height: number): Promis
   return { width, height, data: new Uint8Array(buf.buffer, buf.byteOffset, buf.length) };
 }
 
+/** Knee squares searched, mm (pixel spacing known). */
+const KNEE_MM = { min: 60, max: 170 } as const;
+/**
+ * Knee squares searched without a pixel spacing, as shares of the image's shorter side. The
+ * smallest: a 60-mm knee on a 500-mm shorter side — no detector is wider (43 × 43 cm is the
+ * largest; stitched long-leg images are as narrow), and an export cut from a larger image only
+ * makes the knee a larger share of it.
+ */
+const KNEE_SHARE = { min: 0.12, max: 0.7 } as const;
+
 function sidesToSearch(img: GreyImage, spacingMm: number | null | undefined): number[] {
   const shorter = Math.min(img.width, img.height);
   let lo: number;
   let hi: number;
   if (spacingMm && spacingMm > 0) {
-    lo = 60 / spacingMm;
-    hi = 170 / spacingMm;
+    lo = KNEE_MM.min / spacingMm;
+    hi = KNEE_MM.max / spacingMm;
   } else {
-    lo = 0.08 * shorter;
-    hi = 0.7 * shorter;
+    lo = KNEE_SHARE.min * shorter;
+    hi = KNEE_SHARE.max * shorter;
   }
   hi = Math.min(hi, shorter);
   lo = Math.max(lo, COARSE * 2);
