@@ -6,7 +6,7 @@
 import { performance } from "node:perf_hooks";
 import { createLogger, type Logger } from "@kneegrade/log";
 import * as ort from "onnxruntime-node";
-import { boxDownsample } from "./downsample.ts";
+import { areaResize } from "./area.ts";
 import {
   cropSize,
   type LocaliserSettings,
@@ -53,7 +53,7 @@ export interface EnsembleOptions {
 
 /**
  * One knee crop of exactly the model's input size (its largest member's; a member with a smaller
- * input sees the crop shrunk by a whole factor, see {@link boxDownsample}), row-major grey on the
+ * input sees the crop shrunk by a whole factor, see {@link areaResize}), row-major grey on the
  * 0–255 scale: 8-bit
  * (Uint8Array), or Float32Array when the crop was resampled in float (as the toolkit's area
  * interpolation does for a model whose input is not 224 px), so nothing is lost to rounding.
@@ -311,7 +311,10 @@ export class Ensemble {
       let tensor = tensors.get(key);
       if (!tensor) {
         const { height: h, width: w } = this.inputSize;
-        const seen = factor === 1 ? crops : crops.map((c) => boxDownsample(c, h, w, factor));
+        const seen =
+          factor === 1
+            ? crops
+            : crops.map((c) => areaResize(c, { height: h, width: w }, { height, width }));
         const data = toFloatNchw(seen, channels, height * width, intensity.scale, intensity.offset);
         tensor = new ort.Tensor("float32", data, [crops.length, channels, height, width]);
         tensors.set(key, tensor);

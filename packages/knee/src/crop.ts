@@ -7,12 +7,15 @@
  * We use a 4×4 tile grid (56-px tiles at 224 px) with a slope limit of 2: mild enough that an
  * already enhanced crop changes by ≈ 2.6 grey levels on average, so it is not enhanced twice.
  */
+import { areaResize } from "@kneegrade/inference";
 import sharp from "sharp";
 import type { GreyImage, KneeCandidate } from "./localise.ts";
 
 export const TRAINING_CROP_SIZE = 224;
 export const CLAHE = { width: 56, height: 56, maxSlope: 2 } as const;
 
+/** A square image size. */
+export const squareOf = (side: number) => ({ height: side, width: side });
 const raw = (width: number, height: number) => ({ raw: { width, height, channels: 1 as const } });
 
 /** The knee's square, `side` pixels, black outside the image. */
@@ -63,30 +66,6 @@ export interface KneeCrop {
   input: Float32Array;
 }
 
-/**
- * Area resampling exactly as the toolkit's `to_input` (PyTorch `F.interpolate(mode="area")`, i.e.
- * adaptive average pooling): output cell i averages input cells floor(i·n/m) … ceil((i+1)·n/m)−1.
- */
-export function areaResize(src: ArrayLike<number>, n: number, m: number): Float32Array {
-  const out = new Float32Array(m * m);
-  if (n === m) {
-    for (let i = 0; i < out.length; i++) out[i] = src[i]!;
-    return out;
-  }
-  const start = (i: number) => Math.floor((i * n) / m);
-  const end = (i: number) => Math.ceil(((i + 1) * n) / m);
-  for (let y = 0; y < m; y++) {
-    for (let x = 0; x < m; x++) {
-      let sum = 0;
-      for (let sy = start(y); sy < end(y); sy++) {
-        for (let sx = start(x); sx < end(x); sx++) sum += src[sy * n + sx]!;
-      }
-      out[y * m + x] = sum / ((end(y) - start(y)) * (end(x) - start(x)));
-    }
-  }
-  return out;
-}
-
 /** The model's input for one knee of a full radiograph. */
 export async function cutKnee(
   img: GreyImage,
@@ -100,7 +79,11 @@ export async function cutKnee(
     height: TRAINING_CROP_SIZE,
     data: at224,
   });
-  return { crop224, plain224: at224, input: areaResize(crop224, TRAINING_CROP_SIZE, inputSize) };
+  return {
+    crop224,
+    plain224: at224,
+    input: areaResize(crop224, squareOf(TRAINING_CROP_SIZE), squareOf(inputSize)),
+  };
 }
 
 /**
@@ -116,5 +99,5 @@ export async function cropFromImageFile(bytes: Uint8Array, inputSize: number): P
     .toBuffer({ resolveWithObject: true });
   const grey: GreyImage = { width: info.width, height: info.height, data: new Uint8Array(data) };
   const crop224 = await resize(grey, TRAINING_CROP_SIZE);
-  return { crop224, input: areaResize(crop224, TRAINING_CROP_SIZE, inputSize) };
+  return { crop224, input: areaResize(crop224, squareOf(TRAINING_CROP_SIZE), squareOf(inputSize)) };
 }

@@ -3,7 +3,6 @@ import { composeBilateral, composeRadiograph, type PlacedKnee } from "@kneegrade
 import dicomParser from "dicom-parser";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
-import { areaResize } from "./crop.ts";
 import { findKnees } from "./find.ts";
 import { assignLaterality, rowDirection } from "./laterality.ts";
 import { decideKnees, type KneeCandidate, localiseKnees } from "./localise.ts";
@@ -242,14 +241,5 @@ describe("laterality", () => {
     expect(
       assignLaterality([{ cx: 150 }], 1000, { patientOrientation: "L\\F" })[0]?.laterality,
     ).toBe("R");
-  });
-});
-
-describe("areaResize", () => {
-  it("averages the cells PyTorch's area interpolation averages", () => {
-    // 3 → 2: cells [0, 2) and [1, 3) on each axis.
-    const src = [1, 2, 3, 4, 5, 6, 7, 8, 9];
-    expect(Array.from(areaResize(src, 3, 2))).toEqual([3, 4, 6, 7]);
-    expect(Array.from(areaResize(src, 3, 3))).toEqual(src);
   });
 });

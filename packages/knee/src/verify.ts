@@ -6,8 +6,10 @@
  * knees) reads the 224-px CLAHE crop, area-resized to 56 px. Its measured figures are in
  * assets/knee-verifier.json and docs/GRADING.md. A knee is reported only when both stages agree.
  */
+
+import { areaResize } from "@kneegrade/inference";
 import * as ort from "onnxruntime-node";
-import { areaResize, TRAINING_CROP_SIZE } from "./crop.ts";
+import { squareOf, TRAINING_CROP_SIZE } from "./crop.ts";
 
 const VERIFIER = new URL("../assets/knee-verifier.onnx", import.meta.url);
 const SIZE = 56;
@@ -36,7 +38,7 @@ export async function verifyKneeCrops(crops224: Uint8Array[]): Promise<KneeVerdi
   const s = await session;
   const input = new Float32Array(crops224.length * SIZE * SIZE);
   for (const [i, crop] of crops224.entries()) {
-    const small = areaResize(crop, TRAINING_CROP_SIZE, SIZE);
+    const small = areaResize(crop, squareOf(TRAINING_CROP_SIZE), squareOf(SIZE));
     for (let j = 0; j < small.length; j++) input[i * SIZE * SIZE + j] = small[j]! / 255;
   }
   const out = await s.run({
