@@ -6,14 +6,10 @@
  * to the ensemble's input with it, and a member that takes a smaller input than the ensemble's
  * crop sees the crop shrunk with it, so every member sees what it was trained and checked on.
  */
-
-export interface Size {
-  readonly height: number;
-  readonly width: number;
-}
+import type { InputSize } from "./runtime.ts";
 
 /** `src` (`from`, row-major grey) resampled to `to` by area averaging. */
-export function areaResize(src: ArrayLike<number>, from: Size, to: Size): Float32Array {
+export function areaResize(src: ArrayLike<number>, from: InputSize, to: InputSize): Float32Array {
   for (const s of [from, to]) {
     if (!Number.isInteger(s.height) || !Number.isInteger(s.width) || s.height < 1 || s.width < 1)
       throw new RangeError(`not an image size: ${s.width}x${s.height}`);

@@ -1,4 +1,4 @@
-export { areaResize, type Size } from "./area.ts";
+export { areaResize } from "./area.ts";
 export {
   BatcherClosedError,
   type BatchInfo,

@@ -310,11 +310,8 @@ export class Ensemble {
       const key = `${channels}/${intensity.scale}/${intensity.offset}/${factor}`;
       let tensor = tensors.get(key);
       if (!tensor) {
-        const { height: h, width: w } = this.inputSize;
         const seen =
-          factor === 1
-            ? crops
-            : crops.map((c) => areaResize(c, { height: h, width: w }, { height, width }));
+          factor === 1 ? crops : crops.map((c) => areaResize(c, this.inputSize, { height, width }));
         const data = toFloatNchw(seen, channels, height * width, intensity.scale, intensity.offset);
         tensor = new ort.Tensor("float32", data, [crops.length, channels, height, width]);
         tensors.set(key, tensor);
