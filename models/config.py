@@ -41,6 +41,7 @@ DEFAULTS = {
     "bf16": "auto",                # CPU training precision: "auto" (bf16 autocast where the CPU has it), true, false
     "budget_weight": 1.0,          # models.cpu_run: this member's share of the run's time budget
     "threads": 0,                  # torch CPU threads (0: leave torch's default)
+    "ensemble_rule": "mean_calibrated_probabilities",  # or "mean_calibrated_log_probabilities" (models.metrics.pool)
     "members": [{"name": "resnet_slim", "backbone": "resnet_slim"}],
 }
 

@@ -30,7 +30,7 @@ import torch
 
 from .config import apply_overrides, load_config, member_config, resolve
 from .evaluate import evaluate, format_table
-from .metrics import ensemble_probabilities, fit_ensemble_temperature, report, softmax
+from .metrics import check_rule, ensemble_probabilities, fit_ensemble_temperature, pool, report, softmax
 from .export import member_entry, val_ensemble_section, write_fixtures, write_manifest
 from .gpu_run import ort_parity
 from .onnx_io import compact_model, export_onnx, store_initializers_fp16
@@ -98,6 +98,7 @@ def main(argv=None):
         raise SystemExit(f"{work} holds an interrupted run: pass --resume, or remove the folder to start over")
     log = make_logger(work / "train_log.txt")
     cfg = apply_overrides(load_config(args.config), args.set)
+    check_rule(cfg["ensemble_rule"])  # now, not after hours of training
     if args.resume and run_path.exists():
         run = json.loads(run_path.read_text())
         if args.time_budget_s:
@@ -165,9 +166,10 @@ def main(argv=None):
     ckpts_final = [load_checkpoint(work / f"{mc['name']}.pt")[1] for mc in members]
     have_logits = all("val_logits" in c for c in ckpts_final)
     member_probs = [softmax(c["val_logits"], e["temperature"]) for c, e in zip(ckpts_final, entries)] if have_logits else []
-    t_ens = round(fit_ensemble_temperature(member_probs, vy), 4) if have_logits else 1.0
-    log(f"ensemble temperature {t_ens}")
-    fx = write_fixtures(models, out, [e["temperature"] for e in entries], t_ens)
+    rule = cfg["ensemble_rule"]
+    t_ens = round(fit_ensemble_temperature(member_probs, vy, rule), 4) if have_logits else 1.0
+    log(f"ensemble rule {rule}, temperature {t_ens}")
+    fx = write_fixtures(models, out, [e["temperature"] for e in entries], t_ens, rule)
     run["wall_s"] += time.time() - t_begin
     provenance = {"run": {"kind": "cpu_run", "device": _cpu_name(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "python": platform.python_version(),
@@ -177,7 +179,7 @@ def main(argv=None):
                           "git_commit": run["git_commit"], "started_utc": run["started_utc"],
                           "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
                           "sessions": run["sessions"]}}
-    write_manifest(entries, out, args.status, fx, provenance, t_ens)
+    write_manifest(entries, out, args.status, fx, provenance, t_ens, rule)
     # Calibration on val from the training run's own val logits (float32, trained weights):
     # ECE of each member and of the ensemble before (T = 1) and after temperature scaling.
     if have_logits:
@@ -186,10 +188,10 @@ def main(argv=None):
             calib[mc["name"]] = {"ece_T1": report(softmax(c["val_logits"]), vy)["ece"],
                                  "ece_fitted": report(softmax(c["val_logits"], e["temperature"]), vy)["ece"],
                                  "temperature": e["temperature"]}
-        p1 = np.mean([softmax(c["val_logits"]) for c in ckpts_final], 0)
-        pt = np.mean(member_probs, 0)
+        p1 = pool([softmax(c["val_logits"]) for c in ckpts_final], rule)
+        pt = pool(member_probs, rule)
         calib["ensemble"] = {"ece_T1": report(p1, vy)["ece"], "ece_fitted": report(pt, vy)["ece"],
-                             "ece_ensemble_temperature": report(ensemble_probabilities(member_probs, t_ens), vy)["ece"],
+                             "ece_ensemble_temperature": report(ensemble_probabilities(member_probs, t_ens, rule), vy)["ece"],
                              "temperature": t_ens}
         provenance["calibration_val"] = calib
         log("calibration on val (ECE T=1 -> fitted): " + ", ".join(
@@ -197,7 +199,7 @@ def main(argv=None):
             + f"; ensemble temperature {t_ens} -> {calib['ensemble']['ece_ensemble_temperature']:.3f}")
     doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval", cfg.get("val_limit_per_grade"))
     provenance["val_ensemble"] = val_ensemble_section(doc["results"]["ensemble"])
-    write_manifest(entries, out, args.status, fx, provenance, t_ens)
+    write_manifest(entries, out, args.status, fx, provenance, t_ens, rule)
     log(format_table(doc))
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     log(f"cpu_run done: {out} holds {total / 2**20:.1f} MiB; training wall time {run['wall_s']:.0f}s")

@@ -17,7 +17,7 @@ import torch
 
 from . import LABELS
 from .data import load_folder, to_input
-from .metrics import ensemble_probabilities, report, softmax
+from .metrics import MEAN, ensemble_probabilities, report, softmax
 from .onnx_io import available_runtime, run_onnx
 
 
@@ -150,9 +150,10 @@ def evaluate(data_dir: Path, models_dir: Path, out_dir: Path, limit_per_grade=No
         p = softmax(logits, m["temperature"])
         probs.append(p)
         results[m["name"]] = dict(report(p, y), temperature=m["temperature"], backend=m["backend"])
-    t_ens = float(((man or {}).get("ensemble") or {}).get("temperature", 1.0))
-    p_ens = ensemble_probabilities(probs, t_ens)
-    results["ensemble"] = dict(report(p_ens, y), rule="mean_calibrated_probabilities", temperature=t_ens)
+    section = (man or {}).get("ensemble") or {}
+    t_ens, rule = float(section.get("temperature", 1.0)), section.get("rule", MEAN)
+    p_ens = ensemble_probabilities(probs, t_ens, rule)
+    results["ensemble"] = dict(report(p_ens, y), rule=rule, temperature=t_ens)
     curves = {}
     for name, p in [*zip([m["name"] for m in members], probs), ("ensemble", p_ens)]:
         results[name]["reliability"] = reliability_bins(p, y)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import LABELS
-from .metrics import ensemble_probabilities, softmax
+from .metrics import LOG_MEAN, MEAN, check_rule, ensemble_probabilities, softmax
 from .onnx_io import export_onnx, output_names, torch_outputs
 from .train import load_checkpoint
 
@@ -116,12 +116,15 @@ def ensemble_fixture(p: np.ndarray, temperature: float) -> dict:
     return {"probabilities": np.round(p, 6).tolist(), "grades": p.argmax(1).tolist(), "temperature": temperature}
 
 
-def ensemble_section(temperature: float) -> dict:
+_POOLS = {MEAN: "q = mean over members of softmax(logits_m / temperature_m)",
+          LOG_MEAN: "q = softmax(mean over members of log softmax(logits_m / temperature_m))"}
+
+
+def ensemble_section(temperature: float, rule: str = MEAN) -> dict:
     """The manifest's "ensemble": the rule the runtimes apply, with the ensemble temperature."""
-    return {"rule": "mean_calibrated_probabilities", "temperature": temperature,
-            "formula": "q = mean over members of softmax(logits_m / temperature_m); "
-                       "p = q ** (1 / temperature) renormalised (the ensemble temperature, fitted "
-                       "on val; 1 keeps q); grade = argmax p"}
+    return {"rule": check_rule(rule), "temperature": temperature,
+            "formula": f"{_POOLS[rule]}; p = q ** (1 / temperature) renormalised (the ensemble "
+                       "temperature, fitted on val; 1 keeps q); grade = argmax p"}
 
 
 def member_fixture(outputs: Dict[str, np.ndarray]) -> dict:
@@ -132,11 +135,14 @@ def member_fixture(outputs: Dict[str, np.ndarray]) -> dict:
 def val_ensemble_section(ensemble: dict) -> dict:
     """The manifest's "val_ensemble": models.evaluate's ensemble figures on the val PNGs."""
     section = {k: ensemble[k] for k in ("n", "accuracy", "qwk", "mae", "ece", "per_grade_accuracy")}
+    if "rule" in ensemble:
+        section["rule"] = ensemble["rule"]
     section["source"] = "knee-kl/val original PNGs, exported ONNX files (models.evaluate)"
     return section
 
 
-def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensemble_temperature: float = 1.0) -> Path:
+def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensemble_temperature: float = 1.0,
+                   rule: str = MEAN) -> Path:
     """Inputs (as uint8 grey levels) and the PyTorch outputs of every member, plus the ensemble."""
     size = models[0].input_size
     grey = fixture_input(size)
@@ -151,7 +157,7 @@ def write_fixtures(models: List, out_dir: Path, temperatures: List[float], ensem
         outs = torch_outputs(m, image)
         doc["members"][m.member_name] = member_fixture(outs)
         probs.append(softmax(outs["logits"], t))
-    doc["ensemble"] = ensemble_fixture(ensemble_probabilities(probs, ensemble_temperature), ensemble_temperature)
+    doc["ensemble"] = ensemble_fixture(ensemble_probabilities(probs, ensemble_temperature, rule), ensemble_temperature)
     path = Path(out_dir) / FIXTURES_FILE
     path.write_text(json.dumps(doc))
     return path
@@ -168,7 +174,7 @@ def localiser_section(out_dir: Path) -> dict:
 
 
 def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Optional[Path] = None,
-                   extra: Optional[dict] = None, ensemble_temperature: float = 1.0) -> Path:
+                   extra: Optional[dict] = None, ensemble_temperature: float = 1.0, rule: str = MEAN) -> Path:
     man = {
         "schema_version": SCHEMA_VERSION,
         "kind": "kneegrade-kl-ensemble",
@@ -178,7 +184,7 @@ def write_manifest(entries: List[dict], out_dir: Path, status: str, fixtures: Op
         "labels": LABELS,
         "label_meaning": "Kellgren-Lawrence grade 0-4 of one knee",
         "members": entries,
-        "ensemble": ensemble_section(ensemble_temperature),
+        "ensemble": ensemble_section(ensemble_temperature, rule),
         "data": DATA_SOURCE,
         "localiser": localiser_section(out_dir),
     }

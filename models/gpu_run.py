@@ -24,7 +24,7 @@ import torch
 from .config import apply_overrides, load_config, member_config, resolve
 from .data import to_input
 from .export import member_entry, write_fixtures, write_manifest
-from .metrics import report, softmax
+from .metrics import check_rule, pool, report, softmax
 from .onnx_io import available_runtime, export_onnx, run_onnx, torch_outputs
 from .train import REPO_ROOT, load_split, make_logger, pick_device, state_path, train_member
 
@@ -80,6 +80,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     log = make_logger(out / "train_log.txt")
     cfg = apply_overrides(load_config(args.config), args.set)
+    rule = check_rule(cfg["ensemble_rule"])  # now, not after the training
     pack_dir = resolve(args.pack_dir, REPO_ROOT)
     cfg["train_pack"], cfg["val_pack"] = str(pack_dir / "train.kgpack"), str(pack_dir / "val.kgpack")
     device = pick_device()
@@ -144,10 +145,10 @@ def main(argv=None):
                         "val": ckpt["val"]}, out / f"{mc['name']}.pt")
             failed.append(mc["name"])
         if models:
-            fx = write_fixtures(models, out, [e["temperature"] for e in entries])
+            fx = write_fixtures(models, out, [e["temperature"] for e in entries], rule=rule)
             write_manifest(entries, out, args.status, fx,
                            {"run": {"device": dev_name, "torch": torch.__version__, "incomplete": failed,
-                                    "elapsed_s": round(time.time() - t_begin, 1)}})
+                                    "elapsed_s": round(time.time() - t_begin, 1)}}, rule=rule)
 
     if models:
         # Ensemble on the (WebP-packed) val split; the PNG evaluation is models.evaluate's job.
@@ -164,17 +165,18 @@ def main(argv=None):
             p = softmax(logits, e["temperature"])
             probs.append(p)
             results[e["name"]] = dict(report(p, vy), backend=backend, temperature=e["temperature"])
-        results["ensemble"] = dict(report(np.mean(probs, 0), vy), rule="mean_calibrated_probabilities")
+        results["ensemble"] = dict(report(pool(probs, rule), vy), rule=rule)
         (out / "eval_val.json").write_text(json.dumps({"data": "val (packed)", "results": results}, indent=2))
         for name, r in results.items():
             log(f"val {name}: acc {r['accuracy']:.4f} qwk {r['qwk']:.4f} mae {r['mae']:.3f} ece {r['ece']:.3f} "
                 f"per grade {[round(v, 3) if v is not None else None for v in r['per_grade_accuracy']]}")
-        fx = write_fixtures(models, out, [e["temperature"] for e in entries])
+        fx = write_fixtures(models, out, [e["temperature"] for e in entries], rule=rule)
         write_manifest(entries, out, args.status, fx,
                        {"run": {"device": dev_name, "torch": torch.__version__, "incomplete": failed,
                                 "elapsed_s": round(time.time() - t_begin, 1)},
                         "val_ensemble": {k: results["ensemble"][k] for k in ("accuracy", "qwk", "mae", "ece",
-                                                                              "per_grade_accuracy")}})
+                                                                              "per_grade_accuracy", "rule")}},
+                       rule=rule)
     files = sorted(p.name for p in out.iterdir())
     log(f"gpu_run done in {time.time() - t_begin:.1f}s; $OUT: {files}; failed: {failed}")
     if len(files) > 8:

@@ -56,19 +56,43 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(min(fine, key=lambda t: nll(logits, y, t)))
 
 
-def ensemble_probabilities(member_probs, t: float = 1.0) -> np.ndarray:
-    """The ensemble rule: the mean of the members' calibrated probabilities, then sharpened or
-    flattened by the ensemble temperature ``t`` (p ** (1 / t), renormalised; ``t`` = 1 keeps the
-    mean). The grade, argmax p, does not depend on ``t``."""
-    p = np.mean(member_probs, 0)
+MEAN = "mean_calibrated_probabilities"
+LOG_MEAN = "mean_calibrated_log_probabilities"
+ENSEMBLE_RULES = (MEAN, LOG_MEAN)
+
+
+def check_rule(rule: str) -> str:
+    """``rule`` if it is an ensemble rule, else ValueError naming the known ones."""
+    if rule not in ENSEMBLE_RULES:
+        raise ValueError(f"unknown ensemble rule {rule!r}; known: {', '.join(ENSEMBLE_RULES)}")
+    return rule
+
+
+def pool(member_probs, rule: str = MEAN) -> np.ndarray:
+    """The members' calibrated probabilities pooled into one distribution per knee.
+
+    ``mean_calibrated_probabilities``: their arithmetic mean (a mixture). ``mean_calibrated_log_probabilities``:
+    the normalised geometric mean, softmax of the mean of log p (a product of experts; the same as
+    averaging the temperature-scaled logits), where a grade only keeps its weight if every member
+    gives it some."""
+    if check_rule(rule) == MEAN:
+        return np.mean(member_probs, 0)
+    return softmax(np.mean([np.log(np.clip(p, 1e-12, None)) for p in member_probs], 0))
+
+
+def ensemble_probabilities(member_probs, t: float = 1.0, rule: str = MEAN) -> np.ndarray:
+    """The ensemble rule: the members' calibrated probabilities pooled (:func:`pool`), then
+    sharpened or flattened by the ensemble temperature ``t`` (p ** (1 / t), renormalised; ``t`` = 1
+    keeps the pool). The grade, argmax p, does not depend on ``t``."""
+    p = pool(member_probs, rule)
     if t == 1.0:
         return p
     return softmax(np.log(np.clip(p, 1e-12, None)), t)
 
 
-def fit_ensemble_temperature(member_probs, y: np.ndarray) -> float:
+def fit_ensemble_temperature(member_probs, y: np.ndarray, rule: str = MEAN) -> float:
     """The ensemble temperature minimising the NLL of :func:`ensemble_probabilities` on ``y``."""
-    return fit_temperature(np.log(np.clip(np.mean(member_probs, 0), 1e-12, None)), y)
+    return fit_temperature(np.log(np.clip(pool(member_probs, rule), 1e-12, None)), y)
 
 
 def report(probs: np.ndarray, y_true: np.ndarray, k: int = 5) -> Dict[str, object]:

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from models.data import augment, load_folder, read_pack, to_input, write_pack
-from models.metrics import (ece, ensemble_probabilities, fit_ensemble_temperature, fit_temperature, nll, qwk,
-                            report, softmax)
+from models.metrics import (LOG_MEAN, MEAN, ece, ensemble_probabilities, fit_ensemble_temperature,
+                            fit_temperature, nll, pool, qwk, report, softmax)
 
 
 def test_qwk_values():
@@ -36,6 +36,28 @@ def test_temperature_fit_recovers_known_temperature():
     y = np.array([rs.choice(5, p=p) for p in softmax(true_logits)])
     t = fit_temperature(true_logits * 3.0, y)   # over-confident by 3x
     assert t == pytest.approx(3.0, rel=0.1)
+
+
+def test_log_mean_rule_is_the_normalised_geometric_mean():
+    """The second rule pools log-probabilities: softmax of the members' mean log p, which equals the
+    softmax of their mean temperature-scaled logits; a grade one member all but rules out loses the
+    weight the arithmetic mean would give it."""
+    rng = np.random.default_rng(5)
+    logits = [rng.normal(0, 2, (50, 5)) for _ in range(3)]
+    temps = [0.8, 1.0, 1.3]
+    members = [softmax(z, t) for z, t in zip(logits, temps)]
+    geo = pool(members, LOG_MEAN)
+    np.testing.assert_allclose(geo, softmax(np.mean([z / t for z, t in zip(logits, temps)], 0)), atol=1e-9)
+    np.testing.assert_allclose(ensemble_probabilities(members, rule=LOG_MEAN), geo)
+    np.testing.assert_allclose(ensemble_probabilities(members), np.mean(members, 0))
+    # Member 1 is sure of grade 0, member 2 of grade 1 with grade 0 nearly impossible: the mean
+    # votes 0 (0.45 vs 0.35), the geometric mean 1 (0.25 vs 0.03).
+    a, b = np.array([[0.9, 0.1, 0, 0, 0]]) + 1e-3, np.array([[1e-4, 0.6, 0.4, 0, 0]]) + 1e-3
+    assert pool([a, b], MEAN).argmax() == 0 and pool([a, b], LOG_MEAN).argmax() == 1
+    t = fit_ensemble_temperature(members, rng.integers(0, 5, 50), LOG_MEAN)
+    assert (ensemble_probabilities(members, t, LOG_MEAN).argmax(1) == geo.argmax(1)).all()
+    with pytest.raises(ValueError, match="unknown ensemble rule"):
+        pool(members, "median")
 
 
 def test_ensemble_temperature_sharpens_without_changing_grades():

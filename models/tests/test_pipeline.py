@@ -146,6 +146,40 @@ def test_calibrate_writes_the_ensemble_temperature(rehearsal, data_dir, tmp_path
     assert man["calibration_val"]["ensemble"]["ece_ensemble_temperature"] == result["ece_after"]
 
 
+def test_calibrate_sets_the_log_mean_rule(rehearsal, data_dir, tmp_path):
+    """models.calibrate --rule: the manifest, the fixtures and the val figures follow the new rule;
+    the member files (and so the version's members) stay; the model's old rule is reported."""
+    if available_runtime() is None:
+        pytest.skip("no ONNX runtime (Python onnxruntime or onnxruntime-node)")
+    import shutil
+    from models.calibrate import calibrate, fixture_probabilities
+    from models.metrics import LOG_MEAN, MEAN
+    model = tmp_path / "model"
+    shutil.copytree(rehearsal / "out", model)
+    before_man = json.loads((model / "manifest.json").read_text())
+    result = calibrate(model, data_dir / "val", limit_per_grade=4, rule=LOG_MEAN)
+    man = json.loads((model / "manifest.json").read_text())
+    fx = json.loads((model / "fixtures.json").read_text())
+    assert result["rule_before"] == MEAN and result["rule"] == LOG_MEAN
+    assert man["ensemble"]["rule"] == LOG_MEAN and "mean over members of log softmax" in man["ensemble"]["formula"]
+    assert man["members"] == before_man["members"]
+    t = man["ensemble"]["temperature"]
+    np.testing.assert_allclose(fx["ensemble"]["probabilities"], fixture_probabilities(fx, man, t), atol=1e-6)
+    # Recomputed here from the members' recorded logits: softmax(mean_m(logits_m / T_m) / T).
+    z = np.mean([np.asarray(fx["members"][m["name"]]["logits"]["data"], np.float64).reshape(-1, 5) / m["temperature"]
+                 for m in man["members"]], 0) / t
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(fx["ensemble"]["probabilities"], e / e.sum(1, keepdims=True), atol=2e-6)
+    assert fx["ensemble"]["grades"] == np.asarray(fx["ensemble"]["probabilities"]).argmax(1).tolist()
+    if "val_ensemble" in man:
+        assert man["val_ensemble"]["rule"] == LOG_MEAN and man["val_ensemble"]["qwk"] == result["qwk"]
+    doc = evaluate(data_dir / "val", model, tmp_path / "eval", limit_per_grade=4)
+    assert doc["results"]["ensemble"]["rule"] == LOG_MEAN
+    assert doc["results"]["ensemble"]["accuracy"] == pytest.approx(result["accuracy"])
+    with pytest.raises(ValueError, match="unknown ensemble rule"):
+        calibrate(model, data_dir / "val", limit_per_grade=4, rule="vote")
+
+
 def test_replace_member_swaps_one_member(rehearsal, data_dir, repo_root, tmp_path):
     """models.replace_member: a retrained member goes into a copy of the model; the other member,
     its file and its fixtures stay as they were; fixtures, hashes, temperature and val figures

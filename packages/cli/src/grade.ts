@@ -249,7 +249,7 @@ export interface EvaluatedImage {
   file: string;
   grade: number;
   predicted: number;
-  /** The ensemble's calibrated probabilities (mean over members, then the ensemble temperature), unrounded. */
+  /** The ensemble's calibrated probabilities (members pooled by the manifest's rule, then the ensemble temperature), unrounded. */
   probabilities: number[];
 }
 

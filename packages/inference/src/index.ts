@@ -7,6 +7,8 @@ export {
   type Predictor,
 } from "./batcher.ts";
 export {
+  ENSEMBLE_RULES,
+  type EnsembleRule,
   type LoadModelOptions,
   LocaliserSection,
   type LocaliserSettings,
@@ -32,6 +34,7 @@ export {
   type MemberPrediction,
   type MemberTiming,
   type PredictTimings,
+  poolProbabilities,
   type RawMemberOutputs,
   sharpen,
   softmax,

@@ -68,6 +68,23 @@ describe("loadModel", () => {
     );
   });
 
+  it("gives another version to the same members pooled by another ensemble rule", async () => {
+    const plain = await loadModel(smoke, { allowTestModel: true });
+    const logMean = await loadModel(
+      await tampered((m) => {
+        (m.ensemble as Record<string, unknown>).rule = "mean_calibrated_log_probabilities";
+      }),
+      { allowTestModel: true },
+    );
+    if (!plain.ok || !logMean.ok) throw new Error("the smoke model was refused");
+    expect(logMean.manifest.ensemble.rule).toBe("mean_calibrated_log_probabilities");
+    const hash = createHash("sha256");
+    for (const m of plain.manifest.members) hash.update(`${m.sha256}\n`);
+    hash.update("rule:mean_calibrated_log_probabilities\n");
+    expect(logMean.version).toBe(`smoke-${hash.digest("hex").slice(0, 12)}`);
+    expect(logMean.version).not.toBe(plain.version);
+  });
+
   it("accepts a candidate model for patients, no switch needed", async () => {
     const dir = await tampered((m) => {
       m.status = "candidate";
@@ -211,6 +228,11 @@ describe("loadModel", () => {
         "inside the model folder",
       ],
       ["duplicate names", (m) => (membersOf(m)[1]!.name = "tiny_a"), "duplicate member name"],
+      [
+        "unknown ensemble rule",
+        (m) => ((m.ensemble as Record<string, unknown>).rule = "majority_vote"),
+        "rule",
+      ],
       ["no created_utc", (m) => delete m.created_utc, "created_utc"],
       ["schema 2", (m) => (m.schema_version = 2), "schema_version"],
     ];

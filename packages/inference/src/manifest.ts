@@ -101,6 +101,17 @@ export interface LocaliserSettings {
   template?: unknown;
 }
 
+/**
+ * The ensemble rules: the arithmetic mean of the members' calibrated probabilities, or their
+ * normalised geometric mean (softmax of the mean log-probability, i.e. of the mean
+ * temperature-scaled logits). models/metrics.py `pool` is the reference.
+ */
+export const ENSEMBLE_RULES = [
+  "mean_calibrated_probabilities",
+  "mean_calibrated_log_probabilities",
+] as const;
+export type EnsembleRule = (typeof ENSEMBLE_RULES)[number];
+
 /** The parts of the manifest the product relies on (unknown fields are kept as they are). */
 export const ManifestSchema = z
   .looseObject({
@@ -112,9 +123,10 @@ export const ManifestSchema = z
     labels: z.array(z.string()).length(5),
     members: z.array(Member).min(1),
     ensemble: z.looseObject({
-      rule: z.literal("mean_calibrated_probabilities"),
+      /** How the members' calibrated probabilities are pooled (`poolProbabilities`). */
+      rule: z.enum(ENSEMBLE_RULES),
       /**
-       * The ensemble temperature (fitted on val after the members'): the mean q of the members'
+       * The ensemble temperature (fitted on val after the members'): the pooled q of the members'
        * calibrated probabilities becomes q^(1/T), renormalised. Absent: 1 (q as it is).
        */
       temperature: z.number().positive().finite().optional(),
@@ -182,13 +194,20 @@ export interface LoadModelOptions {
 
 /**
  * The model version: `<status>-<hex>` where hex is the first 12 hex digits of the sha256 of the
- * members' sha256 strings in manifest order, each followed by "\n". It changes whenever any
- * member's bytes (or the members' order or status) change, and is the same wherever the same files
- * are installed.
+ * members' sha256 strings in manifest order, each followed by "\n", then — for any rule but the
+ * first, original one — `rule:<ensemble rule>\n`. It changes whenever any member's bytes (or the
+ * members' order, the status or the rule, which decide the grades) change, and is the same
+ * wherever the same files are installed.
  */
-export function modelVersion(manifest: Pick<ModelManifest, "status" | "members">): string {
+export function modelVersion(
+  manifest: Pick<ModelManifest, "status" | "members"> & {
+    ensemble?: Pick<ModelManifest["ensemble"], "rule">;
+  },
+): string {
   const hash = createHash("sha256");
   for (const m of manifest.members) hash.update(`${m.sha256}\n`);
+  const rule = manifest.ensemble?.rule ?? ENSEMBLE_RULES[0];
+  if (rule !== ENSEMBLE_RULES[0]) hash.update(`rule:${rule}\n`);
   return `${manifest.status}-${hash.digest("hex").slice(0, 12)}`;
 }
 

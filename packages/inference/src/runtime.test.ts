@@ -3,7 +3,14 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Ensemble, type KneePrediction, sharpen, softmax, upsampleAdd } from "./runtime.ts";
+import {
+  Ensemble,
+  type KneePrediction,
+  poolProbabilities,
+  sharpen,
+  softmax,
+  upsampleAdd,
+} from "./runtime.ts";
 import { captureLogger, copyModel, syntheticCrops } from "./test-support.ts";
 
 interface Fixtures {
@@ -44,6 +51,43 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
   return d;
 }
+
+describe("poolProbabilities", () => {
+  // One member sure of KL0, the other of KL1 with KL0 all but ruled out.
+  const a = [0.9, 0.1, 0, 0, 0].map((v) => v + 1e-3);
+  const b = [1e-4, 0.6, 0.4, 0, 0].map((v) => v + 1e-3);
+
+  it("averages the probabilities under the mean rule", () => {
+    const p = poolProbabilities([a, b], "mean_calibrated_probabilities");
+    expect(
+      maxAbsDiff(
+        p,
+        a.map((v, c) => (v + b[c]!) / 2),
+      ),
+    ).toBeLessThan(1e-15);
+    expect(p.indexOf(Math.max(...p))).toBe(0);
+  });
+
+  it("takes the normalised geometric mean under the log-mean rule", () => {
+    const p = poolProbabilities([a, b], "mean_calibrated_log_probabilities");
+    const g = a.map((v, c) => Math.sqrt(v * b[c]!));
+    const sum = g.reduce((x, y) => x + y, 0);
+    expect(
+      maxAbsDiff(
+        p,
+        g.map((v) => v / sum),
+      ),
+    ).toBeLessThan(1e-12);
+    expect(p.indexOf(Math.max(...p))).toBe(1); // KL0 is vetoed by the second member
+  });
+
+  it("refuses no members or members of different lengths", () => {
+    expect(() => poolProbabilities([], "mean_calibrated_probabilities")).toThrow(/no member/);
+    expect(() => poolProbabilities([a, [0.5, 0.5]], "mean_calibrated_log_probabilities")).toThrow(
+      /length 2/,
+    );
+  });
+});
 
 describe("Ensemble", () => {
   it("opens every member from the manifest, with sizes from the manifest", () => {
@@ -124,6 +168,40 @@ describe("Ensemble", () => {
       });
     } finally {
       await sharper.close();
+    }
+  });
+
+  it("pools by the manifest's log-mean rule: softmax of the members' mean log-probability", async () => {
+    const logMean = await Ensemble.open({
+      modelDir: await copyModel(dir, (m) => {
+        Object.assign(m.ensemble as Record<string, unknown>, {
+          rule: "mean_calibrated_log_probabilities",
+          temperature: 0.7,
+        });
+      }),
+      allowTestModel: true,
+      intraOpThreads: 1,
+      logger: quiet,
+    });
+    try {
+      expect(logMean.version).not.toBe(ensemble.version);
+      const crops = [...fixtureCrops(), ...syntheticCrops(3, 64, 64, 12)];
+      for (const p of await logMean.predict(crops)) {
+        // Recomputed from the members' logits: softmax(mean_m(logits_m / T_m) / T).
+        const z = p.probabilities.map(
+          (_, c) =>
+            p.members.reduce((s, m) => {
+              const t = logMean.manifest.members.find((x) => x.name === m.name)!.temperature;
+              return s + m.logits[c]! / t;
+            }, 0) /
+            p.members.length /
+            0.7,
+        );
+        expect(maxAbsDiff(p.probabilities, softmax(z))).toBeLessThan(1e-9);
+        expect(p.grade).toBe(p.probabilities.indexOf(Math.max(...p.probabilities)));
+      }
+    } finally {
+      await logMean.close();
     }
   });
 

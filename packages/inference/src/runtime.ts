@@ -9,6 +9,7 @@ import * as ort from "onnxruntime-node";
 import { areaResize } from "./area.ts";
 import {
   cropSize,
+  type EnsembleRule,
   type LocaliserSettings,
   type ManifestMember,
   type ModelManifest,
@@ -351,14 +352,16 @@ export class Ensemble {
 
   private summarise(raw: RawMemberOutputs[], i: number): KneePrediction {
     const k = this.labels.length;
-    const mean = new Array<number>(k).fill(0);
     const members: MemberPrediction[] = raw.map((r, m) => {
       const logits = Array.from(r.outputs.logits!.data.subarray(i * k, (i + 1) * k));
       const probabilities = softmax(logits, this.loaded[m]!.spec.temperature);
-      for (let c = 0; c < k; c++) mean[c]! += probabilities[c]! / raw.length;
       return { name: r.name, provider: r.provider, logits, probabilities };
     });
-    const probabilities = sharpen(mean, this.manifest.ensemble.temperature ?? 1);
+    const pooled = poolProbabilities(
+      members.map((m) => m.probabilities),
+      this.manifest.ensemble.rule,
+    );
+    const probabilities = sharpen(pooled, this.manifest.ensemble.temperature ?? 1);
     const grade = argmax(probabilities);
     return {
       grade,
@@ -497,6 +500,29 @@ function toFloatNchw(
     }
   });
   return out;
+}
+
+/**
+ * The members' calibrated probabilities of one knee pooled by the manifest's ensemble rule: their
+ * mean, or their normalised geometric mean (softmax of the mean log-probability, floored at 1e-12
+ * as in models/metrics.py `pool`).
+ */
+export function poolProbabilities(
+  members: readonly (readonly number[])[],
+  rule: EnsembleRule,
+): number[] {
+  if (members.length === 0) throw new Error("no member probabilities to pool");
+  const k = members[0]!.length;
+  const acc = new Array<number>(k).fill(0);
+  const logMean = rule === "mean_calibrated_log_probabilities";
+  for (const p of members) {
+    if (p.length !== k)
+      throw new Error(`member probabilities of length ${p.length}, expected ${k}`);
+    for (let c = 0; c < k; c++) {
+      acc[c]! += (logMean ? Math.log(Math.max(p[c]!, 1e-12)) : p[c]!) / members.length;
+    }
+  }
+  return logMean ? softmax(acc) : acc;
 }
 
 /**
