@@ -3,7 +3,7 @@
 ``python3 -m models.card --models models/dist --eval models/runs/cpu/eval/eval.json``
 
 Prints Markdown: the members (backbone, best epoch / epochs run, training seconds, temperature,
-size, parity), results on val per member and for the ensemble (accuracy, QWK, MAE, ECE, per-grade
+size, parity; the ensemble's rule and temperature), results on val per member and for the ensemble (accuracy, QWK, MAE, ECE, per-grade
 accuracy), the ensemble's confusion matrix and the calibration table (ECE before and after the
 temperatures). Every number comes from ``manifest.json`` and ``models.evaluate``'s ``eval.json``,
 so the card says what was measured, nothing else.
@@ -33,7 +33,8 @@ def members_table(man: dict) -> str:
     total = sum(m["bytes"] for m in man["members"])
     secs = sum(m.get("training", {}).get("train_seconds", 0) for m in man["members"])
     t_ens = man.get("ensemble", {}).get("temperature", 1.0)
-    rows.append(["**ensemble**", "", "", f"{secs:.0f}", f"{t_ens:.3f} (ensemble)", f"**{total / 2**20:.1f} MiB**", ""])
+    rule = man.get("ensemble", {}).get("rule", "?")
+    rows.append(["**ensemble**", f"rule `{rule}`", "", f"{secs:.0f}", f"{t_ens:.3f} (ensemble)", f"**{total / 2**20:.1f} MiB**", ""])
     return _table(["member", "backbone", "best epoch / epochs run", "training s", "temperature",
                    "ONNX (float16 storage)", "parity vs PyTorch (max abs)"], rows)
 

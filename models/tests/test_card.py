@@ -19,6 +19,7 @@ def test_card_tables_carry_the_measured_figures(tmp_path, capsys):
     card.main(["--models", str(tmp_path), "--eval", str(tmp_path / "eval.json")])
     out = capsys.readouterr().out
     assert "| a | resnet_slim | 9 / 12 | 600 | 0.800 | 3.0 MiB | 2.0e-06 |" in out
+    assert "| **ensemble** | rule `mean_calibrated_probabilities` |  | 600 | 0.700 (ensemble) | **3.0 MiB** |  |" in out
     assert "| **ensemble** | 0.651 | 0.778 | 0.500 | 0.040 | 0.90 | 0.10 | 0.60 | 0.70 | - |" in out
     assert "| KL1 | 2 | 1 | 0 | 0 | 0 |" in out
     assert "0.030 (+ ensemble T 0.700)" in out

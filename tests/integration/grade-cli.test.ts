@@ -140,6 +140,7 @@ describe("kneegrade grade / evaluate", () => {
     expect(ours.n).toBe(826);
     expect(ours.n).toBe(theirs.n);
     expect(ours.confusion_matrix).toEqual(theirs.confusion);
+    expect(ours.model.rule).toBe(theirs.rule); // the same ensemble rule, read from the manifest
     expect(ours.overall_accuracy).toBeCloseTo(theirs.accuracy, 10);
     expect(ours.qwk).toBeCloseTo(theirs.qwk, 10);
     expect(ours.mae).toBeCloseTo(theirs.mae, 10);

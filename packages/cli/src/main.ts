@@ -347,7 +347,11 @@ withModelOptions(
         ? JSON.stringify(
             {
               ...metrics,
-              model: { version: model.version, status: model.status },
+              model: {
+                version: model.version,
+                status: model.status,
+                rule: ensemble.manifest.ensemble.rule,
+              },
               ...(charts ? { png: charts } : {}),
             },
             null,
