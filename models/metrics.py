@@ -95,6 +95,26 @@ def fit_ensemble_temperature(member_probs, y: np.ndarray, rule: str = MEAN) -> f
     return fit_temperature(np.log(np.clip(pool(member_probs, rule), 1e-12, None)), y)
 
 
+def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 2000, seed: int = 0,
+                        level: float = 0.95, k: int = 5) -> Dict[str, object]:
+    """Percentile intervals of accuracy, QWK and MAE over ``resamples`` bootstrap resamples of the
+    cases (drawn with replacement, seeded): how far each figure could move on another set of the
+    same size from the same population."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    draws = {"accuracy": [], "qwk": [], "mae": []}
+    for _ in range(resamples):
+        i = rng.integers(0, n, n)
+        t, p = y_true[i], y_pred[i]
+        draws["accuracy"].append((t == p).mean())
+        draws["qwk"].append(qwk(t, p, k))
+        draws["mae"].append(np.abs(t - p).mean())
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {"level": level, "resamples": resamples, "seed": seed,
+            **{name: [float(v) for v in np.percentile(d, q)] for name, d in draws.items()}}
+
+
 def report(probs: np.ndarray, y_true: np.ndarray, k: int = 5) -> Dict[str, object]:
     pred = probs.argmax(1)
     cm = confusion(y_true, pred, k)

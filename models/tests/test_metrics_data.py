@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from models.data import augment, load_folder, read_pack, to_input, write_pack
-from models.metrics import (LOG_MEAN, MEAN, ece, ensemble_probabilities, fit_ensemble_temperature,
+from models.metrics import (LOG_MEAN, MEAN, bootstrap_intervals, ece, ensemble_probabilities, fit_ensemble_temperature,
                             fit_temperature, nll, pool, qwk, report, softmax)
 
 
@@ -36,6 +36,23 @@ def test_temperature_fit_recovers_known_temperature():
     y = np.array([rs.choice(5, p=p) for p in softmax(true_logits)])
     t = fit_temperature(true_logits * 3.0, y)   # over-confident by 3x
     assert t == pytest.approx(3.0, rel=0.1)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_cases():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 5, 400)
+    pred = np.where(rng.random(400) < 0.7, y, rng.integers(0, 5, 400))
+    iv = bootstrap_intervals(y, pred, resamples=500)
+    assert iv == bootstrap_intervals(y, pred, resamples=500)          # seeded
+    for name, value in (("accuracy", (pred == y).mean()), ("qwk", qwk(y, pred)), ("mae", np.abs(pred - y).mean())):
+        lo, hi = iv[name]
+        assert lo < value < hi, name
+    # Sixteen times the cases: about a quarter of the width (the standard error goes as 1/sqrt(n)).
+    big = bootstrap_intervals(np.tile(y, 16), np.tile(pred, 16), resamples=500)
+    width = iv["accuracy"][1] - iv["accuracy"][0]
+    assert 0.15 * width < big["accuracy"][1] - big["accuracy"][0] < 0.4 * width
+    perfect = bootstrap_intervals(y, y, resamples=50)
+    assert perfect["accuracy"] == [1.0, 1.0] and perfect["mae"] == [0.0, 0.0]
 
 
 def test_log_mean_rule_is_the_normalised_geometric_mean():

@@ -176,6 +176,8 @@ def test_calibrate_sets_the_log_mean_rule(rehearsal, data_dir, tmp_path):
     doc = evaluate(data_dir / "val", model, tmp_path / "eval", limit_per_grade=4)
     assert doc["results"]["ensemble"]["rule"] == LOG_MEAN
     assert doc["results"]["ensemble"]["accuracy"] == pytest.approx(result["accuracy"])
+    iv = doc["results"]["ensemble"]["interval"]
+    assert iv["resamples"] == 2000 and iv["accuracy"][0] <= result["accuracy"] <= iv["accuracy"][1]
     with pytest.raises(ValueError, match="unknown ensemble rule"):
         calibrate(model, data_dir / "val", limit_per_grade=4, rule="vote")
 
