@@ -26,7 +26,8 @@ import torch
 from .data import load_folder, to_input
 from .evaluate import _members_onnx
 from .export import ensemble_fixture, ensemble_section, sha256, val_ensemble_section
-from .metrics import ENSEMBLE_RULES, MEAN, check_rule, ensemble_probabilities, fit_ensemble_temperature, pool, report, softmax
+from .metrics import (ENSEMBLE_RULES, check_rule, ensemble_probabilities, fit_ensemble_temperature, manifest_rule, pool,
+                      report, softmax)
 
 
 def fixture_probabilities(fixtures: dict, man: dict, temperature: float, rule: Optional[str] = None) -> np.ndarray:
@@ -37,7 +38,7 @@ def fixture_probabilities(fixtures: dict, man: dict, temperature: float, rule: O
         rec = fixtures["members"][m["name"]]["logits"]
         logits = np.asarray(rec["data"], dtype=np.float64).reshape(rec["shape"])
         probs.append(softmax(logits, m["temperature"]))
-    return ensemble_probabilities(probs, temperature, rule or man["ensemble"].get("rule", MEAN))
+    return ensemble_probabilities(probs, temperature, rule or manifest_rule(man))
 
 
 def calibrate(models_dir: Path, data_dir: Path, limit_per_grade: Optional[int] = None,
@@ -52,7 +53,7 @@ def calibrate(models_dir: Path, data_dir: Path, limit_per_grade: Optional[int] =
         probs.append(softmax(logits, m["temperature"]))
         raw.append(softmax(logits))
     t_old = float(man.get("ensemble", {}).get("temperature", 1.0))
-    rule_old = man.get("ensemble", {}).get("rule", MEAN)
+    rule_old = manifest_rule(man)
     rule = check_rule(rule or rule_old)
     t_new = round(float(fit_ensemble_temperature(probs, y, rule)), 4)
     before = report(ensemble_probabilities(probs, t_old, rule_old), y)
@@ -79,8 +80,7 @@ def calibrate(models_dir: Path, data_dir: Path, limit_per_grade: Optional[int] =
                 "ensemble_temperature_fitted_by": "models.calibrate on the exported ONNX members"})
     if "val_ensemble" in man:
         if rule != rule_old:
-            man["val_ensemble"] = dict(val_ensemble_section(dict(after, rule=rule)),
-                                       source="knee-kl/val original PNGs, exported ONNX files (models.calibrate)")
+            man["val_ensemble"] = val_ensemble_section(dict(after, rule=rule), by="models.calibrate")
         else:
             man["val_ensemble"]["ece"] = after["ece"]
     (models_dir / "manifest.json").write_text(json.dumps(man, indent=2))

@@ -98,7 +98,7 @@ def main(argv=None):
         raise SystemExit(f"{work} holds an interrupted run: pass --resume, or remove the folder to start over")
     log = make_logger(work / "train_log.txt")
     cfg = apply_overrides(load_config(args.config), args.set)
-    check_rule(cfg["ensemble_rule"])  # now, not after hours of training
+    rule = check_rule(cfg["ensemble_rule"])  # now, not after hours of training
     if args.resume and run_path.exists():
         run = json.loads(run_path.read_text())
         if args.time_budget_s:
@@ -166,7 +166,6 @@ def main(argv=None):
     ckpts_final = [load_checkpoint(work / f"{mc['name']}.pt")[1] for mc in members]
     have_logits = all("val_logits" in c for c in ckpts_final)
     member_probs = [softmax(c["val_logits"], e["temperature"]) for c, e in zip(ckpts_final, entries)] if have_logits else []
-    rule = cfg["ensemble_rule"]
     t_ens = round(fit_ensemble_temperature(member_probs, vy, rule), 4) if have_logits else 1.0
     log(f"ensemble rule {rule}, temperature {t_ens}")
     fx = write_fixtures(models, out, [e["temperature"] for e in entries], t_ens, rule)

@@ -19,7 +19,7 @@ import torch
 
 from . import LABELS
 from .data import load_folder, to_input
-from .metrics import MEAN, bootstrap_intervals, ensemble_probabilities, report, softmax
+from .metrics import bootstrap_intervals, ensemble_probabilities, manifest_rule, report, softmax
 from .onnx_io import available_runtime, run_onnx
 
 
@@ -152,8 +152,8 @@ def evaluate(data_dir: Path, models_dir: Path, out_dir: Path, limit_per_grade=No
         p = softmax(logits, m["temperature"])
         probs.append(p)
         results[m["name"]] = dict(report(p, y), temperature=m["temperature"], backend=m["backend"])
-    section = (man or {}).get("ensemble") or {}
-    t_ens, rule = float(section.get("temperature", 1.0)), section.get("rule", MEAN)
+    t_ens = float(((man or {}).get("ensemble") or {}).get("temperature", 1.0))
+    rule = manifest_rule(man)
     p_ens = ensemble_probabilities(probs, t_ens, rule)
     results["ensemble"] = dict(report(p_ens, y), rule=rule, temperature=t_ens,
                                interval=bootstrap_intervals(y, p_ens.argmax(1)))

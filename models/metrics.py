@@ -1,5 +1,5 @@
 """Metrics for ordinal 5-grade classification and temperature scaling."""
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -66,6 +66,11 @@ def check_rule(rule: str) -> str:
     if rule not in ENSEMBLE_RULES:
         raise ValueError(f"unknown ensemble rule {rule!r}; known: {', '.join(ENSEMBLE_RULES)}")
     return rule
+
+
+def manifest_rule(man: Optional[dict]) -> str:
+    """The ensemble rule of a manifest (a model exported before rules were named: the mean)."""
+    return check_rule(((man or {}).get("ensemble") or {}).get("rule", MEAN))
 
 
 def pool(member_probs, rule: str = MEAN) -> np.ndarray:
