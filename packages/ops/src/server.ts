@@ -48,6 +48,15 @@ export interface RunningOpsServer {
 
 const LOOPBACK = new Set(["127.0.0.1", "::1", "::ffff:127.0.0.1"]);
 
+/** Whether a Host header names this machine's loopback (with or without a port). */
+export function loopbackHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.startsWith("[")
+    ? host.slice(0, host.indexOf("]") + 1)
+    : host.replace(/:\d+$/, "");
+  return ["localhost", "127.0.0.1", "[::1]"].includes(name.toLowerCase());
+}
+
 export async function startOpsServer(opts: OpsServerOptions): Promise<RunningOpsServer> {
   const timeoutMs = opts.checkTimeoutMs ?? 3000;
   const readiness = async (): Promise<ReadinessReport> => {
@@ -90,19 +99,30 @@ export async function startOpsServer(opts: OpsServerOptions): Promise<RunningOps
   if (opts.queues && opts.queues.length > 0) {
     // The view shows job payloads (UIDs, no patient data) and queue internals: loopback only, and
     // read-only — PostgreSQL is the truth, so retries go through kneegrade (e.g. `redeliver`).
-    app.addHook("onRequest", async (request, reply) => {
-      if (!request.url.startsWith("/queues")) return;
-      if (!LOOPBACK.has(request.socket.remoteAddress ?? "")) {
-        return reply.code(403).send({ error: "the queue view answers on 127.0.0.1 only" });
-      }
-    });
-    const serverAdapter = new FastifyAdapter();
-    createBullBoard({
-      queues: opts.queues.map((q) => new BullMQAdapter(q, { readOnlyMode: true })),
-      serverAdapter,
-    });
-    serverAdapter.setBasePath("/queues");
-    await app.register(serverAdapter.registerPlugin(), { prefix: "/queues" });
+    // The check is a hook of the view's own plugin, so it runs for every request the router
+    // sends there, however the path was spelt (percent-encoding, case, dot segments); the Host
+    // must name loopback too, so a page that rebinds a DNS name to 127.0.0.1 is refused.
+    const queues = opts.queues;
+    await app.register(
+      async (view) => {
+        view.addHook("onRequest", async (request, reply) => {
+          if (
+            !LOOPBACK.has(request.socket.remoteAddress ?? "") ||
+            !loopbackHost(request.headers.host)
+          ) {
+            return reply.code(403).send({ error: "the queue view answers on 127.0.0.1 only" });
+          }
+        });
+        const serverAdapter = new FastifyAdapter();
+        createBullBoard({
+          queues: queues.map((q) => new BullMQAdapter(q, { readOnlyMode: true })),
+          serverAdapter,
+        });
+        serverAdapter.setBasePath("/queues");
+        await view.register(serverAdapter.registerPlugin());
+      },
+      { prefix: "/queues" },
+    );
   }
   await app.listen({ host: opts.host, port: opts.port });
   const address = app.server.address();
