@@ -14,6 +14,7 @@ DEFAULTS = {
     "val_pack": None,
     "limit_per_grade": None,                        # smoke runs: first N train images per grade
     "val_limit_per_grade": None,                    # likewise for val
+    "selection_list": None,                         # file names of train held apart to choose on (models.selection)
     "input_size": 224,
     "mean": 0.5,
     "std": 0.25,
@@ -38,6 +39,7 @@ DEFAULTS = {
                 "brightness": 0.10, "contrast": 0.15, "gamma": 0.15},
     "eval_every": 1,
     "eval_after_frac": 0.0,        # validate only after this fraction of the planned epochs (and the last)
+    "channels_last": False,        # channels_last memory format in float32 CPU training too (bf16 and CUDA always use it)
     "bf16": "auto",                # CPU training precision: "auto" (bf16 autocast where the CPU has it), true, false
     "budget_weight": 1.0,          # models.cpu_run: this member's share of the run's time budget
     "threads": 0,                  # torch CPU threads (0: leave torch's default)

@@ -24,6 +24,7 @@ from .data import augment, load_folder, read_pack, to_input
 from .losses import pim_loss
 from .metrics import fit_temperature, report, softmax
 from .pim import build_model
+from .selection import read_selection, split_by_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,21 +91,38 @@ def autocast_ctx(device: torch.device, bf16: bool = True):
 
 def load_split(cfg: dict, split: str):
     """uint8 N,1,224,224 images and grades for 'train' or 'val', from a pack or a folder."""
-    lim = cfg.get("limit_per_grade" if split == "train" else "val_limit_per_grade")
-    pack = resolve(cfg.get(f"{split}_pack"), REPO_ROOT)
-    if pack is not None:
-        x, y, _ = read_pack(pack, workers=min(16, os.cpu_count() or 1))
-        return limit_per_grade(x, y, lim)
-    x, y, _ = load_folder(resolve(cfg[f"{split}_dir"], REPO_ROOT), 224, lim)
+    x, y, _ = _load_named(cfg, split)
     return x, y
 
 
-def limit_per_grade(x: np.ndarray, y: np.ndarray, lim):
-    """The first ``lim`` images of every grade (all when ``lim`` is None)."""
+def _load_named(cfg: dict, split: str):
+    lim = cfg.get("limit_per_grade" if split == "train" else "val_limit_per_grade")
+    pack = resolve(cfg.get(f"{split}_pack"), REPO_ROOT)
+    if pack is not None:
+        x, y, names = read_pack(pack, workers=min(16, os.cpu_count() or 1))
+        keep = _limit_index(y, lim)
+        return x[keep], y[keep], [names[i] for i in keep]
+    return load_folder(resolve(cfg[f"{split}_dir"], REPO_ROOT), 224, lim)
+
+
+def load_train_selection(cfg: dict):
+    """(train_x, train_y), (sel_x, sel_y) or None: with ``selection_list`` in the config, the listed
+    train images are held apart from training as the set that epochs and temperatures are chosen on."""
+    x, y, names = _load_named(cfg, "train")
+    if not cfg.get("selection_list"):
+        return (x, y), None
+    sel = read_selection(resolve(cfg["selection_list"], REPO_ROOT))
+    if cfg.get("limit_per_grade"):
+        sel &= set(names)  # smoke runs: the selection images among the first N per grade
+        if not sel:
+            raise ValueError("no image of the selection list among the limited train images")
+    return split_by_names(x, y, names, sel)
+
+
+def _limit_index(y: np.ndarray, lim):
     if not lim:
-        return x, y
-    keep = np.concatenate([np.flatnonzero(y == g)[:lim] for g in np.unique(y)])
-    return x[keep], y[keep]
+        return np.arange(len(y))
+    return np.concatenate([np.flatnonzero(y == g)[:lim] for g in np.unique(y)])
 
 
 @torch.no_grad()
@@ -228,7 +246,7 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
     """
     name, size, bs = cfg["name"], cfg["input_size"], cfg["batch_size"]
     bf16 = use_bf16(device, cfg)
-    chl = device.type == "cuda" or bf16
+    chl = device.type == "cuda" or bf16 or bool(cfg.get("channels_last"))
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
     gen = torch.Generator(device=device)
@@ -267,9 +285,12 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
             log(f"[{name}] resuming with a changed config ({changed}): continuing with the saved one")
         cfg = dict(state["config"], time_budget_s=budget, budget_weight=cfg.get("budget_weight"))
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        # A state carried between machines (models.campaign) holds no optimizer momentum and may
+        # hold no EMA: momentum rebuilds within a few steps, the EMA restarts from the weights.
+        if state.get("opt") is not None:
+            opt.load_state_dict(state["opt"])
         if ema is not None:
-            ema.model.load_state_dict(state["ema"])
+            ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
             ema.steps = state["ema_steps"]
         torch.set_rng_state(state["rng"]["torch"])
         gen.set_state(state["rng"]["gen"])
@@ -416,6 +437,22 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
     return ckpt
 
 
+def report_heldout_val(ckpt: dict, held, device: torch.device, log, out_path: Path) -> dict:
+    """For a member chosen on the selection set: its figures on val, measured once and stored as
+    ``val_heldout`` (``val``/``val_calibrated``/``val_logits`` of such a checkpoint are the selection
+    set's, marked by ``chosen_on``)."""
+    model = build_model(ckpt["config"]).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    vx, vy = held
+    logits = predict_logits(model, torch.from_numpy(vx).to(device), ckpt["config"]["input_size"], device)
+    r = report(softmax(logits, ckpt["temperature"]), vy, ckpt["config"]["num_classes"])
+    ckpt.update({"chosen_on": "selection", "val_heldout": r, "val_heldout_logits": logits})
+    _save_atomic(ckpt, Path(out_path))
+    log(f"[{ckpt['config']['name']}] val (reported once, not chosen on): accuracy {r['accuracy']:.4f} "
+        f"qwk {r['qwk']:.4f} per grade {[None if v is None else round(v, 3) for v in r['per_grade_accuracy']]}")
+    return r
+
+
 def load_checkpoint(path):
     ckpt = _torch_load(path)
     model = build_model(ckpt["config"])
@@ -450,9 +487,15 @@ def main(argv=None):
     log = make_logger(out / "train_log.txt")
     device = pick_device()
     t0 = time.perf_counter()
-    tx, ty = load_split(cfg, "train")
+    (tx, ty), selection = load_train_selection(cfg)
     vx, vy = load_split(cfg, "val")
-    log(f"device {device}, torch {torch.__version__}; train {len(ty)} val {len(vy)} images "
+    held = None
+    if selection is not None:
+        # Epochs and temperature are chosen on the selection set; val is only reported, once.
+        held, (vx, vy) = (vx, vy), selection
+    log(f"device {device}, torch {torch.__version__}; train {len(ty)} "
+        f"{'selection' if held is not None else 'val'} {len(vy)}"
+        f"{f' (val {len(held[1])} reported once)' if held is not None else ''} images "
         f"(loaded in {time.perf_counter() - t0:.1f}s)")
     tx_t, ty_t = torch.from_numpy(tx).to(device), torch.from_numpy(ty).to(device)
     vx_t = torch.from_numpy(vx).to(device)
@@ -464,9 +507,11 @@ def main(argv=None):
             log(f"[{mc['name']}] already trained ({mc['name']}.pt): skipped")
             continue
         try:
-            train_member(mc, tx_t, ty_t, vx_t, vy, device, log, out / f"{mc['name']}.pt", resume=args.resume)
+            ckpt = train_member(mc, tx_t, ty_t, vx_t, vy, device, log, out / f"{mc['name']}.pt", resume=args.resume)
         except Interrupted:
             raise SystemExit(143)
+        if held is not None:
+            report_heldout_val(ckpt, held, device, log, out / f"{mc['name']}.pt")
         state_path(out / f"{mc['name']}.pt").unlink(missing_ok=True)
 
 
