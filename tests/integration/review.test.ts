@@ -710,14 +710,16 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
       await page.fill('input[name="username"]', RADIOLOGIST.username);
       await page.fill('input[name="password"]', RADIOLOGIST.password);
       await Promise.all([page.waitForURL(/\/(\?.*)?$/), page.click('button[type="submit"]')]);
+      // Under TLS the session cookie carries the __Host- prefix (only this origin can set it);
+      // the login form's nonce cookie ended with the login.
       const cookies = await context.cookies();
-      for (const name of ["kneegrade_session", "kneegrade_csrf"]) {
-        expect(cookies.find((c) => c.name === name)).toMatchObject({
-          secure: true,
-          httpOnly: true,
-          sameSite: "Strict",
-        });
-      }
+      expect(cookies.map((c) => c.name)).toEqual(["__Host-kneegrade_session"]);
+      expect(cookies[0]).toMatchObject({
+        secure: true,
+        httpOnly: true,
+        sameSite: "Strict",
+        path: "/",
+      });
       await page.goto(`https://127.0.0.1:${port}/studies/${studyInstanceUid}`);
       expect(await page.locator("section.knee").count()).toBe(2);
       await context.close();

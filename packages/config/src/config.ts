@@ -157,9 +157,10 @@ const schema = z
     ALLOW_TEST_MODEL: flag("0"),
     /**
      * The ops server (/metrics, /healthz, /readyz, /queues): one per process, for every service
-     * the process runs. 0 picks a free port (tests).
+     * the process runs. Loopback by default; a Prometheus elsewhere needs an explicit address
+     * (0.0.0.0 in a pod). 0 picks a free port (tests).
      */
-    METRICS_HOST: z.string().trim().min(1).default("0.0.0.0"),
+    METRICS_HOST: z.string().trim().min(1).default("127.0.0.1"),
     METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
     /** The review pages: loopback by default (they show patient data). 0 picks a free port. */
     REVIEW_HOST: z.string().trim().min(1).default("127.0.0.1"),
@@ -168,14 +169,38 @@ const schema = z
     REVIEW_TLS_CERT: optionalPath,
     REVIEW_TLS_KEY: optionalPath,
     /**
-     * Secret that signs the CSRF cookie (at least 32 characters). Unset: a random one per start
-     * (open forms then fail once after a restart).
+     * Secret the CSRF tokens are derived from (at least 32 characters). Unset: a random one per
+     * start (open forms then fail once after a restart).
      */
     REVIEW_SESSION_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
     /** A login expires this long after it began, hours. */
     REVIEW_SESSION_HOURS: positive.max(24 * 30, "must be at most 720 hours").default(10),
-    /** Login attempts per client address and minute; more are answered 429. */
+    /**
+     * Login attempts per client address and minute, and failed logins per account and minute;
+     * more are answered 429.
+     */
     REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: z.coerce.number().int().min(1).default(10),
+    /**
+     * Reverse proxies in front of the review pages (comma-separated addresses or CIDR ranges):
+     * only from these are X-Forwarded-For/-Proto/-Host believed (client address for the audit and
+     * the login limits, the origin for the CSRF check). Empty: the socket's peer is the client.
+     */
+    REVIEW_TRUSTED_PROXIES: z
+      .string()
+      .default("")
+      .transform((v) =>
+        v
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s !== ""),
+      )
+      .pipe(
+        z.array(
+          z.union([z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], {
+            error: "an IP address or CIDR range",
+          }),
+        ),
+      ),
     /** Exact AI–radiologist agreement below this (0..1) raises the agreement warning. */
     REVIEW_AGREEMENT_ALERT: z.coerce.number().min(0).max(1).default(0.6),
     /** The agreement window, days (the page can choose another). */

@@ -3,4 +3,5 @@
  * agreement figures between the AI and the radiologists (`kneegrade status`, the agreement page).
  */
 export * from "./agreement.ts";
+export * from "./password.ts";
 export * from "./users.ts";

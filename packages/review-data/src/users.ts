@@ -5,22 +5,36 @@
 import type { Db } from "@kneegrade/db";
 import { hash, verify } from "@node-rs/argon2";
 import { z } from "zod";
+import { passwordProblem } from "./password.ts";
 
 export const ROLES = ["radiologist", "viewer", "admin"] as const;
 export type Role = (typeof ROLES)[number];
 const DB_ROLE = { radiologist: "RADIOLOGIST", viewer: "VIEWER", admin: "ADMIN" } as const;
 
-export const NewUser = z.object({
-  username: z
-    .string()
-    .trim()
-    .regex(/^[a-z0-9._-]{2,64}$/, "2-64 characters: lower-case letters, digits, . _ -"),
-  /** As written into a signed report: DICOM PN, e.g. "Doe^Jane" (family^given). */
-  displayName: z.string().trim().min(1).max(64),
-  organisation: z.string().trim().min(1).max(64),
-  role: z.enum(ROLES),
-  password: z.string().min(12, "passwords need at least 12 characters").max(1024),
-});
+export const NewUser = z
+  .object({
+    username: z
+      .string()
+      .trim()
+      .regex(/^[a-z0-9._-]{2,64}$/, "2-64 characters: lower-case letters, digits, . _ -"),
+    /** As written into a signed report: DICOM PN, e.g. "Doe^Jane" (family^given). */
+    displayName: z.string().trim().min(1).max(64),
+    organisation: z.string().trim().min(1).max(64),
+    role: z.enum(ROLES),
+    password: z
+      .string()
+      .max(1024)
+      .superRefine((p, ctx) => {
+        const problem = passwordProblem(p);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      }),
+  })
+  .superRefine((u, ctx) => {
+    // The account's own names make a password easier to guess than the field alone can tell.
+    if (passwordProblem(u.password)) return;
+    const problem = passwordProblem(u.password, [u.username, u.displayName]);
+    if (problem) ctx.addIssue({ code: "custom", path: ["password"], message: problem });
+  });
 export type NewUser = z.infer<typeof NewUser>;
 
 const ARGON2 = { memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;

@@ -1,12 +1,12 @@
 /**
  * The review pages as a Fastify app: a plugin per concern (cookies, form bodies, security
- * headers, login rate limit, CSRF, static files), sessions in PostgreSQL, and the routes. Nothing
- * but the login page, the static files and /healthz answers without a session.
+ * headers, login rate limit, static files), CSRF defence bound to the session (csrf.ts), sessions
+ * in PostgreSQL, and the routes. Nothing but the login page, the static files and /healthz answers
+ * without a session. docs/SECURITY.md has the threat model.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import fastifyCookie from "@fastify/cookie";
-import fastifyCsrf from "@fastify/csrf-protection";
 import fastifyFormbody from "@fastify/formbody";
 import fastifyHelmet from "@fastify/helmet";
 import fastifyRateLimit from "@fastify/rate-limit";
@@ -25,13 +25,25 @@ import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
 import { usersPage } from "./admin.ts";
 import { agreementPage, confusionPng } from "./agreement.ts";
+import { type CsrfBinding, csrfKey, csrfToken, csrfTokenValid, sameOriginRequest } from "./csrf.ts";
 import { html, page } from "./html.ts";
 import { heatmapPng, radiographJpeg } from "./images.ts";
+import { FailedLogins } from "./logins.ts";
 import { type ReportQueue, SignError, signStudy } from "./sign.ts";
 import { loadStudy, studyPage } from "./study.ts";
 import { WorklistQuery, worklist, worklistPage } from "./worklist.ts";
 
 export const SESSION_COOKIE = "kneegrade_session";
+/** The login form's nonce, which its CSRF token is bound to before there is a session. */
+export const LOGIN_COOKIE = "kneegrade_login";
+/**
+ * Cookie names: under TLS with the `__Host-` prefix, which browsers accept only from this very
+ * origin (Secure, Path=/, no Domain), so a sibling subdomain or plain-HTTP port cannot set them.
+ */
+export const cookieNames = (tls: boolean) =>
+  tls
+    ? { session: `__Host-${SESSION_COOKIE}`, login: `__Host-${LOGIN_COOKIE}` }
+    : { session: SESSION_COOKIE, login: LOGIN_COOKIE };
 
 export type ReviewConfig = Pick<
   Config,
@@ -41,6 +53,7 @@ export type ReviewConfig = Pick<
   | "REVIEW_AGREEMENT_ALERT"
   | "REVIEW_AGREEMENT_DAYS"
   | "REVIEW_AGREEMENT_MIN_KNEES"
+  | "REVIEW_TRUSTED_PROXIES"
 >;
 
 export interface ReviewDeps {
@@ -64,6 +77,11 @@ declare module "fastify" {
   interface FastifyRequest {
     user: SessionUser | null;
     sessionId: string | null;
+    loginNonce: string | null;
+  }
+  interface FastifyReply {
+    /** The CSRF token for forms on this page: bound to the session, or to the login nonce. */
+    csrfToken(): string;
   }
 }
 
@@ -71,18 +89,47 @@ const tokenHash = (token: string) => createHash("sha256").update(token).digest("
 const PUBLIC_DIR = fileURLToPath(new URL("../public/", import.meta.url));
 const NO_STORE = "no-store";
 
-/** A relative path on this site (no open redirect). */
-const localPath = (next: unknown) =>
-  typeof next === "string" && /^\/(?!\/)[^\\]*$/.test(next) ? next : "/";
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** The sign form as the study page submits it: named text fields, each once, of bounded size. */
+const SignForm = z
+  .record(z.string().max(100), z.string().max(20_000))
+  .refine((f) => Object.keys(f).length <= 200, "too many fields");
+const LOCAL_BASE = "http://review.invalid";
+
+/**
+ * A path on this site to go to after login, else "/": it must resolve, against any base, to that
+ * same base (no scheme, no `//host`, no backslash or control characters — browsers drop tabs and
+ * newlines, so "/\t/host" would become "//host").
+ */
+export function localPath(next: unknown): string {
+  if (typeof next !== "string" || next.length > 2048 || !next.startsWith("/")) return "/";
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\u0000-\u001f\u007f\\]/.test(next)) return "/";
+  try {
+    const u = new URL(next, LOCAL_BASE);
+    return u.origin === LOCAL_BASE ? `${u.pathname}${u.search}${u.hash}` : "/";
+  } catch {
+    return "/";
+  }
+}
 
 export async function buildReviewApp(deps: ReviewDeps) {
   const { db, config, log } = deps;
   const secure = Boolean(deps.https);
+  const names = cookieNames(secure);
   const app = Fastify({
     logger: false,
     ...(deps.https ? { https: deps.https } : {}),
     bodyLimit: 256 * 1024,
+    // Behind the reverse proxies named here, the client's address (audit, login limits) and the
+    // origin it addressed come from X-Forwarded-For/-Proto/-Host; from anyone else they are ignored.
+    ...(config.REVIEW_TRUSTED_PROXIES.length > 0
+      ? { trustProxy: config.REVIEW_TRUSTED_PROXIES }
+      : {}),
   });
+  const secret = config.REVIEW_SESSION_SECRET ?? randomBytes(32).toString("hex");
+  const csrf = csrfKey(secret);
   const audit = (
     event: string,
     request: FastifyRequest,
@@ -98,9 +145,7 @@ export async function buildReviewApp(deps: ReviewDeps) {
       },
     });
 
-  await app.register(fastifyCookie, {
-    secret: config.REVIEW_SESSION_SECRET ?? randomBytes(32).toString("hex"),
-  });
+  await app.register(fastifyCookie, { secret });
   await app.register(fastifyFormbody);
   await app.register(fastifyHelmet, {
     contentSecurityPolicy: {
@@ -115,20 +160,45 @@ export async function buildReviewApp(deps: ReviewDeps) {
       },
     },
     hsts: secure,
+    // Not helmet's "no-referrer": with it browsers send `Origin: null` on the pages' own form
+    // posts, and the origin check (csrf.ts) wants the real one; nothing leaves the site either way.
+    referrerPolicy: { policy: "same-origin" },
   });
   await app.register(fastifyRateLimit, { global: false });
-  await app.register(fastifyCsrf, {
-    sessionPlugin: "@fastify/cookie",
-    cookieKey: "kneegrade_csrf",
-    cookieOpts: { path: "/", sameSite: "strict", httpOnly: true, secure, signed: true },
-  });
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: "/static/" });
 
   app.decorateRequest("user", null);
   app.decorateRequest("sessionId", null);
+  app.decorateRequest("loginNonce", null);
+  /** The login form's nonce from its cookie, or a new one (set on this reply). */
+  const loginNonce = (request: FastifyRequest, reply?: FastifyReply): string | null => {
+    if (request.loginNonce) return request.loginNonce;
+    const cookie = request.cookies[names.login];
+    if (cookie && /^[A-Za-z0-9_-]{32}$/.test(cookie)) {
+      request.loginNonce = cookie;
+      return cookie;
+    }
+    if (!reply) return null;
+    request.loginNonce = randomBytes(24).toString("base64url");
+    reply.setCookie(names.login, request.loginNonce, {
+      path: "/",
+      httpOnly: true,
+      sameSite: "strict",
+      secure,
+    });
+    return request.loginNonce;
+  };
+  const binding = (request: FastifyRequest, reply?: FastifyReply): CsrfBinding | null => {
+    if (request.sessionId) return { session: request.sessionId };
+    const nonce = loginNonce(request, reply);
+    return nonce ? { login: nonce } : null;
+  };
+  app.decorateReply("csrfToken", function (this: FastifyReply) {
+    return csrfToken(csrf, binding(this.request, this)!);
+  });
   app.addHook("onRequest", async (request, reply) => {
     reply.header("cache-control", NO_STORE);
-    const token = request.cookies[SESSION_COOKIE];
+    const token = request.cookies[names.session];
     if (!token) return;
     const session = await db.session.findUnique({
       where: { tokenHash: tokenHash(token) },
@@ -138,6 +208,41 @@ export async function buildReviewApp(deps: ReviewDeps) {
     request.sessionId = session.id;
     const { id, username, displayName, organisation, role } = session.user;
     request.user = { id, username, displayName, organisation, role };
+  });
+  // Every state-changing request, whatever its route: the browser must say it comes from this
+  // site, and the form's token must be the one bound to this session (or login form).
+  app.addHook("preHandler", async (request, reply) => {
+    if (SAFE_METHODS.has(request.method)) return;
+    const origin = sameOriginRequest(request.headers, request.host, request.protocol === "https");
+    const bound = binding(request);
+    const body = request.body as Record<string, unknown> | undefined;
+    const token = body && typeof body === "object" ? body._csrf : undefined;
+    const reason = !origin.ok
+      ? origin.reason
+      : !bound
+        ? "no session or login form"
+        : csrfTokenValid(csrf, bound, token)
+          ? null
+          : token === undefined
+            ? "no token"
+            : "a token of another session";
+    if (reason === null) return;
+    log.warn(
+      { event: "review.csrf-refused", url: request.routeOptions.url, reason, address: request.ip },
+      "request refused: not from this site's own form",
+    );
+    await audit("review.csrf-refused", request, {
+      details: { url: request.routeOptions.url ?? null, reason },
+    });
+    return reply
+      .status(403)
+      .type("text/html")
+      .send(
+        page(
+          "Error 403",
+          html`<h1>Error 403</h1><p class="error">The form's security token is missing or out of date: go back, reload the page and try again.</p><p><a href="/">Worklist</a></p>`,
+        ),
+      );
   });
   app.setErrorHandler(
     async (error: Error & { statusCode?: number; code?: string }, request, reply) => {
@@ -153,9 +258,8 @@ export async function buildReviewApp(deps: ReviewDeps) {
           "review page failed",
         );
       }
-      const message = error.code?.startsWith("FST_CSRF")
-        ? "The form's security token is missing or out of date: go back, reload the page and try again."
-        : status === 429
+      const message =
+        status === 429
           ? "Too many login attempts from your address: wait a minute."
           : status >= 500
             ? "Something went wrong; the error was logged."
@@ -181,7 +285,7 @@ export async function buildReviewApp(deps: ReviewDeps) {
       html`<h1>Log in</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
 <form method="post" action="/login" class="login">
-  <input type="hidden" name="_csrf" value="${reply.generateCsrf()}">
+  <input type="hidden" name="_csrf" value="${reply.csrfToken()}">
   <input type="hidden" name="next" value="${next}">
   <label>User name <input name="username" autocomplete="username" required autofocus></label>
   <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
@@ -196,20 +300,42 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
   const Login = z.object({
     username: z.string().max(64),
     password: z.string().max(1024),
-    next: z.string().optional(),
+    next: z.string().max(2048).optional(),
+    _csrf: z.string().optional(),
   });
+  const failedLogins = new FailedLogins(config.REVIEW_LOGIN_ATTEMPTS_PER_MINUTE);
   app.post(
     "/login",
     {
-      preHandler: app.csrfProtection,
+      // Per address (behind a trusted proxy: the client's); per account below.
       config: { rateLimit: { max: config.REVIEW_LOGIN_ATTEMPTS_PER_MINUTE, timeWindow: 60_000 } },
     },
     async (request, reply) => {
       const form = Login.safeParse(request.body);
       const next = localPath(form.success ? form.data.next : undefined);
-      const user = form.success
-        ? await checkPassword(db, form.data.username.trim(), form.data.password)
-        : null;
+      const username = form.success ? form.data.username.trim().toLowerCase() : "";
+      if (username && failedLogins.locked(username)) {
+        await audit("review.login-locked", request, { details: { username } });
+        log.warn(
+          { event: "review.login-locked", address: request.ip },
+          "login refused: account limit",
+        );
+        return reply
+          .status(429)
+          .type("text/html")
+          .send(
+            loginPage(
+              reply,
+              next,
+              "Too many failed logins for this account: wait a minute and try again.",
+            ),
+          );
+      }
+      const user = form.success ? await checkPassword(db, username, form.data.password) : null;
+      if (username) {
+        if (user) failedLogins.succeed(username);
+        else failedLogins.fail(username);
+      }
       if (!user) {
         await audit("review.login-failed", request, {
           details: { username: form.success ? form.data.username.slice(0, 64) : null },
@@ -227,10 +353,13 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
       await db.session.create({
         data: { tokenHash: tokenHash(token), userId: user.id, expiresAt, address: request.ip },
       });
+      // A session already open in this browser ends: one browser, one session (and CSRF token).
+      if (request.sessionId) await db.session.deleteMany({ where: { id: request.sessionId } });
       await db.session.deleteMany({ where: { expiresAt: { lt: new Date() } } });
       await audit("review.login", request, { actor: user.username });
       return reply
-        .setCookie(SESSION_COOKIE, token, {
+        .clearCookie(names.login, { path: "/", secure })
+        .setCookie(names.session, token, {
           path: "/",
           httpOnly: true,
           sameSite: "strict",
@@ -261,14 +390,14 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
         .send(
           page("Forbidden", html`<h1>Error 403</h1><p class="error">${what}</p>`, {
             user: user(request),
-            csrf: reply.generateCsrf(),
+            csrf: reply.csrfToken(),
           }),
         );
 
-    pages.post("/logout", { preHandler: pages.csrfProtection }, async (request, reply) => {
+    pages.post("/logout", async (request, reply) => {
       if (request.sessionId) await db.session.delete({ where: { id: request.sessionId } });
       await audit("review.logout", request);
-      return reply.clearCookie(SESSION_COOKIE, { path: "/" }).redirect("/login", 303);
+      return reply.clearCookie(names.session, { path: "/", secure }).redirect("/login", 303);
     });
 
     pages.get("/", async (request, reply) => {
@@ -277,7 +406,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
       const data = await worklist(db, query);
       return reply
         .type("text/html")
-        .send(worklistPage(query, data, user(request), reply.generateCsrf()));
+        .send(worklistPage(query, data, user(request), reply.csrfToken()));
     });
 
     // The worklist's counts, refreshed by review.js while the page is open ("live counts").
@@ -303,7 +432,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
           studyPage(
             loaded,
             user(request),
-            reply.generateCsrf(),
+            reply.csrfToken(),
             signed ? "Signed: the signed report is on its way to the PACS." : undefined,
           ),
         );
@@ -351,62 +480,71 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
       return reply.type("image/png").send(await heatmapPng(knee.cropPng, knee.heatmapPng));
     });
 
-    pages.post(
-      "/studies/:uid/sign",
-      { preHandler: pages.csrfProtection },
-      async (request, reply) => {
-        const uid = studyUid(request);
-        if (!uid) return reply.callNotFound();
-        const u = user(request);
-        if (u.role !== "RADIOLOGIST") {
+    pages.post("/studies/:uid/sign", async (request, reply) => {
+      const uid = studyUid(request);
+      if (!uid) return reply.callNotFound();
+      const u = user(request);
+      if (u.role !== "RADIOLOGIST") {
+        await audit("review.sign-refused", request, {
+          studyInstanceUid: uid,
+          details: { reason: `role ${u.role}` },
+        });
+        return forbidden(request, reply, "Only radiologists sign reports.");
+      }
+      const started = Date.now();
+      const form = SignForm.safeParse(request.body);
+      if (!form.success) {
+        return reply
+          .status(400)
+          .type("text/html")
+          .send(
+            page(
+              "Error 400",
+              html`<h1>Not signed</h1><p class="error" role="alert">The form was not understood: every field once, as text. Open the study again and sign from its page.</p><p><a href="/studies/${uid}">Back to the study</a></p>`,
+              { user: u, csrf: reply.csrfToken() },
+            ),
+          );
+      }
+      try {
+        const review = await signStudy(db, deps.reportQueue, {
+          studyInstanceUid: uid,
+          user: u,
+          form: form.data,
+          address: request.ip,
+        });
+        log.info(
+          {
+            event: "review.signed",
+            studyInstanceUid: uid,
+            reviewId: review.id,
+            ms: Date.now() - started,
+          },
+          "study signed",
+        );
+      } catch (error) {
+        if (!(error instanceof SignError)) throw error;
+        if (error.statusCode === 409) {
           await audit("review.sign-refused", request, {
             studyInstanceUid: uid,
-            details: { reason: `role ${u.role}` },
+            details: { reason: error.message },
           });
-          return forbidden(request, reply, "Only radiologists sign reports.");
         }
-        const started = Date.now();
-        try {
-          const review = await signStudy(db, deps.reportQueue, {
-            studyInstanceUid: uid,
-            user: u,
-            form: request.body as Record<string, string | undefined>,
-            address: request.ip,
-          });
-          log.info(
-            {
-              event: "review.signed",
-              studyInstanceUid: uid,
-              reviewId: review.id,
-              ms: Date.now() - started,
-            },
-            "study signed",
+        return reply
+          .status(error.statusCode)
+          .type("text/html")
+          .send(
+            page(
+              `Error ${error.statusCode}`,
+              html`<h1>Not signed</h1><p class="error" role="alert">${error.message}</p><p><a href="/studies/${uid}">Back to the study</a></p>`,
+              {
+                user: u,
+                csrf: reply.csrfToken(),
+              },
+            ),
           );
-        } catch (error) {
-          if (!(error instanceof SignError)) throw error;
-          if (error.statusCode === 409) {
-            await audit("review.sign-refused", request, {
-              studyInstanceUid: uid,
-              details: { reason: error.message },
-            });
-          }
-          return reply
-            .status(error.statusCode)
-            .type("text/html")
-            .send(
-              page(
-                `Error ${error.statusCode}`,
-                html`<h1>Not signed</h1><p class="error" role="alert">${error.message}</p><p><a href="/studies/${uid}">Back to the study</a></p>`,
-                {
-                  user: u,
-                  csrf: reply.generateCsrf(),
-                },
-              ),
-            );
-        }
-        return reply.redirect(`/studies/${uid}?signed=1`, 303);
-      },
-    );
+      }
+      return reply.redirect(`/studies/${uid}?signed=1`, 303);
+    });
 
     // --- accounts (admins) ---------------------------------------------------------------------
     const ADMIN_ONLY = "Only admins manage users.";
@@ -419,13 +557,13 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
       reply
         .status(outcome.error ? (outcome.status ?? 400) : 200)
         .type("text/html")
-        .send(await usersPage(db, user(request), reply.generateCsrf(), outcome));
+        .send(await usersPage(db, user(request), reply.csrfToken(), outcome));
     const failure = (e: Error) => e.message;
     pages.get("/users", async (request, reply) => {
       if (user(request).role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
       return usersAnswer(request, reply);
     });
-    pages.post("/users", { preHandler: pages.csrfProtection }, async (request, reply) => {
+    pages.post("/users", async (request, reply) => {
       const u = user(request);
       if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
       const form = NewUser.safeParse(request.body);
@@ -440,32 +578,26 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
         error ? { error } : { notice: `Added ${form.data.username}.` },
       );
     });
-    pages.post(
-      "/users/:username/disable",
-      { preHandler: pages.csrfProtection },
-      async (request, reply) => {
-        const u = user(request);
-        if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
-        const { username } = request.params as { username: string };
-        if (username === u.username) {
-          return usersAnswer(request, reply, { error: "You cannot disable your own account." });
-        }
-        const error = await disableUser(db, username, u.username).then(() => undefined, failure);
-        return usersAnswer(
-          request,
-          reply,
-          error ? { error, status: 404 } : { notice: `Disabled ${username}.` },
-        );
-      },
-    );
+    pages.post("/users/:username/disable", async (request, reply) => {
+      const u = user(request);
+      if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+      const { username } = request.params as { username: string };
+      if (username === u.username) {
+        return usersAnswer(request, reply, { error: "You cannot disable your own account." });
+      }
+      const error = await disableUser(db, username, u.username).then(() => undefined, failure);
+      return usersAnswer(
+        request,
+        reply,
+        error ? { error, status: 404 } : { notice: `Disabled ${username}.` },
+      );
+    });
 
     const Days = z.object({ days: z.coerce.number().int().min(1).max(3650).optional() });
     pages.get("/agreement", async (request, reply) => {
       const q = Days.safeParse(request.query);
       const report = await agreementReport(db, config, q.success ? q.data.days : undefined);
-      return reply
-        .type("text/html")
-        .send(agreementPage(report, user(request), reply.generateCsrf()));
+      return reply.type("text/html").send(agreementPage(report, user(request), reply.csrfToken()));
     });
     pages.get("/agreement/confusion.png", async (request, reply) => {
       const q = Days.safeParse(request.query);

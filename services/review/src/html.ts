@@ -16,7 +16,14 @@ const ESCAPES: Record<string, string> = {
   '"': "&quot;",
   "'": "&#39;",
 };
-export const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+/**
+ * Bidirectional formatting characters (embeddings, overrides, isolates, marks) reorder what is
+ * shown without changing what is stored: "ID\u202e9876" would read "ID6789". Text from a data set
+ * is shown in its stored order, so they are dropped (natural right-to-left text needs none).
+ */
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+export const escapeHtml = (s: string) =>
+  s.replace(BIDI_CONTROLS, "").replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 
 type Value = Html | string | number | boolean | null | undefined | Value[];
 

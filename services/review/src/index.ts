@@ -12,7 +12,7 @@ import type { Logger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
 import { buildReviewApp } from "./app.ts";
 
-export { buildReviewApp, SESSION_COOKIE } from "./app.ts";
+export { buildReviewApp, cookieNames, localPath, SESSION_COOKIE } from "./app.ts";
 
 export interface RunningReview {
   url: string;

@@ -48,6 +48,13 @@ export async function signStudy(
   const loaded = await loadStudy(db, a.studyInstanceUid);
   if (!loaded?.job) throw new SignError(404, "no graded revision of this study to sign");
   const { study, job } = loaded;
+  // A report names its patient: a study whose identity did not survive ingest is not signed.
+  if (!study.patientId?.trim() && !study.patientName?.trim()) {
+    throw new SignError(
+      409,
+      "this study has no patient name or ID on record: it cannot be signed — ask IT to check what the modality sent",
+    );
+  }
   const latest = job.reviews[0];
   const expected = latest?.sopInstanceUid ?? reportUids(job.id).aiSr;
   if (a.form.predecessor !== expected) {
