@@ -24,7 +24,8 @@ SCHEMA_VERSION = 1
 FIXTURES_FILE = "fixtures.json"
 # The knee localiser's settings travel with the model (manifest "localiser"): its thresholds, and
 # its templates (models.knee_template's output) copied beside the members when the repo has them.
-LOCALISER_THRESHOLDS = {"min_score": 0.45, "pair_min_score": 0.42, "low_confidence_score": 0.6}
+LOCALISER_THRESHOLDS = {"min_score": 0.45, "pair_min_score": 0.42, "low_confidence_score": 0.6,
+                        "verifier_min_probability": 0.35}
 KNEE_TEMPLATE = Path(__file__).resolve().parent.parent / "packages" / "knee" / "assets" / "knee-template.json"
 DATA_SOURCE = {
     "name": "Knee Osteoarthritis Severity Grading Dataset (Chen 2018)",

@@ -86,7 +86,7 @@ export const LocaliserSection = z.looseObject({
   /** Below this a knee is graded but flagged "low localisation confidence" (LOW_CONFIDENCE_SCORE). */
   low_confidence_score: z.number().min(-1).max(1).default(0.6),
   /** Least probability of "AP/PA knee joint" from the second stage (VERIFIER_MIN_PROBABILITY). */
-  verifier_min_probability: z.number().min(0).max(1).default(0.5),
+  verifier_min_probability: z.number().min(0).max(1).default(0.35),
   template: z.optional(z.object({ file: modelFile, sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
 });
 export type LocaliserSection = z.infer<typeof LocaliserSection>;

@@ -204,13 +204,23 @@ describe("deciding which candidates are knees", () => {
     expect(knees).toEqual([knee(300, 0.6)]);
   });
 
-  it("drops the pair when the first knee's re-matched score fell below the knee threshold", async () => {
+  it("drops the pair when neither re-matched score reaches the knee threshold", async () => {
     const knees = await decideKnees(
       [knee(300, 0.46), knee(900, 0.5)],
       thresholds,
-      rescored(0.44, 0.5),
+      rescored(0.44, 0.44),
     );
     expect(knees).toEqual([knee(300, 0.46)]);
+  });
+
+  it("keeps the pair when either re-matched knee reaches the knee threshold and the other the pair threshold", async () => {
+    // At one size the better match may change sides: the pair is judged as a pair.
+    const knees = await decideKnees(
+      [knee(300, 0.46), knee(900, 0.5)],
+      thresholds,
+      rescored(0.43, 0.5),
+    );
+    expect(knees.map((k) => k.score)).toEqual([0.43, 0.5]);
   });
 
   it("reports nothing below the knee threshold, and no second knee that is not beside the first", async () => {

@@ -185,6 +185,28 @@ function suppress(candidates: KneeCandidate[], limit: number): KneeCandidate[] {
   return kept;
 }
 
+/**
+ * The `limit` best coarse candidates, and for each of the best two the best-scoring candidate
+ * where the other knee of a bilateral image would be (at its height, clearly beside it) when none
+ * of those is there: on a radiograph of both legs, shafts and condyles of one knee can outrank the
+ * other knee at the coarse level, or match it only at another size (a square taking in both
+ * condyles and the soft tissue). Such a mate is refined at the lead's size — one patient, one
+ * exposure — and must then pass the same thresholds as any knee.
+ */
+function withMates(ranked: KneeCandidate[], limit: number): KneeCandidate[] {
+  const chosen = ranked.slice(0, limit);
+  for (const lead of ranked.slice(0, 2)) {
+    const inBand = (c: KneeCandidate) =>
+      c !== lead &&
+      Math.abs(c.cy - lead.cy) < 0.5 * lead.side &&
+      Math.abs(c.cx - lead.cx) > 0.8 * lead.side;
+    if (chosen.some((c) => inBand(c) && besideAsPair(lead, c))) continue;
+    const mate = ranked.find(inBand);
+    if (mate) chosen.push({ ...mate, side: lead.side });
+  }
+  return chosen;
+}
+
 /** Local maxima of a score map (3×3), mapped back to image coordinates. */
 function peaks(
   m: { map: Float32Array; width: number; height: number },
@@ -322,11 +344,15 @@ function patch(image: Float32Array, width: number, x: number, y: number, n: numb
   return out;
 }
 
-/** Is `c` a plausible second knee beside `first`: same height, similar size, clearly beside it. */
+/**
+ * Is `c` a plausible second knee beside `first`: same height, clearly beside it, of a size that
+ * re-matching at one size can reconcile (one of the two may have matched a square taking in the
+ * soft tissue too).
+ */
 function besideAsPair(first: KneeCandidate, c: KneeCandidate): boolean {
   return (
-    c.side / first.side > 0.7 &&
-    c.side / first.side < 1.43 &&
+    c.side / first.side > 0.5 &&
+    c.side / first.side < 2 &&
     Math.abs(c.cy - first.cy) < 0.5 * first.side &&
     Math.abs(c.cx - first.cx) > 0.8 * first.side
   );
@@ -335,8 +361,9 @@ function besideAsPair(first: KneeCandidate, c: KneeCandidate): boolean {
 /**
  * Which refined candidates are knees. The best one counts from `minScore`; a second one beside it
  * from `pairMinScore`. A pair is then re-matched at one size (`rematch`: one patient, one
- * exposure), and the pair stands only when both re-matched scores still reach their thresholds;
- * otherwise the first knee is reported alone, as first refined. Every knee returned therefore
+ * exposure), and the pair stands only when the re-matched scores still reach the thresholds (the
+ * better one `minScore`, the other `pairMinScore`); otherwise the first knee is reported alone, as
+ * first refined. Every knee returned therefore
  * scores at least its threshold on its final square.
  */
 export async function decideKnees(
@@ -351,8 +378,18 @@ export async function decideKnees(
     .find((c) => c.score >= thresholds.pairMinScore && besideAsPair(best, c));
   if (!second) return [best];
   const [a, b] = await rematch([best, second]);
-  if (a.score >= thresholds.minScore && b.score >= thresholds.pairMinScore) return [a, b];
+  if (pairPasses([a, b], thresholds)) return [a, b];
   return [best];
+}
+
+/** A re-matched pair stands when the better of the two reaches `minScore` and the other `pairMinScore`. */
+function pairPasses(
+  [a, b]: (KneeCandidate | undefined)[],
+  t: { minScore: number; pairMinScore: number },
+): boolean {
+  const hi = Math.max(a!.score, b!.score);
+  const lo = Math.min(a!.score, b!.score);
+  return hi >= t.minScore && lo >= t.pairMinScore;
 }
 
 /**
@@ -412,18 +449,34 @@ export async function localiseKnees(
     cy: c.cy / by,
     side: c.side / bx,
   });
-  const candidates = suppress(levels.flat(), 4);
+  const candidates = withMates(suppress(levels.flat(), 64), 4);
   const refined = suppress(
     await Promise.all(candidates.map((c) => refine(base, toBase(c), templates))),
     4,
   );
   const knees = await decideKnees(refined, { minScore, pairMinScore }, async ([a, b]) => {
     // One patient, one exposure: both knees have the same size. A severe knee (KL 4) matches the
-    // templates at a wrong size more easily than a healthy one, so both are re-matched at the
-    // better match's size, searching the position only.
-    const side = a.side;
-    const [ra, rb] = await Promise.all(
-      [a, b].map((k) => refine(base, { ...k, side }, templates, [0.97, 1, 1.03], false)),
+    // templates at a wrong size more easily than a healthy one, and on a radiograph of both legs
+    // either may have matched a square that takes in the soft tissue too: both are re-matched at
+    // each one's size, searching the position only; the size at which both pass their
+    // thresholds is kept (the higher sum of scores when both or neither do).
+    const sides = Math.abs(a.side / b.side - 1) > 0.05 ? [a.side, b.side] : [a.side];
+    const pairs = await Promise.all(
+      sides.map((side) =>
+        Promise.all(
+          [a, b].map((k) => refine(base, { ...k, side }, templates, [0.97, 1, 1.03], false)),
+        ),
+      ),
+    );
+    const passes = (p: (KneeCandidate | undefined)[]) => pairPasses(p, { minScore, pairMinScore });
+    const [ra, rb] = pairs.reduce((p, q) =>
+      passes(q) !== passes(p)
+        ? passes(q)
+          ? q
+          : p
+        : q[0]!.score + q[1]!.score > p[0]!.score + p[1]!.score
+          ? q
+          : p,
     );
     return [ra!, rb!];
   });
