@@ -22,6 +22,7 @@ import { WG04_DIR } from "./paths.ts";
 // ---------------------------------------------------------------------------------------------
 // Randomness
 
+import { LONG_LENGTH_VRS as LONG_VRS } from "@kneegrade/dicom";
 import { mulberry32 } from "@kneegrade/samples";
 
 export { mulberry32 };
@@ -83,23 +84,6 @@ export interface Element {
   /** Written in the length field instead of the value's length (a lying length). */
   length?: number;
 }
-
-/** VRs with a reserved field and a 32-bit length in explicit VR (PS3.5 7.1.2). */
-const LONG_VRS = new Set([
-  "OB",
-  "OD",
-  "OF",
-  "OL",
-  "OV",
-  "OW",
-  "SQ",
-  "SV",
-  "UC",
-  "UN",
-  "UR",
-  "UT",
-  "UV",
-]);
 
 export const TAG = {
   sopClassUid: 0x00080016,

@@ -2,7 +2,11 @@
  * Reads the attributes kneegrade routes and records by, from the start of a Part 10 file,
  * without touching pixel data (dicom-parser stops at (7FE0,0010)).
  */
+import { inflateRawSync } from "node:zlib";
 import dicomParser from "dicom-parser";
+import { textDecoder } from "./charset.ts";
+import { dataSetStartProblem, unreadableReason } from "./diagnose.ts";
+import { clampAttribute, type HeaderKeyword, type LimitNote } from "./limits.ts";
 import { isDicomUid, NATIVE_TRANSFER_SYNTAXES } from "./uids.ts";
 
 export interface RadiographHeader {
@@ -23,6 +27,13 @@ export interface RadiographHeader {
   /** (0020,0020) as written, e.g. "L\\F": the patient directions of the rows and columns. */
   patientOrientation?: string;
   accessionNumber?: string;
+  /**
+   * Patient identity and study date as received (names decoded in the Specific Character Set):
+   * patient data, never logged. Not yet held to their VR limits: see {@link clampHeader}.
+   */
+  patientName?: string;
+  patientId?: string;
+  studyDate?: string;
   /** (0028,0010) Rows and (0028,0011) Columns, when present. */
   rows?: number;
   columns?: number;
@@ -51,6 +62,11 @@ export class IncompleteHeaderError extends Error {
 }
 
 const PIXEL_DATA = "x7fe00010";
+
+/** "x0002ffff" as "(0002,FFFF)". */
+function tagName(tag: string): string {
+  return `(${tag.slice(1, 5)},${tag.slice(5)})`.toUpperCase();
+}
 
 /** dicom-parser throws `{ exception, dataSet }` objects as well as Errors and strings. */
 function parserMessage(error: unknown): string {
@@ -98,6 +114,13 @@ const TAGS = {
   accessionNumber: "x00080050",
 } as const;
 
+/** Patient identity: PN and LO may hold characters beyond ASCII, decoded in the data set's charset. */
+const IDENTITY = {
+  patientName: "x00100010",
+  patientId: "x00100020",
+  studyDate: "x00080020",
+} as const;
+
 function text(ds: dicomParser.DataSet, tag: string): string | undefined {
   const value = ds.string(tag);
   if (value === undefined) return undefined;
@@ -112,13 +135,34 @@ function text(ds: dicomParser.DataSet, tag: string): string | undefined {
 export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): RadiographHeader {
   let ds: dicomParser.DataSet;
   try {
-    ds = dicomParser.parseDicom(bytes, { untilTag: PIXEL_DATA });
+    ds = dicomParser.parseDicom(bytes, { untilTag: PIXEL_DATA, inflater });
   } catch (error) {
     const message = parserMessage(error);
     if (!isWholeFile) throw new IncompleteHeaderError(message);
-    throw new DicomParseError("unparseable", `unparseable data set: ${message}`);
+    // The parser's words name neither the element nor the cause: say what a sender can fix.
+    const reason = unreadableReason(bytes) ?? `unparseable data set: ${message}`;
+    throw new DicomParseError("unparseable", reason);
   }
   return headerOfDataSet(ds, isWholeFile);
+}
+
+/** Same bound as the pixel reader's on an inflated Deflated data set (a deflate bomb guard). */
+const MAX_INFLATED_BYTES = 2 ** 30;
+
+/**
+ * Inflates a Deflated data set the way the pixel reader does, so that both read such a file
+ * alike: dicom-parser's own path calls Buffer#copy, which a Uint8Array lacks ("i.copy is not a
+ * function"). On a prefix of the file it throws, and the caller reads the whole file. (The
+ * listener negotiates no Deflated syntax: this serves `kneegrade grade` and the worker.)
+ */
+function inflater(bytes: Uint8Array, position: number): Uint8Array {
+  const inflated = inflateRawSync(bytes.subarray(position), {
+    maxOutputLength: MAX_INFLATED_BYTES,
+  });
+  const full = new Uint8Array(position + inflated.length);
+  full.set(bytes.subarray(0, position), 0);
+  full.set(inflated, position);
+  return full;
 }
 
 /**
@@ -126,16 +170,22 @@ export function readRadiographHeader(bytes: Uint8Array, isWholeFile: boolean): R
  * reader, so that the grading path parses each file once). Same checks, same errors.
  */
 export function headerOfDataSet(ds: dicomParser.DataSet, isWholeFile: boolean): RadiographHeader {
+  const start = dataSetStartProblem(ds.byteArray);
+  if (start) throw new DicomParseError("unparseable", start);
   // File Meta Information (group 0002) belongs before the data set only: one inside the data set
   // would override the transfer syntax the association negotiated (dicom-parser merges both).
+  // An element is inside the data set when its value ends past the group's end: the group's last
+  // element may be empty (DCMTK and GDCM write an empty (0002,0016) or (0002,0013)), and its
+  // value then starts exactly where the group ends; any element after the group has a header of
+  // at least 8 bytes first, so even an empty one ends beyond it.
   const metaLength = ds.elements.x00020000 ? ds.uint32("x00020000") : undefined;
   if (metaLength !== undefined) {
     const metaEnd = ds.elements.x00020000!.dataOffset + 4 + metaLength;
     for (const [tag, el] of Object.entries(ds.elements)) {
-      if (tag.startsWith("x0002") && el.dataOffset >= metaEnd) {
+      if (tag.startsWith("x0002") && el.dataOffset + el.length > metaEnd) {
         throw new DicomParseError(
           "invalid-attribute",
-          `File Meta Information element (${tag.slice(1, 5)},${tag.slice(5)}) inside the data set`,
+          `File Meta Information element ${tagName(tag)} inside the data set`,
         );
       }
     }
@@ -156,7 +206,21 @@ export function headerOfDataSet(ds: dicomParser.DataSet, isWholeFile: boolean): 
     }
     return v;
   };
-  const optional = Object.fromEntries(OPTIONAL_ATTRIBUTES.map((k) => [k, text(ds, TAGS[k])]));
+  // Text is decoded in the data set's character set (dicom-parser's `string` reads Latin-1): an
+  // accession number or description in UTF-8 is stored, routed and shown as sent.
+  const decode = textDecoder(ds.string("x00080005"));
+  const decoded = (tag: string) => {
+    const el = ds.elements[tag];
+    if (!el || el.length === 0 || el.dataOffset + el.length > ds.byteArray.length) return undefined;
+    const value = decode(ds.byteArray.subarray(el.dataOffset, el.dataOffset + el.length))
+      .replace(/[\0 ]+$/, "")
+      .replace(/^ +/, "");
+    return value === "" ? undefined : value;
+  };
+  const optional = Object.fromEntries(OPTIONAL_ATTRIBUTES.map((k) => [k, decoded(TAGS[k])]));
+  const identity = Object.fromEntries(
+    Object.entries(IDENTITY).map(([k, tag]) => [k, decoded(tag)]),
+  );
   const us = (tag: string) => (ds.elements[tag]?.length === 2 ? ds.uint16(tag) : undefined);
   const rows = us("x00280010");
   const columns = us("x00280011");
@@ -167,6 +231,7 @@ export function headerOfDataSet(ds: dicomParser.DataSet, isWholeFile: boolean): 
     seriesInstanceUid: uid(TAGS.seriesInstanceUid, "SeriesInstanceUID (0020,000E)"),
     transferSyntaxUid: uid("x00020010", "TransferSyntaxUID (0002,0010)"),
     ...optional,
+    ...identity,
     ...(rows !== undefined ? { rows } : {}),
     ...(columns !== undefined ? { columns } : {}),
     hasPixelData,
@@ -179,6 +244,48 @@ export function headerOfDataSet(ds: dicomParser.DataSet, isWholeFile: boolean): 
         }
       : {}),
   };
+}
+
+/** The header's text attributes kneegrade stores, by the keyword their VR limits are kept under. */
+const STORED: Partial<Record<keyof RadiographHeader, HeaderKeyword>> = {
+  modality: "Modality",
+  bodyPartExamined: "BodyPartExamined",
+  studyDescription: "StudyDescription",
+  seriesDescription: "SeriesDescription",
+  protocolName: "ProtocolName",
+  requestedProcedureDescription: "RequestedProcedureDescription",
+  viewPosition: "ViewPosition",
+  imageLaterality: "ImageLaterality",
+  laterality: "Laterality",
+  patientOrientation: "PatientOrientation",
+  accessionNumber: "AccessionNumber",
+  patientName: "PatientName",
+  patientId: "PatientID",
+  studyDate: "StudyDate",
+};
+
+/**
+ * The header as kneegrade stores it: every text attribute within its VR's limits (truncated, or a
+ * malformed date dropped; see limits.ts), and a note for each one that had to change. Routing
+ * keeps to the header as received (a rule may look past the 64th character); the spool keeps the
+ * file as received.
+ */
+export function clampHeader(header: RadiographHeader): {
+  header: RadiographHeader;
+  notes: LimitNote[];
+} {
+  const clamped: Record<string, unknown> = { ...header };
+  const notes: LimitNote[] = [];
+  for (const [field, keyword] of Object.entries(STORED) as [string, HeaderKeyword][]) {
+    const value = clamped[field];
+    if (typeof value !== "string") continue;
+    const { value: within, note } = clampAttribute(keyword, value);
+    if (!note) continue;
+    notes.push(note);
+    if (within === undefined) delete clamped[field];
+    else clamped[field] = within;
+  }
+  return { header: clamped as unknown as RadiographHeader, notes };
 }
 
 /** Sequence Delimitation Item (FFFE,E0DD) with length 0, as it ends encapsulated pixel data. */
@@ -260,20 +367,34 @@ export function structureProblem(file: Uint8Array): string | undefined {
   try {
     ds = dicomParser.parseDicom(file);
   } catch (error) {
-    const message = parserMessage(error);
-    return `data set does not parse to its end: ${message}`;
+    return unreadableReason(file) ?? `data set does not parse to its end: ${parserMessage(error)}`;
   }
   // dicom-parser reads an unterminated sequence or pixel data to the end of the file, with a
   // warning: DCMTK (and a PACS) would not read such a file.
   const warnings = (ds as unknown as { warnings?: string[] }).warnings ?? [];
-  if (warnings.length > 0) return `data set is not well formed: ${warnings[0]}`;
+  if (warnings.length > 0) {
+    return unreadableReason(file) ?? `data set is not well formed: ${warnings[0]}`;
+  }
+  const bytes = ds.byteArray;
+  // Zero bytes after the last element (media padded to a block, by senders that write no Data
+  // Set Trailing Padding) read as empty (0000,0000) elements, by DCMTK too, and carry nothing:
+  // tolerated at the top level when nothing but zeros follows the last real element.
+  const lastEnd = Math.max(
+    ...Object.entries(ds.elements)
+      .filter(([tag]) => tag !== "x00000000")
+      .map(([, el]) => el.dataOffset + el.length),
+  );
+  const zeroPadded = lastEnd < bytes.length && bytes.subarray(lastEnd).every((b) => b === 0);
   const walk = (set: dicomParser.DataSet): string | undefined => {
     for (const [tag, el] of Object.entries(set.elements)) {
+      const name = `element ${tagName(tag)}`;
+      // (Zeros inside the data set are not padding: they stand where an element should be.)
+      if (set === ds && tag === "x00000000" && zeroPadded && el.dataOffset - 8 >= lastEnd) continue;
       // Item and delimitation tags (FFFE,xxxx) carry no VR.
       if (el.vr !== undefined && !tag.startsWith("xfffe") && !VALID_VRS.has(el.vr)) {
-        return `element ${tag} has unknown VR "${el.vr}"`;
+        return `${name} has unknown VR ${JSON.stringify(el.vr)}`;
       }
-      if (el.dataOffset + el.length > file.length) return `element ${tag} runs past the end`;
+      if (el.dataOffset + el.length > bytes.length) return `${name} runs past the end of the file`;
       if (tag === PIXEL_DATA && el.vr === "SQ") return "Pixel Data encoded as a sequence";
       for (const item of el.items ?? []) {
         if (item.dataSet) {

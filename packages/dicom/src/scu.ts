@@ -15,7 +15,7 @@
 import { readFileSync } from "node:fs";
 import dimse from "dcmjs-dimse";
 import { collectFiles } from "./files.ts";
-import { TRANSFER_SYNTAXES } from "./uids.ts";
+import { LONG_LENGTH_VRS, TRANSFER_SYNTAXES } from "./uids.ts";
 
 const { Client, Dataset } = dimse;
 const { PresentationContext } = dimse.association;
@@ -37,23 +37,6 @@ export interface RequestOutcome {
   status: number | null;
   error?: string;
 }
-
-/** Value representations whose explicit VR element header has a 4-byte length (PS3.5 7.1.2). */
-const LONG_LENGTH_VRS = new Set([
-  "OB",
-  "OD",
-  "OF",
-  "OL",
-  "OV",
-  "OW",
-  "SQ",
-  "SV",
-  "UC",
-  "UN",
-  "UR",
-  "UT",
-  "UV",
-]);
 
 /**
  * Where a Part 10 file's data set starts (after the File Meta group, which a C-STORE does not

@@ -1,6 +1,8 @@
 /** UIDs from DICOM PS3.4 (SOP classes) and PS3.5 (transfer syntaxes) that kneegrade deals in. */
 import { createHash, randomUUID } from "node:crypto";
 
+import { STORAGE_SOP_CLASS_NAMES } from "./sop-class-names.ts";
+
 export const SOP_CLASSES = {
   verification: "1.2.840.10008.1.1",
   computedRadiography: "1.2.840.10008.5.1.4.1.1.1",
@@ -93,3 +95,26 @@ export function uidFromName(name: string): string {
 export function randomUid(): string {
   return `${UUID_UID_ROOT}.${BigInt(`0x${randomUUID().replace(/-/g, "")}`).toString(10)}`;
 }
+
+/** A storage SOP class's name ("Comprehensive SR Storage"), or its UID when it has none here. */
+export function sopClassName(uid: string | undefined): string {
+  if (!uid) return "no SOP Class UID";
+  return STORAGE_SOP_CLASS_NAMES[uid] ?? uid;
+}
+
+/** Explicit VRs whose element header has two reserved bytes and a 32-bit length (PS3.5 7.1.2). */
+export const LONG_LENGTH_VRS: ReadonlySet<string> = new Set([
+  "OB",
+  "OD",
+  "OF",
+  "OL",
+  "OV",
+  "OW",
+  "SQ",
+  "SV",
+  "UC",
+  "UN",
+  "UR",
+  "UT",
+  "UV",
+]);

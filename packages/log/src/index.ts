@@ -71,22 +71,22 @@ export interface LoglevelLike {
 
 /**
  * Sends a `loglevel` logger's output (dcmjs-dimse prints plain text) through `log` as JSON lines
- * with `event: "<source>.log"`, keeping only `level` and above.
+ * with `event: "<source>.log"`, keeping only `level` and above. With `redact`, the line says what
+ * `redact` makes of the text instead of the text itself: for a library whose messages quote the
+ * data it handles (dcmjs prints a header value it truncates), which must not reach the log.
  */
 export function routeLoglevel(
   lib: LoglevelLike,
   log: Logger,
   source: string,
   level: "warn" | "error" = "warn",
+  redact?: (text: string) => string,
 ): void {
   lib.methodFactory = (methodName: string) => {
     const target = methodName === "error" ? "error" : methodName === "warn" ? "warn" : "debug";
     return (...args: unknown[]) => {
-      const text = args
-        .map((a) => (typeof a === "string" ? a : errorFields(a).message))
-        .join(" ")
-        .slice(0, 2000);
-      log[target]({ event: `${source}.log` }, text);
+      const text = args.map((a) => (typeof a === "string" ? a : errorFields(a).message)).join(" ");
+      log[target]({ event: `${source}.log` }, redact ? redact(text) : text.slice(0, 2000));
     };
   };
   lib.setLevel(level); // re-applies the method factory

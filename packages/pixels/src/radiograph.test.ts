@@ -1,6 +1,7 @@
 /** Transfer syntaxes of the data set itself, and every way a file can fail, on synthetic data. */
 import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
+import { PYDICOM_TEST_FILES } from "../../../tests/helpers/corpus.ts";
 import { WG04_DIR } from "../../../tests/helpers/paths.ts";
 import { configureCodecs } from "./codecs.ts";
 import {
@@ -166,8 +167,19 @@ describe("errors", () => {
     await expectFailure(
       writePart10(syntheticImage({ ...small, pixelData: null })),
       "NO_PIXEL_DATA",
-      /no Pixel Data/,
+      /no Pixel Data \(7FE0,0010\) \(Digital X-Ray Image Storage/,
     );
+  });
+
+  it("says what a data set without pixels is when it is not an image", async () => {
+    for (const [file, name] of [
+      ["test-SR.dcm", "Comprehensive SR Storage"],
+      ["rtplan.dcm", "RT Plan Storage"],
+      ["waveform_ecg.dcm", "12-lead ECG Waveform Storage"],
+    ]) {
+      const bytes = new Uint8Array(readFileSync(`${PYDICOM_TEST_FILES}${file}`));
+      await expectFailure(bytes, "NO_PIXEL_DATA", new RegExp(`^not an image: ${name}$`));
+    }
   });
 
   it("names an unsupported transfer syntax", async () => {

@@ -5,7 +5,13 @@
  * the LUT pipeline (lut.ts) is ours.
  */
 import { inflateRawSync } from "node:zlib";
-import { headerOfDataSet, type RadiographHeader, readRadiographHeader } from "@kneegrade/dicom";
+import {
+  headerOfDataSet,
+  type RadiographHeader,
+  readRadiographHeader,
+  sopClassName,
+  unreadableReason,
+} from "@kneegrade/dicom";
 import dicomParser from "dicom-parser";
 import { decodeFrame } from "./codecs.ts";
 import { PixelDataError } from "./errors.ts";
@@ -130,7 +136,10 @@ function parse(part10: Uint8Array, syntaxName: string): dicomParser.DataSet {
     if (error instanceof PixelDataError) throw error;
     const partial = (error as { dataSet?: dicomParser.DataSet } | null)?.dataSet;
     const pixel = partial?.elements.x7fe00010;
-    if (partial && pixel) {
+    // What stops a reader, walked element by element as DCMTK reads (dicom-parser's own message
+    // names its internals, not the file): stray bytes after Pixel Data are not a truncation.
+    const reason = unreadableReason(part10);
+    if (partial && pixel && (reason === undefined || reason.includes("(7FE0,0010)"))) {
       const declared = pixel.hadUndefinedLength ? "" : ` declares ${pixel.length} bytes but`;
       throw new PixelDataError(
         "CORRUPT_PIXEL_DATA",
@@ -141,7 +150,7 @@ function parse(part10: Uint8Array, syntaxName: string): dicomParser.DataSet {
     }
     throw new PixelDataError(
       "CORRUPT_PIXEL_DATA",
-      `the data set could not be parsed (${syntaxName}): ${messageOf(error)}`,
+      `the data set could not be parsed (${syntaxName}): ${reason ?? messageOf(error)}`,
       { cause: error },
     );
   }
@@ -389,6 +398,16 @@ async function fromDataSet(
   { ds, transferSyntaxUid, info }: ReturnType<typeof parseWhole>,
   options: ReadOptions,
 ): Promise<Radiograph> {
+  // A report, plan, waveform or document has no pixels at all: say what it is, not what it lacks.
+  if (!ds.elements.x7fe00010 && !ds.elements.x7fe00008 && !ds.elements.x7fe00009) {
+    const sopClass = sopClassName(ds.string("x00080016")?.replace(/\0/g, "").trim());
+    throw new PixelDataError(
+      "NO_PIXEL_DATA",
+      /Image/.test(sopClass)
+        ? `the data set has no Pixel Data (7FE0,0010) (${sopClass})`
+        : `not an image: ${sopClass}`,
+    );
+  }
   const { module: m, photometric } = readPixelModule(ds);
   const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
   if (m.rows * m.columns > maxPixels) {

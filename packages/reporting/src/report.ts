@@ -13,6 +13,7 @@ import { uidFromName } from "@kneegrade/dicom";
 import {
   algorithmOf,
   byReadingOrder,
+  clampStudyContext,
   derivedUids,
   type KneeFinding,
   kneeFinding,
@@ -28,6 +29,7 @@ import {
   writeComprehensiveSr,
   writeSecondaryCapture,
 } from "@kneegrade/reports";
+import { UnrecoverableError } from "bullmq";
 
 /** One entry of InstanceGrading.notGraded, as the worker writes it (services/worker/src/job.ts). */
 interface StoredNotGradedKnee {
@@ -103,9 +105,19 @@ export async function buildReportInputWithIds(
     };
   if (!context)
     throw new Error(`no readable image of study ${job.study.studyInstanceUid} in the spool`);
+  // The header may break its VR limits (the listener stored it clamped the same way): the report
+  // carries the values the writer can encode, and says which ones it shortened or left out.
+  const limited = clampStudyContext(context);
+  context = limited.context;
   const results = byReadingOrder(job.results);
   const knees = results.map((r) => kneeFinding(r, sourceOf(r.instance)));
-  const warnings = job.instances.flatMap((g) => (g.warnings as string[]) ?? []);
+  const warnings = [
+    ...job.instances.flatMap((g) => (g.warnings as string[]) ?? []),
+    ...limited.notes.map(
+      (n) =>
+        `${n.keyword} ${n.tag} in the images is beyond the DICOM limits of its VR (${n.rule}): ${n.action === "dropped" ? "left out of" : "truncated in"} this report`,
+    ),
+  ];
   const notGraded: NotGradedKnee[] = job.instances.flatMap((g) =>
     ((g.notGraded as StoredNotGradedKnee[] | null) ?? []).map((k) => ({
       laterality: SIDE_CODE[k.laterality],
@@ -163,6 +175,37 @@ export async function writeDurably(path: string, bytes: Uint8Array): Promise<str
   return createHash("sha256").update(bytes).digest("hex");
 }
 
+/**
+ * A report object that cannot be encoded: the same input fails the same way on every retry, so the
+ * job fails at once (BullMQ `UnrecoverableError`) instead of retrying for hours. The message is
+ * fixed — code, object and study UID — because the encoder's own may quote a header value (dcmjs:
+ * "Value exceeds max length, vr: PN, value: <the patient's name>"); only the VR is kept of it.
+ */
+export class ReportObjectError extends UnrecoverableError {
+  readonly code = "REPORT_OBJECT_INVALID";
+  constructor(kind: ReportKind | "signed-sr", studyInstanceUid: string, cause: unknown) {
+    const vr = /\bvr:? ([A-Z]{2})\b/.exec(cause instanceof Error ? cause.message : "")?.[1];
+    super(
+      `REPORT_OBJECT_INVALID: the ${kind} of study ${studyInstanceUid} could not be encoded${vr ? ` (a ${vr} value the DICOM writer refuses)` : ""}`,
+    );
+    // BullMQ and isFinalFailure recognise an unrecoverable error by this name.
+    this.name = "UnrecoverableError";
+  }
+}
+
+/** Runs an encoder; any error it throws becomes a {@link ReportObjectError}. */
+export async function encodeReportObject(
+  kind: ReportKind | "signed-sr",
+  studyInstanceUid: string,
+  encode: () => Uint8Array | Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  try {
+    return await encode();
+  } catch (error) {
+    throw new ReportObjectError(kind, studyInstanceUid, error);
+  }
+}
+
 export async function writeReportObjects(
   input: ReportInput,
   dir: string,
@@ -170,13 +213,14 @@ export async function writeReportObjects(
 ): Promise<WrittenObject[]> {
   // The writers take these UIDs from `input` and `derivedUids(input)`: the rows can use them too.
   const derived = derivedUids(input);
+  const study = input.context.studyInstanceUid;
   const objects: (Omit<WrittenObject, "path" | "sha256"> & { bytes: Uint8Array })[] = [
     {
       kind: "sr",
       sopClassUid: SR_SOP_CLASSES.comprehensive,
       sopInstanceUid: input.sopInstanceUid,
       seriesInstanceUid: input.seriesInstanceUid,
-      bytes: writeComprehensiveSr(input),
+      bytes: await encodeReportObject("sr", study, () => writeComprehensiveSr(input)),
     },
   ];
   if (options.secondaryCapture) {
@@ -184,7 +228,7 @@ export async function writeReportObjects(
       kind: "sc",
       sopClassUid: SECONDARY_CAPTURE_SOP_CLASS,
       ...derived.secondaryCapture,
-      bytes: await writeSecondaryCapture(input),
+      bytes: await encodeReportObject("sc", study, () => writeSecondaryCapture(input)),
     });
   }
   if (options.basicTextSr) {
@@ -192,7 +236,7 @@ export async function writeReportObjects(
       kind: "text-sr",
       sopClassUid: SR_SOP_CLASSES.basicText,
       ...derived.basicTextSr,
-      bytes: writeBasicTextSr(input),
+      bytes: await encodeReportObject("text-sr", study, () => writeBasicTextSr(input)),
     });
   }
   const written: WrittenObject[] = [];

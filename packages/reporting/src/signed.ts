@@ -17,7 +17,7 @@ import {
   writeComprehensiveSr,
 } from "@kneegrade/reports";
 import { UnrecoverableError } from "bullmq";
-import { buildReportInputWithIds, writeDurably } from "./report.ts";
+import { buildReportInputWithIds, encodeReportObject, writeDurably } from "./report.ts";
 
 export async function writeSignedReport(
   db: Db,
@@ -76,7 +76,10 @@ export async function writeSignedReport(
     review.study.studyInstanceUid,
     `${review.sopInstanceUid}.dcm`,
   );
-  const sha256 = await writeDurably(path, writeComprehensiveSr(signed));
+  const bytes = await encodeReportObject("signed-sr", review.study.studyInstanceUid, () =>
+    writeComprehensiveSr(signed),
+  );
+  const sha256 = await writeDurably(path, bytes);
   await db.$transaction(async (tx) => {
     if (await tx.report.findUnique({ where: { sopInstanceUid: review.sopInstanceUid } })) return;
     await tx.report.create({

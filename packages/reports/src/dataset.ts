@@ -2,10 +2,17 @@
  * What every object written here shares: Patient, General Study, series and SOP Common
  * attributes, dates, coded concepts and the Part 10 framing (dcmjs, Explicit VR Little Endian).
  */
-import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME } from "@kneegrade/dicom";
+import {
+  clampAttribute,
+  type HeaderKeyword,
+  IMPLEMENTATION_CLASS_UID,
+  IMPLEMENTATION_VERSION_NAME,
+  type LimitNote,
+  truncateUtf8,
+} from "@kneegrade/dicom";
 import dcmjs from "dcmjs";
 import { CODES, CODING_SCHEMES } from "./codes.ts";
-import type { Code, ReportInput, SourceImage } from "./types.ts";
+import type { Code, ReportInput, SourceImage, StudyContext } from "./types.ts";
 
 export const EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1";
 
@@ -40,35 +47,65 @@ export function dicomDateTime(date: Date): { date: string; time: string; offset:
  * but validators such as dciodvfy count bytes: this satisfies both), never inside a character.
  */
 export function clip(value: string | undefined, max: number): string {
-  if (value === undefined) return "";
-  if (Buffer.byteLength(value, "utf8") <= max) return value;
-  let out = "";
-  let bytes = 0;
-  for (const ch of value) {
-    bytes += Buffer.byteLength(ch, "utf8");
-    if (bytes > max) break;
-    out += ch;
+  return value === undefined ? "" : truncateUtf8(value, max);
+}
+
+/** The context's attributes by the keyword their VR limits are kept under (@kneegrade/dicom). */
+const CONTEXT_KEYWORDS = {
+  patientName: "PatientName",
+  patientId: "PatientID",
+  issuerOfPatientId: "IssuerOfPatientID",
+  patientBirthDate: "PatientBirthDate",
+  patientSex: "PatientSex",
+  studyDate: "StudyDate",
+  studyTime: "StudyTime",
+  studyId: "StudyID",
+  accessionNumber: "AccessionNumber",
+  referringPhysicianName: "ReferringPhysicianName",
+  studyDescription: "StudyDescription",
+} as const satisfies Record<Exclude<keyof StudyContext, "studyInstanceUid">, HeaderKeyword>;
+
+/**
+ * The study context within the DICOM limits of each attribute's VR (the rules ingest applies,
+ * limits.ts): a header may carry a 70-character Patient Name or a 10-character StudyDate, which
+ * the DICOM writer refuses. Returns the notes of what changed (tags and rules, no values).
+ */
+export function clampStudyContext(context: StudyContext): {
+  context: StudyContext;
+  notes: LimitNote[];
+} {
+  const out: StudyContext = { studyInstanceUid: context.studyInstanceUid };
+  const notes: LimitNote[] = [];
+  for (const [key, keyword] of Object.entries(CONTEXT_KEYWORDS) as [
+    keyof typeof CONTEXT_KEYWORDS,
+    HeaderKeyword,
+  ][]) {
+    const { value, note } = clampAttribute(keyword, context[key]);
+    if (note) notes.push(note);
+    if (value !== undefined) out[key] = value;
   }
-  return out;
+  return { context: out, notes };
 }
 
 /** Patient and General Study modules: copied from the graded images' context. */
 export function patientAndStudy(input: ReportInput): Dataset {
-  const c = input.context;
+  // Clamped here as well as where the context is built: whatever a caller passes, the writer
+  // never meets a value it refuses (it would throw with the value in its message).
+  const c = clampStudyContext(input.context).context;
   const ds: Dataset = {
     PatientName: c.patientName ?? "",
-    PatientID: clip(c.patientId, 64),
+    PatientID: c.patientId ?? "",
     PatientBirthDate: c.patientBirthDate ?? "",
     PatientSex: c.patientSex ?? "",
     StudyInstanceUID: c.studyInstanceUid,
     StudyDate: c.studyDate ?? "",
     StudyTime: c.studyTime ?? "",
     ReferringPhysicianName: c.referringPhysicianName ?? "",
-    StudyID: clip(c.studyId, 16),
-    AccessionNumber: clip(c.accessionNumber, 16),
+    StudyID: c.studyId ?? "",
+    AccessionNumber: c.accessionNumber ?? "",
   };
-  if (c.issuerOfPatientId) ds.IssuerOfPatientID = clip(c.issuerOfPatientId, 64);
-  if (c.studyDescription) ds.StudyDescription = clip(c.studyDescription, 64);
+  if (c.issuerOfPatientId) ds.IssuerOfPatientID = c.issuerOfPatientId;
+  if (c.studyDescription) ds.StudyDescription = c.studyDescription;
   return ds;
 }
 

@@ -8,6 +8,8 @@ export {
 } from "./capture.ts";
 export { CODES, CODING_SCHEMES, KL_CODING_SCHEME, KL_GRADE_WORDS, klGradeCode } from "./codes.ts";
 export { readStudyContext } from "./context.ts";
+export { clampStudyContext } from "./dataset.ts";
+export { type DcmjsLogger, dcmjsLoggers, dcmjsMessageWithoutValues } from "./dcmjs-log.ts";
 export {
   algorithmOf,
   byReadingOrder,

@@ -11,7 +11,12 @@
 import { randomUUID } from "node:crypto";
 import { rm, unlink } from "node:fs/promises";
 import type { Db } from "@kneegrade/db";
-import type { RadiographHeader, RoutingDecision } from "@kneegrade/dicom";
+import {
+  clampHeader,
+  type LimitNote,
+  type RadiographHeader,
+  type RoutingDecision,
+} from "@kneegrade/dicom";
 import { commitSpoolFile, type SpooledFile, spoolPathFor } from "./spool.ts";
 
 export interface IngestInput {
@@ -22,13 +27,20 @@ export interface IngestInput {
   spoolDir: string;
 }
 
-export type IngestOutcome =
+export type IngestOutcome = (
   | { kind: "stored"; studyId: string; revision: number }
   | { kind: "duplicate"; studyId: string }
-  | { kind: "replaced"; studyId: string; revision: number };
+  | { kind: "replaced"; studyId: string; revision: number }
+) & {
+  /** Header values that were out of their VR's limits and stored truncated or not at all. */
+  limitNotes: LimitNote[];
+};
 
 export async function ingestInstance(db: Db, input: IngestInput): Promise<IngestOutcome> {
-  const { header, routing, file } = input;
+  const { routing, file } = input;
+  // What is stored is held to the VR limits, so that it can be shown and written back into DICOM
+  // as it is; the spooled file stays as received.
+  const { header, notes: limitNotes } = clampHeader(input.header);
   const keep = routing.decision === "KNEE";
 
   // The same object again (same SOP Instance UID, same bytes): count it, change nothing else.
@@ -45,7 +57,7 @@ export async function ingestInstance(db: Db, input: IngestInput): Promise<Ingest
     SELECT "studyId"::text AS "studyId" FROM dup`;
   if (duplicate[0]) {
     await unlink(file.tmpPath).catch(() => {});
-    return { kind: "duplicate", studyId: duplicate[0].studyId };
+    return { kind: "duplicate", studyId: duplicate[0].studyId, limitNotes };
   }
 
   // Rename first: if the database write fails the file is removed again and the peer gets a
@@ -60,14 +72,25 @@ export async function ingestInstance(db: Db, input: IngestInput): Promise<Ingest
     reason: routing.reason,
     transferSyntaxUid: header.transferSyntaxUid,
     sizeBytes: file.sizeBytes,
+    // Which attributes and which rule, never the values (audit details hold no patient data).
+    ...(limitNotes.length > 0
+      ? { headerLimits: limitNotes.map(({ tag, vr, action, rule }) => ({ tag, vr, action, rule })) }
+      : {}),
   });
   try {
     const [row] = await db.$queryRaw<{ studyId: string; revision: number; replaced: boolean }[]>`
       WITH study AS (
-        INSERT INTO "Study" (id, "studyInstanceUid", "accessionNumber", modality, "updatedAt")
+        INSERT INTO "Study" (id, "studyInstanceUid", "accessionNumber", modality, "patientName",
+                             "patientId", "studyDate", "updatedAt")
         VALUES (${randomUUID()}::uuid, ${header.studyInstanceUid}, ${header.accessionNumber ?? null},
-                ${header.modality ?? null}, now())
+                ${header.modality ?? null}, ${header.patientName ?? null}, ${header.patientId ?? null},
+                ${header.studyDate ?? null}, now())
         ON CONFLICT ("studyInstanceUid") DO UPDATE SET
+          -- The worklist shows who and when from the first instance on, whatever becomes of the
+          -- report; an instance without them leaves what an earlier one brought.
+          "patientName" = COALESCE(EXCLUDED."patientName", "Study"."patientName"),
+          "patientId" = COALESCE(EXCLUDED."patientId", "Study"."patientId"),
+          "studyDate" = COALESCE(EXCLUDED."studyDate", "Study"."studyDate"),
           -- A knee instance in a settled study opens the next revision...
           revision = CASE WHEN ${keep} AND "Study".status IN ('QUEUED', 'GRADING', 'GRADED', 'REPORTED', 'FAILED')
                           THEN "Study".revision + 1 ELSE "Study".revision END,
@@ -117,8 +140,10 @@ export async function ingestInstance(db: Db, input: IngestInput): Promise<Ingest
       SELECT study.id::text AS "studyId", study.revision, instance.replaced
       FROM study, instance`;
     if (!row) throw new Error("ingest statement returned no row");
-    if (row.replaced) return { kind: "replaced", studyId: row.studyId, revision: row.revision };
-    return { kind: "stored", studyId: row.studyId, revision: row.revision };
+    if (row.replaced) {
+      return { kind: "replaced", studyId: row.studyId, revision: row.revision, limitNotes };
+    }
+    return { kind: "stored", studyId: row.studyId, revision: row.revision, limitNotes };
   } catch (error) {
     // Not recorded, so not acknowledged: the peer sends it again. (A replaced object's old bytes
     // were overwritten by the rename; the resend restores a consistent pair.)

@@ -14,6 +14,7 @@ import {
   dimensionProblem,
   IncompleteHeaderError,
   isDicomUid,
+  type LimitNote,
   pixelDataProblem,
   pixelEncodingProblem,
   RADIOGRAPH_SOP_CLASSES,
@@ -241,7 +242,12 @@ async function storeReceived(
   request: CStoreRequest,
   writer: SpoolWriter | undefined,
   callingAet: string,
-): Promise<{ header: RadiographHeader; outcome: "knee" | "not_knee" | "resent"; bytes: number }> {
+): Promise<{
+  header: RadiographHeader;
+  outcome: "knee" | "not_knee" | "resent";
+  bytes: number;
+  limitNotes: LimitNote[];
+}> {
   if (!writer) throw new StoreFailure(DIMSE_STATUS.outOfResources, "NO_DATASET", "no data set");
   const file = await writer.finish();
   if ("refusal" in file) {
@@ -265,7 +271,7 @@ async function storeReceived(
     });
     const outcome =
       ingested.kind === "duplicate" ? "resent" : routing.decision === "KNEE" ? "knee" : "not_knee";
-    return { header, outcome, bytes: file.sizeBytes };
+    return { header, outcome, bytes: file.sizeBytes, limitNotes: ingested.limitNotes };
   } catch (error) {
     await unlink(file.tmpPath).catch(() => {});
     throw error;
@@ -375,7 +381,7 @@ export function createScpClass(deps: ScpDeps) {
       const calling = this.association?.getCallingAeTitle().trim() ?? "";
       if (received) this.writers.delete(received);
       storeReceived(db, policy, request, received, calling)
-        .then(({ header, outcome, bytes }) => {
+        .then(({ header, outcome, bytes, limitNotes }) => {
           response.setStatus(DIMSE_STATUS.success);
           metrics.instancesReceived.inc({ outcome });
           metrics.bytesReceived.inc(bytes);
@@ -387,6 +393,18 @@ export function createScpClass(deps: ScpDeps) {
             },
             "instance stored",
           );
+          if (limitNotes.length > 0) {
+            // Tag, VR and rule only: the values are patient data.
+            log.warn(
+              {
+                event: "instance.header-limits",
+                studyInstanceUid: header.studyInstanceUid,
+                sopInstanceUid: header.sopInstanceUid,
+                attributes: limitNotes,
+              },
+              "header values beyond their DICOM limits: stored truncated or dropped",
+            );
+          }
         })
         .catch((error: unknown) => {
           const failure =

@@ -14,6 +14,7 @@ import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { startJobWorker } from "@kneegrade/queue";
+import { routeDcmjsLog } from "@kneegrade/reporting";
 import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
 
@@ -55,6 +56,8 @@ export async function startReporter(
   /** Where to count deliveries (the process's ops server serves it); a private one if absent. */
   metrics: Metrics = createMetrics(),
 ): Promise<RunningReporter> {
+  // dcmjs writes the report objects and prints what it quotes to the console: routed, redacted.
+  routeDcmjsLog(log);
   const pacs = pacsPeer(config);
   const where = { pacs: `${pacs.calledAet}@${pacs.host}:${pacs.port}${pacs.tls ? " (TLS)" : ""}` };
   const echo = () => cEcho({ ...pacs, timeoutMs: Math.min(pacs.timeoutMs ?? 5_000, 5_000) });

@@ -106,13 +106,15 @@ async function writeReports(ctx: ReportJobContext, job: ReportStudyJob, gradingJ
     basicTextSr: config.REPORT_BASIC_TEXT_SR,
   });
   await db.$transaction(async (tx) => {
-    // The review worklist shows who and when (patient data stays in PostgreSQL, never in logs).
+    // The review worklist shows who and when (patient data stays in PostgreSQL, never in logs):
+    // the graded image's values, held to the VR limits as at ingest; an absent one leaves what
+    // ingest stored.
     await tx.study.update({
       where: { id: job.studyId },
       data: {
-        patientName: input.context.patientName ?? null,
-        patientId: input.context.patientId ?? null,
-        studyDate: input.context.studyDate ?? null,
+        patientName: input.context.patientName,
+        patientId: input.context.patientId,
+        studyDate: input.context.studyDate,
       },
     });
     for (const w of written) {
@@ -259,7 +261,9 @@ export async function recordDeadLetter(
     return;
   }
   const job = parsed.data;
+  // Job errors carry codes and UIDs only (ReportObjectError withholds the encoder's message).
   const message = error.message.slice(0, 1000);
+  const code = (error as { code?: unknown }).code;
   const dead = await db.delivery.updateMany({
     where: { report: { gradingJobId: job.gradingJobId }, status: { not: "SENT" } },
     data: { status: "FAILED", lastError: message },
@@ -270,7 +274,12 @@ export async function recordDeadLetter(
       event: "report.dead-letter",
       actor: "reporter",
       studyInstanceUid: job.studyInstanceUid,
-      details: { revision: job.revision, deliveries: dead.count, error: message },
+      details: {
+        revision: job.revision,
+        deliveries: dead.count,
+        ...(typeof code === "string" ? { code } : {}),
+        error: message,
+      },
     },
   });
   log.error(

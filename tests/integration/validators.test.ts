@@ -1,0 +1,112 @@
+/**
+ * What kneegrade writes, held to two validators (issue 29): dicom3tools' dciodvfy (the IOD: its
+ * modules, attributes, VRs and enumerated values) and pixelmed's DicomSRValidator (the SR content
+ * tree against its templates, TID 1500 and those it includes, and the order of their rows). The
+ * objects come from the product's own writers, with the report fixtures' non-ASCII names.
+ *
+ * Errors fail the test; warnings are printed and listed with their reasons in
+ * packages/reports/README.md ("Validation"). pixelmed has no rules for the Secondary Capture IOD
+ * (it says "IOD (SOP Class) unrecognized"): dciodvfy alone validates the SC, and the test says so
+ * rather than count pixelmed's silence as a pass.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type ReportInput,
+  signedReportLines,
+  writeBasicTextSr,
+  writeComprehensiveSr,
+  writeSecondaryCapture,
+} from "@kneegrade/reports";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fixture, fixtureWithImages } from "../../packages/reports/src/test-support.ts";
+import { dciodvfyErrors } from "../helpers/dcmtk.ts";
+import { type PixelmedVerdict, pixelmedSr } from "../helpers/pixelmed.ts";
+
+/** The radiologist's signed revision of the fixture's AI SR: one knee confirmed, one not gradable. */
+function signedRevision(input: ReportInput): ReportInput {
+  const decisions = [
+    { grade: input.knees[0]!.grade },
+    { grade: null, notGradableReason: "rotated, joint space not seen" },
+  ];
+  const lines = signedReportLines(input, decisions);
+  return {
+    ...input,
+    sopInstanceUid: "2.25.1234",
+    signature: {
+      observerName: "Müller-Weiß^Jürgen",
+      organisation: "Klinikum Süd Radiologie",
+      dateTime: new Date(2026, 11, 1, 9, 30, 5),
+      predecessor: {
+        sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
+        sopInstanceUid: input.sopInstanceUid,
+        seriesInstanceUid: input.seriesInstanceUid,
+      },
+      knees: decisions,
+      findings: lines.findings,
+      impression: lines.impression,
+    },
+  };
+}
+
+describe("dciodvfy and pixelmed on what kneegrade writes", () => {
+  let dir: string;
+  const files: Record<string, string> = {};
+  /** pixelmed's verdicts, run side by side: each JVM takes 15–35 s here. */
+  let pixelmed: Record<string, PixelmedVerdict> = {};
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kneegrade-validators-"));
+    const input = await fixtureWithImages();
+    const objects: Record<string, Uint8Array> = {
+      "AI SR": writeComprehensiveSr(input),
+      "signed SR revision": writeComprehensiveSr(signedRevision(input)),
+      "Basic Text SR": writeBasicTextSr(fixture()),
+      "Secondary Capture": await writeSecondaryCapture(input),
+    };
+    for (const [name, bytes] of Object.entries(objects)) {
+      files[name] = join(dir, `${name.replace(/\W+/g, "-")}.dcm`);
+      await writeFile(files[name]!, bytes);
+    }
+    const names = Object.keys(files);
+    const verdicts = await Promise.all(names.map((n) => pixelmedSr(files[n]!)));
+    pixelmed = Object.fromEntries(names.map((n, i) => [n, verdicts[i]!]));
+  }, 300_000);
+
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const name of ["AI SR", "signed SR revision", "Basic Text SR", "Secondary Capture"]) {
+    it(`finds no error in the ${name} (dciodvfy)`, async () => {
+      expect(await dciodvfyErrors(files[name]!)).toEqual([]);
+    });
+  }
+
+  for (const [name, iod] of [
+    ["AI SR", "ComprehensiveSR"],
+    ["signed SR revision", "ComprehensiveSR"],
+  ] as const) {
+    it(`finds no error in the ${name}'s content tree against TID 1500 (pixelmed)`, () => {
+      const verdict = pixelmed[name]!;
+      for (const w of verdict.warnings) console.info(`pixelmed, ${name}: ${w}`);
+      expect(verdict.iod).toBe(iod);
+      expect(verdict.rootTemplate).toBe("TID_1500");
+      expect(verdict.errors).toEqual([]);
+    });
+  }
+
+  it("finds no error in the Basic Text SR (pixelmed; it has no root template to check)", () => {
+    const verdict = pixelmed["Basic Text SR"]!;
+    expect(verdict.iod).toBe("BasicTextSR");
+    expect(verdict.errors).toEqual([]);
+  });
+
+  it("is told by pixelmed that it has no rules for the Secondary Capture (dciodvfy validates it)", () => {
+    const verdict = pixelmed["Secondary Capture"]!;
+    expect(verdict.lines).toContain("IOD (SOP Class) unrecognized");
+    expect(verdict.iod).toBeUndefined();
+    expect(verdict.errors).toEqual([]);
+  });
+});
