@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .cpu_run import _cpu_name
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE = REPO_ROOT / "models" / "campaign" / "campaign.json"
 RUNS = REPO_ROOT / "models" / "runs" / "campaign"
@@ -131,16 +133,6 @@ def restore(name: str, runs: Path = RUNS, carry_dir: Path = CARRY) -> bool:
     runs.mkdir(parents=True, exist_ok=True)
     torch.save(s, st)
     return True
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _figures(r: dict) -> dict:

@@ -14,10 +14,20 @@ describe("loadConfig", () => {
       PACS_HOST: "127.0.0.1",
       PACS_PORT: 4242,
       PACS_AET: "ORTHANC",
-      METRICS_HOST: "0.0.0.0",
+      METRICS_HOST: "127.0.0.1",
       METRICS_PORT: 9464,
+      REVIEW_TRUSTED_PROXIES: [],
     });
     expect(c.LISTENER_TLS_KEY).toBeUndefined();
+  });
+
+  it("parses the trusted reverse proxies and refuses what is not an address or range", () => {
+    expect(
+      loadConfig({ REVIEW_TRUSTED_PROXIES: "10.0.0.5, 192.168.0.0/16,::1" }).REVIEW_TRUSTED_PROXIES,
+    ).toEqual(["10.0.0.5", "192.168.0.0/16", "::1"]);
+    expect(() => loadConfig({ REVIEW_TRUSTED_PROXIES: "proxy.example" })).toThrow(
+      /REVIEW_TRUSTED_PROXIES/,
+    );
   });
 
   it("parses the calling AE allow-list", () => {

@@ -13,6 +13,17 @@ const aeTitle = z
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positive = z.coerce.number().positive();
+/** A comma-separated list: items trimmed, empty ones dropped. */
+const commaList = (fallback = "") =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v) =>
+      v
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== ""),
+    );
 /** An on/off switch: 1, true or yes; 0, false or no. */
 const flag = (fallback: "0" | "1") =>
   z
@@ -43,16 +54,7 @@ const schema = z
     /** 0 picks a free port (tests). */
     LISTENER_PORT: z.coerce.number().int().min(0).max(65535).default(11112),
     LISTENER_AET: aeTitle.default("KNEEGRADE"),
-    ALLOWED_CALLING_AETS: z
-      .string()
-      .default("")
-      .transform((v) =>
-        v
-          .split(",")
-          .map((s) => s.trim())
-          .filter((s) => s !== ""),
-      )
-      .pipe(z.array(aeTitle)),
+    ALLOWED_CALLING_AETS: commaList().pipe(z.array(aeTitle)),
     LISTENER_TLS_KEY: optionalPath,
     LISTENER_TLS_CERT: optionalPath,
     LISTENER_TLS_CA: optionalPath,
@@ -123,15 +125,8 @@ const schema = z
     INSTITUTION_NAME: z.string().trim().max(64).optional(),
     MODEL_DIR: z.string().trim().min(1).default("./models/dist"),
     /** Execution providers in order of preference; each member falls back to the next. */
-    INFERENCE_PROVIDERS: z
-      .string()
-      .default("cpu")
-      .transform((v) =>
-        v
-          .split(",")
-          .map((s) => s.trim().toLowerCase())
-          .filter((s) => s !== ""),
-      )
+    INFERENCE_PROVIDERS: commaList("cpu")
+      .transform((list) => list.map((s) => s.toLowerCase()))
       .pipe(z.array(z.enum(["webgpu", "cuda", "cpu"])).min(1, "name at least one provider")),
     /** onnxruntime intra-op threads per session; 0 lets onnxruntime choose. */
     INFERENCE_THREADS: z.coerce.number().int().min(0).default(0),
@@ -185,22 +180,13 @@ const schema = z
      * only from these are X-Forwarded-For/-Proto/-Host believed (client address for the audit and
      * the login limits, the origin for the CSRF check). Empty: the socket's peer is the client.
      */
-    REVIEW_TRUSTED_PROXIES: z
-      .string()
-      .default("")
-      .transform((v) =>
-        v
-          .split(",")
-          .map((s) => s.trim())
-          .filter((s) => s !== ""),
-      )
-      .pipe(
-        z.array(
-          z.union([z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], {
-            error: "an IP address or CIDR range",
-          }),
-        ),
+    REVIEW_TRUSTED_PROXIES: commaList().pipe(
+      z.array(
+        z.union([z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], {
+          error: "an IP address or CIDR range",
+        }),
       ),
+    ),
     /** Exact AI–radiologist agreement below this (0..1) raises the agreement warning. */
     REVIEW_AGREEMENT_ALERT: z.coerce.number().min(0).max(1).default(0.6),
     /** The agreement window, days (the page can choose another). */

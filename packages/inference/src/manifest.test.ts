@@ -162,7 +162,7 @@ describe("loadModel", () => {
       minScore: 0.45,
       pairMinScore: 0.42,
       lowConfidenceScore: 0.6,
-      verifierMinProbability: 0.5,
+      verifierMinProbability: 0.35,
     });
     await plain.close();
     // The toolkit writes the section, with the template beside the members.
