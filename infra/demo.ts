@@ -255,7 +255,9 @@ async function syntheticCrop(path: string, seed: number) {
     .toFile(path);
 }
 
-async function samples(): Promise<{ uid: string; path: string; origin: string }[]> {
+async function samples(): Promise<
+  { uid: string; path: string; origin: string; composedKnees: number }[]
+> {
   const out = join(DEMO, "samples");
   await rm(out, { recursive: true, force: true });
   await mkdir(out, { recursive: true });
@@ -287,6 +289,7 @@ async function samples(): Promise<{ uid: string; path: string; origin: string }[
       uid,
       path,
       origin: fromData ? `KL ${a} and KL ${b} crops from knee-kl/val` : "synthetic knees",
+      composedKnees: crops.length,
     });
   }
   console.log(
@@ -392,6 +395,11 @@ async function main() {
     const job = study.jobs[0];
     if (!job) continue;
     const results = await db.kneeResult.findMany({ where: { gradingJobId: job.id } });
+    // The demo composed the radiograph, so it knows how many knees a reader should see.
+    const kneesFound = results.length;
+    console.log(
+      `  knees found: ${kneesFound} of the ${s.composedKnees} composed${kneesFound < s.composedKnees ? bold(" — a knee was missed") : ""}`,
+    );
     for (const r of results) {
       const p = (r.probabilities as number[]).map((v) => `${(v * 100).toFixed(0)}%`).join(" / ");
       console.log(
