@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "./cli.ts";
+import { freePort, kill } from "./cli.ts";
 
 export interface RunningOrthanc {
   dicomPort: number;
@@ -55,11 +55,7 @@ export async function startOrthanc(aet = "ORTHANC"): Promise<RunningOrthanc> {
     httpUrl,
     aet,
     async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await exited;
-      }
+      await kill(child, "SIGTERM");
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -16,7 +16,7 @@ import { cStoreFiles, type DicomPeer, TRANSFER_SYNTAXES } from "@kneegrade/dicom
 import { writeComprehensiveSr, writeSecondaryCapture } from "@kneegrade/reports";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixture, fixtureWithImages } from "../../packages/reports/src/test-support.ts";
-import { freePort, runCli } from "../helpers/cli.ts";
+import { freePort, kill, runCli } from "../helpers/cli.ts";
 import { tool } from "../helpers/dcmtk.ts";
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
@@ -338,11 +338,7 @@ async function startStorescp(extra: string[] = []): Promise<Storescp> {
     dir,
     output: () => out,
     async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await exited;
-      }
+      await kill(child, "SIGTERM");
       await rm(dir, { recursive: true, force: true });
     },
   };
