@@ -14,41 +14,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   type ReportInput,
-  signedReportLines,
   writeBasicTextSr,
   writeComprehensiveSr,
   writeSecondaryCapture,
 } from "@kneegrade/reports";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fixture, fixtureWithImages } from "../../packages/reports/src/test-support.ts";
+import {
+  fixture,
+  fixtureWithImages,
+  signedRevision,
+} from "../../packages/reports/src/test-support.ts";
 import { dciodvfyErrors } from "../helpers/dcmtk.ts";
 import { type PixelmedVerdict, pixelmedSr } from "../helpers/pixelmed.ts";
 
-/** The radiologist's signed revision of the fixture's AI SR: one knee confirmed, one not gradable. */
-function signedRevision(input: ReportInput): ReportInput {
-  const decisions = [
-    { grade: input.knees[0]!.grade },
-    { grade: null, notGradableReason: "rotated, joint space not seen" },
-  ];
-  const lines = signedReportLines(input, decisions);
-  return {
-    ...input,
-    sopInstanceUid: "2.25.1234",
-    signature: {
-      observerName: "Müller-Weiß^Jürgen",
-      organisation: "Klinikum Süd Radiologie",
-      dateTime: new Date(2026, 11, 1, 9, 30, 5),
-      predecessor: {
-        sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
-        sopInstanceUid: input.sopInstanceUid,
-        seriesInstanceUid: input.seriesInstanceUid,
-      },
-      knees: decisions,
-      findings: lines.findings,
-      impression: lines.impression,
-    },
-  };
-}
+/** The radiologist's signed revision of the fixture's AI SR, signed by a name beyond ASCII. */
+const signed = (input: ReportInput) =>
+  signedRevision(input, {
+    observerName: "Müller-Weiß^Jürgen",
+    organisation: "Klinikum Süd Radiologie",
+  });
 
 describe("dciodvfy and pixelmed on what kneegrade writes", () => {
   let dir: string;
@@ -61,7 +45,7 @@ describe("dciodvfy and pixelmed on what kneegrade writes", () => {
     const input = await fixtureWithImages();
     const objects: Record<string, Uint8Array> = {
       "AI SR": writeComprehensiveSr(input),
-      "signed SR revision": writeComprehensiveSr(signedRevision(input)),
+      "signed SR revision": writeComprehensiveSr(signed(input)),
       "Basic Text SR": writeBasicTextSr(fixture()),
       "Secondary Capture": await writeSecondaryCapture(input),
     };

@@ -1,37 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { writeComprehensiveSr } from "./sr.ts";
-import { dciodvfy, fixture, run, tempFile } from "./test-support.ts";
-import { signedReportLines } from "./text.ts";
-import type { ReportInput, Signature } from "./types.ts";
+import { dciodvfy, fixture, run, signedRevision, tempFile } from "./test-support.ts";
+import type { Signature } from "./types.ts";
 
 const EXPECTED_WARNING = /Unrecognized defined term <99KNEEGRADE>/;
 
-function signed(overrides: Partial<Signature> = {}): ReportInput {
-  const input = fixture();
-  const decisions = [
-    { grade: input.knees[0]!.grade },
-    { grade: null, notGradableReason: "rotated, joint space not seen" },
-  ];
-  const lines = signedReportLines(input, decisions);
-  return {
-    ...input,
-    sopInstanceUid: "2.25.1234",
-    signature: {
-      observerName: "Doe^Jane",
-      organisation: "Test Hospital Radiology",
-      dateTime: new Date(2026, 11, 1, 9, 30, 5),
-      predecessor: {
-        sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
-        sopInstanceUid: input.sopInstanceUid,
-        seriesInstanceUid: input.seriesInstanceUid,
-      },
-      knees: decisions,
-      findings: lines.findings,
-      impression: lines.impression,
-      ...overrides,
-    },
-  };
-}
+const signed = (overrides: Partial<Signature> = {}) => signedRevision(fixture(), overrides);
 
 describe("a signed SR revision", () => {
   it("is VERIFIED, names the verifying observer and its predecessor, and keeps the AI's grades as the AI's", async () => {

@@ -5,7 +5,8 @@ import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
-import type { KneeFinding, ReportInput, SourceImage } from "./types.ts";
+import { signedReportLines } from "./text.ts";
+import type { KneeFinding, ReportInput, Signature, SourceImage } from "./types.ts";
 
 export const PYTHON = "/usr/bin/python3";
 const VAL_CROP = "/work/shared/data/knee-kl/val/3/9023348L.png";
@@ -170,4 +171,37 @@ print(json.dumps(out))
   const r = spawnSync(PYTHON, ["-c", script, path], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`pydicom failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+/**
+ * A radiologist's signed revision of `input` (the AI SR): the first knee confirmed, the second not
+ * gradable; the signature's fields may be overridden.
+ */
+export function signedRevision(
+  input: ReportInput = fixture(),
+  overrides: Partial<Signature> = {},
+): ReportInput {
+  const decisions = [
+    { grade: input.knees[0]!.grade },
+    { grade: null, notGradableReason: "rotated, joint space not seen" },
+  ];
+  const lines = signedReportLines(input, decisions);
+  return {
+    ...input,
+    sopInstanceUid: "2.25.1234",
+    signature: {
+      observerName: "Doe^Jane",
+      organisation: "Test Hospital Radiology",
+      dateTime: new Date(2026, 11, 1, 9, 30, 5),
+      predecessor: {
+        sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
+        sopInstanceUid: input.sopInstanceUid,
+        seriesInstanceUid: input.seriesInstanceUid,
+      },
+      knees: decisions,
+      findings: lines.findings,
+      impression: lines.impression,
+      ...overrides,
+    },
+  };
 }
