@@ -196,10 +196,7 @@ function suppress(candidates: KneeCandidate[], limit: number): KneeCandidate[] {
 function withMates(ranked: KneeCandidate[], limit: number): KneeCandidate[] {
   const chosen = ranked.slice(0, limit);
   for (const lead of ranked.slice(0, 2)) {
-    const inBand = (c: KneeCandidate) =>
-      c !== lead &&
-      Math.abs(c.cy - lead.cy) < 0.5 * lead.side &&
-      Math.abs(c.cx - lead.cx) > 0.8 * lead.side;
+    const inBand = (c: KneeCandidate) => c !== lead && besideAt(lead, c);
     if (chosen.some((c) => inBand(c) && besideAsPair(lead, c))) continue;
     const mate = ranked.find(inBand);
     if (mate) chosen.push({ ...mate, side: lead.side });
@@ -350,11 +347,13 @@ function patch(image: Float32Array, width: number, x: number, y: number, n: numb
  * soft tissue too).
  */
 function besideAsPair(first: KneeCandidate, c: KneeCandidate): boolean {
+  return c.side / first.side > 0.5 && c.side / first.side < 2 && besideAt(first, c);
+}
+
+/** Is `c` where the other knee of `first` would be: at its height, clearly beside it. */
+function besideAt(first: KneeCandidate, c: KneeCandidate): boolean {
   return (
-    c.side / first.side > 0.5 &&
-    c.side / first.side < 2 &&
-    Math.abs(c.cy - first.cy) < 0.5 * first.side &&
-    Math.abs(c.cx - first.cx) > 0.8 * first.side
+    Math.abs(c.cy - first.cy) < 0.5 * first.side && Math.abs(c.cx - first.cx) > 0.8 * first.side
   );
 }
 
@@ -363,8 +362,7 @@ function besideAsPair(first: KneeCandidate, c: KneeCandidate): boolean {
  * from `pairMinScore`. A pair is then re-matched at one size (`rematch`: one patient, one
  * exposure), and the pair stands only when the re-matched scores still reach the thresholds (the
  * better one `minScore`, the other `pairMinScore`); otherwise the first knee is reported alone, as
- * first refined. Every knee returned therefore
- * scores at least its threshold on its final square.
+ * first refined. Every knee returned therefore scores at least its threshold on its final square.
  */
 export async function decideKnees(
   refined: KneeCandidate[],
