@@ -8,26 +8,29 @@
  *
  * 1. the knee's square resampled to 224 px (display grey, before CLAHE);
  * 2. pixels of at least {@link ARTHROPLASTY.brightGrey} in the square's central part (where the
- *    femoral component, tibial tray and stem are), 4-connected regions of them;
- * 3. metal when the largest region covers at least {@link ARTHROPLASTY.minAreaFraction} of the
- *    square and its mean grey exceeds the median grey of a ring around it (3–5 px outside) by at
- *    least {@link ARTHROPLASTY.minStepGrey};
+ *    femoral component, tibial tray and stem are), 4-connected regions of them of at least
+ *    {@link ARTHROPLASTY.minRegionFraction} of the square;
+ * 3. a region is metal when its mean grey exceeds the median grey of a ring around it (3–5 px
+ *    outside) by at least {@link ARTHROPLASTY.minStepGrey}; the knee has metal when such regions
+ *    together cover at least {@link ARTHROPLASTY.minAreaFraction} of the square (a prosthesis comes
+ *    in pieces: a unicompartmental knee's runner and half tray are small, each on its own);
  * 4. an arthroplasty when that metal lies at the joint: at least
  *    {@link ARTHROPLASTY.minJointFraction} of the square inside the joint band (the crop is centred
- *    on the joint line: rows 38–62 %). Metal elsewhere (screws and plates of a tibial osteotomy or
+ *    on the joint line: rows 30–62 %, reaching up for a patellofemoral shield). Metal elsewhere (screws and plates of a tibial osteotomy or
  *    fracture fixation) leaves the knee gradable; it is reported as a warning.
  *
- * Measured on the 6,604 real knee crops of knee-kl: no arthroplasty found; metal found in exactly
- * two, both fixation hardware in the proximal tibia (see docs/GRADING.md).
+ * Measured on the 6,604 real knee crops of knee-kl: no arthroplasty found; metal found in four,
+ * all fixation hardware in the proximal tibia (see docs/GRADING.md).
  */
 import type { GreyImage } from "./localise.ts";
 
 export const ARTHROPLASTY = {
   brightGrey: 235,
-  minAreaFraction: 0.04,
+  minRegionFraction: 0.004,
+  minAreaFraction: 0.025,
   minStepGrey: 45,
   minJointFraction: 0.015,
-  jointBand: [0.38, 0.62],
+  jointBand: [0.3, 0.62],
 } as const;
 
 export interface ArthroplastyFinding {
@@ -35,9 +38,9 @@ export interface ArthroplastyFinding {
   arthroplasty: boolean;
   /** Metal anywhere in the square's central part (a prosthesis, or fixation hardware). */
   metal: boolean;
-  /** The largest bright region's share of the square, 0..1. */
+  /** The share of the square covered by bright regions that stand out like metal, 0..1. */
   areaFraction: number;
-  /** Its mean grey minus its surroundings' median grey. */
+  /** The largest step of any bright region's mean grey over its surroundings' median grey. */
   stepGrey: number;
 }
 
@@ -49,7 +52,8 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
   const y0 = Math.floor(0.12 * h);
   const y1 = Math.ceil(0.92 * h);
   const label = new Int32Array(w * h);
-  let best: number[] = [];
+  const regions: { id: number; pixels: number[] }[] = [];
+  const minPixels = ARTHROPLASTY.minRegionFraction * w * h;
   let next = 1;
   const stack: number[] = [];
   for (let y = y0; y < y1; y++) {
@@ -77,21 +81,50 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
           stack.push(k);
         }
       }
-      if (region.length > best.length) best = region;
+      if (region.length >= minPixels) regions.push({ id: next, pixels: region });
       next++;
     }
   }
-  const areaFraction = best.length / (w * h);
-  if (best.length === 0) {
-    return { arthroplasty: false, metal: false, areaFraction: 0, stepGrey: 0 };
+  // A prosthesis can be several pieces (femoral component, tray; a unicompartmental knee's two
+  // small ones): every piece that stands out from its surroundings like metal counts.
+  let metalPixels = 0;
+  let atJoint = 0;
+  let stepGrey = Number.NEGATIVE_INFINITY;
+  const [top, bottom] = ARTHROPLASTY.jointBand.map((f) => f * h) as [number, number];
+  for (const region of regions) {
+    const step = stepAbove(region.pixels, region.id, label, data, w, h);
+    stepGrey = Math.max(stepGrey, step);
+    if (step < ARTHROPLASTY.minStepGrey) continue;
+    metalPixels += region.pixels.length;
+    for (const i of region.pixels) {
+      const y = Math.floor(i / w);
+      if (y >= top && y < bottom) atJoint++;
+    }
   }
-  const id = label[best[0]!]!;
+  const areaFraction = metalPixels / (w * h);
+  const metal = areaFraction >= ARTHROPLASTY.minAreaFraction;
+  return {
+    arthroplasty: metal && atJoint / (w * h) >= ARTHROPLASTY.minJointFraction,
+    metal,
+    areaFraction,
+    stepGrey: regions.length ? stepGrey : 0,
+  };
+}
+
+/** A region's mean grey minus the median grey of a ring 3–5 px outside it. */
+function stepAbove(
+  pixels: readonly number[],
+  id: number,
+  label: Int32Array,
+  data: Uint8Array,
+  w: number,
+  h: number,
+): number {
   let inside = 0;
-  for (const i of best) inside += data[i]!;
-  inside /= best.length;
-  // The ring: pixels 2–5 px from the region (Chebyshev distance), not in it.
+  for (const i of pixels) inside += data[i]!;
+  inside /= pixels.length;
   const ring = new Set<number>();
-  for (const i of best) {
+  for (const i of pixels) {
     const x = i % w;
     const y = (i - x) / w;
     for (const [dx, dy] of [
@@ -123,19 +156,5 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
   }
   const values = [...ring].map((k) => data[k]!).sort((a, b) => a - b);
   const median = values.length ? values[Math.floor(values.length / 2)]! : inside;
-  const stepGrey = inside - median;
-  const metal =
-    areaFraction >= ARTHROPLASTY.minAreaFraction && stepGrey >= ARTHROPLASTY.minStepGrey;
-  const [top, bottom] = ARTHROPLASTY.jointBand.map((f) => f * h) as [number, number];
-  let atJoint = 0;
-  for (const i of best) {
-    const y = Math.floor(i / w);
-    if (y >= top && y < bottom) atJoint++;
-  }
-  return {
-    arthroplasty: metal && atJoint / (w * h) >= ARTHROPLASTY.minJointFraction,
-    metal,
-    areaFraction,
-    stepGrey,
-  };
+  return inside - median;
 }

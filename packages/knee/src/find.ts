@@ -115,26 +115,32 @@ export async function findKnees(
   }
   // Second stage: each square must look like an AP/PA knee joint (verify.ts). A prosthesis is
   // evidence of a knee joint in itself (and looks like no training crop): not asked.
-  const cut = await Promise.all(
-    found.knees.map(async (k) => {
-      const { plain224, ...crop } = await cutKnee(image, k as KneeCandidate, inputSize);
-      const metal = detectArthroplasty({
-        width: TRAINING_CROP_SIZE,
-        height: TRAINING_CROP_SIZE,
-        data: plain224 ?? crop.crop224,
-      });
-      return { k, crop, metal };
-    }),
-  );
+  const cutOne = async (k: KneeCandidate) => {
+    const { plain224, ...crop } = await cutKnee(image, k, inputSize);
+    const metal = detectArthroplasty({
+      width: TRAINING_CROP_SIZE,
+      height: TRAINING_CROP_SIZE,
+      data: plain224 ?? crop.crop224,
+    });
+    return { k, crop, metal };
+  };
+  const cut = await Promise.all(found.knees.map(cutOne));
+  // A knee with a prosthesis matches the knee templates poorly: where one knee was found, the
+  // square where its mate would be is a knee too when it holds a prosthesis at the joint line.
+  if (found.mate) {
+    const mate = await cutOne(found.mate);
+    if (mate.metal.arthroplasty) cut.push(mate);
+  }
+  cut.sort((a, b) => a.k.cx - b.k.cx);
   const verdicts = await verifyKneeCropsOffThread(cut.map((c) => c.crop.crop224));
   const accepted = cut.filter(
     (c, i) => c.metal.arthroplasty || verdicts[i]!.apKnee >= verifierMinProbability,
   );
   if (accepted.length === 0) {
     // The best match decides how the refusal is worded.
-    const top = found.knees.reduce((b, k, i) => (k.score > found.knees[b]!.score ? i : b), 0);
+    const top = cut.reduce((b, c, i) => (c.k.score > cut[b]!.k.score ? i : b), 0);
     const v = verdicts[top]!;
-    const score = found.knees[top]!.score;
+    const score = cut[top]!.k.score;
     const notAp = v.notApView > v.noKneeJoint;
     return {
       ok: false,

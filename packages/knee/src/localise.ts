@@ -115,6 +115,12 @@ export interface LocaliseOptions {
 
 export interface LocaliseResult {
   knees: KneeCandidate[];
+  /**
+   * With one knee found: the best square where its mate would be (at its height, beside it, at its
+   * size) whatever its score — a knee with a prosthesis matches the templates poorly, but its
+   * metal tells (find.ts). Null when there is no such square, or two knees were found.
+   */
+  mate: KneeCandidate | null;
   /** The best match in the image whether or not it counts as a knee (for the refusal reason). */
   best: KneeCandidate | null;
   minScore: number;
@@ -404,7 +410,7 @@ export async function localiseKnees(
   const templates = options.templates ?? kneeTemplates();
   const coarse = allGrades(templates, COARSE);
   const sides = sidesToSearch(img, options.spacingMm);
-  if (sides.length === 0) return { knees: [], best: null, minScore };
+  if (sides.length === 0) return { knees: [], mate: null, best: null, minScore };
   // The base: reduced once, just enough for refinement at the smallest size searched; everything
   // after works on it (far fewer pixels to resample than the full image, every time).
   const baseFactor = Math.min(1, FINE / (SMALLEST_REFINE_SCALE * 0.97 * sides[0]!));
@@ -480,5 +486,12 @@ export async function localiseKnees(
   });
   const found = knees.map(toImage).sort((a, b) => a.cx - b.cx);
   const best = refined[0] ? toImage(refined[0]) : null;
-  return { knees: found, best, minScore };
+  const lead = knees.length === 1 ? knees[0]! : null;
+  const beside = lead && refined.find((c) => c !== refined[0] && besideAsPair(lead, c));
+  const mate = beside
+    ? toImage(
+        await refine(base, { ...beside, side: lead!.side }, templates, [0.97, 1, 1.03], false),
+      )
+    : null;
+  return { knees: found, mate, best, minScore };
 }

@@ -20,22 +20,59 @@ export interface PlacedKnee {
   /** Side of the square the crop covers, mm. */
   sideMm: number;
   /**
-   * Draws a total knee arthroplasty into this knee: femoral component over the condyles, tibial
-   * tray and stem, at the metal's brightness (the top of the 12-bit range, far above the bone of
-   * `boneMax`).
+   * Draws a knee prosthesis into this knee at the metal's brightness (the top of the 12-bit range,
+   * far above the bone of `boneMax`): `true` or `"total"` a total knee arthroplasty; see
+   * {@link ImplantKind} for the others.
    */
-  implant?: boolean;
+  implant?: boolean | ImplantKind;
   /** Rotates the crop by this many degrees (clockwise) before placing it. */
   rotateDeg?: number;
 }
 
-/** Whether crop-relative (u, v) in 0..1 lies on the drawn prosthesis (see PlacedKnee.implant). */
-export function onProsthesis(u: number, v: number): boolean {
+/**
+ * The prostheses a knee radiograph shows, as seen on an AP view (crop-relative shapes; the crop is
+ * centred on the joint line, femur above):
+ * - `total`: femoral component over both condyles (with its intercondylar notch), tibial tray, stem;
+ * - `unicompartmental`: one condyle's runner and a half tray with its keel, the other compartment
+ *   native;
+ * - `patellofemoral`: the trochlear shield over the distal femur, ending just above the joint line;
+ * - `revision`: a total knee with long femoral and tibial stems;
+ * - `hinged`: femoral and tibial components joined by the central hinge box, with stems.
+ */
+export type ImplantKind = "total" | "unicompartmental" | "patellofemoral" | "revision" | "hinged";
+export const IMPLANT_KINDS: readonly ImplantKind[] = [
+  "total",
+  "unicompartmental",
+  "patellofemoral",
+  "revision",
+  "hinged",
+];
+
+/** Whether crop-relative (u, v) in 0..1 lies on the drawn prosthesis of `kind`. */
+export function onProsthesis(u: number, v: number, kind: ImplantKind = "total"): boolean {
   const femoral =
     u >= 0.18 && u <= 0.82 && v >= 0.3 && v <= 0.47 && !(v > 0.41 && Math.abs(u - 0.5) < 0.06);
   const tray = u >= 0.15 && u <= 0.85 && v >= 0.53 && v <= 0.57;
   const stem = Math.abs(u - 0.5) <= 0.05 && v > 0.57 && v <= 0.8;
-  return femoral || tray || stem;
+  switch (kind) {
+    case "total":
+      return femoral || tray || stem;
+    case "unicompartmental": {
+      // The runner follows the condyle's curve: thinner towards its front and back ends.
+      const runner = u >= 0.2 && u <= 0.44 && v >= 0.37 + 0.25 * (u - 0.32) ** 2 * 4 && v <= 0.47;
+      const halfTray = u >= 0.18 && u <= 0.46 && v >= 0.53 && v <= 0.565;
+      const keel = u >= 0.3 && u <= 0.34 && v > 0.565 && v <= 0.63;
+      return runner || halfTray || keel;
+    }
+    case "patellofemoral":
+      return Math.abs(u - 0.5) <= 0.17 - 0.4 * Math.max(0, 0.3 - v) && v >= 0.2 && v <= 0.44;
+    case "revision":
+      return femoral || tray || (Math.abs(u - 0.5) <= 0.045 && (v < 0.3 || v > 0.57));
+    case "hinged": {
+      const box = Math.abs(u - 0.5) <= 0.07 && v >= 0.38 && v <= 0.6;
+      return femoral || tray || box || (Math.abs(u - 0.5) <= 0.05 && (v < 0.3 || v > 0.57));
+    }
+  }
 }
 
 export interface ComposedRadiograph {
@@ -148,12 +185,13 @@ export async function composeRadiograph(opts: {
       }
     }
     if (knee.implant) {
+      const kind = knee.implant === true ? "total" : knee.implant;
       for (let y = 0; y < side; y++) {
         for (let x = 0; x < side; x++) {
           const gx = left + x;
           const gy = top + y;
           if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
-          if (onProsthesis(x / side, y / side)) img[gy * width + gx] = METAL;
+          if (onProsthesis(x / side, y / side, kind)) img[gy * width + gx] = METAL;
         }
       }
     }
@@ -199,6 +237,8 @@ export function composeBilateral(
 
 export interface RadiographDicomOptions {
   studyInstanceUid?: string;
+  /** Default SYNTH0001; studies shown side by side (the demo's) each need their own. */
+  accessionNumber?: string;
   seriesInstanceUid?: string;
   sopInstanceUid?: string;
   photometric?: "MONOCHROME1" | "MONOCHROME2";
@@ -232,7 +272,7 @@ export function radiographDicom(r: ComposedRadiograph, o: RadiographDicomOptions
     ContentDate: "20261127",
     StudyTime: "101500",
     ContentTime: "101500",
-    AccessionNumber: "SYNTH0001",
+    AccessionNumber: o.accessionNumber ?? "SYNTH0001",
     Modality: "DX",
     PresentationIntentType: "FOR PRESENTATION",
     Manufacturer: "kneegrade test composer",
