@@ -6,7 +6,9 @@
  * a leg: soft tissue around it, the femur and tibia continued above and below it from the crop's
  * edge rows, fading out; plus film noise and a gentle exposure gradient. Stored as 12-bit values.
  */
+import { readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { randomUid as newUid } from "@kneegrade/dicom";
 import dcmjs from "dcmjs";
 import sharp from "sharp";
@@ -102,6 +104,154 @@ const METAL = 2;
 
 const smooth = (x: number) => (x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x));
 
+/**
+ * What a clinical radiograph has that a knee crop does not: the detector's raw contrast (the crops
+ * are contrast-enhanced; an exported original spends most of its range on soft tissue and the
+ * shafts), the collimator's unexposed border (bright), and the lead side markers burned in beside
+ * each knee.
+ */
+export interface ClinicalLook {
+  /** Grey range the crops' 0..1 is squeezed into, and the gamma applied first (raw contrast). */
+  contrast?: { low: number; high: number; gamma: number };
+  /** The exposed field's margin on each side, mm (outside it: the unexposed border). */
+  collimationMm?: number;
+  /** Burned-in side markers: "R" beside the patient's right knee, "L" beside the left. */
+  markers?: boolean;
+}
+
+/** The look of the demo's studies and of the tests that check it. */
+export const CLINICAL_LOOK: Required<ClinicalLook> = {
+  contrast: { low: 0.1, high: 0.72, gamma: 1.25 },
+  collimationMm: 12,
+  markers: true,
+};
+
+/** 5 × 7 glyphs of the side markers. */
+const GLYPHS: Record<"R" | "L", string[]> = {
+  R: ["11110", "10001", "10001", "11110", "10100", "10010", "10001"],
+  L: ["10000", "10000", "10000", "10000", "10000", "10000", "11111"],
+};
+
+function applyClinicalLook(
+  img: Float32Array,
+  width: number,
+  height: number,
+  spacingMm: number,
+  look: ClinicalLook,
+  knees: readonly PlacedKnee[],
+): void {
+  const { low, high, gamma } = look.contrast ?? CLINICAL_LOOK.contrast;
+  for (let i = 0; i < img.length; i++) {
+    const v = img[i]!;
+    if (v <= 1) img[i] = low + (high - low) * v ** gamma;
+  }
+  if (look.markers) {
+    // AP view, patient facing the tube: the patient's right knee is on the image's left.
+    const cell = Math.max(1, Math.round(2.2 / spacingMm));
+    const byX = [...knees].sort((a, b) => a.xMm - b.xMm);
+    byX.forEach((knee, i) => {
+      const letter = byX.length === 1 ? "R" : i === 0 ? "R" : "L";
+      const glyph = GLYPHS[letter];
+      const x0 = Math.round((knee.xMm + (i === 0 ? -1 : 0.55) * knee.sideMm * 0.9) / spacingMm);
+      const y0 = Math.round((knee.yMm - 0.9 * knee.sideMm) / spacingMm);
+      for (let gy = 0; gy < 7 * cell; gy++) {
+        for (let gx = 0; gx < 5 * cell; gx++) {
+          const x = x0 + gx;
+          const y = y0 + gy;
+          if (x < 0 || x >= width || y < 0 || y >= height) continue;
+          if (glyph[Math.floor(gy / cell)]![Math.floor(gx / cell)] === "1") img[y * width + x] = 1;
+        }
+      }
+    });
+  }
+  const margin = Math.round((look.collimationMm ?? 0) / spacingMm);
+  if (margin > 0) {
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const d = Math.min(x, y, width - 1 - x, height - 1 - y);
+        if (d < margin) img[y * width + x] = 0.82 + 0.04 * smooth((margin - d) / margin);
+      }
+    }
+  }
+}
+
+/** A long bone's shaft as seen from the crop's edge: where the bone is and how bright. */
+interface Shaft {
+  /** Centre and width of the bone at the crop's edge, crop pixels. */
+  centre: number;
+  width: number;
+  /** Mean bone grey at the edge (0..1), and the tissue's beside it. */
+  bone: number;
+  tissue: number;
+}
+
+function shaftFrom(crop: Uint8Array, side: number, edgeRow: number): Shaft {
+  // The edge rows averaged (8 of them), then the bone: the columns well above the darkest.
+  const rows = Math.max(1, Math.round(side / 28));
+  const profile = new Float32Array(side);
+  for (let r = 0; r < rows; r++) {
+    const y = edgeRow === 0 ? r : side - 1 - r;
+    for (let x = 0; x < side; x++) profile[x]! += crop[y * side + x]! / 255 / rows;
+  }
+  let lo = 1;
+  let hi = 0;
+  for (const v of profile) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  const threshold = lo + 0.4 * (hi - lo);
+  let b0 = side;
+  let b1 = -1;
+  profile.forEach((v, x) => {
+    if (v >= threshold) {
+      b0 = Math.min(b0, x);
+      b1 = Math.max(b1, x);
+    }
+  });
+  if (b1 < b0) return { centre: side / 2, width: 0.6 * side, bone: 0.6, tissue: lo };
+  let bone = 0;
+  for (let x = b0; x <= b1; x++) bone += profile[x]!;
+  return { centre: (b0 + b1) / 2, width: b1 - b0 + 1, bone: bone / (b1 - b0 + 1), tissue: lo };
+}
+
+/**
+ * One row of a shaft `d` pixels beyond the crop's edge: a tube of cortical bone (bright at its
+ * walls, where the beam crosses the most cortex; darker over the medullary canal) narrowing from
+ * the metaphysis at the crop's edge to the diaphysis, blended from the crop's own edge row over the
+ * first few millimetres so that there is no seam.
+ */
+function drawShaftRow(
+  img: Float32Array,
+  width: number,
+  y: number,
+  left: number,
+  d: number,
+  side: number,
+  shaft: Shaft,
+  edgeRow: Float32Array,
+): void {
+  // From the metaphysis (at most 0.75 of the crop wide) to a diaphysis a third of the crop wide.
+  const start = Math.min(shaft.width, 0.75 * side) / 2;
+  const outer = start + (0.17 * side - start) * smooth(d / (0.9 * side));
+  const inner = outer * 0.58;
+  const ring = (x: number) =>
+    2 *
+    (Math.sqrt(Math.max(0, outer * outer - x * x)) - Math.sqrt(Math.max(0, inner * inner - x * x)));
+  const peak = ring(inner) || 1;
+  const blend = smooth(d / (0.25 * side));
+  const span = Math.ceil(outer) + 2;
+  const from = Math.round(shaft.centre - Math.max(span, shaft.width / 2 + 2));
+  const to = Math.round(shaft.centre + Math.max(span, shaft.width / 2 + 2));
+  for (let x = from; x <= to; x++) {
+    const gx = left + x;
+    if (gx < 0 || gx >= width) continue;
+    const i = y * width + gx;
+    const tube = img[i]! + (shaft.bone * 1.05 - img[i]!) * (ring(x - shaft.centre) / peak);
+    const edge = x >= 0 && x < side ? edgeRow[x]! : img[i]!;
+    img[i] = Math.max(img[i]!, blend * tube + (1 - blend) * edge);
+  }
+}
+
 export async function composeRadiograph(opts: {
   widthMm: number;
   heightMm: number;
@@ -114,6 +264,8 @@ export async function composeRadiograph(opts: {
    * leaves room above bone for metal, as a real exposure does.
    */
   boneMax?: number;
+  /** What a clinical radiograph adds to the knees (see {@link ClinicalLook}); none by default. */
+  look?: ClinicalLook;
 }): Promise<ComposedRadiograph> {
   const { spacingMm } = opts;
   const width = Math.round(opts.widthMm / spacingMm);
@@ -153,11 +305,18 @@ export async function composeRadiograph(opts: {
       { length: side },
       (_, x) => crop[(side - 1) * side + x]! / 255,
     );
+    const shafts = opts.look
+      ? { above: shaftFrom(crop, side, 0), below: shaftFrom(crop, side, side - 1) }
+      : null;
     for (let y = 0; y < height; y++) {
       if (y >= top && y < top + side) continue;
       const above = y < top;
       const d = above ? top - y : y - (top + side - 1);
       const row = above ? topRow : bottomRow;
+      if (shafts) {
+        drawShaftRow(img, width, y, left, d, side, above ? shafts.above : shafts.below, row);
+        continue;
+      }
       const narrowing = 1 - Math.min(0.35, d / (4 * side));
       const fade = smooth(1 - d / (3 * side));
       for (let x = 0; x < side; x++) {
@@ -172,7 +331,7 @@ export async function composeRadiograph(opts: {
     }
     // The crop itself, feathered into the tissue over its left and right 3 % (above and below, the
     // bone continues from its edge rows without a seam).
-    const feather = Math.max(2, Math.round(0.03 * side));
+    const feather = Math.max(2, Math.round((opts.look ? 0.1 : 0.03) * side));
     for (let y = 0; y < side; y++) {
       for (let x = 0; x < side; x++) {
         const gx = left + x;
@@ -197,6 +356,7 @@ export async function composeRadiograph(opts: {
     }
     truth.push({ cx, cy, side, png: knee.png });
   }
+  if (opts.look) applyClinicalLook(img, width, height, spacingMm, opts.look, opts.knees);
   const noise = opts.noise ?? 0.01;
   const boneMax = opts.boneMax ?? 1;
   const stored = new Uint16Array(width * height);
@@ -233,6 +393,38 @@ export function composeBilateral(
       { png: pngs[1], xMm: 265, yMm: 150, sideMm: 90, ...each },
     ],
   });
+}
+
+/**
+ * A bilateral standing AP as a department sends it: both legs from mid-femur to mid-tibia
+ * (360 × 430 mm at 0.15 mm, the knees at mid-height), raw contrast, the collimator's border and
+ * burned-in side markers ({@link CLINICAL_LOOK}). The image's left knee is the patient's right.
+ */
+export function composeClinicalBilateral(pngs: readonly [string, string], seed?: number) {
+  return composeRadiograph({
+    widthMm: 360,
+    heightMm: 430,
+    spacingMm: 0.15,
+    ...(seed === undefined ? {} : { seed }),
+    look: CLINICAL_LOOK,
+    knees: [
+      { png: pngs[0], xMm: 95, yMm: 215, sideMm: 90 },
+      { png: pngs[1], xMm: 265, yMm: 215, sideMm: 90 },
+    ],
+  });
+}
+
+/** The demo's studies: KL grades of the image's left and right knee, each the 8th val crop of its grade. */
+export const DEMO_PAIRS: readonly (readonly [number, number])[] = [
+  [1, 3],
+  [0, 4],
+];
+
+/** The crops of the demo's studies, from a knee-kl `val` folder. */
+export function demoCrops(valDir: string): [string, string][] {
+  const pick = (g: number) =>
+    join(valDir, String(g), readdirSync(join(valDir, String(g))).sort()[7]!);
+  return DEMO_PAIRS.map(([a, b]) => [pick(a), pick(b)]);
 }
 
 export interface RadiographDicomOptions {
