@@ -11,6 +11,14 @@ import { VERIFIER_MIN_PROBABILITY } from "./verify.ts";
 /** Below this knee score a found knee is graded but flagged for the reviewer. */
 export const LOW_CONFIDENCE_SCORE = 0.6;
 
+/**
+ * A lone knee's mate square is verified as a knee from this score (the pair threshold is 0.42):
+ * on the real dev radiographs the other mate squares (beside single knees, or beside a square the
+ * verifier refused) score -0.07–0.44 and the verifier reads none as a knee (p ≤ 0.02), while a
+ * real second knee that scored 0.41 is read as one (p = 0.79).
+ */
+export const MATE_MIN_SCORE = 0.3;
+
 /** DICOM ViewPosition terms (and common variants) that are not an AP/PA projection. */
 const NOT_AP_VIEWS = new Set([
   "LL",
@@ -80,6 +88,8 @@ export async function findKnees(
     templates?: KneeTemplate[];
     /** Least probability of "AP/PA knee joint" from the verifier (default 0.5). */
     verifierMinProbability?: number;
+    /** Least knee score of the square beside a lone knee (its mate) to be verified as a knee. */
+    mateMinScore?: number;
   } = {},
 ): Promise<KneeFindings> {
   const view = header.viewPosition?.trim().toUpperCase();
@@ -94,6 +104,7 @@ export async function findKnees(
   const {
     lowConfidenceScore = LOW_CONFIDENCE_SCORE,
     verifierMinProbability = VERIFIER_MIN_PROBABILITY,
+    mateMinScore = MATE_MIN_SCORE,
     ...localiser
   } = options;
   // In a worker thread: the caller's event loop (the worker service's) never waits on it.
@@ -125,20 +136,29 @@ export async function findKnees(
     return { k, crop, metal };
   };
   const cut = await Promise.all(found.knees.map(cutOne));
-  // A knee with a prosthesis matches the knee templates poorly: where one knee was found, the
-  // square where its mate would be is a knee too when it holds a prosthesis at the joint line.
+  // Where one knee was found, the square where its mate would be (at its height, beside it, at its
+  // size) is a knee too when it holds a prosthesis at the joint line (a prosthesis matches the
+  // knee templates poorly), or when it scores at least `mateMinScore` and the verifier takes it:
+  // the geometry is evidence enough for a score below the pair threshold.
+  let mate: Awaited<ReturnType<typeof cutOne>> | null = null;
   if (found.mate) {
-    const mate = await cutOne(found.mate);
-    if (mate.metal.arthroplasty) cut.push(mate);
+    mate = await cutOne(found.mate);
+    if (mate.metal.arthroplasty || mate.k.score >= mateMinScore) cut.push(mate);
   }
   cut.sort((a, b) => a.k.cx - b.k.cx);
   const verdicts = await verifyKneeCropsOffThread(cut.map((c) => c.crop.crop224));
   const accepted = cut.filter(
     (c, i) => c.metal.arthroplasty || verdicts[i]!.apKnee >= verifierMinProbability,
   );
+  // A mate the verifier did not take was never a knee the localiser reported: no warning for it,
+  // and it never words a refusal.
+  const reported = cut.filter((c) => c !== mate || accepted.includes(c));
   if (accepted.length === 0) {
     // The best match decides how the refusal is worded.
-    const top = cut.reduce((b, c, i) => (c.k.score > cut[b]!.k.score ? i : b), 0);
+    const top = cut.reduce(
+      (b, c, i) => (c !== mate && (b < 0 || c.k.score > cut[b]!.k.score) ? i : b),
+      -1,
+    );
     const v = verdicts[top]!;
     const score = cut[top]!.k.score;
     const notAp = v.notApView > v.noKneeJoint;
@@ -152,7 +172,7 @@ export async function findKnees(
     };
   }
   const warnings: string[] = [];
-  if (accepted.length < cut.length) {
+  if (accepted.length < reported.length) {
     warnings.push(
       "a second knee-like region was not taken for a knee by the verifier: one knee graded",
     );
