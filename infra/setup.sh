@@ -22,6 +22,7 @@ say() { printf '==> setup: %s\n' "$*"; }
 # Keep this list the single place that names them (README "Quick start" says what each is for).
 APT_PACKAGES=(
   dcmtk libgdcm-tools dicom3tools orthanc                  # DICOM peers (storescu, PACS), validators
+  orthanc-dicomweb                                         # Orthanc's DICOMweb, for the viewer test (OHIF)
   pixelmed-apps                                            # a second validator: pixelmed's DicomSRValidator
   docker-compose xz-utils                                  # compose file check, the GPU benchmark pack
   chromium                                                 # the review pages' browser tests (playwright-core)

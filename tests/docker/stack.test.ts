@@ -175,7 +175,7 @@ describe("docker compose: the stack builds, runs a study end to end and stops cl
     const groups = dump.split('CONTAINER:(,,"Measurement Group")').slice(1);
     const knees = groups.map((g) => [
       /Laterality"\)=\(\d+,SCT,"(Right|Left)"\)/.exec(g)?.[1],
-      /<contains CODE:\(,,"Kellgren-Lawrence grade"\)=\(KL(\d)/.exec(g)?.[1],
+      /<contains CODE:\(,,"Finding"\)=\((?:AI)?KL(\d)/.exec(g)?.[1],
     ]);
     expect(knees.map(([side]) => side).sort()).toEqual(["Left", "Right"]);
     for (const [, grade] of knees) expect(grade).toMatch(/^[0-4]$/);

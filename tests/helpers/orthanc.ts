@@ -1,5 +1,5 @@
 /** A real Orthanc (Debian's package) as the PACS, on loopback ports of its own. */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,7 +13,43 @@ export interface RunningOrthanc {
   stop(): Promise<void>;
 }
 
-export async function startOrthanc(aet = "ORTHANC"): Promise<RunningOrthanc> {
+/**
+ * Orthanc's DICOMweb plugin as Debian installs it (`orthanc-dicomweb`), or null when it is not
+ * installed.
+ */
+export function dicomWebPlugin(): string | null {
+  try {
+    const listed = execFileSync("dpkg", ["-L", "orthanc-dicomweb"], { encoding: "utf8" })
+      .split("\n")
+      .find((p) => /\/libOrthancDicomWeb\.so$/.test(p));
+    if (listed && existsSync(listed)) return listed;
+  } catch {
+    // not a dpkg system, or the package is not installed: the usual place, else none
+  }
+  const usual = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+  return existsSync(usual) ? usual : null;
+}
+
+/** Orthanc's executable, or null when it is not installed. */
+export function orthancBinary(): string | null {
+  // Debian installs it in /usr/sbin, which is not on every user's PATH.
+  if (existsSync("/usr/sbin/Orthanc")) return "/usr/sbin/Orthanc";
+  try {
+    execFileSync("Orthanc", ["--version"], { stdio: "ignore" });
+    return "Orthanc";
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `dicomWeb`: also serve DICOMweb (QIDO-RS, WADO-RS, STOW-RS under /dicom-web/, WADO-URI under
+ * /wado) through the DICOMweb plugin, as viewers read from a PACS.
+ */
+export async function startOrthanc(
+  aet = "ORTHANC",
+  options: { dicomWeb?: boolean } = {},
+): Promise<RunningOrthanc> {
   const dir = await mkdtemp(join(tmpdir(), "kneegrade-orthanc-"));
   const dicomPort = await freePort();
   const httpPort = await freePort();
@@ -31,11 +67,18 @@ export async function startOrthanc(aet = "ORTHANC"): Promise<RunningOrthanc> {
     DicomCheckCalledAet: true,
     DicomAlwaysAllowStore: true,
     DicomAlwaysAllowEcho: true,
-    Plugins: [],
+    Plugins: [] as string[],
   };
+  if (options.dicomWeb) {
+    const plugin = dicomWebPlugin();
+    if (!plugin) throw new Error("Orthanc's DICOMweb plugin is not installed (orthanc-dicomweb)");
+    Object.assign(config, {
+      Plugins: [plugin],
+      DicomWeb: { Enable: true, Root: "/dicom-web/", EnableWado: true, WadoRoot: "/wado" },
+    });
+  }
   await writeFile(join(dir, "orthanc.json"), JSON.stringify(config));
-  // Debian installs it in /usr/sbin, which is not on every user's PATH.
-  const bin = existsSync("/usr/sbin/Orthanc") ? "/usr/sbin/Orthanc" : "Orthanc";
+  const bin = orthancBinary() ?? "Orthanc";
   const child: ChildProcess = spawn(bin, [`--logdir=${dir}`, join(dir, "orthanc.json")], {
     stdio: "ignore",
   });

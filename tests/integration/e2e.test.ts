@@ -126,7 +126,7 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
     const inSr = Object.fromEntries(
       groups.map((g) => [
         /Laterality"\)=\(\d+,SCT,"(Right|Left)"\)/.exec(g)?.[1]?.toUpperCase(),
-        Number(/<contains CODE:\(,,"Kellgren-Lawrence grade"\)=\(KL(\d)/.exec(g)?.[1]),
+        Number(/<contains CODE:\(,,"Finding"\)=\((?:AI)?KL(\d)/.exec(g)?.[1]),
       ]),
     );
     expect(inSr).toEqual(Object.fromEntries(results.map((r) => [r.laterality, r.klGrade])));

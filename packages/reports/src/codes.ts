@@ -75,6 +75,7 @@ export const CODES = {
   // Contributing Equipment purpose (CID 7005).
   processingEquipment: c("109102", "DCM", "Processing Equipment"),
   // Private concepts.
+  /** Concept name of the grade a probability is for. */
   klGrade: c("KLG", KL, "Kellgren-Lawrence grade"),
   localisationScore: c("KNEESCORE", KL, "Knee localisation score"),
 } as const;
@@ -84,6 +85,53 @@ export function klGradeCode(grade: number): Code {
   const word = KL_GRADE_WORDS[grade];
   if (word === undefined) throw new RangeError(`Kellgren-Lawrence grade out of range: ${grade}`);
   return c(`KL${grade}`, KL, `Kellgren-Lawrence grade ${grade} (${word})`);
+}
+
+const SIDE_WORDS = { R: "Right knee", L: "Left knee", U: "Knee" } as const;
+
+/**
+ * The finding of one knee's Measurement Group (TID 1410/1501 "Finding"): the grade of that knee,
+ * pre-coordinated with its side and with who graded it — the AI, (AIKLnR, 99KNEEGRADE, "AI
+ * result: right knee, Kellgren-Lawrence grade n (word)"), or a radiologist, (KLnR, 99KNEEGRADE,
+ * "Right knee, Kellgren-Lawrence grade n (word)"). Viewers that label a measurement with its
+ * finding alone (OHIF) thus show grade, side and whose grade it is; the Finding Site, Laterality
+ * and Algorithm Identification rows say the same in standard terms. No side letter for a knee of
+ * unknown side.
+ */
+export function kneeFindingCode(
+  grade: number,
+  laterality: "R" | "L" | "U",
+  by: "ai" | "radiologist",
+): Code {
+  const plain = klGradeCode(grade);
+  const side = laterality === "U" ? "" : laterality;
+  return by === "ai"
+    ? c(
+        `AI${plain.value}${side}`,
+        KL,
+        `AI result: ${SIDE_WORDS[laterality].toLowerCase()}, ${plain.meaning}`,
+      )
+    : c(`${plain.value}${side}`, KL, `${SIDE_WORDS[laterality]}, ${plain.meaning}`);
+}
+
+/**
+ * The finding of a knee found but not graded on purpose (`NotGradedKnee.code`, e.g. ARTHROPLASTY):
+ * (ARTHROPLASTYR, 99KNEEGRADE, "Right knee, knee arthroplasty — not graded").
+ */
+export function notGradedFindingCode(code: string, laterality: "R" | "L" | "U"): Code {
+  const words =
+    code === "ARTHROPLASTY"
+      ? "knee arthroplasty — not graded"
+      : `not graded (${code.toLowerCase()})`;
+  const side = laterality === "U" ? "" : laterality;
+  return c(`${code}${side}`, KL, `${SIDE_WORDS[laterality]}, ${words}`);
+}
+
+/** The radiologist's finding on a knee that could not be graded (the reason is in the report text). */
+export function notGradableFindingCode(laterality: "R" | "L" | "U"): Code {
+  const meaning = "not gradable (Kellgren-Lawrence)";
+  const side = laterality === "U" ? "" : laterality;
+  return c(`NOTGRADABLE${side}`, KL, `${SIDE_WORDS[laterality]}, ${meaning}`);
 }
 
 export interface CodingSchemeIdentification {

@@ -6,7 +6,16 @@ export {
   secondaryCaptureLayout,
   writeSecondaryCapture,
 } from "./capture.ts";
-export { CODES, CODING_SCHEMES, KL_CODING_SCHEME, KL_GRADE_WORDS, klGradeCode } from "./codes.ts";
+export {
+  CODES,
+  CODING_SCHEMES,
+  KL_CODING_SCHEME,
+  KL_GRADE_WORDS,
+  klGradeCode,
+  kneeFindingCode,
+  notGradableFindingCode,
+  notGradedFindingCode,
+} from "./codes.ts";
 export { readStudyContext } from "./context.ts";
 export { clampStudyContext } from "./dataset.ts";
 export { type DcmjsLogger, dcmjsLoggers, dcmjsMessageWithoutValues } from "./dcmjs-log.ts";

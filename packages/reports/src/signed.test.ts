@@ -24,7 +24,20 @@ describe("a signed SR revision", () => {
     expect(out).toContain('"Tracking Identifier")="right knee, AI result"');
     expect(out).toContain('"Tracking Identifier")="right knee, radiologist"');
     expect(out).toContain('"Person Observer Name")="Doe^Jane"');
-    expect(out).toContain('"Comment")="Not gradable: rotated, joint space not seen"');
+    // The radiologist's findings, then the AI's (unchanged, with its algorithm and probabilities).
+    const findings = [...out.matchAll(/"Finding"\)=\((\w+),99KNEEGRADE,"([^"]+)"\)/g)].map(
+      (m) => `${m[1]} ${m[2]}`,
+    );
+    expect(findings).toEqual([
+      "KL3R Right knee, Kellgren-Lawrence grade 3 (moderate)",
+      "AIKL3R AI result: right knee, Kellgren-Lawrence grade 3 (moderate)",
+      "NOTGRADABLEL Left knee, not gradable (Kellgren-Lawrence)",
+      "AIKL1L AI result: left knee, Kellgren-Lawrence grade 1 (doubtful)",
+    ]);
+    expect(out.match(/"Algorithm Name"\)=/g)).toHaveLength(2);
+    expect(out.match(/"Probability"\)=/g)).toHaveLength(10);
+    // Every group on its knee's region, so that viewers draw the radiologist's grade there too.
+    expect(out.match(/<contains SCOORD:\(,,"Image Region"\)/g)).toHaveLength(4);
     expect(out).not.toContain("AI-generated, unverified");
     expect(out).toContain("Left knee: not gradable (rotated, joint space not seen).");
   });

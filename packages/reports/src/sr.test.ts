@@ -43,18 +43,40 @@ describe("writeComprehensiveSr", () => {
     expect(out).toContain('"Finding Site")=(49076000,SCT,"Knee joint")');
     expect(out).toContain('"Laterality")=(24028007,SCT,"Right")');
     expect(out).toContain('"Laterality")=(7771000,SCT,"Left")');
+    // Each knee's grade is its Finding (TID 1410/1501), side and observer pre-coordinated.
     expect(out).toContain(
-      '"Kellgren-Lawrence grade")=(KL3,99KNEEGRADE,"Kellgren-Lawrence grade 3 (moderate)")',
+      '<contains CODE:(,,"Finding")=(AIKL3R,99KNEEGRADE,"AI result: right knee, Kellgren-Lawrence grade 3 (moderate)")>',
     );
     expect(out).toContain(
-      '"Kellgren-Lawrence grade")=(KL1,99KNEEGRADE,"Kellgren-Lawrence grade 1 (doubtful)")',
+      '<contains CODE:(,,"Finding")=(AIKL1L,99KNEEGRADE,"AI result: left knee, Kellgren-Lawrence grade 1 (doubtful)")>',
     );
+    expect(out.match(/"Finding"\)=/g)).toHaveLength(2);
+    // Five probabilities per knee, each qualified by the grade it is for.
     expect(out).toContain('<contains NUM:(,,"Probability")="0.71" (1,UCUM,"no units")>');
+    expect(out).toContain(
+      '<has concept mod CODE:(,,"Kellgren-Lawrence grade")=(KL3,99KNEEGRADE,"Kellgren-Lawrence grade 3 (moderate)")>',
+    );
+    expect(out.match(/"Probability"\)=/g)).toHaveLength(10);
     expect(out).toContain('"Algorithm Name")="kneegrade PIM ensemble (Kellgren-Lawrence)"');
     expect(out).toContain(
       `"Algorithm Parameters")="model fingerprint ${input.algorithm.modelFingerprint} (sha256 over the members' sha256, first 12 hex digits)"`,
     );
     expect(out).toContain('<contains SCOORD:(,,"Image Region")=(POLYLINE,412/1630');
+    // The first measurement (the localisation score) is inferred from that region (TID 300/320),
+    // where viewers built on Cornerstone's SR adapters (OHIF) take a measurement's coordinates.
+    expect(out).toMatch(
+      /<contains NUM:\(,,"Knee localisation score"\)="0.74" \(1,UCUM,"no units"\)>\s+<inferred from SCOORD:=\(POLYLINE,412\/1630,1102\/1630,1102\/2320,412\/2320,412\/1630\)>\s+<selected from IMAGE:/,
+    );
+    // TID 4019 in its row order: name, version, parameters, family.
+    const rows = [
+      "Algorithm Name",
+      "Algorithm Version",
+      "Algorithm Parameters",
+      "Algorithm Family",
+    ];
+    const at = rows.map((r) => out.indexOf(`"${r}")=`));
+    expect(at.every((i) => i > 0)).toBe(true);
+    expect([...at].sort((a, b) => a - b)).toEqual(at);
     expect(out).toContain("Verification Flag   : UNVERIFIED");
     expect(out).toContain("Completion Flag     : PARTIAL");
     expect(out).toContain("Patient             : Müller^Jörg");
@@ -158,7 +180,8 @@ describe("writeComprehensiveSr", () => {
     expect(dciodvfy(path).errors).toEqual([]);
     expect(pydicomRead(path).evidence).toEqual([image(1).sopInstanceUid]);
     const out = dsrdump(path).out;
-    expect(out.match(/IMAGE:/g)).toHaveLength(2); // library + the right knee's region
+    // The library, and the right knee's region (the group's SCOORD and its first NUM's).
+    expect(out.match(/IMAGE:/g)).toHaveLength(3);
     expect(out).toContain('"Tracking Identifier")="left knee"');
   });
 
@@ -184,11 +207,13 @@ describe("writeComprehensiveSr", () => {
     expect(check.warnings.filter((w) => !EXPECTED_WARNING.test(w))).toEqual([]);
     const out = dsrdump(path).out;
     expect(out).toContain('"Tracking Identifier")="left knee"');
-    expect(out).toContain('"Finding")="knee arthroplasty — not graded"');
+    expect(out).toContain(
+      '"Finding")=(ARTHROPLASTYL,99KNEEGRADE,"Left knee, knee arthroplasty — not graded")',
+    );
     expect(out).toContain("Completion Flag     : PARTIAL");
     expect(out).toContain("1 knee not graded (arthroplasty)");
     // One KL grade (the right knee's) and its five probabilities: none for the prosthesis.
-    expect(out.match(/contains CODE:\(,,"Kellgren-Lawrence grade"\)/g)).toHaveLength(1);
+    expect(out.match(/"Finding"\)=\(AIKL/g)).toHaveLength(1);
     expect(out.match(/"Probability"\)=/g)).toHaveLength(5);
     expect(out).toContain('"Laterality")=(7771000,SCT,"Left")');
   });

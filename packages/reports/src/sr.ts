@@ -3,7 +3,13 @@
  * IHE AI Results profile uses it, and a Basic Text SR (TID 2000) with the report text only, for
  * dictation systems. The content tree is in README.md.
  */
-import { CODES, klGradeCode } from "./codes.ts";
+import {
+  CODES,
+  klGradeCode,
+  kneeFindingCode,
+  notGradableFindingCode,
+  notGradedFindingCode,
+} from "./codes.ts";
 import {
   clip,
   codeItem,
@@ -143,11 +149,10 @@ function languageAndObserver(input: ReportInput): Dataset[] {
   ];
 }
 
-/** TID 4019 Algorithm Identification. */
+/** TID 4019 Algorithm Identification, in its row order (name, version, parameters, family). */
 function algorithmIdentification(input: ReportInput): Dataset[] {
   const a = input.algorithm;
   return [
-    code("HAS CONCEPT MOD", CODES.algorithmFamily, CODES.artificialIntelligence),
     text("HAS CONCEPT MOD", CODES.algorithmName, a.name),
     text("HAS CONCEPT MOD", CODES.algorithmVersion, a.version),
     text(
@@ -157,6 +162,7 @@ function algorithmIdentification(input: ReportInput): Dataset[] {
     ),
     text("HAS CONCEPT MOD", CODES.algorithmParameters, `model status ${a.modelStatus}`),
     text("HAS CONCEPT MOD", CODES.algorithmParameters, `software version ${a.softwareVersion}`),
+    code("HAS CONCEPT MOD", CODES.algorithmFamily, CODES.artificialIntelligence),
   ];
 }
 
@@ -192,95 +198,118 @@ const findingSite = (knee: KneeFinding | NotGradedKnee) =>
         ],
   );
 
-/** The knee's identity, algorithm, site and region: what every knee's Measurement Group starts with. */
-function kneeContext(
-  input: ReportInput,
+/** The knee's region: the closed crop square in image pixels, or null when it cannot be referenced. */
+function regionPolyline(knee: KneeFinding | NotGradedKnee): number[] | null {
+  // A knee whose image cannot be referenced (series unknown) keeps its grade, without a reference.
+  const r = referable(knee.source) ? knee.region : null;
+  if (!r) return null;
+  // Image-relative coordinates: (0,0) is the top left corner of the top left pixel. The crop
+  // square may reach past the image's top or left edge: clamped there.
+  const x0 = Math.max(0, r.x);
+  const y0 = Math.max(0, r.y);
+  const x1 = r.x + r.width;
+  const y1 = r.y + r.height;
+  return [x0, y0, x1, y0, x1, y1, x0, y1, x0, y0];
+}
+
+const scoord = (rel: Relationship, concept: Code | null, points: number[], image: SourceImage) =>
+  contentItem(rel, "SCOORD", concept, { GraphicType: "POLYLINE", GraphicData: points }, [
+    imageRef("SELECTED FROM", null, image),
+  ]);
+
+/**
+ * One knee's Measurement Group. Rows in the order TID 1501 lists them (TID 1410 when the region
+ * is known: its Image Region SCOORD, then TID 1419's rows): tracking (TID 4108), Finding, Finding
+ * Site with Laterality, the algorithm (TID 4019) where an algorithm made the finding, the
+ * measurements (TID 300), then where on the image.
+ *
+ * Viewers built on Cornerstone's SR adapters (OHIF) take such a group as a rectangle ROI: they
+ * need the Image Region as a closed 5-point POLYLINE among the group's own items, and take the
+ * coordinates from the first NUM's INFERRED FROM SCOORD (TID 300 → TID 320), and label the
+ * measurement with the Finding's meaning.
+ */
+function kneeGroup(
   knee: KneeFinding | NotGradedKnee,
   label: string,
   uid: string,
-): { children: Dataset[]; template: "1410" | "1501" } {
+  finding: Dataset,
+  algorithm: Dataset[],
+  measurements: (where: Dataset[]) => Dataset[],
+): Dataset {
+  const points = regionPolyline(knee);
+  const where = points ? [scoord("INFERRED FROM", null, points, knee.source)] : [];
   const children: Dataset[] = [
     text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
     uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, uid),
-    ...algorithmIdentification(input),
+    finding,
     findingSite(knee),
+    ...algorithm,
+    ...measurements(where),
   ];
-  // A knee whose image cannot be referenced (series unknown) keeps its grade, without a reference.
-  const r = referable(knee.source) ? knee.region : null;
-  if (r) {
-    // Image-relative coordinates: (0,0) is the top left corner of the top left pixel. The crop
-    // square may reach past the image's top or left edge: clamped there.
-    const x0 = Math.max(0, r.x);
-    const y0 = Math.max(0, r.y);
-    const x1 = r.x + r.width;
-    const y1 = r.y + r.height;
-    children.push(
-      contentItem(
-        "CONTAINS",
-        "SCOORD",
-        CODES.imageRegion,
-        { GraphicType: "POLYLINE", GraphicData: [x0, y0, x1, y0, x1, y1, x0, y1, x0, y0] },
-        [imageRef("SELECTED FROM", null, knee.source)],
-      ),
-    );
+  if (points) {
+    children.push(scoord("CONTAINS", CODES.imageRegion, points, knee.source));
   } else if (referable(knee.source)) {
     children.push(imageRef("CONTAINS", CODES.sourceOfMeasurement, knee.source));
   }
-  return { children, template: r ? "1410" : "1501" };
+  return container("CONTAINS", CODES.measurementGroup, children, points ? "1410" : "1501");
 }
 
-/** One Measurement Group per knee: TID 1410 (planar ROI) when the region is known, else TID 1501. */
+/** The localisation score: the first measurement, inferred from the region where one is known. */
+const localisationScore = (knee: KneeFinding | NotGradedKnee, where: Dataset[]) =>
+  num(CODES.localisationScore, knee.localisationScore, where);
+
+/**
+ * The AI's Measurement Group of a graded knee: its grade as the Finding, the localisation score and
+ * the five probabilities. A signed revision keeps it unchanged, as the AI's result for reference.
+ */
 function measurementGroup(input: ReportInput, knee: KneeFinding, label: string): Dataset {
   const uid = trackingUid(knee, input.knees);
-  const { children, template } = kneeContext(input, knee, label, uid);
-  children.push(code("CONTAINS", CODES.klGrade, klGradeCode(knee.grade)));
-  for (const [grade, p] of knee.probabilities.entries()) {
-    children.push(
+  const finding = code(
+    "CONTAINS",
+    CODES.finding,
+    kneeFindingCode(knee.grade, knee.laterality, "ai"),
+  );
+  return kneeGroup(knee, label, uid, finding, algorithmIdentification(input), (where) => [
+    localisationScore(knee, where),
+    ...knee.probabilities.map((p, grade) =>
       num(CODES.probability, p, [code("HAS CONCEPT MOD", CODES.klGrade, klGradeCode(grade))]),
-    );
-  }
-  children.push(num(CODES.localisationScore, knee.localisationScore));
-  return container("CONTAINS", CODES.measurementGroup, children, template);
+    ),
+  ]);
 }
 
 /**
  * A knee found but not graded (arthroplasty): its Measurement Group has no KL grade and no
- * probabilities, only the finding in words ("knee arthroplasty — not graded") and the
+ * probabilities, only the finding (coded: "Left knee, knee arthroplasty — not graded") and the
  * localisation score.
  */
 function notGradedGroup(input: ReportInput, knee: NotGradedKnee, label: string): Dataset {
   const uid = trackingUid(knee, input.notGraded ?? []);
-  const { children, template } = kneeContext(input, knee, label, uid);
-  children.push(text("CONTAINS", CODES.finding, knee.reason.trim() || "not graded"));
-  children.push(num(CODES.localisationScore, knee.localisationScore));
-  return container("CONTAINS", CODES.measurementGroup, children, template);
+  const finding = code("CONTAINS", CODES.finding, notGradedFindingCode(knee.code, knee.laterality));
+  return kneeGroup(knee, label, uid, finding, algorithmIdentification(input), (where) => [
+    localisationScore(knee, where),
+  ]);
 }
 
 /**
- * The radiologist's finding on one knee in a signed revision (TID 1501): the same tracking UID as
- * the AI's group, the person as observer, and the radiologist's grade — or "not gradable" and why.
+ * The radiologist's finding on one knee in a signed revision (TID 1410/1501): the same tracking
+ * UID as the AI's group, the radiologist's grade — or "not gradable" (the reason is in the report
+ * text) — on the knee's region. No algorithm identification: the document's person observer, the
+ * verifying radiologist, made this finding.
  */
 function radiologistGroup(
   input: ReportInput,
   knee: KneeFinding,
   label: string,
   decision: KneeDecision,
-  observerName: string,
 ): Dataset {
-  return container(
+  const finding = code(
     "CONTAINS",
-    CODES.measurementGroup,
-    [
-      text("HAS OBS CONTEXT", CODES.trackingIdentifier, label),
-      uidref("HAS OBS CONTEXT", CODES.trackingUniqueIdentifier, trackingUid(knee, input.knees)),
-      ...personObserver(observerName),
-      findingSite(knee),
-      decision.grade === null
-        ? text("CONTAINS", CODES.comment, `Not gradable: ${decision.notGradableReason}`)
-        : code("CONTAINS", CODES.klGrade, klGradeCode(decision.grade)),
-    ],
-    "1501",
+    CODES.finding,
+    decision.grade === null
+      ? notGradableFindingCode(knee.laterality)
+      : kneeFindingCode(decision.grade, knee.laterality, "radiologist"),
   );
+  return kneeGroup(knee, label, trackingUid(knee, input.knees), finding, [], () => []);
 }
 
 export function seriesDescription(input: ReportInput, kind: "report" | "images"): string {
@@ -421,14 +450,8 @@ export function writeComprehensiveSr(input: ReportInput): Uint8Array {
           const decision = signer.knees[input.knees.indexOf(knee)];
           if (!decision) throw new RangeError(`no radiologist decision for the ${tracking}`);
           return [
+            radiologistGroup(input, knee, `${tracking}, radiologist`, decision),
             measurementGroup(input, knee, `${tracking}, AI result`),
-            radiologistGroup(
-              input,
-              knee,
-              `${tracking}, radiologist`,
-              decision,
-              signer.observerName,
-            ),
           ];
         }),
         ...orderedKnees(input.notGraded ?? []).map(({ knee, tracking }) =>
