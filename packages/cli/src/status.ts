@@ -29,7 +29,11 @@ export interface StatusReport {
     knees: number;
     lastModel: { version: string; status: string | null; providers: unknown } | null;
   };
-  deliveries: { byStatus: Record<string, number> };
+  /** byChannel: DICOM (the PACS), FHIR, HL7 → status → count (added to schema version 1). */
+  deliveries: {
+    byStatus: Record<string, number>;
+    byChannel: Record<string, Record<string, number>>;
+  };
   /**
    * Radiologist review: graded revisions awaiting a signature, signatures, and the AI's agreement
    * with the radiologists over REVIEW_AGREEMENT_DAYS (added to schema version 1).
@@ -83,7 +87,7 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
         _count: { _all: true },
       }),
       db.gradingJob.groupBy({ by: ["status"], _count: { _all: true } }),
-      db.delivery.groupBy({ by: ["status"], _count: { _all: true } }),
+      db.delivery.groupBy({ by: ["channel", "status"], _count: { _all: true } }),
       db.study.findMany({
         orderBy: { lastReceivedAt: "desc" },
         take: recent,
@@ -182,7 +186,16 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
           }
         : null,
     },
-    deliveries: { byStatus: countBy(deliveries.map((d) => ({ key: d.status, n: d._count._all }))) },
+    deliveries: {
+      byStatus: deliveries.reduce<Record<string, number>>((acc, d) => {
+        acc[d.status] = (acc[d.status] ?? 0) + d._count._all;
+        return acc;
+      }, {}),
+      byChannel: deliveries.reduce<Record<string, Record<string, number>>>((acc, d) => {
+        acc[d.channel] = { ...acc[d.channel], [d.status]: d._count._all };
+        return acc;
+      }, {}),
+    },
     review: { awaiting, signed: signedRevisions, agreement },
     recentStudies: recentStudies.map((s) => ({
       studyInstanceUid: s.studyInstanceUid,
@@ -221,6 +234,12 @@ export function formatStatus(s: StatusReport): string {
         ]
       : []),
     `Deliveries: ${fmtCounts(s.deliveries.byStatus)}${
+      Object.keys(s.deliveries.byChannel).some((c) => c !== "DICOM")
+        ? ` (${Object.entries(s.deliveries.byChannel)
+            .map(([c, n]) => `${c === "DICOM" ? "PACS" : c} ${fmtCounts(n)}`)
+            .join("; ")})`
+        : ""
+    }${
       (s.deliveries.byStatus.FAILED ?? 0) > 0
         ? "  (FAILED = dead letter after the last attempt: `kneegrade redeliver <study>`)"
         : ""

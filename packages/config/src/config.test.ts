@@ -108,4 +108,44 @@ describe("loadConfig", () => {
     );
     expect(() => loadConfig({ REVIEW_AGREEMENT_ALERT: "1.5" })).toThrow(/REVIEW_AGREEMENT_ALERT/);
   });
+
+  it("turns the FHIR and HL7 outputs on only when configured, and says what is wrong", () => {
+    const off = loadConfig({});
+    expect(off.FHIR_BASE_URL).toBeUndefined();
+    expect(off.HL7_HOST).toBeUndefined();
+    const on = loadConfig({
+      FHIR_BASE_URL: "https://ehr.example/fhir/",
+      FHIR_TOKEN: "t0ken",
+      HL7_HOST: "ris.example",
+      HL7_PORT: "2575",
+    });
+    expect(on).toMatchObject({
+      FHIR_BASE_URL: "https://ehr.example/fhir",
+      HL7_HOST: "ris.example",
+      HL7_PORT: 2575,
+      HL7_SENDING_APPLICATION: "KNEEGRADE",
+      HL7_RECEIVING_APPLICATION: "RIS",
+      RESULT_TIMEOUT_SECONDS: 30,
+    });
+    expect(
+      loadConfig({ FHIR_BASE_URL: "http://127.0.0.1:8103/fhir", FHIR_TOKEN: "t" }),
+    ).toBeTruthy();
+    expect(() => loadConfig({ FHIR_BASE_URL: "ftp://ehr.example/fhir" })).toThrow(
+      /FHIR_BASE_URL: must be an http:\/\/ or https:\/\/ URL/,
+    );
+    expect(() => loadConfig({ FHIR_BASE_URL: "http://ehr.example/fhir", FHIR_TOKEN: "t" })).toThrow(
+      /FHIR_BASE_URL: must be https:\/\/ when FHIR_TOKEN is set/,
+    );
+    expect(() => loadConfig({ FHIR_TOKEN: "t" })).toThrow(/FHIR_BASE_URL: must be set when/);
+    expect(() =>
+      loadConfig({ FHIR_BASE_URL: "https://ehr.example/fhir", FHIR_TLS_CERT: "/c.pem" }),
+    ).toThrow(/FHIR_TLS_KEY: FHIR_TLS_CERT and FHIR_TLS_KEY must be set together/);
+    expect(() => loadConfig({ HL7_HOST: "ris.example" })).toThrow(
+      /HL7_PORT: HL7_HOST and HL7_PORT must be set together/,
+    );
+    expect(() => loadConfig({ HL7_PORT: "70000" })).toThrow(/HL7_PORT/);
+    expect(() => loadConfig({ FHIR_PATIENT_ID_SYSTEM: "not a uri" })).toThrow(
+      /FHIR_PATIENT_ID_SYSTEM: must be a URI/,
+    );
+  });
 });

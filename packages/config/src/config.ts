@@ -111,6 +111,41 @@ const schema = z
     /** Delivery attempts of a report before it is dead-lettered, and the first retry's delay. */
     DELIVERY_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(12),
     DELIVERY_BACKOFF_SECONDS: z.coerce.number().min(0).default(10),
+    /**
+     * The result in the RIS as FHIR R4 (a transaction Bundle POSTed here: DiagnosticReport,
+     * Observations, Device, ImagingStudy, Patient). Unset: no FHIR output.
+     */
+    FHIR_BASE_URL: z
+      .string()
+      .trim()
+      .url(
+        "must be an http:// or https:// URL (the FHIR server's base, e.g. https://ehr.example/fhir)",
+      )
+      .refine((v) => /^https?:\/\//.test(v), "must be an http:// or https:// URL")
+      .transform((v) => v.replace(/\/+$/, ""))
+      .optional(),
+    /** Bearer token sent to the FHIR server (Authorization header). */
+    FHIR_TOKEN: z.string().trim().min(1).optional(),
+    /** PEM CA that verifies the FHIR server (else the system's) / our client certificate and key (mTLS). */
+    FHIR_TLS_CA: optionalPath,
+    FHIR_TLS_CERT: optionalPath,
+    FHIR_TLS_KEY: optionalPath,
+    /** The system of the Patient identifier (the hospital's MRN namespace) the DICOM Patient ID is. */
+    FHIR_PATIENT_ID_SYSTEM: z
+      .string()
+      .trim()
+      .regex(/^\S+:\S+$/, "must be a URI, e.g. urn:oid:1.2.3 or https://hospital.example/mrn")
+      .default("urn:kneegrade:dicom-patient-id"),
+    /** Seconds one FHIR request or one HL7 message (until its ACK) may take. */
+    RESULT_TIMEOUT_SECONDS: positive.max(600, "must be at most 600 seconds").default(30),
+    /** The result in the RIS as HL7 v2.5.1 ORU^R01 over MLLP to HL7_HOST:HL7_PORT. Unset: none. */
+    HL7_HOST: z.string().trim().min(1).optional(),
+    HL7_PORT: port.optional(),
+    /** MSH-3/4 (sending application and facility) and MSH-5/6 (receiving) of the ORU^R01. */
+    HL7_SENDING_APPLICATION: z.string().trim().min(1).max(180).default("KNEEGRADE"),
+    HL7_SENDING_FACILITY: z.string().trim().max(180).optional(),
+    HL7_RECEIVING_APPLICATION: z.string().trim().min(1).max(180).default("RIS"),
+    HL7_RECEIVING_FACILITY: z.string().trim().max(180).optional(),
     /** Also send a Secondary Capture (crops, heat maps, grades burned in) for viewers without SR. */
     REPORT_SECONDARY_CAPTURE: flag("1"),
     /** Also send a Basic Text SR with the report text, for dictation systems. */
@@ -193,6 +228,17 @@ const schema = z
     REVIEW_AGREEMENT_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
     /** Signed knees the window needs before the warning can be raised. */
     REVIEW_AGREEMENT_MIN_KNEES: z.coerce.number().int().min(1).default(20),
+    /**
+     * The site's image viewer for a study, as a URL template: `{StudyInstanceUID}` (and optionally
+     * `{AccessionNumber}`) are replaced, URL-encoded, e.g. OHIF's
+     * `https://pacs.example/viewer?StudyInstanceUIDs={StudyInstanceUID}`. Unset: no viewer link.
+     */
+    REVIEW_VIEWER_URL: z
+      .string()
+      .trim()
+      .refine((v) => /^https?:\/\/[^\s]+$/.test(v), "must be an http:// or https:// URL template")
+      .refine((v) => v.includes("{StudyInstanceUID}"), "must contain {StudyInstanceUID}")
+      .optional(),
     LOG_LEVEL: z
       .enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
       .default("info"),
@@ -217,6 +263,49 @@ const schema = z
         code: "custom",
         path: ["PACS_TLS_KEY"],
         message: "PACS_TLS_CERT and PACS_TLS_KEY must be set together",
+      });
+    }
+    if ((c.FHIR_TLS_CERT === undefined) !== (c.FHIR_TLS_KEY === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["FHIR_TLS_KEY"],
+        message: "FHIR_TLS_CERT and FHIR_TLS_KEY must be set together",
+      });
+    }
+    if (
+      c.FHIR_BASE_URL === undefined &&
+      (c.FHIR_TOKEN ?? c.FHIR_TLS_CA ?? c.FHIR_TLS_CERT) !== undefined
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["FHIR_BASE_URL"],
+        message: "must be set when FHIR_TOKEN or FHIR_TLS_* are (where should the results go?)",
+      });
+    }
+    if (c.FHIR_BASE_URL?.startsWith("http:")) {
+      const host = new URL(c.FHIR_BASE_URL).hostname;
+      const loopback = host === "localhost" || host === "[::1]" || host.startsWith("127.");
+      if (c.FHIR_TOKEN !== undefined && !loopback) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["FHIR_BASE_URL"],
+          message:
+            "must be https:// when FHIR_TOKEN is set (the token would cross the network in clear)",
+        });
+      }
+      if (c.FHIR_TLS_CERT !== undefined || c.FHIR_TLS_CA !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["FHIR_BASE_URL"],
+          message: "must be https:// when FHIR_TLS_* are set",
+        });
+      }
+    }
+    if ((c.HL7_HOST === undefined) !== (c.HL7_PORT === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [c.HL7_HOST === undefined ? "HL7_HOST" : "HL7_PORT"],
+        message: "HL7_HOST and HL7_PORT must be set together (or neither: no HL7 output)",
       });
     }
     if ((c.REVIEW_TLS_KEY === undefined) !== (c.REVIEW_TLS_CERT === undefined)) {

@@ -105,6 +105,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ["outcome"] as const,
       registers,
     }),
+    resultDeliveries: new Counter({
+      name: "kneegrade_result_deliveries_total",
+      help: "Results sent to the RIS, by channel (fhir, hl7) and outcome (sent, failed: will retry, dead_letter: no attempt left)",
+      labelNames: ["channel", "outcome"] as const,
+      registers,
+    }),
     modelInfo: new Gauge({
       name: "kneegrade_model_info",
       help: "1 per ensemble member loaded: the model's version and status, and the member's execution provider",
@@ -123,6 +129,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   for (const outcome of ["GRADED", "REFUSED", "FAILED"])
     metrics.instancesGraded.inc({ outcome }, 0);
   for (const outcome of ["sent", "failed", "dead_letter"]) metrics.deliveries.inc({ outcome }, 0);
+  for (const channel of ["fhir", "hl7"]) {
+    for (const outcome of ["sent", "failed", "dead_letter"])
+      metrics.resultDeliveries.inc({ channel, outcome }, 0);
+  }
   for (const queue of Object.values(QUEUES)) {
     for (const outcome of ["completed", "retried", "failed"])
       metrics.jobs.inc({ queue, outcome }, 0);

@@ -15,6 +15,7 @@ import type { Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { startJobWorker } from "@kneegrade/queue";
 import { routeDcmjsLog } from "@kneegrade/reporting";
+import { resultOutputs } from "@kneegrade/ris";
 import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
 
@@ -60,6 +61,15 @@ export async function startReporter(
   routeDcmjsLog(log);
   const pacs = pacsPeer(config);
   const where = { pacs: `${pacs.calledAet}@${pacs.host}:${pacs.port}${pacs.tls ? " (TLS)" : ""}` };
+  const outputs = resultOutputs(config);
+  log.info(
+    {
+      event: "reporter.result-outputs",
+      fhir: outputs.fhir ? outputs.fhir.baseUrl : "off",
+      hl7: outputs.hl7 ? `${outputs.hl7.host}:${outputs.hl7.port}` : "off",
+    },
+    "results to the RIS: FHIR and HL7 outputs",
+  );
   const echo = () => cEcho({ ...pacs, timeoutMs: Math.min(pacs.timeoutMs ?? 5_000, 5_000) });
   const outcome = await echo();
   const pacsReachable = outcome.status === 0;
@@ -75,7 +85,14 @@ export async function startReporter(
     config,
     concurrency: 2,
     process: async (job: Job<unknown>) =>
-      processReportJob(job.data, job.attemptsMade + 1, { db, config, pacs, log, metrics }),
+      processReportJob(job.data, job.attemptsMade + 1, {
+        db,
+        config,
+        pacs,
+        log,
+        metrics,
+        outputs,
+      }),
     recordFinalFailure: (job, error) => recordDeadLetter(db, job.data, error, log, metrics),
     log,
     events: {

@@ -3,8 +3,10 @@
  * `Delivery` row each), then C-STORE every undelivered one to the PACS. A PACS that is down, slow
  * or refusing throws, and BullMQ retries with the delivery backoff; after the last attempt
  * `recordDeadLetter` marks the deliveries FAILED (the dead letter `kneegrade status` shows and
- * `kneegrade redeliver` sends again). State lives in PostgreSQL and the files in the spool, so a
- * restarted reporter carries on: nothing is written twice, nothing is lost.
+ * `kneegrade redeliver` sends again). Each SR's result also goes to the RIS when configured (FHIR,
+ * HL7: `@kneegrade/ris`), as deliveries of their own in the same outbox. State lives in PostgreSQL
+ * and the files in the spool, so a restarted reporter carries on: nothing is written twice,
+ * nothing is lost.
  */
 import { join } from "node:path";
 import type { Config } from "@kneegrade/config";
@@ -14,6 +16,13 @@ import { cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
 import { buildReportInput, writeReportObjects, writeSignedReport } from "@kneegrade/reporting";
+import {
+  ensureResultDeliveries,
+  PermanentDeliveryError,
+  type ResultChannel,
+  type ResultOutputs,
+  sendResult,
+} from "@kneegrade/ris";
 import { UnrecoverableError } from "bullmq";
 
 export type ReporterConfig = Pick<
@@ -38,6 +47,8 @@ export interface ReportJobContext {
   log: Logger;
   /** Deliveries by outcome, when the process serves metrics. */
   metrics?: Metrics;
+  /** Where results go besides the PACS (FHIR_*, HL7_*); none when absent. */
+  outputs?: ResultOutputs;
 }
 
 /** C-STORE success, or one of the warning statuses (the object was stored). */
@@ -58,6 +69,7 @@ export async function processReportJob(data: unknown, attempt: number, ctx: Repo
   if (job.reviewId) {
     await writeSignedReport(ctx.db, job.reviewId, { ...ctx.config, pacs: ctx.pacs }, ctx.log);
   }
+  if (ctx.outputs) await ensureResultDeliveries(ctx.db, gradingJobId, ctx.outputs);
   const reports = await reportsOf(ctx.db, gradingJobId);
   const delivered = await deliverPending(ctx, job, reports, attempt);
   await markReported(ctx, job, reports);
@@ -172,14 +184,18 @@ async function deliverPending(
   reports: ReportWithDeliveries[],
   attempt: number,
 ): Promise<number> {
-  const pending = reports.flatMap((r) =>
+  const unsent = reports.flatMap((r) =>
     r.deliveries.filter((d) => d.status !== "SENT").map((d) => ({ report: r, delivery: d })),
   );
-  if (pending.length === 0) return 0;
-  const outcomes = await cStoreFiles(
-    ctx.pacs,
-    pending.map((p) => p.report.path),
-  );
+  if (unsent.length === 0) return 0;
+  const pending = unsent.filter((p) => p.delivery.channel === "DICOM");
+  const outcomes =
+    pending.length > 0
+      ? await cStoreFiles(
+          ctx.pacs,
+          pending.map((p) => p.report.path),
+        )
+      : [];
   const failures: string[] = [];
   for (const [i, p] of pending.entries()) {
     const o = outcomes[i];
@@ -201,6 +217,61 @@ async function deliverPending(
       },
     });
   }
+  // The results in report order: the AI's before a signature's, so the RIS ends at the latest.
+  const results = unsent.filter((p) => p.delivery.channel !== "DICOM");
+  for (const p of results) {
+    const channel = p.delivery.channel as ResultChannel;
+    let error: string | null = null;
+    let permanent = false;
+    try {
+      await sendResult(
+        ctx.db,
+        { id: p.delivery.id, channel },
+        p.report,
+        ctx.outputs ?? {},
+        ctx.config,
+      );
+    } catch (e) {
+      error = (e instanceof Error ? e.message : String(e)).slice(0, 500);
+      permanent = e instanceof PermanentDeliveryError;
+      // A refusal no retry can change is dead-lettered now; the rest of the job carries on.
+      if (!permanent) failures.push(`${channel} ${p.report.sopInstanceUid}: ${error}`);
+    }
+    ctx.metrics?.resultDeliveries.inc({
+      channel: channel.toLowerCase(),
+      outcome: error ? (permanent ? "dead_letter" : "failed") : "sent",
+    });
+    await ctx.db.delivery.update({
+      where: { id: p.delivery.id },
+      data: {
+        attempts: { increment: 1 },
+        status: error ? (permanent ? "FAILED" : "PENDING") : "SENT",
+        lastError: error,
+        ...(error ? {} : { sentAt: new Date() }),
+      },
+    });
+    if (permanent) {
+      await ctx.db.auditEvent.create({
+        data: {
+          event: "report.dead-letter",
+          actor: "reporter",
+          studyInstanceUid: job.studyInstanceUid,
+          sopInstanceUid: p.report.sopInstanceUid,
+          details: { revision: job.revision, channel, deliveries: 1, error },
+        },
+      });
+      ctx.log.error(
+        {
+          event: "report.dead-letter",
+          studyInstanceUid: job.studyInstanceUid,
+          channel,
+          deliveries: 1,
+          error,
+        },
+        "result refused for good: `kneegrade redeliver <study>` sends it again once the cause is fixed",
+      );
+    }
+  }
   if (failures.length > 0) {
     ctx.log.warn(
       {
@@ -210,11 +281,11 @@ async function deliverPending(
         pacs: pacsName(ctx.pacs),
         failures,
       },
-      "PACS did not store the report; retrying with backoff",
+      "the report was not delivered everywhere; retrying with backoff",
     );
-    throw new Error(`PACS ${pacsName(ctx.pacs)}: ${failures.join("; ")}`);
+    throw new Error(`not delivered (PACS ${pacsName(ctx.pacs)}): ${failures.join("; ")}`);
   }
-  return pending.length;
+  return unsent.length;
 }
 
 /** The study (still at this revision and GRADED) becomes REPORTED; the delivery is audited. */
@@ -264,11 +335,28 @@ export async function recordDeadLetter(
   // Job errors carry codes and UIDs only (ReportObjectError withholds the encoder's message).
   const message = error.message.slice(0, 1000);
   const code = (error as { code?: unknown }).code;
+  const undelivered = {
+    report: { gradingJobId: job.gradingJobId },
+    status: { not: "SENT" as const },
+  };
+  const byChannel = await db.delivery.groupBy({
+    by: ["channel"],
+    where: undelivered,
+    _count: { _all: true },
+  });
   const dead = await db.delivery.updateMany({
-    where: { report: { gradingJobId: job.gradingJobId }, status: { not: "SENT" } },
+    where: undelivered,
     data: { status: "FAILED", lastError: message },
   });
-  metrics?.deliveries.inc({ outcome: "dead_letter" }, dead.count);
+  for (const c of byChannel) {
+    if (c.channel === "DICOM") metrics?.deliveries.inc({ outcome: "dead_letter" }, c._count._all);
+    else {
+      metrics?.resultDeliveries.inc(
+        { channel: c.channel.toLowerCase(), outcome: "dead_letter" },
+        c._count._all,
+      );
+    }
+  }
   await db.auditEvent.create({
     data: {
       event: "report.dead-letter",

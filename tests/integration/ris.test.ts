@@ -1,0 +1,589 @@
+/**
+ * The result in the RIS with real peers: the reporter delivers a graded study's SR to Orthanc and
+ * its result to a FHIR R4 server (Medplum's router and in-memory repository; every resource
+ * validated against the R4 definitions) and to an HL7 v2 MLLP listener (node-hl7-server, which
+ * ACKs) — the AI's result as preliminary / P, the signed revision as final / F. A peer that is
+ * down gets the result once it is back; an AE acknowledgement retries until the dead letter, and
+ * `kneegrade redeliver` sends it again.
+ *
+ * The study is recorded as the worker records a graded one (no model run here): its DICOM header,
+ * spooled, carries the patient data, with HL7 delimiters in it on purpose.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { type Config, loadConfig } from "@kneegrade/config";
+import { QUEUES, signedReportJobId, studyRevisionJobId } from "@kneegrade/contracts";
+import { createDb, type Db } from "@kneegrade/db";
+import { createLogger } from "@kneegrade/log";
+import { createMetrics } from "@kneegrade/ops";
+import { createQueue } from "@kneegrade/queue";
+import { type RunningReporter, startReporter } from "@kneegrade/reporter";
+import { redeliver } from "@kneegrade/reporting";
+import { reportUids, signedSrUid } from "@kneegrade/reports";
+import { addUser } from "@kneegrade/review-data";
+import { postTransaction, resultOutputs } from "@kneegrade/ris";
+import { Operator } from "@medplum/core";
+import type {
+  Bundle,
+  Device,
+  DiagnosticReport,
+  ImagingStudy,
+  Observation,
+  Patient,
+} from "@medplum/fhirtypes";
+import dcmjs from "dcmjs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { collectStatus } from "../../packages/cli/src/status.ts";
+import { selfSignedCert } from "../helpers/certs.ts";
+import { cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
+import { type FhirTestServer, startFhirServer } from "../helpers/fhir.ts";
+import { type Hl7TestPeer, type ReceivedMessage, startHl7Peer } from "../helpers/hl7.ts";
+import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
+import { newUid } from "../helpers/studies.ts";
+
+const TOKEN = "fhir-test-token-0123456789";
+const MODEL = "kl-pim-ensemble-1.0.0-0123456789ab";
+const DX = "1.2.840.10008.5.1.4.1.1.1.1";
+const ATTEMPTS = 6;
+/** Everything the reporter logs (debug level), to check that no patient data is in it. */
+const logLines: string[] = [];
+const log = createLogger(
+  "test",
+  "debug",
+  new Writable({
+    write(chunk, _encoding, done) {
+      logLines.push(chunk.toString());
+      done();
+    },
+  }),
+);
+
+/** A knee radiograph's header (no pixels: the reporter reads the header only). */
+function radiographHeader(uids: { study: string; series: string; sop: string }, accession: string) {
+  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
+  const meta = {
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: DX,
+    MediaStorageSOPInstanceUID: uids.sop,
+    TransferSyntaxUID: "1.2.840.10008.1.2.1",
+    ImplementationClassUID: "1.2.826.0.1.3680043.8.498.1",
+  };
+  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
+  dict.dict = DicomMetaDictionary.denaturalizeDataset({
+    SpecificCharacterSet: "ISO_IR 192",
+    SOPClassUID: DX,
+    SOPInstanceUID: uids.sop,
+    StudyInstanceUID: uids.study,
+    SeriesInstanceUID: uids.series,
+    StudyDate: "20261201",
+    StudyTime: "093000",
+    AccessionNumber: accession,
+    Modality: "DX",
+    StudyDescription: "XR KNEES AP",
+    // HL7's delimiters in patient data: the ORU must escape them (\T\ \F\), FHIR carry them as is.
+    PatientName: "Smith&Jones^Mary",
+    PatientID: "MRN-0042",
+    PatientBirthDate: "19580412",
+    PatientSex: "F",
+    StudyID: "1",
+    SeriesNumber: "1",
+    InstanceNumber: "1",
+    ViewPosition: "AP",
+    BodyPartExamined: "KNEE",
+  });
+  return new Uint8Array(dict.write());
+}
+
+interface Seeded {
+  studyId: string;
+  studyInstanceUid: string;
+  gradingJobId: string;
+  accession: string;
+  kneeIds: { right: string; left: string };
+}
+
+/** A study graded as the worker records it: right knee KL 2, left knee KL 3. */
+async function seedGradedStudy(db: Db, config: Config, accession: string): Promise<Seeded> {
+  const uids = { study: newUid(), series: newUid(), sop: newUid() };
+  const bytes = radiographHeader(uids, accession);
+  const dir = join(config.SPOOL_DIR, "seed");
+  await mkdir(dir, { recursive: true });
+  const spoolPath = join(dir, `${uids.sop}.dcm`);
+  await writeFile(spoolPath, bytes);
+  const study = await db.study.create({
+    data: {
+      studyInstanceUid: uids.study,
+      status: "GRADED",
+      accessionNumber: accession,
+      modality: "DX",
+      series: { create: { seriesInstanceUid: uids.series, modality: "DX" } },
+    },
+    include: { series: true },
+  });
+  const instance = await db.instance.create({
+    data: {
+      sopInstanceUid: uids.sop,
+      sopClassUid: DX,
+      studyId: study.id,
+      seriesId: study.series[0]!.id,
+      transferSyntaxUid: "1.2.840.10008.1.2.1",
+      spoolPath,
+      sha256: createHash("sha256").update(bytes).digest("hex"),
+      sizeBytes: BigInt(bytes.length),
+      callingAet: "MODALITY",
+      revision: 1,
+      routing: "KNEE",
+      routingReason: "test",
+      viewPosition: "AP",
+    },
+  });
+  const job = await db.gradingJob.create({
+    data: {
+      jobId: studyRevisionJobId(QUEUES.gradeStudy, uids.study, 1),
+      queue: QUEUES.gradeStudy,
+      studyId: study.id,
+      revision: 1,
+      status: "COMPLETED",
+      enqueuedAt: new Date(),
+      finishedAt: new Date(),
+      modelVersion: MODEL,
+      modelStatus: "candidate",
+      instances: {
+        create: {
+          instanceId: instance.id,
+          outcome: "GRADED",
+          kneesFound: 2,
+          timingsMs: {},
+        },
+      },
+    },
+  });
+  const knee = (laterality: "RIGHT" | "LEFT", klGrade: number, x: number) =>
+    db.kneeResult.create({
+      data: {
+        gradingJobId: job.id,
+        instanceId: instance.id,
+        laterality,
+        klGrade,
+        probabilities: [0.05, 0.1, 0.15, 0.2, 0.5].map((_, i) => (i === klGrade ? 0.8 : 0.05)),
+        region: { x, y: 300, width: 600, height: 600 },
+        lateralitySource: "image side and PatientOrientation (L\\F)",
+        localisationScore: 0.9,
+        modelVersion: MODEL,
+        timingsMs: {},
+      },
+    });
+  const right = await knee("RIGHT", 2, 100);
+  const left = await knee("LEFT", 3, 1300);
+  return {
+    studyId: study.id,
+    studyInstanceUid: uids.study,
+    gradingJobId: job.id,
+    accession,
+    kneeIds: { right: right.id, left: left.id },
+  };
+}
+
+describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's outbox", () => {
+  let orthanc: RunningOrthanc;
+  let fhir: FhirTestServer;
+  let hl7: Hl7TestPeer;
+  let config: Config;
+  let db: Db;
+  let reporter: RunningReporter;
+  const metrics = createMetrics();
+  let queue: ReturnType<typeof createQueue>;
+
+  beforeAll(async () => {
+    [orthanc, fhir, hl7] = await Promise.all([
+      startOrthanc("ORTHANC"),
+      startFhirServer({ token: TOKEN }),
+      startHl7Peer(),
+    ]);
+    config = await testConfig({
+      PACS_PORT: String(orthanc.dicomPort),
+      PACS_AET: "ORTHANC",
+      DIMSE_TIMEOUT_SECONDS: "5",
+      DELIVERY_ATTEMPTS: String(ATTEMPTS),
+      DELIVERY_BACKOFF_SECONDS: "0.3",
+      REPORT_SECONDARY_CAPTURE: "0",
+      INSTITUTION_NAME: "Test Hospital",
+      FHIR_BASE_URL: fhir.baseUrl,
+      FHIR_TOKEN: TOKEN,
+      FHIR_PATIENT_ID_SYSTEM: "urn:oid:1.2.826.0.1.3680043.8.498.99",
+      HL7_HOST: hl7.host,
+      HL7_PORT: String(hl7.port),
+      HL7_RECEIVING_APPLICATION: "TESTRIS",
+      RESULT_TIMEOUT_SECONDS: "3",
+    });
+    db = createDb(config.DATABASE_URL);
+    await resetDb(db);
+    reporter = await startReporter(config, db, log, metrics);
+    queue = createQueue(QUEUES.reportStudy, config);
+  }, 60_000);
+
+  afterAll(async () => {
+    await reporter?.close();
+    await queue?.close();
+    await db?.$disconnect();
+    await Promise.all([orthanc?.stop(), fhir?.close(), hl7?.close()]);
+    if (config) await cleanupConfig(config);
+  });
+
+  const reportJob = (s: Seeded, reviewId?: string) =>
+    queue.add(
+      QUEUES.reportStudy,
+      {
+        schemaVersion: 1,
+        studyId: s.studyId,
+        studyInstanceUid: s.studyInstanceUid,
+        revision: 1,
+        gradingJobId: s.gradingJobId,
+        ...(reviewId ? { reviewId } : {}),
+      },
+      {
+        jobId: reviewId
+          ? signedReportJobId(s.studyInstanceUid, 1, reviewId)
+          : studyRevisionJobId(QUEUES.reportStudy, s.studyInstanceUid, 1),
+      },
+    );
+
+  /** The deliveries of one SR (by SOP Instance UID), by channel. */
+  const deliveriesOf = async (sopInstanceUid: string) => {
+    const rows = await db.delivery.findMany({ where: { report: { sopInstanceUid } } });
+    return Object.fromEntries(rows.map((d) => [d.channel, d]));
+  };
+  const whenSent = (sopInstanceUid: string, what: string, timeoutMs = 30_000) =>
+    waitFor(
+      async () => {
+        const d = await deliveriesOf(sopInstanceUid);
+        return ["DICOM", "FHIR", "HL7"].every((c) => d[c]?.status === "SENT") ? d : undefined;
+      },
+      timeoutMs,
+      what,
+    );
+
+  const reportFor = async (s: Seeded) => {
+    const bundle = await fhir.repo.search<DiagnosticReport>({
+      resourceType: "DiagnosticReport",
+      filters: [
+        {
+          code: "identifier",
+          operator: Operator.EQUALS,
+          value: `urn:dicom:uid|urn:oid:${reportUids(s.gradingJobId).aiSr}`,
+        },
+      ],
+    });
+    return (bundle.entry ?? []).map((e) => e.resource as DiagnosticReport);
+  };
+  const messagesFor = (s: Seeded) =>
+    hl7.messages.filter((m) => m.get("OBR.3.1").toString() === s.accession);
+  const obxOf = (m: ReceivedMessage, code: string) => {
+    const all = m.get("OBX");
+    const out: { subId: string; value: string; status: string; name: string }[] = [];
+    all.forEach((obx) => {
+      if (obx.get("3.1").toString() === code) {
+        out.push({
+          subId: obx.get("4").toString(),
+          value: obx.get("5.1").toString(),
+          status: obx.get("11").toString(),
+          name: obx.get("3.2").toString(),
+        });
+      }
+    });
+    return out;
+  };
+
+  it("has a FHIR server that refuses what R4 does not allow (the peer is no mock)", async () => {
+    const post = async (resource: unknown) => {
+      const res = await fetch(`${fhir.baseUrl}/Observation`, {
+        method: "POST",
+        headers: { "content-type": "application/fhir+json", authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify(resource),
+      });
+      return res.status;
+    };
+    const valid = { resourceType: "Observation", status: "final", code: { text: "x" } };
+    expect(await post(valid)).toBe(201);
+    expect(await post({ ...valid, status: "bogus" })).toBe(400);
+    expect(await post({ ...valid, code: undefined })).toBe(400);
+    expect(await post({ ...valid, valueCodeableConcept: { coding: "KL2" } })).toBe(400);
+    expect(fhir.rejected).toHaveLength(3);
+    fhir.rejected.length = 0;
+    await fhir.repo.deleteResource(
+      "Observation",
+      (await fhir.repo.search({ resourceType: "Observation" })).entry![0]!.resource!.id!,
+    );
+  });
+
+  it("reaches a FHIR server that requires a client certificate (mTLS), and is refused without one", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kneegrade-fhir-tls-"));
+    const server = selfSignedCert(await mkdtemp(join(dir, "s-")));
+    const client = selfSignedCert(await mkdtemp(join(dir, "c-")), "kneegrade-client");
+    const secure = await startFhirServer({ tls: { ...server, clientCa: client.cert } });
+    try {
+      const bundle: Bundle = {
+        resourceType: "Bundle",
+        type: "transaction",
+        entry: [
+          {
+            resource: { resourceType: "Device", status: "active", manufacturer: "kneegrade" },
+            request: { method: "POST", url: "Device" },
+          },
+        ],
+      };
+      const outputs = (env: Record<string, string>) =>
+        resultOutputs(
+          loadConfig({ FHIR_BASE_URL: secure.baseUrl, FHIR_TLS_CA: server.cert, ...env }),
+        );
+      const mtls = outputs({ FHIR_TLS_CERT: client.cert, FHIR_TLS_KEY: client.key }).fhir!;
+      const answer = await postTransaction(mtls, bundle);
+      expect(answer.type).toBe("transaction-response");
+      expect((await secure.repo.search({ resourceType: "Device" })).entry).toHaveLength(1);
+      await expect(postTransaction(outputs({}).fhir!, bundle)).rejects.toThrow();
+      expect(secure.requests).toHaveLength(1);
+    } finally {
+      await secure.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("sends the AI result as a preliminary DiagnosticReport and an ORU with P, then the signed one as final and F", async () => {
+    const s = await seedGradedStudy(db, config, "ACC|77-A");
+    const aiSr = reportUids(s.gradingJobId).aiSr;
+    await reportJob(s);
+    const sent = await whenSent(aiSr, "the AI result in Orthanc, the FHIR server and the RIS");
+    expect(sent.FHIR).toMatchObject({ attempts: 1, lastError: null, destinationAet: "FHIR" });
+    expect(sent.HL7).toMatchObject({ attempts: 1, lastError: null, destinationAet: "TESTRIS" });
+
+    // FHIR: stored (the server validated every resource) and read back.
+    expect(fhir.rejected).toEqual([]);
+    expect(fhir.requests.every((r) => r.authorization === `Bearer ${TOKEN}`)).toBe(true);
+    const [report, ...more] = await reportFor(s);
+    expect(more).toEqual([]);
+    expect(report).toMatchObject({
+      status: "preliminary",
+      code: { coding: [{ system: "http://loinc.org", code: "18748-4" }] },
+      basedOn: [{ identifier: { value: "ACC|77-A" } }],
+    });
+    expect(report!.conclusion).toMatch(/Right knee: .*grade 2/);
+    expect(report!.conclusion).toMatch(/unverified/i);
+    const patient = await fhir.repo.readReference<Patient>(report!.subject as never);
+    expect(patient).toMatchObject({
+      identifier: [{ system: "urn:oid:1.2.826.0.1.3680043.8.498.99", value: "MRN-0042" }],
+      name: [{ family: "Smith&Jones", given: ["Mary"] }],
+      gender: "female",
+      birthDate: "1958-04-12",
+    });
+    const study = await fhir.repo.readReference<ImagingStudy>(report!.imagingStudy![0] as never);
+    expect(study.identifier).toContainEqual({
+      system: "urn:dicom:uid",
+      value: `urn:oid:${s.studyInstanceUid}`,
+    });
+    const observations = await Promise.all(
+      report!.result!.map((r) => fhir.repo.readReference<Observation>(r as never)),
+    );
+    expect(
+      observations.map((o) => ({
+        status: o.status,
+        grade: o.valueCodeableConcept?.coding?.[0]?.code,
+        site: o.bodySite?.coding?.[0]?.code,
+        method: o.method?.coding?.[0]?.code,
+      })),
+    ).toEqual([
+      { status: "preliminary", grade: "KL2", site: "6757004", method: "123110" },
+      { status: "preliminary", grade: "KL3", site: "82169009", method: "123110" },
+    ]);
+    const device = await fhir.repo.readReference<Device>(observations[0]!.device as never);
+    expect(device.identifier?.[0]?.value).toBe(MODEL);
+    expect(observations[0]!.derivedFrom?.[0]?.reference).toBe(`ImagingStudy/${study.id}`);
+
+    // HL7: one ORU^R01 2.5.1, ACKed, escaped where the patient data holds delimiters.
+    const [oru, ...others] = messagesFor(s);
+    expect(others).toEqual([]);
+    expect(["MSH.9.1", "MSH.9.2", "MSH.9.3"].map((p) => oru!.get(p).toString())).toEqual([
+      "ORU",
+      "R01",
+      "ORU_R01",
+    ]);
+    expect(oru!.get("MSH.12").toString()).toBe("2.5.1");
+    expect(oru!.get("MSH.5").toString()).toBe("TESTRIS");
+    expect(oru!.get("PID.5.1").toString()).toBe("Smith&Jones");
+    expect(oru!.get("OBR.25").toString()).toBe("P");
+    expect(oru!.toString()).toContain("Smith\\T\\Jones^Mary");
+    expect(oru!.toString()).toContain("|ACC\\F\\77-A|");
+    expect(obxOf(oru!, "KLG")).toEqual([
+      { subId: "1", value: "KL2", status: "P", name: "Kellgren-Lawrence grade, right knee" },
+      { subId: "2", value: "KL3", status: "P", name: "Kellgren-Lawrence grade, left knee" },
+    ]);
+    expect(obxOf(oru!, "59776-5").length).toBeGreaterThan(0);
+
+    // The radiologist signs (as the review pages record it): right knee 3, left knee kept.
+    const user = await addUser(db, {
+      username: `rad-${Date.now()}`,
+      password: "correct horse battery staple",
+      displayName: "Doe^Jane",
+      organisation: "Test Hospital Radiology",
+      role: "radiologist",
+    });
+    const reviewId = randomUUID();
+    await db.review.create({
+      data: {
+        id: reviewId,
+        studyId: s.studyId,
+        gradingJobId: s.gradingJobId,
+        userId: user.id,
+        sequence: 1,
+        predecessorSopInstanceUid: aiSr,
+        sopInstanceUid: signedSrUid(reviewId),
+        findings: "Right knee: Kellgren–Lawrence grade 3.\nLeft knee: Kellgren–Lawrence grade 3.",
+        impression: "Moderate osteoarthritis of both knees.",
+        knees: {
+          create: [
+            { kneeResultId: s.kneeIds.right, aiGrade: 2, radiologistGrade: 3 },
+            { kneeResultId: s.kneeIds.left, aiGrade: 3, radiologistGrade: 3 },
+          ],
+        },
+      },
+    });
+    await reportJob(s, reviewId);
+    await whenSent(signedSrUid(reviewId), "the signed result everywhere");
+
+    expect(fhir.rejected).toEqual([]);
+    const [final, ...again] = await reportFor(s);
+    expect(again).toEqual([]); // the same DiagnosticReport, updated
+    expect(final).toMatchObject({
+      id: report!.id,
+      status: "final",
+      resultsInterpreter: [{ display: "Jane Doe" }],
+    });
+    expect(final!.conclusion).toContain("Moderate osteoarthritis of both knees.");
+    const signed = await Promise.all(
+      final!.result!.map((r) => fhir.repo.readReference<Observation>(r as never)),
+    );
+    expect(signed.map((o) => [o.id, o.status, o.valueCodeableConcept?.coding?.[0]?.code])).toEqual([
+      [observations[0]!.id, "final", "KL3"],
+      [observations[1]!.id, "final", "KL3"],
+    ]);
+    const observationCount = (await fhir.repo.search({ resourceType: "Observation" })).entry
+      ?.length;
+    expect(observationCount).toBe(2);
+
+    const [, signedOru, ...extra] = messagesFor(s);
+    expect(extra).toEqual([]);
+    expect(signedOru!.get("OBR.25").toString()).toBe("F");
+    expect(signedOru!.get("OBR.32.1.2").toString()).toBe("Doe");
+    expect(obxOf(signedOru!, "KLG").map((o) => [o.value, o.status])).toEqual([
+      ["KL3", "F"],
+      ["KL3", "F"],
+    ]);
+    expect(obxOf(signedOru!, "19005-8")[0]!.value).toBe("Moderate osteoarthritis of both knees.");
+  }, 90_000);
+
+  it("retries while the FHIR server and the HL7 peer are down, and delivers once they are back", async () => {
+    await Promise.all([fhir.stop(), hl7.stop()]);
+    const s = await seedGradedStudy(db, config, "ACC-DOWN");
+    const aiSr = reportUids(s.gradingJobId).aiSr;
+    await reportJob(s);
+    const failing = await waitFor(
+      async () => {
+        const d = await deliveriesOf(aiSr);
+        return (d.FHIR?.attempts ?? 0) >= 2 && (d.HL7?.attempts ?? 0) >= 2 ? d : undefined;
+      },
+      20_000,
+      "two failed attempts",
+    );
+    expect(failing.DICOM?.status).toBe("SENT");
+    expect(failing.FHIR).toMatchObject({ status: "PENDING" });
+    expect(failing.FHIR?.lastError).toMatch(/ECONNREFUSED/);
+    expect(failing.HL7?.lastError).toMatch(/ECONNREFUSED/);
+    await Promise.all([fhir.start(), hl7.start()]);
+    const sent = await whenSent(aiSr, "the result once the peers are back");
+    expect(sent.FHIR!.attempts).toBeGreaterThanOrEqual(3);
+    expect(await reportFor(s)).toHaveLength(1);
+    expect(messagesFor(s)).toHaveLength(1);
+    const failed = await metrics.registry.getSingleMetricAsString(
+      "kneegrade_result_deliveries_total",
+    );
+    expect(failed).toMatch(/channel="hl7",outcome="failed"} [1-9]/);
+  }, 60_000);
+
+  it("dead-letters an ORU the RIS answers AE after the last attempt, and redelivers it", async () => {
+    hl7.answer = "AE";
+    const s = await seedGradedStudy(db, config, "ACC-AE");
+    const aiSr = reportUids(s.gradingJobId).aiSr;
+    await reportJob(s);
+    const dead = await waitFor(
+      async () => {
+        const d = await deliveriesOf(aiSr);
+        return d.HL7?.status === "FAILED" ? d : undefined;
+      },
+      30_000,
+      "the dead letter",
+    );
+    expect(dead.HL7!.attempts).toBe(ATTEMPTS);
+    expect(dead.HL7!.lastError).toMatch(/HL7 peer answered AE/);
+    expect(dead.FHIR!.status).toBe("SENT");
+    expect(dead.DICOM!.status).toBe("SENT");
+    // Every attempt was the same message (same control ID), refused each time.
+    const tries = messagesFor(s);
+    expect(tries).toHaveLength(ATTEMPTS);
+    expect(new Set(tries.map((m) => m.get("MSH.10").toString())).size).toBe(1);
+    expect(
+      await db.auditEvent.count({
+        where: { event: "report.dead-letter", studyInstanceUid: s.studyInstanceUid },
+      }),
+    ).toBe(1);
+
+    const status = await collectStatus(db, config);
+    expect(status.deliveries.byChannel.HL7?.FAILED).toBe(1);
+    expect(status.deliveries.byStatus.FAILED).toBe(1);
+
+    hl7.answer = "AA";
+    await redeliver(db, config, s.studyInstanceUid);
+    await whenSent(aiSr, "the redelivered result");
+    expect(messagesFor(s)).toHaveLength(ATTEMPTS + 1);
+    expect(await reportFor(s)).toHaveLength(1); // sent again: the same resources, not new ones
+    // One patient (the same MRN in every study) and one model: found, not created again.
+    expect((await fhir.repo.search({ resourceType: "Patient" })).entry).toHaveLength(1);
+    expect((await fhir.repo.search({ resourceType: "Device" })).entry).toHaveLength(1);
+    expect((await fhir.repo.search({ resourceType: "ImagingStudy" })).entry).toHaveLength(3);
+  }, 60_000);
+
+  it("dead-letters an ORU the RIS rejects (AR) at once: no retry can change it", async () => {
+    hl7.answer = "AR";
+    const s = await seedGradedStudy(db, config, "ACC-AR");
+    const aiSr = reportUids(s.gradingJobId).aiSr;
+    await reportJob(s);
+    const dead = await waitFor(
+      async () => {
+        const d = await deliveriesOf(aiSr);
+        const study = await db.study.findUnique({ where: { id: s.studyId } });
+        return d.HL7?.status === "FAILED" && study?.status === "REPORTED" ? d : undefined;
+      },
+      20_000,
+      "the rejected ORU's dead letter",
+    );
+    hl7.answer = "AA";
+    expect(dead.HL7).toMatchObject({ attempts: 1 });
+    expect(dead.HL7!.lastError).toMatch(/HL7 peer answered AR/);
+    expect([dead.DICOM!.status, dead.FHIR!.status]).toEqual(["SENT", "SENT"]);
+    expect(messagesFor(s)).toHaveLength(1);
+    expect(
+      await db.auditEvent.findFirst({
+        where: { event: "report.dead-letter", sopInstanceUid: aiSr },
+      }),
+    ).toMatchObject({ details: { channel: "HL7", deliveries: 1 } });
+  }, 30_000);
+
+  it("logs the deliveries, their failures and the dead letter without any patient data", () => {
+    const text = logLines.join("");
+    expect(text).toContain('"event":"report.delivery-failed"');
+    expect(text).toContain('"event":"report.dead-letter"');
+    expect(text).toContain("HL7 peer answered AE");
+    expect(text).not.toMatch(/Smith|Jones|Mary|MRN-0042|19580412/);
+  });
+});
