@@ -346,7 +346,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     const groups = dump.split('CONTAINER:(,,"Measurement Group")').slice(1);
     const gradeOf = (label: string) => {
       const g = groups.find((x) => x.includes(`"${label}"`));
-      return Number(/<contains CODE:\(,,"Kellgren-Lawrence grade"\)=\(KL(\d)/.exec(g ?? "")?.[1]);
+      return Number(/<contains CODE:\(,,"Finding"\)=\((?:AI)?KL(\d)/.exec(g ?? "")?.[1]);
     };
     expect(gradeOf("left knee, AI result")).toBe(ai.LEFT);
     expect(gradeOf("left knee, radiologist")).toBe(changed);
@@ -372,8 +372,12 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
 
   it("refuses a second signature of the same revision and a form without its CSRF token; an amendment is a new signed revision", async () => {
     const page = await radiologist.newPage();
+    // A signed study is read only: its form is signed again only after "Amend".
     await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
+    expect(await page.locator("#sign").count()).toBe(0);
+    await Promise.all([page.waitForURL(/amend=1/), page.click("#amend")]);
     const form = await signForm(page);
+    expect(form.intent).toBe("amend");
     const signed = await h.db.review.findFirstOrThrow({ where: { study: { studyInstanceUid } } });
     expect(form.predecessor).toBe(signed.sopInstanceUid);
     // The page the radiologist signed from (predecessor = the AI's SR), submitted again.
@@ -414,11 +418,18 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     expect(await findSrs()).toHaveLength(3);
 
     // A second amendment with the keyboard: N marks the highlighted (right) knee not gradable and
-    // moves to its reason; Enter there signs.
-    await page.goto(`${review!.url}/studies/${studyInstanceUid}`);
+    // moves to its reason; Enter there ends the reason. The hand-written impression (with its
+    // addendum) would still describe the old grade: it is rewritten from the grades, and
+    // Ctrl+Enter signs.
+    await page.goto(`${review!.url}/studies/${studyInstanceUid}?amend=1`);
     await page.keyboard.press("n");
     await page.keyboard.type("rotated, joint space not assessable");
-    await Promise.all([page.waitForURL(/signed=1/), page.keyboard.press("Enter")]);
+    await page.keyboard.press("Enter");
+    await page.click("#regenerate");
+    await expect
+      .poll(() => page.inputValue("#findings"))
+      .toContain("not gradable (rotated, joint space not assessable)");
+    await Promise.all([page.waitForURL(/signed=1/), page.keyboard.press("Control+Enter")]);
     const third = await h.db.review.findFirstOrThrow({
       where: { study: { studyInstanceUid }, sequence: 3 },
       include: { knees: { include: { kneeResult: true } } },
@@ -431,7 +442,10 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     });
     const thirdSr = await srInOrthanc(third.sopInstanceUid, "the second amendment in Orthanc");
     const keyed = await fetchSr(thirdSr.ID, "amended-sr.dcm");
-    expect(keyed.dump).toContain('"Comment")="Not gradable: rotated, joint space not assessable"');
+    expect(keyed.dump).toContain(
+      '"Finding")=(NOTGRADABLER,99KNEEGRADE,"Right knee, not gradable (Kellgren-Lawrence)")',
+    );
+    expect(keyed.dump).toContain("Right knee: not gradable (rotated, joint space not assessable).");
     expect(keyed.dump).toMatch(/Verification Flag\s*: VERIFIED/);
     expect(keyed.errors).toEqual([]);
     expect(await findSrs()).toHaveLength(4);

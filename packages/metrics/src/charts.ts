@@ -35,10 +35,10 @@ const rgb = (r: number, g: number, b: number) =>
 /** A generous estimate of a line's width in DejaVu Sans (bold glyphs average ~0.62 em). */
 const textWidth = (s: string, size: number) => Math.ceil(s.length * size * 0.66);
 
-function svg(width: number, height: number, body: string[]): string {
+function svg(width: number, height: number, body: string[], background = "#ffffff"): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" xml:space="preserve" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
-    rect(0, 0, width, height, "#ffffff"),
+    rect(0, 0, width, height, background),
     ...body,
     "</svg>",
   ].join("\n");
@@ -52,7 +52,11 @@ function svg(width: number, height: number, body: string[]): string {
 export function confusionSvg(
   m: { n: number; overall_accuracy: number; qwk: number; confusion_matrix: number[][] },
   heading: string,
+  /** "dark": for a dark page (the review pages), with the agreeing diagonal outlined. */
+  theme: "light" | "dark" = "light",
 ): string {
+  const dark = theme === "dark";
+  const ink = dark ? "#e8e8e8" : "#000000";
   const k = m.confusion_matrix.length;
   const cell = 64;
   const ox = 70;
@@ -60,43 +64,60 @@ export function confusionSvg(
   const width = Math.max(ox + k * cell + 30, 20 + textWidth(heading, 15));
   const height = oy + k * cell + 70;
   const body = [
-    text(10, 22, heading, 15, { weight: "bold" }),
+    text(10, 22, heading, 15, { weight: "bold", fill: ink }),
     text(
       10,
       44,
       `n ${m.n}  accuracy ${m.overall_accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}`,
       14,
+      { fill: ink },
     ),
   ];
   m.confusion_matrix.forEach((row, i) => {
     const total = row.reduce((a, b) => a + b, 0);
-    body.push(text(ox - 10, oy + i * cell + cell / 2 + 5, `KL${i}`, 13, { anchor: "end" }));
+    body.push(
+      text(ox - 10, oy + i * cell + cell / 2 + 5, `KL${i}`, 13, { anchor: "end", fill: ink }),
+    );
     row.forEach((count, j) => {
       const f = total ? count / total : 0;
       const x = ox + j * cell;
       const y = oy + i * cell;
-      // models/evaluate.py: BGR 255 - f * (200, 120, 40).
-      body.push(rect(x, y, cell, cell, rgb(255 - f * 40, 255 - f * 120, 255 - f * 200), "#a0a0a0"));
+      // models/evaluate.py: BGR 255 - f * (200, 120, 40); dark: from the page's panel to blue.
+      const fill = dark
+        ? rgb(28 + f * (45 - 28), 28 + f * (95 - 28), 28 + f * (160 - 28))
+        : rgb(255 - f * 40, 255 - f * 120, 255 - f * 200);
+      body.push(rect(x, y, cell, cell, fill, dark ? "#333333" : "#a0a0a0"));
       body.push(
         text(x + cell / 2, y + cell / 2 + 6, String(count), 16, {
           anchor: "middle",
-          fill: f > 0.55 ? "#ffffff" : "#000000",
+          fill: dark || f > 0.55 ? "#ffffff" : "#000000",
         }),
       );
     });
   });
   for (let j = 0; j < k; j++) {
     body.push(
-      text(ox + j * cell + cell / 2, oy + k * cell + 20, `KL${j}`, 13, { anchor: "middle" }),
+      text(ox + j * cell + cell / 2, oy + k * cell + 20, `KL${j}`, 13, {
+        anchor: "middle",
+        fill: ink,
+      }),
     );
+  }
+  if (dark) {
+    // The cells where both agree, outlined in the page's accent colour.
+    for (let i = 0; i < k; i++) {
+      body.push(
+        `<rect x="${ox + i * cell + 1.5}" y="${oy + i * cell + 1.5}" width="${cell - 3}" height="${cell - 3}" fill="none" stroke="#ffd400" stroke-width="3"/>`,
+      );
+    }
   }
   body.push(
     text(ox + (k * cell) / 2, height - 14, "true (rows) / predicted (cols)", 13, {
       anchor: "middle",
-      fill: "#505050",
+      fill: dark ? "#aaaaaa" : "#505050",
     }),
   );
-  return svg(width, height, body);
+  return svg(width, height, body, dark ? "#1c1c1c" : "#ffffff");
 }
 
 /**

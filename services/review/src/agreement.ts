@@ -17,6 +17,7 @@ export async function confusionPng(r: AgreementReport): Promise<Buffer> {
       confusion_matrix: r.confusion,
     },
     `AI vs radiologist, last ${r.windowDays} days`,
+    "dark",
   ).replace("true (rows) / predicted (cols)", "radiologist (rows) / AI (cols)");
   return sharp(Buffer.from(svg)).png().toBuffer();
 }
@@ -44,6 +45,7 @@ ${r.warning ? html`<p class="banner warning" id="agreement-warning">⚠ ${r.warn
 <tr>${r.perGrade.map((v, g) => html`<td>${share(v)} <small>(n ${r.confusion[g]!.reduce((a, b) => a + b, 0)})</small></td>`)}</tr></table>
 <h2>Confusion matrix</h2>
 <img src="/agreement/confusion.png?days=${r.windowDays}" alt="confusion matrix, radiologist rows, AI columns">
+<p class="hint">Outlined in yellow: the diagonal, where the radiologist's grade and the AI's agree.</p>
 <p class="hint">Since ${r.since}; the latest signature of each study revision counts (amendments replace earlier signatures).</p>`;
   return page("Agreement", body, { user, csrf });
 }

@@ -26,11 +26,11 @@ import { z } from "zod";
 import { usersPage } from "./admin.ts";
 import { agreementPage, confusionPng } from "./agreement.ts";
 import { type CsrfBinding, csrfKey, csrfToken, csrfTokenValid, sameOriginRequest } from "./csrf.ts";
-import { html, page } from "./html.ts";
-import { heatmapPng, radiographJpeg } from "./images.ts";
+import { dicomDate, html, page, personName } from "./html.ts";
+import { heatmapPng, kneeRegionPng, radiographJpeg } from "./images.ts";
 import { FailedLogins } from "./logins.ts";
 import { type ReportQueue, SignError, signStudy } from "./sign.ts";
-import { loadStudy, studyPage } from "./study.ts";
+import { loadPriors, loadStudy, previewText, studyPage } from "./study.ts";
 import { WorklistQuery, worklist, worklistPage } from "./worklist.ts";
 
 export const SESSION_COOKIE = "kneegrade_session";
@@ -54,7 +54,8 @@ export type ReviewConfig = Pick<
   | "REVIEW_AGREEMENT_DAYS"
   | "REVIEW_AGREEMENT_MIN_KNEES"
   | "REVIEW_TRUSTED_PROXIES"
->;
+> &
+  Partial<Pick<Config, "REVIEW_VIEWER_URL">>;
 
 export interface ReviewDeps {
   db: Db;
@@ -277,25 +278,36 @@ export async function buildReviewApp(deps: ReviewDeps) {
   );
 
   app.get("/healthz", async () => ({ ok: true }));
+  // Browsers ask for /favicon.ico whatever the page links: the same icon as the pages' link.
+  app.get("/favicon.ico", async (_request, reply) =>
+    reply.header("cache-control", "public, max-age=86400").sendFile("favicon.svg"),
+  );
 
   // --- login ---------------------------------------------------------------------------------
-  const loginPage = (reply: FastifyReply, next: string, error?: string) =>
+  const loginPage = (
+    reply: FastifyReply,
+    next: string,
+    o: { error?: string; notice?: string; username?: string } = {},
+  ) =>
     page(
       "Log in",
       html`<h1>Log in</h1>
-${error ? html`<p class="error" role="alert">${error}</p>` : ""}
+${o.notice ? html`<p class="notice" role="status" id="login-notice">${o.notice}</p>` : ""}
+${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ""}
 <form method="post" action="/login" class="login">
   <input type="hidden" name="_csrf" value="${reply.csrfToken()}">
   <input type="hidden" name="next" value="${next}">
-  <label>User name <input name="username" autocomplete="username" required autofocus></label>
-  <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+  <label>User name <input name="username" autocomplete="username" required ${o.username ? "" : "autofocus"} value="${o.username ?? ""}"></label>
+  <label>Password <input name="password" type="password" autocomplete="current-password" required ${o.username ? "autofocus" : ""}></label>
   <button type="submit">Log in</button>
 </form>
 <p class="hint">Patient data: every study you open is recorded.</p>`,
     );
   app.get("/login", async (request, reply) => {
-    const next = localPath((request.query as { next?: string }).next);
-    return reply.type("text/html").send(loginPage(reply, next));
+    const query = request.query as { next?: string; out?: string };
+    const next = localPath(query.next);
+    const notice = query.out === "1" ? "You are logged out." : undefined;
+    return reply.type("text/html").send(loginPage(reply, next, { notice }));
   });
   const Login = z.object({
     username: z.string().max(64),
@@ -324,11 +336,10 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
           .status(429)
           .type("text/html")
           .send(
-            loginPage(
-              reply,
-              next,
-              "Too many failed logins for this account: wait a minute and try again.",
-            ),
+            loginPage(reply, next, {
+              error: "Too many failed logins for this account: wait a minute and try again.",
+              username,
+            }),
           );
       }
       const user = form.success ? await checkPassword(db, username, form.data.password) : null;
@@ -345,7 +356,10 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
           .status(401)
           .type("text/html")
           .send(
-            loginPage(reply, next, "Wrong user name or password (or the account is disabled)."),
+            loginPage(reply, next, {
+              error: "Wrong user name or password (or the account is disabled).",
+              username: form.success ? form.data.username.slice(0, 64) : "",
+            }),
           );
       }
       const token = randomBytes(32).toString("base64url");
@@ -397,7 +411,7 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
     pages.post("/logout", async (request, reply) => {
       if (request.sessionId) await db.session.delete({ where: { id: request.sessionId } });
       await audit("review.logout", request);
-      return reply.clearCookie(names.session, { path: "/", secure }).redirect("/login", 303);
+      return reply.clearCookie(names.session, { path: "/", secure }).redirect("/login?out=1", 303);
     });
 
     pages.get("/", async (request, reply) => {
@@ -410,7 +424,10 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
     });
 
     // The worklist's counts, refreshed by review.js while the page is open ("live counts").
-    pages.get("/counts.json", async () => (await worklist(db, WorklistQuery.parse({}))).counts);
+    pages.get("/counts.json", async (request) => {
+      const q = WorklistQuery.safeParse(request.query);
+      return (await worklist(db, q.success ? q.data : WorklistQuery.parse({}))).counts;
+    });
 
     /** The study UID of the path, or null when it is not one (answered 404, never 500). */
     const studyUid = (request: FastifyRequest) => {
@@ -425,17 +442,34 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
         studyInstanceUid: uid,
         details: { revision: loaded.study.revision },
       });
-      const signed = (request.query as { signed?: string }).signed;
-      return reply
-        .type("text/html")
-        .send(
-          studyPage(
-            loaded,
-            user(request),
-            reply.csrfToken(),
-            signed ? "Signed: the signed report is on its way to the PACS." : undefined,
-          ),
-        );
+      const query = request.query as { signed?: string; previous?: string; amend?: string };
+      const previous =
+        typeof query.previous === "string" && /^[0-9.]{1,64}$/.test(query.previous)
+          ? await db.study.findUnique({ where: { studyInstanceUid: query.previous } })
+          : null;
+      const notice = previous
+        ? html`Signed ${personName(previous.patientName)} (${dicomDate(previous.studyDate)}): the signed report is on its way to the PACS. This is the next study awaiting review: here Enter signs only after another key or a click. <a href="/studies/${previous.studyInstanceUid}" id="back">← back to the signed study</a>`
+        : query.signed
+          ? html`Signed: the signed report is on its way to the PACS.`
+          : undefined;
+      return reply.type("text/html").send(
+        studyPage(loaded, user(request), reply.csrfToken(), {
+          ...(notice ? { notice } : {}),
+          ...(config.REVIEW_VIEWER_URL ? { viewerUrl: config.REVIEW_VIEWER_URL } : {}),
+          priors: await loadPriors(db, loaded.study),
+          amend: query.amend === "1",
+        }),
+      );
+    });
+
+    // The report text for the grades chosen so far: the study page shows it as they change.
+    pages.get("/studies/:uid/report-text", async (request, reply) => {
+      const uid = studyUid(request);
+      const loaded = uid ? await loadStudy(db, uid) : null;
+      if (!uid || !loaded?.job) return reply.callNotFound();
+      const form = SignForm.safeParse(request.query);
+      if (!form.success) return reply.status(400).send({ error: "not understood" });
+      return previewText(loaded, form.data);
     });
 
     pages.get("/studies/:uid/instances/:sop", async (request, reply) => {
@@ -453,6 +487,14 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
       }
       const revision = instance.study.revision;
       const knees = instance.results.filter((r) => r.gradingJob.revision === revision);
+      const view = z
+        .object({
+          full: z.literal("1").optional(),
+          wc: z.coerce.number().finite().optional(),
+          ww: z.coerce.number().finite().positive().optional(),
+        })
+        .safeParse(request.query);
+      const v = view.success ? view.data : {};
       const jpeg = await radiographJpeg(
         instance.spoolPath,
         knees.map((k) => ({
@@ -460,15 +502,33 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
           klGrade: k.klGrade,
           region: k.region as { x: number; y: number; width: number; height: number } | null,
         })),
+        {
+          full: v.full === "1",
+          ...(v.wc !== undefined && v.ww !== undefined
+            ? { window: { center: v.wc, width: v.ww } }
+            : {}),
+        },
       );
       return reply.type("image/jpeg").send(jpeg);
     });
 
     pages.get("/knees/:id/:kind", async (request, reply) => {
       const p = z
-        .object({ id: z.string().uuid(), kind: z.enum(["crop.png", "heatmap.png"]) })
+        .object({
+          id: z.string().uuid(),
+          kind: z.enum(["crop.png", "heatmap.png", "region.png"]),
+        })
         .safeParse(request.params);
       if (!p.success) return reply.callNotFound();
+      if (p.data.kind === "region.png") {
+        const knee = await db.kneeResult.findUnique({
+          where: { id: p.data.id },
+          select: { region: true, instance: { select: { spoolPath: true } } },
+        });
+        const region = knee?.region as { x: number; y: number; width: number; height: number };
+        if (!region || !knee?.instance.spoolPath) return reply.callNotFound();
+        return reply.type("image/png").send(await kneeRegionPng(knee.instance.spoolPath, region));
+      }
       const knee = await db.kneeResult.findUnique({
         where: { id: p.data.id },
         select: { cropPng: true, heatmapPng: true },
@@ -542,6 +602,18 @@ ${error ? html`<p class="error" role="alert">${error}</p>` : ""}
               },
             ),
           );
+      }
+      // "Sign & next": the next study awaiting review opens, with a way back to this one.
+      if (form.data.after === "next") {
+        const next = (await worklist(db, WorklistQuery.parse({ show: "awaiting" }))).rows.find(
+          (r) => r.studyInstanceUid !== uid,
+        );
+        if (next) {
+          return reply.redirect(
+            `/studies/${next.studyInstanceUid}?previous=${encodeURIComponent(uid)}`,
+            303,
+          );
+        }
       }
       return reply.redirect(`/studies/${uid}?signed=1`, 303);
     });

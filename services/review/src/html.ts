@@ -49,6 +49,10 @@ export const personName = (pn: string | null) =>
 export const dicomDate = (da: string | null) =>
   da && /^\d{8}$/.test(da) ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6)}` : (da ?? "—");
 
+/** A UTC instant, shown by the page script in the browser's own time zone. */
+export const localTime = (d: Date) =>
+  html`<time datetime="${d.toISOString()}" class="local">${d.toISOString().slice(0, 16).replace("T", " ")} UTC</time>`;
+
 export interface PageUser {
   username: string;
   displayName: string;
@@ -79,6 +83,7 @@ export function page(
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title} – kneegrade review</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/review.css">
 ${(o.scripts ?? []).map((s) => html`<script src="${s}" defer></script>`)}
 </head>

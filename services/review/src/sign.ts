@@ -9,7 +9,8 @@ import { randomUUID } from "node:crypto";
 import { QUEUES, ReportStudyJob, signedReportJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { type KneeDecision, reportUids, signedSrUid } from "@kneegrade/reports";
-import { loadStudy, prefilledText } from "./study.ts";
+import { missingDecisionOf, missingFindingLine, missingLabel } from "./missing.ts";
+import { aiDecisions, type Decisions, decisionsOf, loadStudy, reportTextFor } from "./study.ts";
 
 /** What the reporter queue must offer (a BullMQ Queue does). */
 export interface ReportQueue {
@@ -24,6 +25,17 @@ export class SignError extends Error {
     super(message);
     this.name = "SignError";
   }
+}
+
+/** Whether two sets of decisions are the same, knee by knee (reasons included). */
+export function sameDecisions(a: Decisions, b: Decisions): boolean {
+  const knee = (d: KneeDecision) => (d.grade === null ? `ng:${d.notGradableReason}` : `${d.grade}`);
+  const missing = (m: Decisions["missing"]) =>
+    JSON.stringify([...m.entries()].sort(([x], [y]) => x.localeCompare(y)));
+  return (
+    a.knees.map(knee).join("|") === b.knees.map(knee).join("|") &&
+    missing(a.missing) === missing(b.missing)
+  );
 }
 
 /** Line endings as browsers submit them (CR LF) → "\n"; trailing blanks trimmed. */
@@ -65,7 +77,14 @@ export async function signStudy(
         : "this page is out of date: open the study again",
     );
   }
-  const decisions: KneeDecision[] = job.results.map((r) => {
+  // A signed study changes only through an explicit "Amend" (the amend page says so in its form).
+  if (latest && a.form.intent !== "amend") {
+    throw new SignError(
+      409,
+      `already signed by ${latest.user.displayName}: choose "Amend" on the study page to change that signature`,
+    );
+  }
+  const knees: KneeDecision[] = job.results.map((r) => {
     const value = a.form[`knee_${r.id}`];
     if (value === "ng") {
       const reason = (a.form[`reason_${r.id}`] ?? "").trim().slice(0, 200);
@@ -77,18 +96,69 @@ export async function signStudy(
     }
     return { grade: Number(value) };
   });
-  // Unchanged text (what the page showed) is rewritten from the decisions; edited text is kept.
-  const shown = latest
-    ? { findings: latest.findings, impression: latest.impression }
-    : prefilledText(job);
+  const missing = loaded.missing ?? [];
+  const decisions: Decisions = { knees, missing: new Map() };
+  for (const m of missing) {
+    const d = missingDecisionOf(a.form, m.key);
+    if (d === undefined || d === "invalid") {
+      throw new SignError(
+        400,
+        `${missingLabel(m)}: choose a grade (0–4), 'not gradable' or 'not present' for it`,
+      );
+    }
+    if (d.decision === "NOT_GRADABLE" && !d.reason) {
+      throw new SignError(400, "a knee marked not gradable needs a reason");
+    }
+    decisions.missing.set(m.key, d);
+  }
   const findings = normalise(a.form.findings ?? "");
   const impression = normalise(a.form.impression ?? "");
-  const unchanged =
-    findings === normalise(shown.findings) && impression === normalise(shown.impression);
-  const text = unchanged ? prefilledText(job, decisions) : { findings, impression };
-  if (!text.findings || !text.impression) {
+  if (!findings || !impression) {
     throw new SignError(400, "the findings and the impression cannot be empty");
   }
+  // What you see is what you sign: the text is signed as submitted. A field still holding the
+  // text the page showed for other grades (the page did not follow the change) would contradict
+  // these grades: refused, never rewritten behind the radiologist's back.
+  const generated = reportTextFor(job, missing, decisions);
+  const before = latest ? decisionsOf(job, latest) : aiDecisions(job);
+  const shown = latest
+    ? { findings: latest.findings, impression: latest.impression }
+    : reportTextFor(job, missing);
+  const changedDecisions = !sameDecisions(before, decisions);
+  const stale = (["findings", "impression"] as const).filter(
+    (field) =>
+      changedDecisions &&
+      { findings, impression }[field] === normalise(shown[field]) &&
+      { findings, impression }[field] !== normalise(generated[field]),
+  );
+  if (stale.length > 0) {
+    throw new SignError(
+      409,
+      `the ${stale.join(" and the ")} describe other grades than the ones you chose: update the text (or reload the page) and sign again`,
+    );
+  }
+  for (const m of missing) {
+    const line = missingFindingLine(m, decisions.missing.get(m.key));
+    if (!findings.includes(line)) {
+      throw new SignError(
+        400,
+        `the findings must keep the line for the knee the AI did not grade: "${line}"`,
+      );
+    }
+  }
+  // An amendment must change something: a second identical signature is refused.
+  if (
+    latest &&
+    sameDecisions(before, decisions) &&
+    findings === normalise(latest.findings) &&
+    impression === normalise(latest.impression)
+  ) {
+    throw new SignError(
+      409,
+      "nothing changed: an amendment must change a grade or the text (the signature stands as it is)",
+    );
+  }
+  const text = { findings, impression };
 
   const id = randomUUID();
   const sequence = (latest?.sequence ?? 0) + 1;
@@ -107,12 +177,26 @@ export async function signStudy(
           impression: text.impression,
           knees: {
             create: job.results.map((r, i) => {
-              const d = decisions[i]!;
+              const d = decisions.knees[i]!;
               return {
                 kneeResultId: r.id,
                 aiGrade: r.klGrade,
                 radiologistGrade: d.grade,
                 notGradableReason: d.grade === null ? d.notGradableReason : null,
+              };
+            }),
+          },
+          missingKnees: {
+            create: missing.map((m) => {
+              const d = decisions.missing.get(m.key)!;
+              return {
+                instanceId: m.instanceId,
+                laterality: m.laterality,
+                aiCode: m.code,
+                aiReason: m.reason,
+                decision: d.decision,
+                radiologistGrade: d.decision === "GRADED" ? d.grade : null,
+                notGradableReason: d.decision === "NOT_GRADABLE" ? d.reason : null,
               };
             }),
           },
@@ -133,7 +217,12 @@ export async function signStudy(
             knees: job.results.map((r, i) => ({
               laterality: r.laterality,
               ai: r.klGrade,
-              radiologist: decisions[i]!.grade,
+              radiologist: decisions.knees[i]!.grade,
+            })),
+            missing: missing.map((m) => ({
+              laterality: m.laterality,
+              ai: m.code,
+              radiologist: decisions.missing.get(m.key)!.decision,
             })),
           },
         },

@@ -14,7 +14,17 @@ import {
   reportUids,
   signedReportLines,
 } from "@kneegrade/reports";
-import { dicomDate, html, type PageUser, page, personName } from "./html.ts";
+import { dicomDate, type Html, html, localTime, type PageUser, page, personName } from "./html.ts";
+import {
+  type MissingDecision,
+  type MissingKnee,
+  missingDecisionOf,
+  missingFindingLine,
+  missingImpressionLine,
+  missingKnees,
+  SIDE_LABEL,
+  type Side,
+} from "./missing.ts";
 
 /** The study's current graded revision with everything the page and the signature need. */
 export async function loadStudy(db: Db, studyInstanceUid: string) {
@@ -24,17 +34,85 @@ export async function loadStudy(db: Db, studyInstanceUid: string) {
     where: { studyId: study.id, revision: study.revision, status: "COMPLETED" },
     include: {
       results: { include: { instance: true }, orderBy: { createdAt: "asc" } },
-      instances: true,
-      reviews: { include: { knees: true, user: true }, orderBy: { sequence: "desc" } },
-      reports: { include: { deliveries: true } },
+      instances: { include: { instance: true }, orderBy: { createdAt: "asc" } },
+      reviews: {
+        include: { knees: true, missingKnees: true, user: true },
+        orderBy: { sequence: "desc" },
+      },
+      // The PACS's delivery (the FHIR and HL7 ones of an SR are the RIS's: docs/INTEGRATION.md).
+      reports: { include: { deliveries: { where: { channel: "DICOM" } } } },
     },
   });
   if (!job || job.results.length === 0) return { study, job: null } as const;
   const results = byReadingOrder(job.results);
-  return { study, job: { ...job, results } } as const;
+  return { study, job: { ...job, results }, missing: missingKnees({ ...job, results }) } as const;
 }
 export type LoadedStudy = NonNullable<Awaited<ReturnType<typeof loadStudy>>>;
+
+export interface Prior {
+  studyInstanceUid: string;
+  studyDate: string | null;
+  accessionNumber: string | null;
+  /** The latest signature's grades (null: not gradable), else the AI's. */
+  signedBy: string | null;
+  knees: { laterality: Side; grade: number | null; kneeResultId: string }[];
+}
+
+/**
+ * Earlier studies of the same patient (same Patient ID), newest first, with the final grade per
+ * knee: the latest signature's where one exists, else the AI's (and said so).
+ */
+export async function loadPriors(
+  db: Db,
+  study: { id: string; patientId: string | null; studyDate: string | null; firstReceivedAt: Date },
+  limit = 5,
+): Promise<Prior[]> {
+  const patientId = study.patientId?.trim();
+  if (!patientId) return [];
+  const others = await db.study.findMany({
+    where: { patientId, id: { not: study.id } },
+    orderBy: [{ studyDate: "desc" }, { firstReceivedAt: "desc" }],
+    take: 50,
+  });
+  const earlier = others.filter((o) =>
+    o.studyDate && study.studyDate && o.studyDate !== study.studyDate
+      ? o.studyDate < study.studyDate
+      : o.firstReceivedAt < study.firstReceivedAt,
+  );
+  const priors: Prior[] = [];
+  for (const o of earlier.slice(0, limit)) {
+    const job = await db.gradingJob.findFirst({
+      where: { studyId: o.id, revision: o.revision, status: "COMPLETED" },
+      include: {
+        results: true,
+        reviews: {
+          include: { knees: true, user: true },
+          orderBy: { sequence: "desc" },
+          take: 1,
+        },
+      },
+    });
+    if (!job || job.results.length === 0) continue;
+    const review = job.reviews[0];
+    priors.push({
+      studyInstanceUid: o.studyInstanceUid,
+      studyDate: o.studyDate,
+      accessionNumber: o.accessionNumber,
+      signedBy: review ? review.user.displayName : null,
+      knees: byReadingOrder(job.results).map((r) => {
+        const k = review?.knees.find((x) => x.kneeResultId === r.id);
+        return {
+          laterality: r.laterality,
+          grade: k ? k.radiologistGrade : r.klGrade,
+          kneeResultId: r.id,
+        };
+      }),
+    });
+  }
+  return priors;
+}
 type GradedJob = NonNullable<LoadedStudy["job"]>;
+type Latest = GradedJob["reviews"][number];
 
 /** The parts of a report input the report text needs (no header: no spool read). */
 export function textInput(job: GradedJob): ReportInput {
@@ -61,15 +139,93 @@ export function textInput(job: GradedJob): ReportInput {
   };
 }
 
-/** The pre-filled report: what is signed when the radiologist keeps the AI's grades. */
-export function prefilledText(job: GradedJob, decisions?: KneeDecision[]) {
-  const input = textInput(job);
-  const lines = signedReportLines(input, decisions ?? input.knees.map((k) => ({ grade: k.grade })));
-  return { findings: lines.findings.join("\n"), impression: lines.impression.join("\n") };
+/** The radiologist's decisions: one per graded knee (results' order), one per missing knee. */
+export interface Decisions {
+  knees: KneeDecision[];
+  missing: Map<string, MissingDecision>;
 }
 
-const SIDE_LABEL = { RIGHT: "Right knee", LEFT: "Left knee", UNKNOWN: "Knee (side unknown)" };
+/** The AI's grades, and no decision yet for the knees it did not grade. */
+export const aiDecisions = (job: GradedJob): Decisions => ({
+  knees: job.results.map((r) => ({ grade: r.klGrade })),
+  missing: new Map(),
+});
+
+/** The decisions a signature recorded. */
+export function decisionsOf(job: GradedJob, review: Latest): Decisions {
+  return {
+    knees: job.results.map((r) => {
+      const k = review.knees.find((x) => x.kneeResultId === r.id);
+      if (!k) return { grade: r.klGrade };
+      return k.radiologistGrade === null
+        ? { grade: null, notGradableReason: k.notGradableReason ?? "" }
+        : { grade: k.radiologistGrade };
+    }),
+    missing: new Map(
+      review.missingKnees.map((m) => [
+        `${m.instanceId}_${m.laterality.charAt(0)}`,
+        m.decision === "GRADED"
+          ? { decision: "GRADED", grade: m.radiologistGrade ?? 0 }
+          : m.decision === "NOT_GRADABLE"
+            ? { decision: "NOT_GRADABLE", reason: m.notGradableReason ?? "" }
+            : { decision: "NOT_PRESENT" },
+      ]),
+    ),
+  };
+}
+
+/**
+ * The report text for these decisions: what the page shows as the grades change and what is
+ * signed when the radiologist does not write their own. A knee the AI did not grade gets a
+ * findings line with the radiologist's decision (and an impression line when graded).
+ */
+export function reportTextFor(
+  job: GradedJob,
+  missing: MissingKnee[],
+  decisions: Decisions = aiDecisions(job),
+) {
+  const input = textInput(job);
+  const lines = signedReportLines(input, decisions.knees);
+  const findings = [...lines.findings];
+  findings.splice(
+    input.knees.length,
+    0,
+    ...missing.map((m) => missingFindingLine(m, decisions.missing.get(m.key))),
+  );
+  const extra = missing
+    .map((m) => missingImpressionLine(m, decisions.missing.get(m.key)))
+    .filter((l): l is string => l !== null);
+  const noneGraded = decisions.knees.every((d) => d.grade === null);
+  const impression = noneGraded && extra.length > 0 ? extra : [...lines.impression, ...extra];
+  return { findings: findings.join("\n"), impression: impression.join("\n") };
+}
+
+/**
+ * The text for the grades on the page so far (the page shows it live): a knee without a valid
+ * choice keeps the AI's grade, a missing knee without one says its decision is required.
+ */
+export function previewText(s: LoadedStudy, form: Record<string, string | undefined>) {
+  const job = s.job!;
+  const knees: KneeDecision[] = job.results.map((r) => {
+    const value = form[`knee_${r.id}`];
+    if (value === "ng") {
+      return {
+        grade: null,
+        notGradableReason: (form[`reason_${r.id}`] ?? "").trim().slice(0, 200),
+      };
+    }
+    return { grade: value !== undefined && /^[0-4]$/.test(value) ? Number(value) : r.klGrade };
+  });
+  const missing = new Map<string, MissingDecision>();
+  for (const m of s.missing ?? []) {
+    const d = missingDecisionOf(form, m.key);
+    if (d && d !== "invalid") missing.set(m.key, d);
+  }
+  return reportTextFor(job, s.missing ?? [], { knees, missing });
+}
+
 const pct = (p: number) => `${(p * 100).toFixed(1)} %`;
+const kl = (d: KneeDecision) => (d.grade === null ? "not gradable" : `KL${d.grade}`);
 
 function caveats(r: GradedJob["results"][number], input: ReportInput, i: number): string[] {
   const out: string[] = [];
@@ -84,11 +240,33 @@ function caveats(r: GradedJob["results"][number], input: ReportInput, i: number)
   return out;
 }
 
+export interface StudyPageOptions {
+  notice?: Html;
+  /** The radiologist chose "Amend" on a signed study. */
+  amend?: boolean;
+  /** REVIEW_VIEWER_URL: the site's viewer, `{StudyInstanceUID}` and `{AccessionNumber}` replaced. */
+  viewerUrl?: string;
+  /** Earlier studies of the patient (loadPriors). */
+  priors?: Prior[];
+}
+
+const klOrNg = (g: number | null) => (g === null ? "not gradable" : `KL${g}`);
+const SHORT = { RIGHT: "R", LEFT: "L", UNKNOWN: "?" } as const;
+
+/** The study in the site's viewer: the template with the study's identifiers, URL-encoded. */
+export const viewerLink = (
+  template: string,
+  study: { studyInstanceUid: string; accessionNumber: string | null },
+) =>
+  template
+    .replaceAll("{StudyInstanceUID}", encodeURIComponent(study.studyInstanceUid))
+    .replaceAll("{AccessionNumber}", encodeURIComponent(study.accessionNumber ?? ""));
+
 export function studyPage(
   s: LoadedStudy,
   user: PageUser & { role: string },
   csrf: string,
-  notice?: string,
+  o: StudyPageOptions = {},
 ): string {
   const { study, job } = s;
   const title = `${personName(study.patientName)} · ${dicomDate(study.studyDate)}`;
@@ -99,72 +277,173 @@ export function studyPage(
       { user, csrf },
     );
   }
+  const missing = s.missing ?? [];
   const input = textInput(job);
   const latest = job.reviews[0];
   const predecessor = latest?.sopInstanceUid ?? reportUids(job.id).aiSr;
+  const decisions = latest ? decisionsOf(job, latest) : aiDecisions(job);
   const text = latest
     ? { findings: latest.findings, impression: latest.impression }
-    : prefilledText(job);
-  const decisionOf = (resultId: string) => latest?.knees.find((k) => k.kneeResultId === resultId);
+    : reportTextFor(job, missing);
+  // The text follows the grades while it is what they generate; edited text is the radiologist's.
+  const generated = reportTextFor(job, missing, decisions);
+  const follows = (["findings", "impression"] as const).filter((f) => generated[f] === text[f]);
   const testModel = job.modelStatus === "smoke";
-  const canSign = user.role === "RADIOLOGIST";
+  const radiologist = user.role === "RADIOLOGIST";
+  // A signed study is read only until its radiologist chooses "Amend".
+  const editable = radiologist && (!latest || o.amend === true);
   const images = [...new Map(job.results.map((r) => [r.instance.id, r.instance])).values()];
   const signedReports = new Map(
     job.reports.filter((r) => r.verified).map((r) => [r.sopInstanceUid, r]),
   );
 
+  const gradeChoices = (name: string, chosen: number | "ng" | "np" | null, extra: Html | "") =>
+    html`${[0, 1, 2, 3, 4].map(
+      (g) =>
+        html`<label class="choice"><input type="radio" name="${name}" value="${g}" ${chosen === g ? "checked" : ""}> ${g}</label>`,
+    )}
+    <label class="choice"><input type="radio" name="${name}" value="ng" ${chosen === "ng" ? "checked" : ""}> not gradable</label>${extra}`;
+
+  const priors = o.priors ?? [];
+  /** The most recent prior's crop of the same knee, with its final grade. */
+  const prior = (side: Side) => {
+    for (const p of priors) {
+      const k = p.knees.find((x) => x.laterality === side && side !== "UNKNOWN");
+      if (!k) continue;
+      return html`<figure class="prior"><img src="/knees/${k.kneeResultId}/crop.png" alt="the same knee in the prior study" width="224" height="224"><figcaption>prior ${dicomDate(p.studyDate)}: ${klOrNg(k.grade)} (${p.signedBy ? `signed by ${personName(p.signedBy)}` : "AI, unsigned"})</figcaption></figure>`;
+    }
+    return "";
+  };
   const kneeCards = job.results.map((r, i) => {
     const probabilities = r.probabilities as number[];
-    const d = decisionOf(r.id);
-    const chosen = d ? (d.radiologistGrade ?? "ng") : r.klGrade;
-    return html`<section class="knee" data-knee="${i}" id="knee-${i}">
-  <h2>${SIDE_LABEL[r.laterality]} <span class="ai-grade">AI: KL ${r.klGrade} (${KL_GRADE_WORDS[r.klGrade]})</span></h2>
+    const d = decisions.knees[i]!;
+    const chosen = d.grade === null ? "ng" : d.grade;
+    const changed = d.grade !== r.klGrade;
+    return html`<section class="knee" data-knee="${i}" data-ai="${r.klGrade}" id="knee-${i}" tabindex="-1">
+  <h2>${SIDE_LABEL[r.laterality]} <span class="ai-grade">AI: KL ${r.klGrade} (${KL_GRADE_WORDS[r.klGrade]})</span> <span class="you" data-you>${changed ? `you: ${kl(d)} / AI: KL${r.klGrade}` : ""}</span></h2>
   <div class="tiles">
-    <figure><img src="/knees/${r.id}/crop.png" alt="crop the model graded" width="224" height="224"><figcaption>graded crop</figcaption></figure>
-    ${r.heatmapPng ? html`<figure><img src="/knees/${r.id}/heatmap.png" alt="heat map" width="224" height="224"><figcaption>where the model looked (KL ${r.klGrade})</figcaption></figure>` : ""}
+    <figure><img src="/knees/${r.id}/crop.png" alt="crop the model graded" width="224" height="224"><figcaption>graded crop${r.region ? html` <button type="button" class="secondary" data-enlarge="${r.id}" title="the knee's region from the original pixels, at 512 px or more">enlarge</button>` : ""}</figcaption></figure>
+    ${r.heatmapPng ? html`<figure class="heat"><img src="/knees/${r.id}/heatmap.png" data-heat="/knees/${r.id}/heatmap.png" data-plain="/knees/${r.id}/crop.png" alt="heat map" width="224" height="224"><figcaption>where the model looked (KL ${r.klGrade}) <button type="button" class="secondary" data-heat-toggle>heat map off</button><span class="legend"><span>less</span><span class="ramp"></span><span>more attention</span></span></figcaption></figure>` : ""}
+    ${prior(r.laterality)}
   </div>
+  ${
+    r.region
+      ? html`<figure class="region" id="region-${r.id}" hidden><img data-src="/knees/${r.id}/region.png" alt="the knee's region from the original radiograph" width="512" height="512"></figure>`
+      : ""
+  }
   <table class="probabilities"><tr>${probabilities.map((_, g) => html`<th>KL${g}</th>`)}</tr>
   <tr>${probabilities.map((p, g) => html`<td class="${g === r.klGrade ? "ai" : ""}"><meter min="0" max="1" value="${p.toFixed(3)}"></meter>${pct(p)}</td>`)}</tr></table>
   ${caveats(r, input, i).map((c) => html`<p class="caveat">⚠ ${c}</p>`)}
-  <fieldset class="decision" ${canSign ? "" : "disabled"}>
+  <fieldset class="decision" ${editable ? "" : "disabled"}>
     <legend>Radiologist's grade (keys 0–4, N: not gradable)</legend>
-    ${[0, 1, 2, 3, 4].map(
-      (g) =>
-        html`<label class="choice"><input type="radio" name="knee_${r.id}" value="${g}" ${chosen === g ? "checked" : ""}> ${g}</label>`,
+    ${gradeChoices(
+      `knee_${r.id}`,
+      chosen,
+      html`
+    <input type="text" name="reason_${r.id}" class="reason" placeholder="why not gradable" maxlength="200" value="${d.grade === null ? d.notGradableReason : ""}">`,
     )}
-    <label class="choice"><input type="radio" name="knee_${r.id}" value="ng" ${chosen === "ng" ? "checked" : ""}> not gradable</label>
-    <input type="text" name="reason_${r.id}" class="reason" placeholder="why not gradable" maxlength="200" value="${d?.notGradableReason ?? ""}">
   </fieldset>
 </section>`;
   });
+  const missingCards = missing.map((m, j) => {
+    const i = job.results.length + j;
+    const d = decisions.missing.get(m.key);
+    const chosen = !d
+      ? null
+      : d.decision === "GRADED"
+        ? d.grade
+        : d.decision === "NOT_GRADABLE"
+          ? "ng"
+          : "np";
+    return html`<section class="knee missing" data-knee="${i}" data-missing="${m.key}" id="knee-${i}" tabindex="-1">
+  <h2>${SIDE_LABEL[m.laterality]} — not graded by the AI: ${m.reason}</h2>
+  <p class="caveat">⚠ Look for this knee on the radiograph: grade it, or mark it not gradable or not present. Signing needs a decision.</p>
+  <fieldset class="decision" ${editable ? "" : "disabled"}>
+    <legend>Radiologist's decision (keys 0–4, N: not gradable, P: not present)</legend>
+    ${gradeChoices(
+      `missing_${m.key}`,
+      chosen,
+      html`
+    <label class="choice"><input type="radio" name="missing_${m.key}" value="np" ${chosen === "np" ? "checked" : ""}> not present</label>
+    <input type="text" name="missing_reason_${m.key}" class="reason" placeholder="why not gradable" maxlength="200" value="${d?.decision === "NOT_GRADABLE" ? d.reason : ""}">`,
+    )}
+  </fieldset>
+</section>`;
+  });
+  const summary = [
+    ...job.results.map((r, i) => {
+      const d = decisions.knees[i]!;
+      return html`<li data-summary="${i}">${SIDE_LABEL[r.laterality]}: <b>${kl(d)}</b>${d.grade !== r.klGrade ? html` <span class="changed">(AI: KL${r.klGrade})</span>` : html` <span class="hint">(AI agrees)</span>`}</li>`;
+    }),
+    ...missing.map((m, j) => {
+      const d = decisions.missing.get(m.key);
+      const words = !d
+        ? html`<b class="required">decision required</b>`
+        : d.decision === "GRADED"
+          ? html`<b>KL${d.grade}</b>`
+          : html`<b>${d.decision === "NOT_GRADABLE" ? "not gradable" : "not present"}</b>`;
+      return html`<li data-summary="${job.results.length + j}">${SIDE_LABEL[m.laterality]}: ${words} <span class="changed">(not graded by the AI)</span></li>`;
+    }),
+  ];
 
   const history = job.reviews.map(
     (rv) =>
-      html`<li>${rv.sequence === 1 ? "Signed" : `Amendment ${rv.sequence - 1}`} by ${personName(rv.user.displayName)} (${rv.user.organisation}) at ${rv.signedAt.toISOString()} — SR ${rv.sopInstanceUid}: ${deliveryState(signedReports.get(rv.sopInstanceUid))}</li>`,
+      html`<li>${rv.sequence === 1 ? "Signed" : `Amendment ${rv.sequence - 1}`} by ${personName(rv.user.displayName)} (${rv.user.organisation}) at ${localTime(rv.signedAt)} — SR ${rv.sopInstanceUid}: ${deliveryState(signedReports.get(rv.sopInstanceUid))}</li>`,
   );
+  const button = !radiologist
+    ? html`<p class="hint">Read only: your role cannot sign.</p>`
+    : editable
+      ? html`<div class="actions"><button type="submit" id="sign" name="after" value="next">${latest ? "Sign amendment" : "Sign"} &amp; next (Enter)</button> <button type="submit" id="sign-stay" name="after" value="stay" class="secondary">${latest ? "Sign amendment" : "Sign"}, stay here</button>${latest ? html` <a href="/studies/${study.studyInstanceUid}">Cancel</a>` : ""}</div>`
+      : html`<p class="actions"><a class="button" id="amend" href="/studies/${study.studyInstanceUid}?amend=1">Amend this signature</a></p>`;
 
   const body = html`
 <h1>${title}</h1>
-<p class="meta">Patient ID ${study.patientId ?? "—"} · accession ${study.accessionNumber ?? "—"} · revision ${study.revision} · model ${job.modelVersion ?? "?"} (${job.modelStatus ?? "?"})</p>
+<p class="meta">Patient ID ${study.patientId ?? "—"} · accession ${study.accessionNumber ?? "—"} · revision ${study.revision} · model ${job.modelVersion ?? "?"} (${job.modelStatus ?? "?"})${o.viewerUrl ? html` · <a id="viewer-link" href="${viewerLink(o.viewerUrl, study)}" target="_blank" rel="noopener noreferrer">open in the viewer ↗</a>` : ""}</p>
 ${testModel ? html`<p class="banner test">TEST MODEL – NOT FOR CLINICAL USE: these grades come from a test model.</p>` : ""}
-${latest ? html`<p class="banner signed" id="signed-banner">Signed by ${personName(latest.user.displayName)} — signing again makes an amendment (a new signed revision).</p>` : html`<p class="banner unverified">AI result, unverified: requires your review and signature.</p>`}
-${notice ? html`<p class="notice" role="status">${notice}</p>` : ""}
-<div class="study">
+${latest ? html`<p class="banner signed" id="signed-banner">Signed by ${personName(latest.user.displayName)} at ${localTime(latest.signedAt)}${editable ? " — you are amending it: signing makes a new signed revision." : " — read only; choose Amend to change it."}</p>` : html`<p class="banner unverified">AI result, unverified: requires your review and signature.</p>`}
+${missing.length > 0 ? html`<p class="banner warning" id="missing-banner">⚠ The AI did not grade ${missing.length === 1 ? "one knee" : `${missing.length} knees`} of this study: ${missing.map((m) => SIDE_LABEL[m.laterality].toLowerCase()).join(", ")}. Each needs your decision.</p>` : ""}
+${o.notice ? html`<p class="notice" role="status" id="notice">${o.notice}</p>` : ""}
+<div class="study" id="study" tabindex="-1">
   <div class="radiographs">
-    ${images.map((im) => html`<img class="radiograph" src="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" alt="radiograph with the graded knee regions">`)}
+    ${images.map(
+      (im) => html`<figure class="viewer-frame">
+      <div class="viewer" data-viewer><img class="radiograph" src="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" data-base="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" alt="radiograph with the graded knee regions"></div>
+      <figcaption class="image-tools">
+        <button type="button" class="secondary" data-zoom="in" title="zoom in (full resolution; drag to pan)">zoom +</button><button type="button" class="secondary" data-zoom="out" title="zoom out">zoom -</button><button type="button" class="secondary" data-zoom="fit">fit</button>
+        <label>window <input type="number" class="ww" step="any" min="1" placeholder="width"></label><label>level <input type="number" class="wc" step="any" placeholder="centre"></label><button type="button" class="secondary" data-window="apply">apply</button><button type="button" class="secondary" data-window="reset" title="the image's own window">reset</button>
+      </figcaption>
+    </figure>`,
+    )}
   </div>
-  <form method="post" action="/studies/${study.studyInstanceUid}/sign" id="sign-form">
+  <form method="post" action="/studies/${study.studyInstanceUid}/sign" id="sign-form" data-text="/studies/${study.studyInstanceUid}/report-text" data-follows="${follows.join(" ")}" data-editable="${editable ? "1" : "0"}">
     <input type="hidden" name="_csrf" value="${csrf}">
     <input type="hidden" name="predecessor" value="${predecessor}">
+    ${latest && editable ? html`<input type="hidden" name="intent" value="amend">` : ""}
+    <div class="knees">
     ${kneeCards}
-    <label for="findings">Findings</label>
-    <textarea id="findings" name="findings" rows="7" ${canSign ? "" : "readonly"}>${text.findings}</textarea>
-    <label for="impression">Impression</label>
-    <textarea id="impression" name="impression" rows="3" ${canSign ? "" : "readonly"}>${text.impression}</textarea>
-    <p class="hint">Left unchanged, the text is rewritten from your grades when you sign; edited, it is signed as written.</p>
-    ${canSign ? html`<button type="submit" id="sign">${latest ? "Sign amendment" : "Sign"} (Enter)</button>` : html`<p class="hint">Read only: your role cannot sign.</p>`}
+    ${missingCards}
+    </div>
+    <div class="panel" id="panel">
+      <h2>Your report</h2>
+      <ul class="summary" id="grade-summary">${summary}</ul>
+      <label for="findings">Findings</label>
+      <textarea id="findings" name="findings" rows="8" ${editable ? "" : "readonly"}>${text.findings}</textarea>
+      <label for="impression">Impression</label>
+      <textarea id="impression" name="impression" rows="3" ${editable ? "" : "readonly"}>${text.impression}</textarea>
+      <p class="hint" id="text-state"><span id="text-note">${follows.length === 2 ? "The text follows your grades; what you write yourself is signed as written." : "Text written by hand is signed as written: keep it in line with your grades."}</span>${editable ? html` <button type="button" id="regenerate" class="secondary">Rewrite from grades</button>` : ""}</p>
+      ${button}
+      <p class="hint">Keys act when the study has focus (not a link, button or text field): 0–4 grade, N not gradable${missing.length > 0 ? ", P not present" : ""}, ↑/↓ move between knees, Enter signs; Ctrl+Enter signs from anywhere in the form.</p>
+    </div>
   </form>
 </div>
+${
+  priors.length > 0
+    ? html`<h2>Prior studies of this patient</h2><ul class="priors" id="priors">${priors.map(
+        (p) =>
+          html`<li><a href="/studies/${p.studyInstanceUid}">${dicomDate(p.studyDate)}</a> · accession ${p.accessionNumber ?? "—"}: ${p.knees.map((k) => html`<span class="final">${SHORT[k.laterality]} ${k.grade === null ? "n/g" : `KL${k.grade}`}</span>`)} ${p.signedBy ? `(signed by ${personName(p.signedBy)})` : "(AI, unsigned)"}</li>`,
+      )}</ul>`
+    : ""
+}
 ${history.length > 0 ? html`<h2>Signatures</h2><ul class="history">${history}</ul>` : ""}`;
   return page(title, body, { user, csrf, scripts: ["/static/review.js"] });
 }

@@ -5,7 +5,7 @@
  */
 import { type Db, Prisma } from "@kneegrade/db";
 import { z } from "zod";
-import { dicomDate, html, type PageUser, page, personName } from "./html.ts";
+import { dicomDate, html, localTime, type PageUser, page, personName } from "./html.ts";
 
 export const PAGE_SIZE = 50;
 
@@ -29,6 +29,13 @@ export interface WorklistRow {
   modelStatus: string | null;
   knees: { laterality: string; grade: number; lowConfidence: boolean }[];
   signedSequence: number | null;
+  /** The AI did not grade a knee the radiograph shows (missing.ts decides which). */
+  missing: boolean;
+  /** The latest signature: the radiologist's grades, who signed and when. */
+  finalKnees: { laterality: string; grade: number | null }[] | null;
+  finalMissing: { laterality: string; grade: number | null; decision: string }[] | null;
+  signer: string | null;
+  signedAt: Date | null;
 }
 
 export interface WorklistCounts {
@@ -45,16 +52,31 @@ const GRADED = Prisma.sql`
   WHERE s.status IN ('GRADED', 'REPORTED')
     AND EXISTS (SELECT 1 FROM "KneeResult" k WHERE k."gradingJobId" = j.id)`;
 const SIGNED = Prisma.sql`EXISTS (SELECT 1 FROM "Review" r WHERE r."gradingJobId" = j.id)`;
-const FLAGGED = Prisma.sql`(j."modelStatus" = 'smoke' OR EXISTS (
+/** A knee the AI did not grade: an arthroplasty, a region its verifier refused, or one knee of a
+ * bilateral view (the same cases as missing.ts, which names them). */
+const MISSING = Prisma.sql`EXISTS (
+  SELECT 1 FROM "InstanceGrading" g JOIN "Instance" i ON i.id = g."instanceId"
+  WHERE g."gradingJobId" = j.id AND g.outcome = 'GRADED'
+    AND (jsonb_array_length(g."notGraded") > 0
+      OR (g."kneesFound" = 1 AND (g.warnings::text ILIKE '%not taken for a knee%'
+                                  OR upper(trim(i."imageLaterality")) = 'B'))))`;
+const FLAGGED = Prisma.sql`(j."modelStatus" = 'smoke' OR ${MISSING} OR EXISTS (
   SELECT 1 FROM "KneeResult" k WHERE k."gradingJobId" = j.id AND k."lowConfidence"))`;
+const LATEST_REVIEW = Prisma.sql`(SELECT r.id FROM "Review" r WHERE r."gradingJobId" = j.id
+  ORDER BY r.sequence DESC LIMIT 1)`;
 
 export async function worklist(
   db: Db,
   q: WorklistQuery,
 ): Promise<{ rows: WorklistRow[]; counts: WorklistCounts; matching: number }> {
+  const shown =
+    q.show === "awaiting"
+      ? Prisma.sql`NOT ${SIGNED}`
+      : q.show === "signed"
+        ? SIGNED
+        : Prisma.sql`TRUE`;
   const conditions = [
-    q.show === "awaiting" ? Prisma.sql`AND NOT ${SIGNED}` : Prisma.empty,
-    q.show === "signed" ? Prisma.sql`AND ${SIGNED}` : Prisma.empty,
+    Prisma.sql`AND ${shown}`,
     q.flagged ? Prisma.sql`AND ${FLAGGED}` : Prisma.empty,
   ];
   const [rows, [counts], [matching]] = await Promise.all([
@@ -65,7 +87,19 @@ export async function worklist(
                      'lowConfidence', k."lowConfidence") ORDER BY k.laterality DESC)
                 FROM "KneeResult" k WHERE k."gradingJobId" = j.id) AS knees,
              (SELECT max(r.sequence) FROM "Review" r WHERE r."gradingJobId" = j.id)
-               AS "signedSequence"
+               AS "signedSequence",
+             ${MISSING} AS missing,
+             (SELECT json_agg(json_build_object('laterality', k.laterality,
+                     'grade', rk."radiologistGrade") ORDER BY k.laterality DESC)
+                FROM "ReviewKnee" rk JOIN "KneeResult" k ON k.id = rk."kneeResultId"
+               WHERE rk."reviewId" = ${LATEST_REVIEW}) AS "finalKnees",
+             (SELECT json_agg(json_build_object('laterality', m.laterality,
+                     'grade', m."radiologistGrade", 'decision', m.decision))
+                FROM "ReviewMissingKnee" m WHERE m."reviewId" = ${LATEST_REVIEW})
+               AS "finalMissing",
+             (SELECT u."displayName" FROM "Review" r JOIN "User" u ON u.id = r."userId"
+               WHERE r.id = ${LATEST_REVIEW}) AS signer,
+             (SELECT r."signedAt" FROM "Review" r WHERE r.id = ${LATEST_REVIEW}) AS "signedAt"
       ${GRADED} ${Prisma.join(conditions, " ")}
       ORDER BY s."lastReceivedAt" DESC, s.id
       LIMIT ${PAGE_SIZE} OFFSET ${(q.page - 1) * PAGE_SIZE}`,
@@ -73,7 +107,7 @@ export async function worklist(
       SELECT count(*) FILTER (WHERE NOT ${SIGNED}) AS awaiting,
              count(*) FILTER (WHERE ${SIGNED}) AS signed,
              count(*) AS "all",
-             count(*) FILTER (WHERE ${FLAGGED}) AS flagged
+             count(*) FILTER (WHERE ${FLAGGED} AND ${shown}) AS flagged
       ${GRADED}`,
     db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n ${GRADED} ${Prisma.join(conditions, " ")}`,
   ]);
@@ -90,6 +124,20 @@ export async function worklist(
 }
 
 const SIDE: Record<string, string> = { RIGHT: "R", LEFT: "L", UNKNOWN: "?" };
+
+/** The signed grades: "R KL2" per knee, "R n/g" not gradable, "R absent" not present. */
+function finalGrades(r: WorklistRow) {
+  const words = [
+    ...(r.finalKnees ?? []).map(
+      (k) => `${SIDE[k.laterality] ?? "?"} ${k.grade === null ? "n/g" : `KL${k.grade}`}`,
+    ),
+    ...(r.finalMissing ?? []).map(
+      (m) =>
+        `${SIDE[m.laterality] ?? "?"} ${m.decision === "GRADED" ? `KL${m.grade}` : m.decision === "NOT_PRESENT" ? "absent" : "n/g"}`,
+    ),
+  ];
+  return words.map((w) => html`<span class="final">${w}</span>`);
+}
 
 export function worklistPage(
   q: WorklistQuery,
@@ -117,20 +165,21 @@ export function worklistPage(
   <a class="${q.flagged ? "tab current" : "tab"}" href="${link({ flagged: !q.flagged })}">${q.flagged ? "✓ " : ""}Flagged only <span class="count" data-count="flagged">${data.counts.flagged}</span></a>
 </div>
 <table class="worklist">
-<thead><tr><th>Patient</th><th>Patient ID</th><th>Study date</th><th>Accession</th><th>AI grades</th><th>Flags</th><th>Status</th></tr></thead>
+<thead><tr><th>Patient</th><th>Patient ID</th><th>Study date</th><th>Accession</th><th>Received</th><th>AI grades</th><th>Flags</th><th>Status</th></tr></thead>
 <tbody>
 ${data.rows.map(
-  (r) => html`<tr>
+  (r) => html`<tr data-href="/studies/${r.studyInstanceUid}">
   <td><a href="/studies/${r.studyInstanceUid}">${personName(r.patientName)}</a></td>
   <td>${r.patientId ?? "—"}</td>
   <td>${dicomDate(r.studyDate)}</td>
   <td>${r.accessionNumber ?? ""}</td>
+  <td>${localTime(r.receivedAt)}</td>
   <td>${(r.knees ?? []).map((k) => html`<span class="grade">${SIDE[k.laterality] ?? "?"} KL${k.grade}</span> `)}</td>
-  <td>${r.modelStatus === "smoke" ? html`<span class="flag test">test model</span> ` : ""}${(r.knees ?? []).some((k) => k.lowConfidence) ? html`<span class="flag low">low confidence</span>` : ""}</td>
-  <td>${r.signedSequence ? html`<span class="signed">signed${r.signedSequence > 1 ? ` (amended ${r.signedSequence - 1}×)` : ""}</span>` : html`<span class="awaiting">awaiting review</span>`}</td>
+  <td>${r.modelStatus === "smoke" ? html`<span class="flag test">test model</span> ` : ""}${r.missing ? html`<span class="flag missing">knee not graded by AI</span> ` : ""}${(r.knees ?? []).some((k) => k.lowConfidence) ? html`<span class="flag low">low confidence</span>` : ""}</td>
+  <td>${r.signedSequence ? html`<span class="signed">signed${r.signedSequence > 1 ? ` (amended ${r.signedSequence - 1}×)` : ""}</span> ${finalGrades(r)}<br><small>${personName(r.signer)}, ${r.signedAt ? localTime(new Date(r.signedAt)) : ""}</small>` : html`<span class="awaiting">awaiting review</span>`}</td>
 </tr>`,
 )}
-${data.rows.length === 0 ? html`<tr><td colspan="7" class="empty">Nothing here.</td></tr>` : ""}
+${data.rows.length === 0 ? html`<tr><td colspan="8" class="empty">Nothing here.</td></tr>` : ""}
 </tbody>
 </table>
 <p class="pager">Page ${q.page} of ${pages}
