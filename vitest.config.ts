@@ -1,15 +1,51 @@
 import { defineConfig } from "vitest/config";
 
+// The container stack test builds images: `npm run test:docker` (vitest.docker.config.ts);
+// the viewer test runs OHIF in Chromium: `npm run test:viewer` (vitest.viewer.config.ts).
+const ELSEWHERE = ["**/node_modules/**", "tests/docker/**", "tests/viewer/**"];
+const ROOTS = ["packages/*/src/**/", "services/*/src/**/", "tests/**/"];
+
+/**
+ * Two projects, told apart by the file name: `*.unit.test.ts` needs nothing outside its process —
+ * no PostgreSQL, Redis, Orthanc, DCMTK, Python, Chromium, ../shared/data or test model — so those
+ * files run in parallel with no set-up (`npm run test:unit`); every other `*.test.ts` is an
+ * integration test. tests/test-tiers.unit.test.ts and tests/unit-setup.ts hold unit files to that.
+ * `vitest run` (in `npm test`) runs both, unit first.
+ */
 export default defineConfig({
   test: {
-    include: ["packages/*/src/**/*.test.ts", "services/*/src/**/*.test.ts", "tests/**/*.test.ts"],
-    // The container stack test builds images: `npm run test:docker` (vitest.docker.config.ts);
-    // the viewer test runs OHIF in Chromium: `npm run test:viewer` (vitest.viewer.config.ts).
-    exclude: ["**/node_modules/**", "tests/docker/**", "tests/viewer/**"],
-    // Integration tests share one PostgreSQL database, one Redis and fixed DICOM ports.
-    fileParallelism: false,
-    testTimeout: 60_000,
-    hookTimeout: 120_000,
-    globalSetup: ["tests/global-setup.ts"],
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ROOTS.map((root) => `${root}*.unit.test.ts`),
+          exclude: ELSEWHERE,
+          setupFiles: ["tests/unit-setup.ts"],
+          // A closed port: a unit test that reaches for a database or Redis fails at once, even on
+          // a machine where they run.
+          env: {
+            DATABASE_URL: "postgresql://unit-test@127.0.0.1:1/none",
+            TEST_DATABASE_URL: "postgresql://unit-test@127.0.0.1:1/none",
+            REDIS_URL: "redis://127.0.0.1:1",
+            TEST_REDIS_URL: "redis://127.0.0.1:1",
+          },
+          testTimeout: 20_000,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          name: "integration",
+          include: ROOTS.map((root) => `${root}*.test.ts`),
+          exclude: [...ELSEWHERE, "**/*.unit.test.ts"],
+          // Integration tests share one PostgreSQL database, one Redis and fixed DICOM ports.
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          globalSetup: ["tests/global-setup.ts"],
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

@@ -7,7 +7,7 @@
  * association, real C-STORE command, real P-DATA; the data set goes on the wire as raw bytes) to a
  * real in-process listener on the local PostgreSQL and Redis.
  *
- * It holds the listener to what it promises a modality (README "Operations", docs/RELIABILITY.md):
+ * It holds the listener to what it promises a modality (docs/OPERATIONS.md, "What happens to a study"; docs/RELIABILITY.md):
  * every object gets a DIMSE status, the listener keeps answering C-ECHO and keeps its memory
  * bounded, an unmutated object is stored, an object acknowledged with 0000 is recorded, lies under
  * SPOOL_DIR as `<study>/<series>/<sop>.dcm`, byte for byte as sent and readable (dicom-parser; DCMTK
