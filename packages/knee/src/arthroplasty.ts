@@ -26,6 +26,8 @@ import type { GreyImage } from "./localise.ts";
 
 export const ARTHROPLASTY = {
   brightGrey: 235,
+  minBrightGrey: 150,
+  minThickShare: 0.15,
   minRegionFraction: 0.004,
   minAreaFraction: 0.025,
   minStepGrey: 45,
@@ -51,6 +53,7 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
   const x1 = Math.ceil(0.92 * w);
   const y0 = Math.floor(0.12 * h);
   const y1 = Math.ceil(0.92 * h);
+  const bright = brightThreshold(data, w, x0, x1, y0, y1);
   const label = new Int32Array(w * h);
   const regions: { id: number; pixels: number[] }[] = [];
   const minPixels = ARTHROPLASTY.minRegionFraction * w * h;
@@ -59,7 +62,7 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
   for (let y = y0; y < y1; y++) {
     for (let x = x0; x < x1; x++) {
       const i = y * w + x;
-      if (label[i] || data[i]! < ARTHROPLASTY.brightGrey) continue;
+      if (label[i] || data[i]! < bright) continue;
       const region: number[] = [];
       label[i] = next;
       stack.push(i);
@@ -76,7 +79,7 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
         ] as const) {
           if (nx < x0 || nx >= x1 || ny < y0 || ny >= y1) continue;
           const k = ny * w + nx;
-          if (label[k] || data[k]! < ARTHROPLASTY.brightGrey) continue;
+          if (label[k] || data[k]! < bright) continue;
           label[k] = next;
           stack.push(k);
         }
@@ -92,6 +95,9 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
   let stepGrey = Number.NEGATIVE_INFINITY;
   const [top, bottom] = ARTHROPLASTY.jointBand.map((f) => f * h) as [number, number];
   for (const region of regions) {
+    // Metal pieces are thick (a tray is ≥ 4 % of the square high); a bright line one or two
+    // pixels wide (a joint space or cortex in an odd exposure) is not one.
+    if (thickShare(region.pixels, region.id, label, w) < ARTHROPLASTY.minThickShare) continue;
     const step = stepAbove(region.pixels, region.id, label, data, w, h);
     stepGrey = Math.max(stepGrey, step);
     if (step < ARTHROPLASTY.minStepGrey) continue;
@@ -109,6 +115,44 @@ export function detectArthroplasty(square: GreyImage): ArthroplastyFinding {
     areaFraction,
     stepGrey: regions.length ? stepGrey : 0,
   };
+}
+
+/** The share of a region's pixels with the region 2 px away on all four sides. */
+function thickShare(pixels: readonly number[], id: number, label: Int32Array, w: number): number {
+  let core = 0;
+  for (const i of pixels) {
+    if (
+      label[i - 2] === id &&
+      label[i + 2] === id &&
+      label[i - 2 * w] === id &&
+      label[i + 2 * w] === id
+    ) {
+      core++;
+    }
+  }
+  return core / pixels.length;
+}
+
+/**
+ * Metal is the brightest thing in the square, but not always white: a photographed film or a dim
+ * export leaves it at 200 or below. The threshold follows the square's brightest pixels (its
+ * 99.8th percentile, less a margin) up to {@link ARTHROPLASTY.brightGrey}; the step test keeps
+ * the densest bone of a knee without metal out.
+ */
+function brightThreshold(
+  data: Uint8Array,
+  w: number,
+  x0: number,
+  x1: number,
+  y0: number,
+  y1: number,
+): number {
+  const histogram = new Uint32Array(256);
+  for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) histogram[data[y * w + x]!]!++;
+  let above = Math.ceil(0.002 * (x1 - x0) * (y1 - y0));
+  let top = 255;
+  while (top > 0 && above > histogram[top]!) above -= histogram[top--]!;
+  return Math.max(ARTHROPLASTY.minBrightGrey, Math.min(ARTHROPLASTY.brightGrey, top - 12));
 }
 
 /** A region's mean grey minus the median grey of a ring 3–5 px outside it. */
