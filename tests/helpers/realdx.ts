@@ -17,6 +17,8 @@ export interface RealdxRow {
   expected: number;
   /** Knees reported: graded, or found and not graded (arthroplasty). */
   found: number;
+  /** Of those, found and not graded (arthroplasty): none of the dev set has a prosthesis. */
+  notGraded: number;
   ok: boolean;
   outcome: string;
   reason: string;
@@ -55,6 +57,7 @@ export async function gradeRealdx(
         view: t.view,
         expected: t.knees,
         found,
+        notGraded: g.notGraded.length,
         ok: found === t.knees,
         outcome: g.outcome,
         reason: g.reason ?? "",

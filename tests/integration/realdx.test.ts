@@ -23,6 +23,8 @@ describe.skipIf(!realdxPresent())(`real clinical radiographs (${REALDX_DIR})`, (
     expect(totals.apRight, wrong.join("; ")).toBe(11);
     expect(totals.refusals).toBe(13);
     expect(totals.refusedRight, wrong.join("; ")).toBeGreaterThanOrEqual(12);
+    // No knee of the dev set has a prosthesis: none may be reported as one (and left ungraded).
+    expect(rows.filter((r) => r.notGraded > 0).map((r) => r.file)).toEqual([]);
     // Every refusal names its reason.
     for (const r of rows.filter((x) => x.found === 0)) {
       expect(r.outcome, r.file).toBe("REFUSED");
