@@ -30,6 +30,7 @@ import {
 } from "@medplum/fhir-router";
 import type {
   Bundle,
+  CapabilityStatement,
   CodeSystem,
   OperationOutcome,
   Resource,
@@ -178,6 +179,8 @@ export async function startFhirServer(
     token?: string;
     /** HTTPS with these PEM files; `clientCa` set: client certificates required (mTLS). */
     tls?: { key: string; cert: string; clientCa?: string };
+    /** What the CapabilityStatement declares: FHIR 4.0.1 and transactions unless told otherwise. */
+    metadata?: { fhirVersion?: string; transaction?: boolean };
   } = {},
 ): Promise<FhirTestServer> {
   indexDefinitions();
@@ -185,6 +188,36 @@ export async function startFhirServer(
   const repo = new MemoryRepository();
   const requests: FhirTestServer["requests"] = [];
   const rejected: OperationOutcome[] = [];
+  // What the router serves: the interactions kneegrade uses, on the resources it sends.
+  const capability: CapabilityStatement = {
+    resourceType: "CapabilityStatement",
+    status: "active",
+    date: "2026-12-01",
+    kind: "instance",
+    software: { name: "Medplum fhir-router (test server)", version: "4.5.2" },
+    implementation: { description: "kneegrade's test FHIR server" },
+    fhirVersion: (options.metadata?.fhirVersion ?? "4.0.1") as CapabilityStatement["fhirVersion"],
+    format: ["json"],
+    rest: [
+      {
+        mode: "server",
+        resource: (
+          ["Patient", "ImagingStudy", "Device", "Observation", "DiagnosticReport"] as const
+        ).map((type) => ({
+          type,
+          interaction: (["read", "create", "update", "search-type"] as const).map((code) => ({
+            code,
+          })),
+          conditionalCreate: true,
+          conditionalUpdate: true,
+        })),
+        interaction: [
+          ...(options.metadata?.transaction === false ? [] : [{ code: "transaction" as const }]),
+          { code: "batch" as const },
+        ],
+      },
+    ],
+  };
   const send = (res: ServerResponse, status: number, body: unknown) => {
     res.writeHead(status, { "content-type": "application/fhir+json" });
     res.end(JSON.stringify(body));
@@ -204,6 +237,9 @@ export async function startFhirServer(
       return;
     }
     if (!url.pathname.startsWith("/fhir")) return send(res, 404, {});
+    if (req.method === "GET" && url.pathname.replace(/\/$/, "") === "/fhir/metadata") {
+      return send(res, 200, capability);
+    }
     const body = await readBody(req);
     const invalid = validationErrors(body);
     if (invalid) {

@@ -1,8 +1,11 @@
 /**
  * A real HL7 v2 MLLP peer for tests: `node-hl7-server` (an MLLP listener that parses what arrives
  * and answers with an ACK it builds from the message's MSH: MSA-1 the code we choose, MSA-2 the
- * control ID). It records every message it received, parsed by its own parser.
+ * control ID). It records every message it received, parsed by its own parser. With `tls` it
+ * listens with node-hl7-server's own TLS (Node's tls server; `clientCa`: a client certificate
+ * signed by it is required).
  */
+import { readFileSync } from "node:fs";
 import { type Inbound, Server } from "node-hl7-server";
 import { freePort } from "./cli.ts";
 
@@ -18,24 +21,42 @@ export interface Hl7TestPeer {
   messages: ReceivedMessage[];
   /** The acknowledgement code the next messages get. */
   answer: "AA" | "AE" | "AR";
+  /** How long the next messages wait for their ACK (a slow RIS). */
+  ackDelayMs: number;
   /** Stops listening (connections are refused) until `start()`. */
   stop(): Promise<void>;
   start(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startHl7Peer(): Promise<Hl7TestPeer> {
+export async function startHl7Peer(
+  options: { tls?: { key: string; cert: string; clientCa?: string } } = {},
+): Promise<Hl7TestPeer> {
   const port = await freePort();
-  const server = new Server({ bindAddress: "127.0.0.1" });
+  const tls = options.tls;
+  const server = new Server({
+    bindAddress: "127.0.0.1",
+    ...(tls
+      ? {
+          tls: {
+            key: readFileSync(tls.key),
+            cert: readFileSync(tls.cert),
+            ...(tls.clientCa ? { ca: readFileSync(tls.clientCa), requestCert: true } : {}),
+          },
+        }
+      : {}),
+  });
   let inbound: Inbound | undefined;
   const peer: Hl7TestPeer = {
     host: "127.0.0.1",
     port,
     messages: [],
     answer: "AA",
+    ackDelayMs: 0,
     async start() {
       inbound = server.createInbound({ port }, async (req, res) => {
         peer.messages.push(req.getMessage());
+        if (peer.ackDelayMs > 0) await new Promise((r) => setTimeout(r, peer.ackDelayMs));
         await res.sendResponse(peer.answer);
       });
       // The listener binds asynchronously: wait until it accepts connections.

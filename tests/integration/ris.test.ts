@@ -20,11 +20,17 @@ import { createDb, type Db } from "@kneegrade/db";
 import { createLogger } from "@kneegrade/log";
 import { createMetrics } from "@kneegrade/ops";
 import { createQueue } from "@kneegrade/queue";
-import { type RunningReporter, startReporter } from "@kneegrade/reporter";
+import {
+  pacsPeer,
+  processReportJob,
+  type RunningReporter,
+  startReporter,
+} from "@kneegrade/reporter";
 import { redeliver } from "@kneegrade/reporting";
 import { reportUids, signedSrUid } from "@kneegrade/reports";
+import { buildReviewApp } from "@kneegrade/review";
 import { addUser } from "@kneegrade/review-data";
-import { postTransaction, resultOutputs } from "@kneegrade/ris";
+import { checkFhir, checkHl7, postTransaction, resultOutputs, sendResult } from "@kneegrade/ris";
 import { Operator } from "@medplum/core";
 import type {
   Bundle,
@@ -38,9 +44,11 @@ import dcmjs from "dcmjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { selfSignedCert } from "../helpers/certs.ts";
+import { configEnv, kill, metricsPortOf, startServe } from "../helpers/cli.ts";
 import { cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
 import { type FhirTestServer, startFhirServer } from "../helpers/fhir.ts";
 import { type Hl7TestPeer, type ReceivedMessage, startHl7Peer } from "../helpers/hl7.ts";
+import { readyz } from "../helpers/metrics.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { newUid } from "../helpers/studies.ts";
 
@@ -319,6 +327,122 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
     );
   });
 
+  it("checks at start-up that the FHIR server (R4, transactions) and the HL7 peer answer, and warns when they do not", async () => {
+    expect(reporter.outputs.fhir?.reachable).toBe(true);
+    expect(reporter.outputs.hl7?.reachable).toBe(true);
+    expect(logLines.join("")).toContain('"event":"reporter.fhir-ok"');
+    expect(logLines.join("")).toContain('"event":"reporter.hl7-ok"');
+    // The FHIR check read the CapabilityStatement, with the token.
+    expect(fhir.requests).toContainEqual({
+      method: "GET",
+      url: "/fhir/metadata",
+      authorization: `Bearer ${TOKEN}`,
+    });
+    const up = await collectStatus(db, config);
+    expect(up.outputs).toEqual({
+      fhir: { target: fhir.baseUrl, reachable: true },
+      hl7: { target: `${hl7.host}:${hl7.port}`, reachable: true },
+    });
+
+    await Promise.all([fhir.stop(), hl7.stop()]);
+    try {
+      await expect(reporter.outputs.fhir!.check()).rejects.toThrow(
+        /FHIR server http:\/\/127\.0\.0\.1:\d+\/fhir is not reachable: .*ECONNREFUSED/,
+      );
+      await expect(reporter.outputs.hl7!.check()).rejects.toThrow(
+        /HL7 peer 127\.0\.0\.1:\d+ is not reachable: .*ECONNREFUSED/,
+      );
+      const down = await collectStatus(db, config);
+      expect(down.outputs.fhir).toMatchObject({ reachable: false, error: /ECONNREFUSED/ });
+      expect(down.outputs.hl7).toMatchObject({ reachable: false, error: /ECONNREFUSED/ });
+      expect(down.warnings.filter((w) => /results wait in the outbox/.test(w))).toHaveLength(2);
+      // A reporter that starts while both are down starts (the outbox retries), with a warning each.
+      const from = logLines.length;
+      const second = await startReporter(config, db, log);
+      await second.close();
+      expect(second.outputs.fhir?.reachable).toBe(false);
+      expect(second.outputs.hl7?.reachable).toBe(false);
+      const warned = logLines.slice(from).join("");
+      expect(warned).toMatch(/"level":40[^\n]*"event":"reporter.fhir-unreachable"/);
+      expect(warned).toMatch(/"level":40[^\n]*"event":"reporter.hl7-unreachable"/);
+      expect(warned).not.toContain(TOKEN);
+    } finally {
+      await Promise.all([fhir.start(), hl7.start()]);
+    }
+    await expect(reporter.outputs.fhir!.check()).resolves.toBeUndefined();
+    await expect(reporter.outputs.hl7!.check()).resolves.toBeUndefined();
+  }, 30_000);
+
+  it("refuses a FHIR server that is not R4 or takes no transactions", async () => {
+    const peer = (baseUrl: string) => ({ baseUrl, timeoutMs: 3000 });
+    const r5 = await startFhirServer({ metadata: { fhirVersion: "5.0.0" } });
+    const noTransaction = await startFhirServer({ metadata: { transaction: false } });
+    try {
+      await expect(checkFhir(peer(r5.baseUrl))).rejects.toThrow(/speaks FHIR 5\.0\.0, not R4/);
+      await expect(checkFhir(peer(noTransaction.baseUrl))).rejects.toThrow(
+        /does not declare the transaction interaction/,
+      );
+      // Not a FHIR base at all (the server answers 404 outside /fhir).
+      await expect(checkFhir(peer(r5.baseUrl.replace(/\/fhir$/, "/other")))).rejects.toThrow(
+        /answered 404 to GET metadata/,
+      );
+    } finally {
+      await Promise.all([r5.close(), noTransaction.close()]);
+    }
+  });
+
+  it("sends the ORU over MLLP with mutual TLS to node-hl7-server's TLS listener, and is refused without a client certificate", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kneegrade-hl7-tls-"));
+    const server = selfSignedCert(await mkdtemp(join(dir, "s-")));
+    const client = selfSignedCert(await mkdtemp(join(dir, "c-")), "kneegrade-client");
+    const secure = await startHl7Peer({ tls: { ...server, clientCa: client.cert } });
+    try {
+      const env = (more: Record<string, string>) => ({
+        HL7_HOST: secure.host,
+        HL7_PORT: String(secure.port),
+        HL7_TLS: "1",
+        HL7_TLS_CA: server.cert,
+        RESULT_TIMEOUT_SECONDS: "3",
+        ...more,
+      });
+      const mtls = resultOutputs(
+        loadConfig(env({ HL7_TLS_CERT: client.cert, HL7_TLS_KEY: client.key })),
+      );
+      expect(mtls.hl7?.tls?.cert).toContain("BEGIN CERTIFICATE");
+      await expect(checkHl7(mtls.hl7!)).resolves.toBeUndefined();
+      const s = await seedGradedStudy(db, config, "ACC-TLS");
+      const aiSr = reportUids(s.gradingJobId).aiSr;
+      const delivery = { id: randomUUID(), channel: "HL7" as const };
+      const report = { gradingJobId: s.gradingJobId, sopInstanceUid: aiSr, verified: false };
+      await sendResult(db, delivery, report, mtls, config);
+      expect(secure.messages).toHaveLength(1);
+      expect(secure.messages[0]!.get("OBR.3.1").toString()).toBe("ACC-TLS");
+      expect(secure.messages[0]!.get("OBR.25").toString()).toBe("P");
+
+      // Without our certificate the peer ends the handshake: unreachable, nothing sent.
+      const anonymous = resultOutputs(loadConfig(env({})));
+      await expect(checkHl7(anonymous.hl7!)).rejects.toThrow(
+        /HL7 peer .* \(TLS\) is not reachable/,
+      );
+      await expect(sendResult(db, delivery, report, anonymous, config)).rejects.toThrow();
+      // A server certificate we do not trust: refused before anything is sent.
+      const untrusted = resultOutputs(
+        loadConfig(
+          env({ HL7_TLS_CA: client.cert, HL7_TLS_CERT: client.cert, HL7_TLS_KEY: client.key }),
+        ),
+      );
+      await expect(checkHl7(untrusted.hl7!)).rejects.toThrow(/self[- ]signed|certificate/i);
+      expect(secure.messages).toHaveLength(1);
+      // A TLS file that is not there stops the start with the variable's name.
+      expect(() =>
+        resultOutputs(loadConfig(env({ HL7_TLS_CA: join(dir, "missing.pem") }))),
+      ).toThrow(/HL7_TLS_CA: cannot read .*missing\.pem \(ENOENT\)/);
+    } finally {
+      await secure.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
   it("reaches a FHIR server that requires a client certificate (mTLS), and is refused without one", async () => {
     const dir = await mkdtemp(join(tmpdir(), "kneegrade-fhir-tls-"));
     const server = selfSignedCert(await mkdtemp(join(dir, "s-")));
@@ -578,6 +702,178 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
       }),
     ).toMatchObject({ details: { channel: "HL7", deliveries: 1 } });
   }, 30_000);
+
+  it("sends a pending ORU once when the AI result's retry and the signature's job run at the same moment", async () => {
+    const s = await seedGradedStudy(db, config, "ACC-RACE");
+    const aiSr = reportUids(s.gradingJobId).aiSr;
+    const ctx = {
+      db,
+      config,
+      pacs: pacsPeer(config),
+      log,
+      outputs: resultOutputs(config),
+    };
+    const data = {
+      schemaVersion: 1,
+      studyId: s.studyId,
+      studyInstanceUid: s.studyInstanceUid,
+      revision: 1,
+      gradingJobId: s.gradingJobId,
+    };
+    // The AI result's first attempt: the RIS answers AE, so its ORU stays pending.
+    hl7.answer = "AE";
+    try {
+      await expect(processReportJob(data, 1, ctx)).rejects.toThrow(/HL7 peer answered AE/);
+    } finally {
+      hl7.answer = "AA";
+    }
+    expect((await deliveriesOf(aiSr)).HL7).toMatchObject({ status: "PENDING", attempts: 1 });
+    const radiologist = {
+      username: `rad-race-${Date.now()}`,
+      password: "correct horse battery staple",
+    };
+    const user = await addUser(db, {
+      ...radiologist,
+      displayName: "Roe^Rick",
+      organisation: "Test Hospital Radiology",
+      role: "radiologist",
+    });
+    const reviewId = randomUUID();
+    await db.review.create({
+      data: {
+        id: reviewId,
+        studyId: s.studyId,
+        gradingJobId: s.gradingJobId,
+        userId: user.id,
+        sequence: 1,
+        predecessorSopInstanceUid: aiSr,
+        sopInstanceUid: signedSrUid(reviewId),
+        findings: "Right knee: Kellgren–Lawrence grade 2.\nLeft knee: Kellgren–Lawrence grade 3.",
+        impression: "Moderate osteoarthritis of the left knee.",
+        knees: {
+          create: [
+            { kneeResultId: s.kneeIds.right, aiGrade: 2, radiologistGrade: 2 },
+            { kneeResultId: s.kneeIds.left, aiGrade: 3, radiologistGrade: 3 },
+          ],
+        },
+      },
+    });
+    const before = messagesFor(s).length;
+    // A slow RIS widens the window in which both jobs see the AI's ORU pending.
+    hl7.ackDelayMs = 700;
+    try {
+      await Promise.all([
+        processReportJob(data, 2, ctx),
+        processReportJob({ ...data, reviewId }, 1, ctx),
+      ]);
+    } finally {
+      hl7.ackDelayMs = 0;
+    }
+    const sent = messagesFor(s).slice(before);
+    // Each result once, the AI's (P) before the signature's (F): the RIS ends at the latest.
+    expect(sent.map((m) => m.get("OBR.25").toString())).toEqual(["P", "F"]);
+    expect(new Set(sent.map((m) => m.get("MSH.10").toString())).size).toBe(2);
+    expect((await deliveriesOf(aiSr)).HL7).toMatchObject({ status: "SENT", attempts: 2 });
+    expect((await deliveriesOf(signedSrUid(reviewId))).HL7).toMatchObject({
+      status: "SENT",
+      attempts: 1,
+    });
+
+    // The review page's signature line says where the signed result is: PACS, FHIR and HL7.
+    const app = await buildReviewApp({ db, config, log, reportQueue: queue });
+    try {
+      const host = "review.example:8484";
+      let cookies: Record<string, string> = {};
+      const send = async (method: "GET" | "POST", url: string, body?: string) => {
+        const r = await app.inject({
+          method,
+          url,
+          payload: body,
+          remoteAddress: "192.0.2.77",
+          headers: {
+            host,
+            cookie: Object.entries(cookies)
+              .map(([k, v]) => `${k}=${v}`)
+              .join("; "),
+            ...(body
+              ? {
+                  "content-type": "application/x-www-form-urlencoded",
+                  origin: `http://${host}`,
+                  "sec-fetch-site": "same-origin",
+                }
+              : {}),
+          },
+        });
+        for (const c of r.cookies as { name: string; value: string }[]) {
+          cookies = { ...cookies, [c.name]: c.value };
+        }
+        return r;
+      };
+      const loginPage = await send("GET", "/login");
+      const csrf = /name="_csrf" value="([^"]+)"/.exec(loginPage.body)?.[1] ?? "";
+      const login = await send(
+        "POST",
+        "/login",
+        new URLSearchParams({ ...radiologist, _csrf: csrf, next: "/" }).toString(),
+      );
+      expect(login.statusCode, login.body).toBe(303);
+      const page = await send("GET", `/studies/${s.studyInstanceUid}`);
+      expect(page.statusCode).toBe(200);
+      const history = /<ul class="history">(.*?)<\/ul>/s.exec(page.body)?.[1] ?? page.body;
+      expect(history).toContain(
+        `SR ${signedSrUid(reviewId)}: delivered to the PACS; FHIR delivered; HL7 delivered`,
+      );
+    } finally {
+      await app.close();
+    }
+  }, 30_000);
+
+  it("kneegrade serve --only reporter: /readyz includes the FHIR server and the HL7 peer", async () => {
+    // A queue prefix of its own: this reporter takes none of the other tests' jobs.
+    const own = await testConfig();
+    const serve = await startServe(
+      {
+        ...configEnv(own),
+        PACS_HOST: "127.0.0.1",
+        PACS_PORT: String(orthanc.dicomPort),
+        PACS_AET: "ORTHANC",
+        FHIR_BASE_URL: fhir.baseUrl,
+        FHIR_TOKEN: TOKEN,
+        HL7_HOST: hl7.host,
+        HL7_PORT: String(hl7.port),
+      },
+      ["--only", "reporter"],
+    );
+    try {
+      const port = metricsPortOf(serve.output());
+      expect((await readyz(port)).body).toMatchObject({
+        ready: true,
+        checks: { pacs: { ok: true }, fhir: { ok: true }, hl7: { ok: true } },
+      });
+      await hl7.stop();
+      try {
+        // The outputs' checks are cached for 15 s, like the PACS's C-ECHO.
+        const down = await waitFor(
+          async () => {
+            const r = await readyz(port);
+            return r.status === 503 ? r : undefined;
+          },
+          25_000,
+          "/readyz to say the HL7 peer is down",
+        );
+        expect(down.body.checks.hl7).toMatchObject({ ok: false });
+        expect(down.body.checks.hl7!.error).toMatch(/HL7 peer 127\.0\.0\.1:\d+ is not reachable/);
+        expect(down.body.checks.fhir).toEqual({ ok: true });
+      } finally {
+        await hl7.start();
+      }
+      expect(serve.output()).toContain('"event":"reporter.fhir-ok"');
+      expect(serve.output()).not.toContain(TOKEN);
+    } finally {
+      await kill(serve.child, "SIGTERM");
+      await cleanupConfig(own);
+    }
+  }, 60_000);
 
   it("logs the deliveries, their failures and the dead letter without any patient data", () => {
     const text = logLines.join("");

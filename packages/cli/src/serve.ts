@@ -117,6 +117,9 @@ export async function serve(config: Config, services: ServiceName[], log: Logger
     const reporter = await startReporter(config, db, log.child({ service: "reporter" }), metrics);
     // One C-ECHO per 15 s at most, however many probes ask.
     checks.pacs = cachedCheck(reporter.checkPacs, 15_000);
+    // Likewise the result outputs that are configured: the RIS's FHIR server and HL7 peer.
+    if (reporter.outputs.fhir) checks.fhir = cachedCheck(reporter.outputs.fhir.check, 15_000);
+    if (reporter.outputs.hl7) checks.hl7 = cachedCheck(reporter.outputs.hl7.check, 15_000);
     running.push(reporter);
   }
   if (services.includes("review")) {

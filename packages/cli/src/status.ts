@@ -7,6 +7,7 @@ import { QUEUES, type QueueName } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { createQueue } from "@kneegrade/queue";
 import { type AgreementReport, agreementReport } from "@kneegrade/review-data";
+import { outputChecks, resultOutputs } from "@kneegrade/ris";
 
 export const JOB_STATES = ["waiting", "active", "delayed", "completed", "failed"] as const;
 type JobCounts = Record<(typeof JOB_STATES)[number], number>;
@@ -39,6 +40,12 @@ export interface StatusReport {
    * with the radiologists over REVIEW_AGREEMENT_DAYS (added to schema version 1).
    */
   review: { awaiting: number; signed: number; agreement: AgreementReport };
+  /**
+   * The result outputs to the RIS, checked now from this process (the FHIR server's
+   * CapabilityStatement, a connection to the HL7 peer); absent when not configured (added to
+   * schema version 1).
+   */
+  outputs: { fhir?: OutputState; hl7?: OutputState };
   recentStudies: {
     studyInstanceUid: string;
     status: string;
@@ -51,6 +58,51 @@ export interface StatusReport {
   }[];
   /** What an operator should look at: PostgreSQL and Redis disagree, jobs that cannot be queued. */
   warnings: string[];
+}
+
+export interface OutputState {
+  /** The FHIR base URL, or the HL7 peer's host:port (no credentials). */
+  target: string;
+  reachable: boolean;
+  error?: string;
+}
+
+/** Checks the configured result outputs, all at once (each gives up after 5 s). */
+async function checkOutputs(config: Config): Promise<StatusReport["outputs"]> {
+  let configured: ReturnType<typeof resultOutputs>;
+  try {
+    configured = resultOutputs(config);
+  } catch (error) {
+    // A TLS file that cannot be read: the reporter stops on it too; say which.
+    const reason = (error as Error).message;
+    return {
+      ...(config.FHIR_BASE_URL
+        ? { fhir: { target: config.FHIR_BASE_URL, reachable: false, error: reason } }
+        : {}),
+      ...(config.HL7_HOST
+        ? {
+            hl7: {
+              target: `${config.HL7_HOST}:${config.HL7_PORT}`,
+              reachable: false,
+              error: reason,
+            },
+          }
+        : {}),
+    };
+  }
+  const checks = Object.entries(outputChecks(configured));
+  const states = await Promise.all(
+    checks.map(async ([name, c]) => {
+      try {
+        await c.check();
+        return [name, { target: c.target, reachable: true }] as const;
+      } catch (error) {
+        const reason = (error as Error).message;
+        return [name, { target: c.target, reachable: false, error: reason }] as const;
+      }
+    }),
+  );
+  return Object.fromEntries(states);
 }
 
 const countBy = <T extends string>(rows: { key: T; n: number }[]) =>
@@ -125,7 +177,11 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
     }),
     db.gradingJob.count({ where: { reviews: { some: {} } } }),
   ]);
+  const outputs = await checkOutputs(config);
   const warnings: string[] = [];
+  for (const o of Object.values(outputs)) {
+    if (!o.reachable) warnings.push(`${o.error}: results wait in the outbox and are retried`);
+  }
   if (agreement.warning) warnings.push(`Review agreement: ${agreement.warning}`);
   const grade = queues[QUEUES.gradeStudy];
   if ("error" in grade) {
@@ -197,6 +253,7 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       }, {}),
     },
     review: { awaiting, signed: signedRevisions, agreement },
+    outputs,
     recentStudies: recentStudies.map((s) => ({
       studyInstanceUid: s.studyInstanceUid,
       status: s.status,
@@ -244,6 +301,10 @@ export function formatStatus(s: StatusReport): string {
         ? "  (FAILED = dead letter after the last attempt: `kneegrade redeliver <study>`)"
         : ""
     }`,
+    ...Object.entries(s.outputs).map(
+      ([name, o]) =>
+        `${name.toUpperCase()} output: ${o.target} ${o.reachable ? "answers" : `does not answer (${o.error})`}`,
+    ),
     `Review: ${s.review.awaiting} awaiting, ${s.review.signed} signed; agreement over ${s.review.agreement.windowDays} days: ${agreementLine(s.review.agreement)}`,
     "Recent studies:",
     ...(s.recentStudies.length

@@ -148,4 +148,28 @@ describe("loadConfig", () => {
       /FHIR_PATIENT_ID_SYSTEM: must be a URI/,
     );
   });
+
+  it("takes MLLP over TLS only when asked for, with the client certificate and key together", () => {
+    const hl7 = { HL7_HOST: "ris.example", HL7_PORT: "2575" };
+    expect(loadConfig(hl7).HL7_TLS).toBe(false);
+    expect(
+      loadConfig({
+        ...hl7,
+        HL7_TLS: "1",
+        HL7_TLS_CA: "/ca.pem",
+        HL7_TLS_CERT: "/c.pem",
+        HL7_TLS_KEY: "/k.pem",
+      }),
+    ).toMatchObject({ HL7_TLS: true, HL7_TLS_CA: "/ca.pem", HL7_TLS_CERT: "/c.pem" });
+    expect(() => loadConfig({ ...hl7, HL7_TLS: "1", HL7_TLS_CERT: "/c.pem" })).toThrow(
+      /HL7_TLS_KEY: HL7_TLS_CERT and HL7_TLS_KEY must be set together/,
+    );
+    expect(() => loadConfig({ ...hl7, HL7_TLS: "1", HL7_TLS_KEY: "/k.pem" })).toThrow(
+      /HL7_TLS_CERT: HL7_TLS_CERT and HL7_TLS_KEY must be set together/,
+    );
+    // CA without HL7_TLS=1: a forgotten switch must not send the ORU in clear.
+    expect(() => loadConfig({ ...hl7, HL7_TLS_CA: "/ca.pem" })).toThrow(/HL7_TLS: must be 1 when/);
+    expect(() => loadConfig({ HL7_TLS: "1" })).toThrow(/HL7_HOST: must be set when HL7_TLS is/);
+    expect(() => loadConfig({ ...hl7, HL7_TLS: "maybe" })).toThrow(/HL7_TLS/);
+  });
 });

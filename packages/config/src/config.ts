@@ -1,6 +1,6 @@
 /**
  * kneegrade's configuration: environment variables only, validated before anything connects.
- * Every variable, its default and its unit is documented in README.md ("Configuration").
+ * Every variable, its default and its unit is documented in docs/CONFIGURATION.md.
  */
 import { z } from "zod";
 
@@ -141,6 +141,14 @@ const schema = z
     /** The result in the RIS as HL7 v2.5.1 ORU^R01 over MLLP to HL7_HOST:HL7_PORT. Unset: none. */
     HL7_HOST: z.string().trim().min(1).optional(),
     HL7_PORT: port.optional(),
+    /**
+     * MLLP over TLS: 1 to use it; CA to verify the peer (else the system's), cert+key to identify
+     * us (mutual TLS).
+     */
+    HL7_TLS: flag("0"),
+    HL7_TLS_CA: optionalPath,
+    HL7_TLS_CERT: optionalPath,
+    HL7_TLS_KEY: optionalPath,
     /** MSH-3/4 (sending application and facility) and MSH-5/6 (receiving) of the ORU^R01. */
     HL7_SENDING_APPLICATION: z.string().trim().min(1).max(180).default("KNEEGRADE"),
     HL7_SENDING_FACILITY: z.string().trim().max(180).optional(),
@@ -306,6 +314,28 @@ const schema = z
         code: "custom",
         path: [c.HL7_HOST === undefined ? "HL7_HOST" : "HL7_PORT"],
         message: "HL7_HOST and HL7_PORT must be set together (or neither: no HL7 output)",
+      });
+    }
+    if ((c.HL7_TLS_CERT === undefined) !== (c.HL7_TLS_KEY === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [c.HL7_TLS_CERT === undefined ? "HL7_TLS_CERT" : "HL7_TLS_KEY"],
+        message: "HL7_TLS_CERT and HL7_TLS_KEY must be set together (mutual TLS)",
+      });
+    }
+    if (!c.HL7_TLS && (c.HL7_TLS_CA ?? c.HL7_TLS_CERT ?? c.HL7_TLS_KEY) !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["HL7_TLS"],
+        message:
+          "must be 1 when HL7_TLS_CA, HL7_TLS_CERT or HL7_TLS_KEY is set (else the ORU would go in clear)",
+      });
+    }
+    if (c.HL7_TLS && c.HL7_HOST === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["HL7_HOST"],
+        message: "must be set when HL7_TLS is (where should the results go?)",
       });
     }
     if ((c.REVIEW_TLS_KEY === undefined) !== (c.REVIEW_TLS_CERT === undefined)) {

@@ -36,25 +36,43 @@ type OutputsConfig = Pick<
   | "RESULT_TIMEOUT_SECONDS"
   | "HL7_HOST"
   | "HL7_PORT"
+  | "HL7_TLS"
+  | "HL7_TLS_CA"
+  | "HL7_TLS_CERT"
+  | "HL7_TLS_KEY"
   | "HL7_SENDING_APPLICATION"
   | "HL7_SENDING_FACILITY"
   | "HL7_RECEIVING_APPLICATION"
   | "HL7_RECEIVING_FACILITY"
 >;
 
-/** The configured outputs (none when FHIR_BASE_URL and HL7_HOST are unset); TLS files read now. */
+/**
+ * The configured outputs (none when FHIR_BASE_URL and HL7_HOST are unset); TLS files read now, so
+ * a wrong path stops the start with the variable's name.
+ */
 export function resultOutputs(config: OutputsConfig): ResultOutputs {
-  const read = (path: string | undefined) => (path ? readFileSync(path, "utf8") : undefined);
+  const tlsFiles = (prefix: "FHIR" | "HL7") => {
+    const files = {
+      ca: config[`${prefix}_TLS_CA`],
+      cert: config[`${prefix}_TLS_CERT`],
+      key: config[`${prefix}_TLS_KEY`],
+    };
+    const tls: { ca?: string; cert?: string; key?: string } = {};
+    for (const [part, path] of Object.entries(files) as [keyof typeof tls, string | undefined][]) {
+      if (!path) continue;
+      try {
+        tls[part] = readFileSync(path, "utf8");
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+        throw new Error(`${prefix}_TLS_${part.toUpperCase()}: cannot read ${path} (${code})`);
+      }
+    }
+    return tls;
+  };
   const timeoutMs = config.RESULT_TIMEOUT_SECONDS * 1000;
   const outputs: ResultOutputs = {};
   if (config.FHIR_BASE_URL) {
-    const tls = Object.fromEntries(
-      Object.entries({
-        ca: read(config.FHIR_TLS_CA),
-        cert: read(config.FHIR_TLS_CERT),
-        key: read(config.FHIR_TLS_KEY),
-      }).filter(([, v]) => v !== undefined),
-    );
+    const tls = tlsFiles("FHIR");
     outputs.fhir = {
       baseUrl: config.FHIR_BASE_URL,
       timeoutMs,
@@ -68,6 +86,7 @@ export function resultOutputs(config: OutputsConfig): ResultOutputs {
       host: config.HL7_HOST,
       port: config.HL7_PORT,
       timeoutMs,
+      ...(config.HL7_TLS ? { tls: tlsFiles("HL7") } : {}),
       sendingApplication: config.HL7_SENDING_APPLICATION,
       receivingApplication: config.HL7_RECEIVING_APPLICATION,
       ...(config.HL7_SENDING_FACILITY ? { sendingFacility: config.HL7_SENDING_FACILITY } : {}),

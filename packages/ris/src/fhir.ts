@@ -309,38 +309,8 @@ export interface FhirPeer {
  * OperationOutcome's issue codes and paths (never its text, nor the Bundle's contents).
  */
 export async function postTransaction(peer: FhirPeer, bundle: Bundle): Promise<Bundle> {
-  const url = new URL(peer.baseUrl.endsWith("/") ? peer.baseUrl : `${peer.baseUrl}/`);
   const body = Buffer.from(JSON.stringify(bundle), "utf8");
-  const https = url.protocol === "https:";
-  const { status, text } = await new Promise<{ status: number; text: string }>(
-    (resolve, reject) => {
-      const req = (https ? httpsRequest : httpRequest)(
-        url,
-        {
-          method: "POST",
-          headers: {
-            "content-type": "application/fhir+json; charset=utf-8",
-            accept: "application/fhir+json",
-            "content-length": body.length,
-            ...(peer.token ? { authorization: `Bearer ${peer.token}` } : {}),
-          },
-          timeout: peer.timeoutMs,
-          ...(https && peer.tls ? peer.tls : {}),
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () =>
-            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
-          );
-          res.on("error", reject);
-        },
-      );
-      req.on("timeout", () => req.destroy(new Error(`no answer within ${peer.timeoutMs} ms`)));
-      req.on("error", reject);
-      req.end(body);
-    },
-  );
+  const { status, text } = await fhirRequest(peer, "POST", "", body);
   let answer: Bundle & { issue?: { code?: string; expression?: string[] }[] };
   try {
     answer = JSON.parse(text);
@@ -366,4 +336,53 @@ export async function postTransaction(peer: FhirPeer, bundle: Bundle): Promise<B
     );
   }
   return answer;
+}
+
+/**
+ * One HTTP exchange with the FHIR server: `path` relative to the base (the bearer token and the
+ * TLS material of the peer); resolves with the status and the body whatever the status.
+ */
+export function fhirRequest(
+  peer: FhirPeer,
+  method: "GET" | "POST",
+  path: string,
+  body?: Buffer,
+): Promise<{ status: number; text: string }> {
+  const base = new URL(peer.baseUrl.endsWith("/") ? peer.baseUrl : `${peer.baseUrl}/`);
+  const url = new URL(path, base);
+  const https = url.protocol === "https:";
+  return new Promise((resolve, reject) => {
+    const req = (https ? httpsRequest : httpRequest)(
+      url,
+      {
+        method,
+        headers: {
+          accept: "application/fhir+json",
+          ...(body
+            ? {
+                "content-type": "application/fhir+json; charset=utf-8",
+                "content-length": body.length,
+              }
+            : {}),
+          ...(peer.token ? { authorization: `Bearer ${peer.token}` } : {}),
+        },
+        timeout: peer.timeoutMs,
+        // A connection per exchange, as for HL7: no pooled socket the server may have closed
+        // meanwhile, so a failure says what the server does now.
+        agent: false,
+        ...(https && peer.tls ? peer.tls : {}),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+        );
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${peer.timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(body);
+  });
 }

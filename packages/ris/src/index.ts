@@ -6,4 +6,5 @@
 export * from "./deliver.ts";
 export * from "./fhir.ts";
 export * from "./hl7.ts";
+export * from "./reach.ts";
 export * from "./result.ts";

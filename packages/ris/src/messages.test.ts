@@ -3,6 +3,7 @@
  * them to real ones): HL7 delimiters anywhere in the text survive a round trip through an HL7
  * parser, statuses map P/F/C, and a study without a Patient ID still makes a usable Bundle.
  */
+import { kneeFindingCode } from "@kneegrade/reports";
 import type { DiagnosticReport, Observation } from "@medplum/fhirtypes";
 import { Message } from "node-hl7-client";
 import { describe, expect, it } from "vitest";
@@ -159,5 +160,45 @@ describe("fhirTransaction", () => {
       prefix: ["Dr"],
       suffix: ["Jr"],
     });
+  });
+});
+
+describe("the grade as a RIS reads it", () => {
+  it("is the plain KL0–KL4 code in FHIR and HL7 alike, not the SR's lateralised finding code", () => {
+    // The SR's Finding is pre-coordinated for viewers (e.g. AIKL1R); a RIS gets the grade alone,
+    // the side in bodySite / OBX-3 and the reader in the status and method.
+    const r = result();
+    const fhirGrades = fhirTransaction(r, { patientIdSystem: "urn:x" })
+      .entry?.filter((e) => e.resource?.resourceType === "Observation")
+      .map((e) => {
+        const o = e.resource as Observation;
+        return [
+          o.valueCodeableConcept?.coding?.[0]?.system,
+          o.valueCodeableConcept?.coding?.[0]?.code,
+          o.bodySite?.coding?.[0]?.code,
+        ];
+      });
+    expect(fhirGrades).toEqual([
+      ["urn:kneegrade:codes", "KL1", "6757004"],
+      ["urn:kneegrade:codes", "KL4", "82169009"],
+    ]);
+    const hl7Grades: string[][] = [];
+    new Message({ text: oruR01(r, OPTIONS) }).get("OBX").forEach((obx) => {
+      if (obx.get("3.1").toString() === "KLG") {
+        hl7Grades.push([
+          obx.get("5.3").toString(),
+          obx.get("5.1").toString(),
+          obx.get("3.2").toString(),
+        ]);
+      }
+    });
+    expect(hl7Grades).toEqual([
+      ["99KNEEGRADE", "KL1", "Kellgren-Lawrence grade, right knee"],
+      ["99KNEEGRADE", "KL4", "Kellgren-Lawrence grade, left knee"],
+    ]);
+    const srFinding = kneeFindingCode(1, "R", "ai").value;
+    expect(srFinding).toBe("AIKL1R");
+    expect(fhirGrades?.flat()).not.toContain(srFinding);
+    expect(hl7Grades.flat()).not.toContain(srFinding);
   });
 });

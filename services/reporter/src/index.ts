@@ -3,8 +3,9 @@
  * (and, when configured, a Secondary Capture and a Basic Text SR) and delivers them to the PACS
  * with C-STORE, retrying with backoff while the PACS is unreachable (see job.ts).
  *
- * At start-up it checks that the PACS answers C-ECHO, so a misconfigured destination is visible
- * from the first minute; reports wait (and retry) until it does.
+ * At start-up it checks that the PACS answers C-ECHO and that the configured result outputs answer
+ * (the FHIR server's CapabilityStatement, a connection to the HL7 peer), so a misconfigured
+ * destination is visible from the first minute; deliveries wait (and retry) until it does.
  */
 import { readFileSync } from "node:fs";
 import type { Config } from "@kneegrade/config";
@@ -15,7 +16,7 @@ import type { Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { startJobWorker } from "@kneegrade/queue";
 import { routeDcmjsLog } from "@kneegrade/reporting";
-import { resultOutputs } from "@kneegrade/ris";
+import { outputChecks, resultOutputs } from "@kneegrade/ris";
 import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
 
@@ -25,6 +26,14 @@ export interface RunningReporter {
   pacsReachable: boolean;
   /** Resolves when the PACS answers C-ECHO now; throws with the reason when it does not. */
   checkPacs(): Promise<void>;
+  /**
+   * The configured result outputs (absent: off): whether each answered at start-up, and its
+   * check, which resolves when it answers now and throws with the reason when it does not.
+   */
+  outputs: {
+    fhir?: { reachable: boolean; check(): Promise<void> };
+    hl7?: { reachable: boolean; check(): Promise<void> };
+  };
   close(): Promise<void>;
 }
 
@@ -66,12 +75,34 @@ export async function startReporter(
     {
       event: "reporter.result-outputs",
       fhir: outputs.fhir ? outputs.fhir.baseUrl : "off",
-      hl7: outputs.hl7 ? `${outputs.hl7.host}:${outputs.hl7.port}` : "off",
+      hl7: outputs.hl7
+        ? `${outputs.hl7.host}:${outputs.hl7.port}${outputs.hl7.tls ? " (TLS)" : ""}`
+        : "off",
     },
     "results to the RIS: FHIR and HL7 outputs",
   );
   const echo = () => cEcho({ ...pacs, timeoutMs: Math.min(pacs.timeoutMs ?? 5_000, 5_000) });
-  const outcome = await echo();
+  const checks = outputChecks(outputs);
+  const probe = async (name: "fhir" | "hl7") => {
+    const c = checks[name];
+    if (!c) return undefined;
+    try {
+      await c.check();
+      log.info(
+        { event: `reporter.${name}-ok`, [name]: c.target },
+        `${name.toUpperCase()} output answers`,
+      );
+      return { reachable: true, check: c.check };
+    } catch (error) {
+      // A warning, not a stop: the outbox keeps the results and retries until the peer answers.
+      log.warn(
+        { event: `reporter.${name}-unreachable`, [name]: c.target, err: (error as Error).message },
+        `${name.toUpperCase()} output does not answer: results will wait in the outbox (and retry) until it does`,
+      );
+      return { reachable: false, check: c.check };
+    }
+  };
+  const [outcome, fhirState, hl7State] = await Promise.all([echo(), probe("fhir"), probe("hl7")]);
   const pacsReachable = outcome.status === 0;
   if (pacsReachable) log.info({ event: "reporter.pacs-ok", ...where }, "PACS answers C-ECHO");
   else {
@@ -104,6 +135,10 @@ export async function startReporter(
   });
   return {
     pacsReachable,
+    outputs: {
+      ...(fhirState ? { fhir: fhirState } : {}),
+      ...(hl7State ? { hl7: hl7State } : {}),
+    },
     checkPacs: async () => {
       const answer = await echo();
       if (answer.status !== 0) {

@@ -219,36 +219,54 @@ async function deliverPending(
   }
   // The results in report order: the AI's before a signature's, so the RIS ends at the latest.
   const results = unsent.filter((p) => p.delivery.channel !== "DICOM");
+  // Another job of the same study (the AI result's, retrying, and a signature's) may be sending
+  // the same pending result at this moment: each is sent under a row lock on its Delivery, taken
+  // after waiting for the other job's send (not skipped: skipping would let a signature's result
+  // overtake the AI's), and re-read under the lock, so what the other job sent is not sent again.
+  const sendMs = Math.max(ctx.outputs?.fhir?.timeoutMs ?? 0, ctx.outputs?.hl7?.timeoutMs ?? 0);
   for (const p of results) {
     const channel = p.delivery.channel as ResultChannel;
-    let error: string | null = null;
-    let permanent = false;
-    try {
-      await sendResult(
-        ctx.db,
-        { id: p.delivery.id, channel },
-        p.report,
-        ctx.outputs ?? {},
-        ctx.config,
-      );
-    } catch (e) {
-      error = (e instanceof Error ? e.message : String(e)).slice(0, 500);
-      permanent = e instanceof PermanentDeliveryError;
-      // A refusal no retry can change is dead-lettered now; the rest of the job carries on.
-      if (!permanent) failures.push(`${channel} ${p.report.sopInstanceUid}: ${error}`);
-    }
+    const outcome = await ctx.db.$transaction(
+      async (tx) => {
+        const claimed = await tx.$queryRaw<{ id: string }[]>`
+          SELECT id FROM "Delivery" WHERE id = ${p.delivery.id}::uuid AND status <> 'SENT'
+          FOR UPDATE`;
+        if (claimed.length === 0) return undefined;
+        let error: string | null = null;
+        let permanent = false;
+        try {
+          await sendResult(
+            ctx.db,
+            { id: p.delivery.id, channel },
+            p.report,
+            ctx.outputs ?? {},
+            ctx.config,
+          );
+        } catch (e) {
+          error = (e instanceof Error ? e.message : String(e)).slice(0, 500);
+          permanent = e instanceof PermanentDeliveryError;
+        }
+        await tx.delivery.update({
+          where: { id: p.delivery.id },
+          data: {
+            attempts: { increment: 1 },
+            status: error ? (permanent ? "FAILED" : "PENDING") : "SENT",
+            lastError: error,
+            ...(error ? {} : { sentAt: new Date() }),
+          },
+        });
+        return { error, permanent };
+      },
+      // Long enough for the other job's send (waited for) and this one's.
+      { maxWait: 10_000, timeout: 2 * sendMs + 15_000 },
+    );
+    if (!outcome) continue; // sent by the other job meanwhile
+    const { error, permanent } = outcome;
+    // A refusal no retry can change is dead-lettered now; the rest of the job carries on.
+    if (error && !permanent) failures.push(`${channel} ${p.report.sopInstanceUid}: ${error}`);
     ctx.metrics?.resultDeliveries.inc({
       channel: channel.toLowerCase(),
       outcome: error ? (permanent ? "dead_letter" : "failed") : "sent",
-    });
-    await ctx.db.delivery.update({
-      where: { id: p.delivery.id },
-      data: {
-        attempts: { increment: 1 },
-        status: error ? (permanent ? "FAILED" : "PENDING") : "SENT",
-        lastError: error,
-        ...(error ? {} : { sentAt: new Date() }),
-      },
     });
     if (permanent) {
       await ctx.db.auditEvent.create({
