@@ -368,7 +368,7 @@ describe("heat map", () => {
     }
   });
 
-  it("is the min-max normalised mean of the upsampled grade channels", async () => {
+  it("is the percentile-scaled mean of the upsampled per-token grade probabilities", async () => {
     const crops = syntheticCrops(2, 64, 64, 11);
     const [predictions, raw] = await Promise.all([ensemble.predict(crops), ensemble.runRaw(crops)]);
     predictions.forEach((p, i) => {
@@ -379,7 +379,12 @@ describe("heat map", () => {
         for (const [name, { dims, data }] of Object.entries(r.outputs)) {
           if (!name.startsWith("tokens_")) continue;
           const [, k, h, w] = dims as [number, number, number, number];
-          const at = (y: number, x: number) => data[((i * k + p.grade) * h + y) * w + x]!;
+          const logit = (c: number, y: number, x: number) => data[((i * k + c) * h + y) * w + x]!;
+          const at = (y: number, x: number) => {
+            let total = 0;
+            for (let c = 0; c < k; c++) total += Math.exp(logit(c, y, x));
+            return Math.exp(logit(p.grade, y, x)) / total;
+          };
           for (let Y = 0; Y < 64; Y++) {
             const sy = Math.max(0, ((Y + 0.5) * h) / 64 - 0.5);
             const y0 = Math.floor(sy);
@@ -397,9 +402,12 @@ describe("heat map", () => {
         }
       }
       expect(maps).toBe(8); // 2 members x 4 levels
-      const lo = Math.min(...mean);
-      const hi = Math.max(...mean);
-      const expected = Array.from(mean, (v) => (v - lo) / (hi - lo));
+      const sorted = Array.from(mean, (v) => v / maps).sort((a, b) => a - b);
+      const lo = sorted[Math.round(0.02 * (sorted.length - 1))]!;
+      const hi = sorted[Math.round(0.98 * (sorted.length - 1))]!;
+      const expected = Array.from(mean, (v) =>
+        Math.min(1, Math.max(0, (v / maps - lo) / (hi - lo))),
+      );
       expect(maxAbsDiff(p.heatmap.data, expected)).toBeLessThan(1e-4);
     });
   });

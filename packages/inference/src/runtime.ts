@@ -84,7 +84,7 @@ export interface MemberPrediction {
 export interface Heatmap {
   width: number;
   height: number;
-  /** Row-major, width * height values in 0..1 (see README: "Heat map"). */
+  /** Row-major, width * height values in 0..1 (docs/GRADING.md, "Heat map"). */
   data: Float32Array;
 }
 
@@ -373,10 +373,17 @@ export class Ensemble {
   }
 
   /**
-   * The heat map of crop `i` for class `grade`: the grade's channel of every token map (raw
-   * per-token class logits), bilinearly upsampled to the input size (half-pixel centres, edges
-   * clamped: PyTorch's `interpolate(..., align_corners=False)`), averaged over levels and members,
-   * then min–max normalised to 0..1 for this crop (all zeros when the map is flat).
+   * The heat map of crop `i` for class `grade`: each token's probability of the grade (softmax of
+   * its class logits over the classes, as the selector ranks tokens), bilinearly upsampled to the
+   * input size (half-pixel centres, edges clamped: PyTorch's `interpolate(..., align_corners=False)`),
+   * averaged over levels and members, then scaled to 0..1 for this crop between its 2nd and 98th
+   * percentiles (clipped; all zeros when the map is flat).
+   *
+   * The raw grade channel is not used: the suppression loss drives every class logit of an
+   * unselected token down together, so a token's raw logits mostly say how strongly it was
+   * suppressed, not which grade it votes for; on the test model that map was as hot at the crop's
+   * edges as over the joint, and a few strongly suppressed tokens set its minimum, so min–max
+   * scaling left most of the crop hot.
    */
   private heatmap(raw: RawMemberOutputs[], i: number, grade: number): Heatmap {
     const { height, width } = this.inputSize;
@@ -393,25 +400,53 @@ export class Ensemble {
           grid = { h, w, sum: new Float32Array(h * w) };
           grids.set(key, grid);
         }
-        const at = (i * k + grade) * h * w;
-        for (let p = 0; p < h * w; p++) grid.sum[p]! += data[at + p]!;
+        addClassProbability(data, i * k * h * w, k, h * w, grade, grid.sum);
         maps++;
       }
     }
     const acc = new Float32Array(height * width);
     for (const { h, w, sum } of grids.values()) upsampleAdd(sum, 0, h, w, acc, height, width);
-    let lo = Number.POSITIVE_INFINITY;
-    let hi = Number.NEGATIVE_INFINITY;
-    for (let p = 0; p < acc.length; p++) {
-      const v = acc[p]! / maps;
-      acc[p] = v;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-    const span = hi - lo;
-    for (let p = 0; p < acc.length; p++) acc[p] = span > 0 ? (acc[p]! - lo) / span : 0;
-    return { width, height, data: acc };
+    for (let p = 0; p < acc.length; p++) acc[p] = acc[p]! / maps;
+    return { width, height, data: robustUnit(acc, HEAT_LOW_PERCENTILE, HEAT_HIGH_PERCENTILE) };
   }
+}
+
+/** Percentiles of a crop's heat that become 0 and 1 (values beyond them are clipped). */
+export const HEAT_LOW_PERCENTILE = 2;
+export const HEAT_HIGH_PERCENTILE = 98;
+
+/**
+ * Adds, per token, softmax over the `k` class maps of `data[at..]` (each `n` tokens, class-major)
+ * at class `grade` to `sum`.
+ */
+export function addClassProbability(
+  data: Float32Array,
+  at: number,
+  k: number,
+  n: number,
+  grade: number,
+  sum: Float32Array,
+): void {
+  for (let p = 0; p < n; p++) {
+    let hi = Number.NEGATIVE_INFINITY;
+    for (let c = 0; c < k; c++) hi = Math.max(hi, data[at + c * n + p]!);
+    let total = 0;
+    for (let c = 0; c < k; c++) total += Math.exp(data[at + c * n + p]! - hi);
+    sum[p]! += Math.exp(data[at + grade * n + p]! - hi) / total;
+  }
+}
+
+/**
+ * `values` scaled so that their `low` and `high` percentiles (nearest rank) become 0 and 1,
+ * clipped to 0..1; all zeros when those percentiles are equal. A few extreme pixels then neither
+ * wash out the rest of the map nor make it all hot.
+ */
+export function robustUnit(values: Float32Array, low: number, high: number): Float32Array {
+  const sorted = Float32Array.from(values).sort();
+  const at = (q: number) => sorted[Math.round((q / 100) * (sorted.length - 1))]!;
+  const lo = at(low);
+  const span = at(high) - lo;
+  return values.map((v) => (span > 0 ? Math.min(1, Math.max(0, (v - lo) / span)) : 0));
 }
 
 function tokenOutputs(spec: ManifestMember): string[] {

@@ -133,6 +133,16 @@
         b.textContent = choiceWords(chosen);
         b.classList.toggle("required", chosen === undefined);
       }
+      // The knee's label on the radiograph (study.ts regionLabel).
+      const label = document.querySelector(`svg.regions [data-region="${k.dataset.knee}"] text`);
+      if (label && ai !== undefined) {
+        const side = label.parentElement.dataset.side;
+        const you = chosen === "ng" ? "n/g" : `KL${chosen}`;
+        label.textContent =
+          chosen === ai || chosen === undefined
+            ? `${side} · AI KL${ai}`
+            : `${side} · you ${you} · AI KL${ai}`;
+      }
     });
   };
   let seq = 0;
@@ -283,6 +293,22 @@
       const q = p.toString();
       return q ? `${img.dataset.base}?${q}` : img.dataset.base;
     };
+    // The knee regions (an SVG in the image's own pixels) lie exactly over the picture, at any zoom.
+    const regions = viewer.querySelector("svg.regions");
+    const place = () => {
+      if (!regions) return;
+      regions.style.left = `${img.offsetLeft}px`;
+      regions.style.top = `${img.offsetTop}px`;
+      regions.style.width = `${img.offsetWidth}px`;
+      regions.style.height = `${img.offsetHeight}px`;
+    };
+    if (regions) {
+      const watch = new ResizeObserver(place);
+      watch.observe(img);
+      watch.observe(viewer);
+      img.addEventListener("load", place);
+      place();
+    }
     const render = () => {
       const src = source();
       if (img.getAttribute("src") !== src) img.src = src;

@@ -30,7 +30,14 @@ import { dicomDate, html, page, personName } from "./html.ts";
 import { heatmapPng, kneeRegionPng, radiographJpeg } from "./images.ts";
 import { FailedLogins } from "./logins.ts";
 import { type ReportQueue, SignError, signStudy } from "./sign.ts";
-import { loadPriors, loadStudy, previewText, studyPage } from "./study.ts";
+import {
+  loadImageSizes,
+  loadPriors,
+  loadStudy,
+  loadUngradedImages,
+  previewText,
+  studyPage,
+} from "./study.ts";
 import { WorklistQuery, worklist, worklistPage } from "./worklist.ts";
 
 export const SESSION_COOKIE = "kneegrade_session";
@@ -89,6 +96,34 @@ declare module "fastify" {
 const tokenHash = (token: string) => createHash("sha256").update(token).digest("hex");
 const PUBLIC_DIR = fileURLToPath(new URL("../public/", import.meta.url));
 const NO_STORE = "no-store";
+/**
+ * The pictures (never the pages): kept by this browser only, and asked for again on every use, so
+ * a session that ended gets no picture; an unchanged one is answered 304 without rendering it.
+ */
+const PRIVATE_REVALIDATE = "private, no-cache";
+/** Changes every picture's ETag when the way pictures are drawn changes. */
+const PICTURES_VERSION = "2";
+
+/**
+ * Marks a picture cacheable under an ETag made from what determines its bytes; true (and a 304
+ * sent) when the browser already has it.
+ */
+function cachedPicture(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  ...parts: (string | Uint8Array)[]
+): boolean {
+  const hash = createHash("sha256").update(PICTURES_VERSION);
+  for (const part of parts) hash.update("\0").update(part);
+  const etag = `"${hash.digest("base64url").slice(0, 32)}"`;
+  reply.header("cache-control", PRIVATE_REVALIDATE).header("etag", etag);
+  const match = request.headers["if-none-match"];
+  if (match?.split(",").some((t) => t.trim().replace(/^W\//, "") === etag)) {
+    reply.status(304).send();
+    return true;
+  }
+  return false;
+}
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -458,6 +493,8 @@ ${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ""}
           ...(config.REVIEW_VIEWER_URL ? { viewerUrl: config.REVIEW_VIEWER_URL } : {}),
           priors: await loadPriors(db, loaded.study),
           amend: query.amend === "1",
+          imageSizes: await loadImageSizes(loaded),
+          ungraded: await loadUngradedImages(db, loaded),
         }),
       );
     });
@@ -480,13 +517,11 @@ ${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ""}
       const p = parsed.data;
       const instance = await db.instance.findUnique({
         where: { sopInstanceUid: p.sop.slice(0, -4) },
-        include: { study: true, results: { include: { gradingJob: true } } },
+        include: { study: true },
       });
       if (!instance?.spoolPath || instance.study.studyInstanceUid !== p.uid) {
         return reply.callNotFound();
       }
-      const revision = instance.study.revision;
-      const knees = instance.results.filter((r) => r.gradingJob.revision === revision);
       const view = z
         .object({
           full: z.literal("1").optional(),
@@ -495,20 +530,15 @@ ${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ""}
         })
         .safeParse(request.query);
       const v = view.success ? view.data : {};
-      const jpeg = await radiographJpeg(
-        instance.spoolPath,
-        knees.map((k) => ({
-          laterality: k.laterality,
-          klGrade: k.klGrade,
-          region: k.region as { x: number; y: number; width: number; height: number } | null,
-        })),
-        {
-          full: v.full === "1",
-          ...(v.wc !== undefined && v.ww !== undefined
-            ? { window: { center: v.wc, width: v.ww } }
-            : {}),
-        },
-      );
+      const full = v.full === "1";
+      const voi = v.wc !== undefined && v.ww !== undefined ? { center: v.wc, width: v.ww } : null;
+      const viewKey = `${full ? "full" : "fit"}:${voi ? `${voi.center}/${voi.width}` : "voi"}`;
+      if (cachedPicture(request, reply, instance.sopInstanceUid, instance.sha256, viewKey))
+        return reply;
+      const jpeg = await radiographJpeg(instance.spoolPath, {
+        full,
+        ...(voi ? { window: voi } : {}),
+      });
       return reply.type("image/jpeg").send(jpeg);
     });
 
@@ -523,20 +553,25 @@ ${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ""}
       if (p.data.kind === "region.png") {
         const knee = await db.kneeResult.findUnique({
           where: { id: p.data.id },
-          select: { region: true, instance: { select: { spoolPath: true } } },
+          select: { region: true, instance: { select: { spoolPath: true, sha256: true } } },
         });
         const region = knee?.region as { x: number; y: number; width: number; height: number };
         if (!region || !knee?.instance.spoolPath) return reply.callNotFound();
-        return reply.type("image/png").send(await kneeRegionPng(knee.instance.spoolPath, region));
+        const { spoolPath, sha256 } = knee.instance;
+        if (cachedPicture(request, reply, "region", sha256, JSON.stringify(region))) return reply;
+        return reply.type("image/png").send(await kneeRegionPng(spoolPath, region));
       }
       const knee = await db.kneeResult.findUnique({
         where: { id: p.data.id },
         select: { cropPng: true, heatmapPng: true },
       });
       if (!knee?.cropPng) return reply.callNotFound();
-      if (p.data.kind === "crop.png")
+      if (p.data.kind === "crop.png") {
+        if (cachedPicture(request, reply, "crop", knee.cropPng)) return reply;
         return reply.type("image/png").send(Buffer.from(knee.cropPng));
+      }
       if (!knee.heatmapPng) return reply.callNotFound();
+      if (cachedPicture(request, reply, "heatmap", knee.cropPng, knee.heatmapPng)) return reply;
       return reply.type("image/png").send(await heatmapPng(knee.cropPng, knee.heatmapPng));
     });
 

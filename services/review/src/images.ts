@@ -1,9 +1,12 @@
 /**
  * Pictures for the study page: the radiograph as the worker saw it (@kneegrade/pixels: Modality
- * LUT, VOI, MONOCHROME1), scaled, with each graded knee's region and AI grade drawn in; each
- * knee's crop and its heat map as the Secondary Capture shows them (@kneegrade/reports).
+ * LUT, VOI, MONOCHROME1), scaled; each knee's crop and its heat map as the Secondary Capture shows
+ * them (@kneegrade/reports). The knee regions and their labels are not drawn into the radiograph:
+ * the page draws them over it (study.ts), so the labels follow the radiologist's grades, and the
+ * picture depends only on the image and the view asked for (which lets the browser keep it).
  */
-import { readFile } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
+import { IncompleteHeaderError, readRadiographHeader } from "@kneegrade/dicom";
 import { readRadiograph } from "@kneegrade/pixels";
 import { heatmapOverlayPng } from "@kneegrade/reports";
 import sharp from "sharp";
@@ -11,12 +14,35 @@ import sharp from "sharp";
 /** Widest radiograph sent to the browser, pixels. */
 export const RADIOGRAPH_WIDTH = 1200;
 
-const SIDE = { RIGHT: "R", LEFT: "L", UNKNOWN: "?" } as const;
+/** How much of a spooled file is read for its header first (the listener keeps as much). */
+const HEADER_PREFIX = 256 * 1024;
 
-export interface KneeBox {
-  laterality: keyof typeof SIDE;
-  klGrade: number;
-  region: { x: number; y: number; width: number; height: number } | null;
+/**
+ * The original size (Columns × Rows) of a spooled image from its header, for placing the knee
+ * regions over the radiograph; null when the file or the attributes are missing.
+ */
+export async function imageSize(
+  spoolPath: string,
+): Promise<{ width: number; height: number } | null> {
+  try {
+    const file = await open(spoolPath, "r");
+    let header: ReturnType<typeof readRadiographHeader>;
+    try {
+      const head = new Uint8Array(HEADER_PREFIX);
+      const { bytesRead } = await file.read(head, 0, HEADER_PREFIX, 0);
+      try {
+        header = readRadiographHeader(head.subarray(0, bytesRead), bytesRead < HEADER_PREFIX);
+      } catch (error) {
+        if (!(error instanceof IncompleteHeaderError)) throw error;
+        header = readRadiographHeader(new Uint8Array(await readFile(spoolPath)), true);
+      }
+    } finally {
+      await file.close();
+    }
+    return header.columns && header.rows ? { width: header.columns, height: header.rows } : null;
+  } catch {
+    return null;
+  }
 }
 
 export interface RadiographView {
@@ -40,7 +66,6 @@ function windowed(values: Float32Array, w: { center: number; width: number }, in
 
 export async function radiographJpeg(
   spoolPath: string,
-  knees: KneeBox[],
   view: RadiographView = {},
 ): Promise<Buffer> {
   const r = await readRadiograph(new Uint8Array(await readFile(spoolPath)));
@@ -50,28 +75,8 @@ export async function radiographJpeg(
   const scale = view.full ? 1 : Math.min(1, RADIOGRAPH_WIDTH / r.width);
   const width = Math.max(1, Math.round(r.width * scale));
   const height = Math.max(1, Math.round(r.height * scale));
-  const stroke = Math.max(2, Math.round(width / 300));
-  const font = Math.max(14, Math.round(width / 40));
-  const boxes = knees
-    .filter((k) => k.region)
-    .map((k) => {
-      const g = k.region!;
-      const [x, y, w, h] = [g.x, g.y, g.width, g.height].map((v) => Math.round(v * scale)) as [
-        number,
-        number,
-        number,
-        number,
-      ];
-      return `<rect x="${x}" y="${y}" width="${w}" height="${h}" fill="none" stroke="#ffd400" stroke-width="${stroke}"/>
-<text x="${x + stroke * 2}" y="${Math.max(font, y - stroke * 2)}" font-family="DejaVu Sans, sans-serif" font-size="${font}" font-weight="bold" fill="#ffd400">${SIDE[k.laterality]} · AI KL${k.klGrade}</text>`;
-    });
-  const overlay = Buffer.from(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${boxes.join("")}</svg>`,
-  );
   return sharp(Buffer.from(display), { raw: { width: r.width, height: r.height, channels: 1 } })
     .resize(width, height, { kernel: "lanczos3" })
-    .toColourspace("srgb")
-    .composite([{ input: overlay, top: 0, left: 0 }])
     .jpeg({ quality: 88 })
     .toBuffer();
 }

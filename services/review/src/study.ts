@@ -15,6 +15,7 @@ import {
   signedReportLines,
 } from "@kneegrade/reports";
 import { dicomDate, type Html, html, localTime, type PageUser, page, personName } from "./html.ts";
+import { imageSize } from "./images.ts";
 import {
   type MissingDecision,
   type MissingKnee,
@@ -39,8 +40,8 @@ export async function loadStudy(db: Db, studyInstanceUid: string) {
         include: { knees: true, missingKnees: true, user: true },
         orderBy: { sequence: "desc" },
       },
-      // The PACS's delivery (the FHIR and HL7 ones of an SR are the RIS's: docs/INTEGRATION.md).
-      reports: { include: { deliveries: { where: { channel: "DICOM" } } } },
+      // Its deliveries: the PACS's and, when configured, the RIS's (FHIR, HL7: docs/INTEGRATION.md).
+      reports: { include: { deliveries: true } },
     },
   });
   if (!job || job.results.length === 0) return { study, job: null } as const;
@@ -48,6 +49,86 @@ export async function loadStudy(db: Db, studyInstanceUid: string) {
   return { study, job: { ...job, results }, missing: missingKnees({ ...job, results }) } as const;
 }
 export type LoadedStudy = NonNullable<Awaited<ReturnType<typeof loadStudy>>>;
+
+/** Original pixel size of each radiograph shown (by instance id), read from the spooled headers. */
+export async function loadImageSizes(
+  s: LoadedStudy,
+): Promise<Map<string, { width: number; height: number }>> {
+  const sizes = new Map<string, { width: number; height: number }>();
+  if (!s.job) return sizes;
+  for (const r of s.job.results) {
+    if (sizes.has(r.instance.id) || !r.instance.spoolPath) continue;
+    const size = await imageSize(r.instance.spoolPath);
+    if (size) sizes.set(r.instance.id, size);
+  }
+  return sizes;
+}
+
+/** An image of the study the AI did not grade: refused (e.g. a lateral view) or unreadable. */
+export interface UngradedImage {
+  sopInstanceUid: string;
+  viewPosition: string | null;
+  imageLaterality: string | null;
+  outcome: "REFUSED" | "FAILED" | "NOT_KNEE";
+  reason: string;
+}
+
+/**
+ * The study's images that have no grade: REFUSED or FAILED in the current revision's grading, and
+ * instances the listener routed away as not knee radiographs (a study of only those has no
+ * grading at all).
+ */
+export async function loadUngradedImages(db: Db, s: LoadedStudy): Promise<UngradedImage[]> {
+  const job =
+    s.job ??
+    (await db.gradingJob.findFirst({
+      where: { studyId: s.study.id, revision: s.study.revision },
+      include: { instances: { include: { instance: true }, orderBy: { createdAt: "asc" } } },
+      orderBy: { createdAt: "desc" },
+    }));
+  const out: UngradedImage[] = [];
+  const seen = new Set<string>();
+  for (const g of job?.instances ?? []) {
+    seen.add(g.instanceId);
+    if (g.outcome === "GRADED") continue;
+    out.push({
+      sopInstanceUid: g.instance.sopInstanceUid,
+      viewPosition: g.instance.viewPosition,
+      imageLaterality: g.instance.imageLaterality,
+      outcome: g.outcome,
+      reason: g.reason ?? g.code ?? "not graded",
+    });
+  }
+  const notKnee = await db.instance.findMany({
+    where: { studyId: s.study.id, routing: "NOT_KNEE" },
+    orderBy: { receivedAt: "asc" },
+  });
+  for (const i of notKnee) {
+    if (seen.has(i.id)) continue;
+    out.push({
+      sopInstanceUid: i.sopInstanceUid,
+      viewPosition: i.viewPosition,
+      imageLaterality: i.imageLaterality,
+      outcome: "NOT_KNEE",
+      reason: i.routingReason,
+    });
+  }
+  return out;
+}
+
+const OUTCOME_WORDS = {
+  REFUSED: "refused by the AI",
+  FAILED: "could not be read",
+  NOT_KNEE: "not a knee radiograph",
+} as const;
+
+/** The list of images not graded, each with its view and the reason. */
+function ungradedList(images: UngradedImage[]): Html {
+  return html`<ul class="ungraded" id="ungraded">${images.map(
+    (im) =>
+      html`<li data-sop="${im.sopInstanceUid}"><b>${[im.viewPosition ?? "view unknown", im.imageLaterality ? `laterality ${im.imageLaterality}` : ""].filter(Boolean).join(", ")}</b> — ${OUTCOME_WORDS[im.outcome]}: ${im.reason}</li>`,
+  )}</ul>`;
+}
 
 export interface Prior {
   studyInstanceUid: string;
@@ -248,10 +329,20 @@ export interface StudyPageOptions {
   viewerUrl?: string;
   /** Earlier studies of the patient (loadPriors). */
   priors?: Prior[];
+  /** Original size of each radiograph (loadImageSizes), to draw the knee regions over it. */
+  imageSizes?: Map<string, { width: number; height: number }>;
+  /** The study's images that have no grade (loadUngradedImages). */
+  ungraded?: UngradedImage[];
 }
 
 const klOrNg = (g: number | null) => (g === null ? "not gradable" : `KL${g}`);
 const SHORT = { RIGHT: "R", LEFT: "L", UNKNOWN: "?" } as const;
+
+/** A knee's label on the radiograph: "R · AI KL2", or "R · you KL1 · AI KL2" when they differ. */
+export const regionLabel = (side: Side, d: KneeDecision, ai: number) =>
+  d.grade === ai
+    ? `${SHORT[side]} · AI KL${ai}`
+    : `${SHORT[side]} · you ${d.grade === null ? "n/g" : `KL${d.grade}`} · AI KL${ai}`;
 
 /** The study in the site's viewer: the template with the study's identifiers, URL-encoded. */
 export const viewerLink = (
@@ -271,11 +362,13 @@ export function studyPage(
   const { study, job } = s;
   const title = `${personName(study.patientName)} · ${dicomDate(study.studyDate)}`;
   if (!job) {
-    return page(
-      title,
-      html`<h1>${title}</h1><p>This study has no graded revision (status ${study.status}).</p>`,
-      { user, csrf },
-    );
+    const ungraded = o.ungraded ?? [];
+    // Only a settled refusal: a study still being graded may have refused an image already.
+    const body =
+      ungraded.length > 0 && study.status === "REFUSED"
+        ? html`<h1>${title}</h1><p class="banner warning" id="none-graded">No image of this study was graded by the AI: ${ungraded.length === 1 ? "its only image was" : `all ${ungraded.length} of its images were`} refused (reasons below). There is nothing to sign here; read the study in the PACS.</p>${ungradedList(ungraded)}`
+        : html`<h1>${title}</h1><p>This study has no graded revision (status ${study.status}).</p>${ungraded.length > 0 ? ungradedList(ungraded) : ""}`;
+    return page(title, body, { user, csrf });
   }
   const missing = s.missing ?? [];
   const input = textInput(job);
@@ -293,6 +386,24 @@ export function studyPage(
   // A signed study is read only until its radiologist chooses "Amend".
   const editable = radiologist && (!latest || o.amend === true);
   const images = [...new Map(job.results.map((r) => [r.instance.id, r.instance])).values()];
+  /**
+   * Each graded knee's region and label over its radiograph, in the image's own pixels (the SVG
+   * is stretched over the picture, whatever its scale); the label follows the grade chosen on
+   * the page (review.js).
+   */
+  const regionsOverlay = (instanceId: string) => {
+    const size = o.imageSizes?.get(instanceId);
+    if (!size) return "";
+    const stroke = Math.max(2, Math.round(size.width / 300));
+    const font = Math.max(14, Math.round(size.width / 40));
+    return html`<svg class="regions" viewBox="0 0 ${size.width} ${size.height}" preserveAspectRatio="none" aria-hidden="true" data-width="${size.width}" data-height="${size.height}">${job.results.map(
+      (r, i) => {
+        const g = r.region as { x: number; y: number; width: number; height: number } | null;
+        if (!g || r.instance.id !== instanceId) return "";
+        return html`<g data-region="${i}" data-side="${SHORT[r.laterality]}"><rect x="${g.x}" y="${g.y}" width="${g.width}" height="${g.height}" fill="none" stroke="#ffd400" stroke-width="${stroke}"/><text x="${g.x + stroke * 2}" y="${Math.max(font, g.y - stroke * 2)}" font-family="DejaVu Sans, sans-serif" font-size="${font}" font-weight="bold" fill="#ffd400" stroke="#000000" stroke-width="${Math.max(1, Math.round(stroke / 2))}" paint-order="stroke">${regionLabel(r.laterality, decisions.knees[i]!, r.klGrade)}</text></g>`;
+      },
+    )}</svg>`;
+  };
   const signedReports = new Map(
     job.reports.filter((r) => r.verified).map((r) => [r.sopInstanceUid, r]),
   );
@@ -403,11 +514,12 @@ ${testModel ? html`<p class="banner test">TEST MODEL – NOT FOR CLINICAL USE: t
 ${latest ? html`<p class="banner signed" id="signed-banner">Signed by ${personName(latest.user.displayName)} at ${localTime(latest.signedAt)}${editable ? " — you are amending it: signing makes a new signed revision." : " — read only; choose Amend to change it."}</p>` : html`<p class="banner unverified">AI result, unverified: requires your review and signature.</p>`}
 ${missing.length > 0 ? html`<p class="banner warning" id="missing-banner">⚠ The AI did not grade ${missing.length === 1 ? "one knee" : `${missing.length} knees`} of this study: ${missing.map((m) => SIDE_LABEL[m.laterality].toLowerCase()).join(", ")}. Each needs your decision.</p>` : ""}
 ${o.notice ? html`<p class="notice" role="status" id="notice">${o.notice}</p>` : ""}
+${(o.ungraded ?? []).length > 0 ? html`<div class="not-graded-images" id="not-graded-images"><p>${(o.ungraded ?? []).length === 1 ? "One image" : `${(o.ungraded ?? []).length} images`} of this study ${(o.ungraded ?? []).length === 1 ? "was" : "were"} not graded by the AI (no card: read ${(o.ungraded ?? []).length === 1 ? "it" : "them"} in the PACS):</p>${ungradedList(o.ungraded ?? [])}</div>` : ""}
 <div class="study" id="study" tabindex="-1">
   <div class="radiographs">
     ${images.map(
       (im) => html`<figure class="viewer-frame">
-      <div class="viewer" data-viewer><img class="radiograph" src="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" data-base="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" alt="radiograph with the graded knee regions"></div>
+      <div class="viewer" data-viewer><img class="radiograph" src="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" data-base="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" alt="radiograph with the graded knee regions">${regionsOverlay(im.id)}</div>
       <figcaption class="image-tools">
         <button type="button" class="secondary" data-zoom="in" title="zoom in (full resolution; drag to pan)">zoom +</button><button type="button" class="secondary" data-zoom="out" title="zoom out">zoom -</button><button type="button" class="secondary" data-zoom="fit">fit</button>
         <label>window <input type="number" class="ww" step="any" min="1" placeholder="width"></label><label>level <input type="number" class="wc" step="any" placeholder="centre"></label><button type="button" class="secondary" data-window="apply">apply</button><button type="button" class="secondary" data-window="reset" title="the image's own window">reset</button>
@@ -448,13 +560,24 @@ ${history.length > 0 ? html`<h2>Signatures</h2><ul class="history">${history}</u
   return page(title, body, { user, csrf, scripts: ["/static/review.js"] });
 }
 
+const CHANNEL_ORDER = ["DICOM", "FHIR", "HL7"];
+
+/** Each destination's state, PACS first: "delivered to the PACS; FHIR delivered; HL7 waiting". */
 function deliveryState(
-  report: { deliveries: { status: string; lastError: string | null }[] } | undefined,
+  report:
+    | { deliveries: { channel: string; status: string; lastError: string | null }[] }
+    | undefined,
 ) {
   if (!report) return "being written";
-  const d = report.deliveries[0];
-  if (!d) return "written";
-  if (d.status === "SENT") return "delivered to the PACS";
-  if (d.status === "FAILED") return `NOT delivered (dead letter): ${d.lastError ?? ""}`;
-  return "waiting for the PACS";
+  if (report.deliveries.length === 0) return "written";
+  return [...report.deliveries]
+    .sort((a, b) => CHANNEL_ORDER.indexOf(a.channel) - CHANNEL_ORDER.indexOf(b.channel))
+    .map((d) => {
+      const pacs = d.channel === "DICOM";
+      if (d.status === "SENT") return pacs ? "delivered to the PACS" : `${d.channel} delivered`;
+      const where = pacs ? "" : `${d.channel} `;
+      if (d.status === "FAILED") return `${where}NOT delivered (dead letter): ${d.lastError ?? ""}`;
+      return pacs ? "waiting for the PACS" : `${d.channel} waiting`;
+    })
+    .join("; ");
 }
