@@ -9,10 +9,11 @@
  * median wall time per target is reported. Every run is checked (N rows in the database and N
  * spooled files for kneegrade, N files for storescp), and the benchmark exits 1 if one is not.
  */
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
+import { PerformanceObserver, constants as perfConstants, performance } from "node:perf_hooks";
 import globalSetup from "../global-setup.ts";
 import { tool } from "../helpers/dcmtk.ts";
 import { type Harness, resetDb, startHarness } from "../helpers/env.ts";
@@ -51,6 +52,34 @@ interface RunResult {
   cpuMs: number;
 }
 
+const GC_KINDS: Record<number, string> = {
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR]: "scavenge",
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: "mark-compact",
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: "incremental marking",
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: "weak callbacks",
+};
+
+/**
+ * CPU ms so far of this process's main thread and of its other threads together (V8's GC and
+ * compiler helpers, libuv's pool: file writes, fsync), from Linux /proc.
+ */
+function threadCpu(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync("/proc/self/task")) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    const name = tid === String(process.pid) ? "main" : "other threads";
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    out.set(name, (out.get(name) ?? 0) + ms);
+  }
+  return out;
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
@@ -85,6 +114,8 @@ async function main(): Promise<number> {
     const h = harness;
     const spoolDir = h.config.SPOOL_DIR;
     let rssPeakDelta = 0;
+    /** The listener process's CPU, main thread and the others, summed over the runs. */
+    const threadCpuMs = new Map<string, number>();
     const kneegrade: Target = {
       name: "kneegrade listener (in-process)",
       port: h.listener.port,
@@ -112,6 +143,7 @@ async function main(): Promise<number> {
         return (u.user + u.system) / 1000;
       },
       async around(run) {
+        const threads0 = threadCpu();
         const base = process.memoryUsage.rss();
         let peak = base;
         const timer = setInterval(() => {
@@ -123,6 +155,9 @@ async function main(): Promise<number> {
           clearInterval(timer);
           peak = Math.max(peak, process.memoryUsage.rss());
           rssPeakDelta = Math.max(rssPeakDelta, peak - base);
+          for (const [kind, ms] of threadCpu()) {
+            threadCpuMs.set(kind, (threadCpuMs.get(kind) ?? 0) + ms - (threads0.get(kind) ?? 0));
+          }
         }
       },
     };
@@ -182,9 +217,28 @@ async function main(): Promise<number> {
     rssPeakDelta = 0;
 
     const results = new Map<Target, RunResult[]>(targets.map((t) => [t, []]));
+    threadCpuMs.clear();
+    /** Garbage collections of the process, and the time windows of kneegrade's runs. */
+    const gcEntries: { start: number; ms: number; kind: string }[] = [];
+    const kneegradeWindows: [number, number][] = [];
+    const gcObserver = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        const code = (entry as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0;
+        gcEntries.push({
+          start: entry.startTime,
+          ms: entry.duration,
+          kind: GC_KINDS[code] ?? `kind ${code}`,
+        });
+      }
+    });
+    gcObserver.observe({ entryTypes: ["gc"] });
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? targets : [...targets].reverse();
-      for (const t of order) results.get(t)!.push(await send(t, files));
+      for (const t of order) {
+        const t0 = performance.now();
+        results.get(t)!.push(await send(t, files));
+        if (t === kneegrade) kneegradeWindows.push([t0, performance.now()]);
+      }
     }
     for (const t of targets) await t.reset();
 
@@ -233,6 +287,30 @@ async function main(): Promise<number> {
     console.log(
       `listener peak RSS delta during a run: ${fmt(rssPeakDelta / 2 ** 20, 1)} MiB ` +
         "(process.memoryUsage.rss() sampled every 20 ms)",
+    );
+    const split = [...threadCpuMs]
+      .sort((x, y) => y[1] - x[1])
+      .map(([kind, ms]) => `${kind} ${fmt(ms / rounds / count, 1)}`)
+      .join(", ");
+    console.log(`listener CPU ms/inst by thread (mean over the runs): ${split}`);
+    await new Promise((r) => setImmediate(r)); // the observer's last entries
+    gcObserver.disconnect();
+    const gcs = new Map<string, { count: number; ms: number }>();
+    for (const e of gcEntries) {
+      if (!kneegradeWindows.some(([a, b]) => e.start >= a && e.start <= b)) continue;
+      const g = gcs.get(e.kind) ?? { count: 0, ms: 0 };
+      g.count += 1;
+      g.ms += e.ms;
+      gcs.set(e.kind, g);
+    }
+    const gcLine = [...gcs]
+      .map(
+        ([kind, g]) =>
+          `${kind} ${fmt(g.count / rounds / count)} (${fmt(g.ms / rounds / count, 1)} ms)`,
+      )
+      .join(", ");
+    console.log(
+      `listener garbage collections per instance (main-thread pause): ${gcLine || "none"}`,
     );
     console.log(
       `verified: every run kept ${count} instances (DB rows + spool files / storescp files)`,

@@ -37,6 +37,11 @@ function masker(m: PixelModule, shift: number): (raw: number) => number {
   return (raw) => (raw >>> shift) & mask;
 }
 
+function maskWords(words: Uint16Array, out: Int32Array, shift: number, mask: number): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) out[i] = (words[i]! >>> shift) & mask;
+}
+
 /**
  * Stored values of frame 0 of native (uncompressed) pixel data.
  * `bytes` starts at frame 0; `littleEndian` is the transfer syntax's byte order, and `vr` tells
@@ -60,7 +65,12 @@ export function nativeStored(
   } else if (m.bitsAllocated === 16) {
     if (littleEndian && bytes.byteOffset % 2 === 0) {
       const words = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
-      for (let i = 0; i < n; i++) out[i] = fix(words[i]!);
+      if (m.pixelRepresentation === 0 && m.bitsStored < 32) {
+        // The common case, as one tight loop: the same bits as `fix`, without a call per pixel.
+        maskWords(words, out, hb + 1 - m.bitsStored, 2 ** m.bitsStored - 1);
+      } else {
+        for (let i = 0; i < n; i++) out[i] = fix(words[i]!);
+      }
     } else {
       for (let i = 0; i < n; i++) out[i] = fix(dv.getUint16(2 * i, littleEndian));
     }
@@ -114,9 +124,15 @@ export function decodedStored(decoded: Uint8Array, m: PixelModule, lossy: boolea
         const v = (samples[i] as number) & mask;
         out[i] = v >= signBit ? v - modulus : v;
       }
+    } else if (samples instanceof Uint16Array) {
+      maskWords(samples, out, 0, mask);
     } else {
       for (let i = 0; i < n; i++) out[i] = (samples[i] as number) & mask;
     }
+    return out;
+  }
+  if (samples instanceof Uint16Array) {
+    clampWords(samples, out, min, max);
     return out;
   }
   for (let i = 0; i < n; i++) {
@@ -124,6 +140,14 @@ export function decodedStored(decoded: Uint8Array, m: PixelModule, lossy: boolea
     out[i] = v < min ? min : Math.min(v, max);
   }
   return out;
+}
+
+function clampWords(words: Uint16Array, out: Int32Array, min: number, max: number): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) {
+    const v = words[i]!;
+    out[i] = v < min ? min : Math.min(v, max);
+  }
 }
 
 type Element = dicomParser.Element;

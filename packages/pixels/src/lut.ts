@@ -109,9 +109,22 @@ export function autoWindow(pairs: { value: number; count: number }[]): { lo: num
 }
 
 export interface RenderedFrame {
-  values: Float32Array;
+  /** May be computed on first read (from `stored`, which must not change meanwhile). */
+  readonly values: Float32Array;
   display: Uint8Array;
   voi: VoiTransform;
+}
+
+/** A per-pixel loop of `render`, on its own so that it is optimised as one tight loop. */
+function lookUpAll<T extends Float32Array | Uint8Array>(
+  stored: Int32Array,
+  min: number,
+  table: T,
+  out: T,
+): T {
+  const n = stored.length;
+  for (let i = 0; i < n; i++) out[i] = table[stored[i]! - min]!;
+  return out;
 }
 
 /**
@@ -128,7 +141,6 @@ export function render(
   monochrome1: boolean,
 ): RenderedFrame {
   const n = stored.length;
-  const values = new Float32Array(n);
   const display = new Uint8Array(n);
   const min = range.min;
   const span = range.max - min + 1;
@@ -153,13 +165,20 @@ export function render(
     const greyByStored = new Uint8Array(span);
     for (let i = 0; i < span; i++)
       greyByStored[i] = displayGrey(voiOutput(voi, valueByStored[i]!), monochrome1);
-    for (let i = 0; i < n; i++) {
-      const k = (stored[i] as number) - min;
-      values[i] = valueByStored[k] as number;
-      display[i] = greyByStored[k] as number;
-    }
-    return { values, display, voi };
+    lookUpAll(stored, min, greyByStored, display);
+    // The modality values (12 MB for a 1760² image) are made on first use: grading needs only
+    // the display grey.
+    let values: Float32Array | undefined;
+    return {
+      get values() {
+        values ??= lookUpAll(stored, min, valueByStored, new Float32Array(n));
+        return values;
+      },
+      display,
+      voi,
+    };
   }
+  const values = new Float32Array(n);
   for (let i = 0; i < n; i++) values[i] = modalityValue(modality, stored[i]!);
   const voi = chooseVoi(() => {
     const byValue = new Map<number, number>();

@@ -41,8 +41,11 @@ export interface Radiograph {
   height: number;
   /** Stored values of frame 0 after decoding (one sample per pixel). */
   stored: Int32Array;
-  /** Modality values: stored * RescaleSlope + RescaleIntercept (or the Modality LUT Sequence). */
-  values: Float32Array;
+  /**
+   * Modality values: stored * RescaleSlope + RescaleIntercept (or the Modality LUT Sequence);
+   * computed from `stored` on first read.
+   */
+  readonly values: Float32Array;
   /** Display grey after the VOI transform and MONOCHROME1 inversion: 0 = black, 255 = white. */
   display: Uint8Array;
   photometric: "MONOCHROME1" | "MONOCHROME2";
@@ -424,18 +427,21 @@ async function fromDataSet(
           range.max * modality.slope + modality.intercept,
         )
       : 0;
-  const { values, display, voi } = render(
+  const frame = render(
     stored,
     range,
     modality,
     voiChooser(ds, modalityMin),
     photometric === "MONOCHROME1",
   );
+  const { display, voi } = frame;
   return {
     width: m.columns,
     height: m.rows,
     stored,
-    values,
+    get values() {
+      return frame.values;
+    },
     display,
     photometric,
     bitsStored: m.bitsStored,

@@ -7,6 +7,7 @@ import {
   checkAssociateRqFields,
   type GuardLimits,
   isValidAeTitleField,
+  PduAssembler,
   RefusalCounter,
   type RefusalReason,
 } from "./guard.ts";
@@ -250,5 +251,55 @@ describe("ConnectionLimiter and RefusalCounter", () => {
     expect(logged).toEqual([true, true, false, false]);
     expect(counter.record("idle-timeout", 1001)).toEqual({ log: true, suppressed: 2 });
     expect(counter.counts["idle-timeout"]).toBe(5);
+  });
+});
+
+describe("PduAssembler", () => {
+  const pdu = (type: number, body: number[]) => {
+    const b = Buffer.alloc(6 + body.length);
+    b[0] = type;
+    b.writeUInt32BE(body.length, 2);
+    Buffer.from(body).copy(b, 6);
+    return b;
+  };
+  const collect = () => {
+    const out: Buffer[] = [];
+    return { out, assembler: new PduAssembler((p) => out.push(Buffer.from(p))) };
+  };
+
+  it("hands on PDUs that lie within one chunk as they are, several per chunk", () => {
+    const { out, assembler } = collect();
+    const a = pdu(4, [1, 2, 3]);
+    const b = pdu(5, []);
+    const c = pdu(4, [9]);
+    assembler.push(Buffer.concat([a, b, c]));
+    expect(out).toEqual([a, b, c]);
+  });
+
+  it("joins a PDU split anywhere, header included, into one buffer", () => {
+    const a = pdu(
+      4,
+      Array.from({ length: 100 }, (_, i) => i),
+    );
+    const b = pdu(7, [0, 0, 2, 0]);
+    const stream = Buffer.concat([a, b]);
+    for (const cuts of [[1], [3, 6], [5, 7, 50], [6, 105, 108], [105, 106, 107]]) {
+      const { out, assembler } = collect();
+      let from = 0;
+      for (const cut of [...cuts, stream.length]) {
+        assembler.push(stream.subarray(from, cut));
+        from = cut;
+      }
+      expect(out).toEqual([a, b]);
+    }
+  });
+
+  it("drops a partly received PDU when cleared", () => {
+    const { out, assembler } = collect();
+    assembler.push(pdu(4, [1, 2, 3, 4]).subarray(0, 8));
+    assembler.clear();
+    const b = pdu(5, [0, 0, 0, 0]);
+    assembler.push(b);
+    expect(out).toEqual([b]);
   });
 });

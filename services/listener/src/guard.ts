@@ -19,7 +19,8 @@
  * - closes a connection whose association is not accepted within `associationTimeoutMs` (like
  *   the ARTIM timer of PS3.8 9.1.5) and aborts an association that stays silent for
  *   `idleTimeoutMs`, so an idle peer gives its MAX_ASSOCIATIONS slot back;
- * - counts connections in total and per peer address (`ConnectionLimiter`).
+ * - counts connections in total and per peer address (`ConnectionLimiter`);
+ * - hands dcmjs-dimse whole PDUs (`PduAssembler`), each copied at most once, instead of raw chunks.
  *
  * It never logs peer data beyond the PDU type and declared length.
  */
@@ -405,6 +406,73 @@ export class ConnectionGuard {
 }
 
 /**
+ * Re-frames the bytes the guard lets through into whole PDUs for dcmjs-dimse. Its own reader
+ * concatenates every socket chunk onto the PDU received so far, copying each byte of a 256 KiB PDU
+ * several times (the listener's largest CPU cost per instance); here a PDU that lies within one
+ * chunk is handed on as a view of it, and one that spans chunks is copied once into a buffer of its
+ * declared length. The guard forwards a PDU's bytes only after it has checked that PDU's header,
+ * so that length is already within its limits when the buffer is allocated.
+ */
+export class PduAssembler {
+  private readonly header = Buffer.alloc(HEADER_BYTES);
+  private headerFill = 0;
+  private pdu: Buffer | undefined;
+  private pduFill = 0;
+
+  constructor(private readonly emit: (pdu: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      if (this.pdu) {
+        const n = Math.min(this.pdu.length - this.pduFill, chunk.length - pos);
+        chunk.copy(this.pdu, this.pduFill, pos, pos + n);
+        this.pduFill += n;
+        pos += n;
+        if (this.pduFill === this.pdu.length) this.complete();
+        continue;
+      }
+      if (this.headerFill === 0 && chunk.length - pos >= HEADER_BYTES) {
+        const total = HEADER_BYTES + chunk.readUInt32BE(pos + 2);
+        if (chunk.length - pos >= total) {
+          this.emit(chunk.subarray(pos, pos + total));
+          pos += total;
+        } else {
+          this.pdu = Buffer.allocUnsafe(total);
+          this.pduFill = 0;
+        }
+        continue;
+      }
+      // A header split between chunks.
+      const n = Math.min(HEADER_BYTES - this.headerFill, chunk.length - pos);
+      chunk.copy(this.header, this.headerFill, pos, pos + n);
+      this.headerFill += n;
+      pos += n;
+      if (this.headerFill < HEADER_BYTES) continue;
+      this.headerFill = 0;
+      this.pdu = Buffer.allocUnsafe(HEADER_BYTES + this.header.readUInt32BE(2));
+      this.header.copy(this.pdu, 0);
+      this.pduFill = HEADER_BYTES;
+      if (this.pduFill === this.pdu.length) this.complete();
+    }
+  }
+
+  /** Drops a partly received PDU (the connection closed). */
+  clear(): void {
+    this.pdu = undefined;
+    this.pduFill = 0;
+    this.headerFill = 0;
+  }
+
+  private complete(): void {
+    const pdu = this.pdu!;
+    this.pdu = undefined;
+    this.pduFill = 0;
+    this.emit(pdu);
+  }
+}
+
+/**
  * Puts a guard between `socket` and the `data` listeners that `attach` registers on it (dcmjs-dimse
  * reads the socket with `socket.on("data")` in its constructor: see its Network._wrapSocket), then
  * starts the association timer. Throws when `attach` registered no `data` listener (a dcmjs-dimse
@@ -424,11 +492,15 @@ export function guardConnection<T>(
     throw new Error("the DICOM reader does not read the socket with 'data' listeners: not guarded");
   }
   for (const reader of readers) socket.off("data", reader);
-  const guard = new ConnectionGuard(socket, options, (chunk) => {
-    for (const reader of readers) reader.call(socket, chunk);
+  const assembler = new PduAssembler((pdu) => {
+    for (const reader of readers) reader.call(socket, pdu);
   });
+  const guard = new ConnectionGuard(socket, options, (chunk) => assembler.push(chunk));
   socket.on("data", (chunk: Buffer) => guard.receive(chunk));
-  socket.once("close", () => guard.closed());
+  socket.once("close", () => {
+    guard.closed();
+    assembler.clear();
+  });
   guard.start();
   return { guard, attached };
 }

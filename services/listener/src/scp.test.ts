@@ -1,6 +1,9 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ASSOCIATION_REJECT as RJ, TRANSFER_SYNTAXES as TS } from "@kneegrade/dicom";
 import { describe, expect, it } from "vitest";
-import { associationRejection, chooseTransferSyntax } from "./scp.ts";
+import { associationRejection, chooseTransferSyntax, WholeFileReader } from "./scp.ts";
 
 describe("chooseTransferSyntax", () => {
   it("keeps a compressed image compressed when the peer proposes that first", () => {
@@ -48,5 +51,28 @@ describe("associationRejection", () => {
       reason: RJ.reason.localLimitExceeded,
       text: "too many concurrent associations",
     });
+  });
+});
+
+describe("WholeFileReader", () => {
+  it("gives each caller exactly its file's bytes, concurrent calls included", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kneegrade-whole-"));
+    try {
+      const files = [300, 100, 2000, 0, 50].map((n, i) => ({
+        path: join(dir, `${i}.bin`),
+        bytes: Buffer.from(Array.from({ length: n }, (_, k) => (k * 7 + i) & 0xff)),
+      }));
+      for (const f of files) await writeFile(f.path, f.bytes);
+      // A cap of 1000 bytes: the 2000-byte file is read into a buffer of its own.
+      const reader = new WholeFileReader(1000);
+      const seen = await Promise.all(
+        files.map((f) => reader.read(f.path, f.bytes.length, (b) => Buffer.from(b))),
+      );
+      expect(seen.map((bytes, i) => bytes.equals(files[i]!.bytes))).toEqual(files.map(() => true));
+      await expect(reader.read(join(dir, "missing"), 10, () => 1)).rejects.toThrow();
+      expect(await reader.read(files[0]!.path, 300, (b) => b.length)).toBe(300);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -69,7 +69,7 @@ export class SpoolWriter extends Writable {
     open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o640)
       .then(async (file) => {
         this.file = file;
-        await this.append(encodeFileMetaInformation(this.meta));
+        await this.append([encodeFileMetaInformation(this.meta)]);
         callback();
       })
       .catch((error: Error) => {
@@ -83,28 +83,36 @@ export class SpoolWriter extends Writable {
     _encoding: BufferEncoding,
     callback: (error?: Error | null) => void,
   ) {
-    this.writeChunk(chunk, callback);
+    this.writeChunks([chunk], callback);
   }
 
-  /** dcmjs-dimse hands over one PDV (~16 KiB) at a time: write what has queued up in one call. */
+  /**
+   * dcmjs-dimse hands over one PDV at a time: what has queued up goes to the file in one gathered
+   * write, without concatenating it first.
+   */
   override _writev(
     chunks: { chunk: Buffer; encoding: BufferEncoding }[],
     callback: (error?: Error | null) => void,
   ): void {
-    this.writeChunk(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+    this.writeChunks(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
   }
 
-  private writeChunk(chunk: Buffer, callback: (error?: Error | null) => void): void {
+  private writeChunks(chunks: Buffer[], callback: (error?: Error | null) => void): void {
     if (this.refusal) {
       callback();
       return;
     }
-    if (this.size + chunk.length > this.maxBytes) {
+    let length = 0;
+    for (const chunk of chunks) length += chunk.length;
+    if (this.size + length > this.maxBytes) {
       this.refusal = "instance-too-large";
       callback();
       return;
     }
-    this.append(chunk).then(
+    this.append(chunks).then(
       () => callback(),
       (error: Error) => {
         this.fail(error);
@@ -169,20 +177,32 @@ export class SpoolWriter extends Writable {
     await unlink(this.tmpPath).catch(() => {});
   }
 
-  private async append(chunk: Buffer): Promise<void> {
+  private async append(chunks: Buffer[]): Promise<void> {
     if (!this.file) return;
-    this.hash.update(chunk);
-    if (this.headLength < HEAD_BYTES) {
-      const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
-      this.headChunks.push(Buffer.from(part));
-      this.headLength += part.length;
+    for (const chunk of chunks) {
+      this.hash.update(chunk);
+      if (this.headLength < HEAD_BYTES) {
+        const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
+        this.headChunks.push(Buffer.from(part));
+        this.headLength += part.length;
+      }
+      this.size += chunk.length;
     }
-    this.tail =
-      chunk.length >= TAIL_BYTES
-        ? Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES))
-        : Buffer.concat([this.tail, chunk]).subarray(-TAIL_BYTES);
-    this.size += chunk.length;
-    await this.file.write(chunk);
+    const last = chunks[chunks.length - 1];
+    if (last && last.length >= TAIL_BYTES) {
+      this.tail = Buffer.from(last.subarray(last.length - TAIL_BYTES));
+    } else {
+      const parts: Buffer[] = [];
+      let n = 0;
+      for (let i = chunks.length - 1; i >= 0 && n < TAIL_BYTES; i--) {
+        parts.unshift(chunks[i]!);
+        n += chunks[i]!.length;
+      }
+      if (n < TAIL_BYTES) parts.unshift(this.tail);
+      this.tail = Buffer.from(Buffer.concat(parts).subarray(-TAIL_BYTES));
+    }
+    // libuv writes every buffer (it loops over short writes), or the call fails.
+    await this.file.writev(chunks);
   }
 
   private fail(error: Error): void {
