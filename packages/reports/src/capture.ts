@@ -15,7 +15,7 @@ import {
   patientAndStudy,
   writePart10,
 } from "./dataset.ts";
-import { seriesDescription, validate } from "./sr.ts";
+import { seriesDescription, validate } from "./sr-document.ts";
 import {
   isTestModel,
   lateralityAssumed,
@@ -174,14 +174,15 @@ export async function heatmapOverlayPng(
   return new Uint8Array(png);
 }
 
-/** The RGB pixels of the secondary capture and its size. */
-export async function renderSecondaryCapture(
-  input: ReportInput,
-): Promise<{ rows: number; columns: number; rgb: Uint8Array }> {
-  const layout = secondaryCaptureLayout(input);
-  const { rows, columns, top } = layout;
-  const composites: OverlayOptions[] = [];
-  const svg: string[] = [
+/** What is drawn: pixel tiles, then the SVG of text and shapes over them. */
+interface Drawing {
+  tiles: OverlayOptions[];
+  svg: string[];
+}
+
+/** The red "not verified" banner, and the yellow test-model banner under it for a smoke model. */
+function banners(input: ReportInput, columns: number): string[] {
+  const svg = [
     `<rect x="0" y="0" width="${columns}" height="${BANNER}" fill="#b00020"/>`,
     svgText(columns / 2, 43, BANNER_TEXT, 30, "#ffffff", "bold", "middle"),
   ];
@@ -191,52 +192,41 @@ export async function renderSecondaryCapture(
       svgText(columns / 2, BANNER + 29, TEST_MODEL_NOTICE, 24, "#000000", "bold", "middle"),
     );
   }
-  const knees = orderedKnees(input.knees);
-  for (const [i, { knee, tracking }] of knees.entries()) {
-    const col = layout.knees[i]!;
-    const width = col.tiles * TILE;
-    const p = knee.probabilities[knee.grade] ?? 0;
-    const grade = `${knee.grade} (${KL_GRADE_WORDS[knee.grade]}) · probability ${Math.round(p * 100)} %`;
-    svg.push(
-      svgText(col.left, top + 28, tracking.toUpperCase(), 24, "#ffffff", "bold"),
-      svgText(
-        col.left,
-        top + 56,
-        col.tiles > 1 ? `Kellgren–Lawrence grade ${grade}` : `KL grade ${grade}`,
-        20,
-        "#ffe066",
-      ),
-    );
-    const tileTop = top + HEADER;
-    if (knee.cropPng) {
-      const grey = await greyTile(knee.cropPng, TILE);
-      composites.push({
-        input: Buffer.from(rgbFromGrey(grey)),
-        raw: { width: TILE, height: TILE, channels: 3 },
-        left: col.left,
-        top: tileTop,
-      });
-      if (knee.heatmapPng) {
-        const heat = await greyTile(knee.heatmapPng, TILE);
-        composites.push({
-          input: Buffer.from(blend(grey, heat)),
-          raw: { width: TILE, height: TILE, channels: 3 },
-          left: col.left + TILE,
-          top: tileTop,
-        });
-        svg.push(
-          `<rect x="${col.left + TILE}" y="${tileTop + TILE - 28}" width="${TILE}" height="28" fill="#000000" fill-opacity="0.6"/>`,
-          svgText(
-            col.left + TILE + 8,
-            tileTop + TILE - 9,
-            "heat map: where the model looked",
-            16,
-            "#ffffff",
-          ),
-        );
-      }
-    } else {
-      svg.push(
+  return svg;
+}
+
+type KneeColumn = SecondaryCaptureLayout["knees"][number];
+
+/** The knee's header: its side, then its grade with the grade's words and probability. */
+function kneeHeader(knee: KneeFinding, tracking: string, col: KneeColumn, top: number): string[] {
+  const p = knee.probabilities[knee.grade] ?? 0;
+  const grade = `${knee.grade} (${KL_GRADE_WORDS[knee.grade]}) · probability ${Math.round(p * 100)} %`;
+  return [
+    svgText(col.left, top + 28, tracking.toUpperCase(), 24, "#ffffff", "bold"),
+    svgText(
+      col.left,
+      top + 56,
+      col.tiles > 1 ? `Kellgren–Lawrence grade ${grade}` : `KL grade ${grade}`,
+      20,
+      "#ffe066",
+    ),
+  ];
+}
+
+const rgbTile = (rgb: Uint8Array, left: number, top: number): OverlayOptions => ({
+  input: Buffer.from(rgb),
+  raw: { width: TILE, height: TILE, channels: 3 },
+  left,
+  top,
+});
+
+/** The crop the model saw and, beside it, the heat map over it — or a gap saying there is none. */
+async function kneeTiles(knee: KneeFinding, col: KneeColumn, tileTop: number): Promise<Drawing> {
+  const width = col.tiles * TILE;
+  if (!knee.cropPng) {
+    return {
+      tiles: [],
+      svg: [
         `<rect x="${col.left}" y="${tileTop}" width="${width}" height="${TILE}" fill="#202020"/>`,
         svgText(
           col.left + width / 2,
@@ -247,56 +237,111 @@ export async function renderSecondaryCapture(
           "normal",
           "middle",
         ),
-      );
-    }
-    const notes: string[] = [];
-    if (knee.lowConfidence) {
-      notes.push(
-        `Low localisation confidence (score ${knee.localisationScore.toFixed(2)}): check the region.`,
-      );
-    }
-    if (knee.laterality === "U") notes.push("Side not determined: check the side marker.");
-    else if (lateralityAssumed(knee)) notes.push("Side assumed: check the side marker.");
-    const noteLines = notes.flatMap((n) => wrap(n, Math.floor(width / 10)));
-    for (const [j, line] of noteLines.slice(0, 4).entries()) {
-      svg.push(svgText(col.left, tileTop + TILE + 26 + 24 * j, line, 18, "#ff9e80"));
-    }
+      ],
+    };
   }
-  if (knees.length === 0) {
-    for (const [j, line] of noKneeLines(input).entries()) {
-      const first = j === 0;
-      svg.push(
-        svgText(
-          MARGIN,
-          top + 40 + NO_KNEE_LINE * j,
-          line,
-          first ? 26 : 20,
-          "#ffffff",
-          first ? "bold" : "normal",
-        ),
-      );
-    }
+  const grey = await greyTile(knee.cropPng, TILE);
+  const drawing: Drawing = { tiles: [rgbTile(rgbFromGrey(grey), col.left, tileTop)], svg: [] };
+  if (knee.heatmapPng) {
+    const heat = await greyTile(knee.heatmapPng, TILE);
+    drawing.tiles.push(rgbTile(blend(grey, heat), col.left + TILE, tileTop));
+    drawing.svg.push(
+      `<rect x="${col.left + TILE}" y="${tileTop + TILE - 28}" width="${TILE}" height="28" fill="#000000" fill-opacity="0.6"/>`,
+      svgText(
+        col.left + TILE + 8,
+        tileTop + TILE - 9,
+        "heat map: where the model looked",
+        16,
+        "#ffffff",
+      ),
+    );
   }
-  const footer = `${input.algorithm.name} ${input.algorithm.version} · ${dicomDateTime(input.contentDateTime).date}`;
-  svg.push(svgText(MARGIN, rows - 6, footer, 14, "#9e9e9e"));
-  composites.push({
-    input: Buffer.from(
-      `<svg xmlns="http://www.w3.org/2000/svg" width="${columns}" height="${rows}">${svg.join("")}</svg>`,
-    ),
-    left: 0,
-    top: 0,
+  return drawing;
+}
+
+/** The knee's caveats under its tiles (low confidence, side not determined or assumed). */
+function kneeNotes(knee: KneeFinding, col: KneeColumn, tileTop: number): string[] {
+  const notes: string[] = [];
+  if (knee.lowConfidence) {
+    notes.push(
+      `Low localisation confidence (score ${knee.localisationScore.toFixed(2)}): check the region.`,
+    );
+  }
+  if (knee.laterality === "U") notes.push("Side not determined: check the side marker.");
+  else if (lateralityAssumed(knee)) notes.push("Side assumed: check the side marker.");
+  const noteLines = notes.flatMap((n) => wrap(n, Math.floor((col.tiles * TILE) / 10)));
+  return noteLines
+    .slice(0, 4)
+    .map((line, j) => svgText(col.left, tileTop + TILE + 26 + 24 * j, line, 18, "#ff9e80"));
+}
+
+/** One knee's column: header, tiles, caveats. */
+async function kneeColumn(
+  knee: KneeFinding,
+  tracking: string,
+  col: KneeColumn,
+  top: number,
+): Promise<Drawing> {
+  const tileTop = top + HEADER;
+  const tiles = await kneeTiles(knee, col, tileTop);
+  return {
+    tiles: tiles.tiles,
+    svg: [...kneeHeader(knee, tracking, col, top), ...tiles.svg, ...kneeNotes(knee, col, tileTop)],
+  };
+}
+
+/** The panel saying why, when no knee was graded. */
+const noKneePanel = (input: ReportInput, top: number): string[] =>
+  noKneeLines(input).map((line, j) => {
+    const first = j === 0;
+    return svgText(
+      MARGIN,
+      top + 40 + NO_KNEE_LINE * j,
+      line,
+      first ? 26 : 20,
+      "#ffffff",
+      first ? "bold" : "normal",
+    );
   });
+
+/** The algorithm and the content date, bottom left. */
+function footer(input: ReportInput, rows: number): string {
+  const text = `${input.algorithm.name} ${input.algorithm.version} · ${dicomDateTime(input.contentDateTime).date}`;
+  return svgText(MARGIN, rows - 6, text, 14, "#9e9e9e");
+}
+
+/** The drawing on black: tiles first, the SVG over them; RGB, 8 bits per sample. */
+async function flatten(drawing: Drawing, columns: number, rows: number): Promise<Uint8Array> {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${columns}" height="${rows}">${drawing.svg.join("")}</svg>`;
   const rgb = await sharp({
     create: { width: columns, height: rows, channels: 3, background: { r: 0, g: 0, b: 0 } },
   })
-    .composite(composites)
+    .composite([...drawing.tiles, { input: Buffer.from(svg), left: 0, top: 0 }])
     .removeAlpha()
     .raw()
     .toBuffer({ resolveWithObject: true });
   if (rgb.info.channels !== 3 || rgb.info.width !== columns || rgb.info.height !== rows) {
     throw new Error(`unexpected render ${rgb.info.width}x${rgb.info.height}x${rgb.info.channels}`);
   }
-  return { rows, columns, rgb: new Uint8Array(rgb.data) };
+  return new Uint8Array(rgb.data);
+}
+
+/** The RGB pixels of the secondary capture and its size. */
+export async function renderSecondaryCapture(
+  input: ReportInput,
+): Promise<{ rows: number; columns: number; rgb: Uint8Array }> {
+  const layout = secondaryCaptureLayout(input);
+  const { rows, columns, top } = layout;
+  const drawing: Drawing = { tiles: [], svg: banners(input, columns) };
+  const knees = orderedKnees(input.knees);
+  for (const [i, { knee, tracking }] of knees.entries()) {
+    const column = await kneeColumn(knee, tracking, layout.knees[i]!, top);
+    drawing.tiles.push(...column.tiles);
+    drawing.svg.push(...column.svg);
+  }
+  if (knees.length === 0) drawing.svg.push(...noKneePanel(input, top));
+  drawing.svg.push(footer(input, rows));
+  return { rows, columns, rgb: await flatten(drawing, columns, rows) };
 }
 
 /** General Series Laterality (2C, the knee is a paired structure): R or L when all knees agree. */

@@ -20,7 +20,13 @@ export const EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1";
 export type Dataset = Record<string, unknown>;
 
 /** Code Sequence Macro item. */
-export function codeItem(code: Code): Dataset {
+export type CodeSequenceItem = {
+  CodeValue: string;
+  CodingSchemeDesignator: string;
+  CodeMeaning: string;
+};
+
+export function codeItem(code: Code): CodeSequenceItem {
   return {
     CodeValue: code.value,
     CodingSchemeDesignator: code.scheme,

@@ -26,13 +26,9 @@ export {
   kneeFinding,
   SIDE_CODE,
 } from "./results.ts";
-export {
-  SR_SOP_CLASSES,
-  seriesDescription,
-  trackingUid,
-  writeBasicTextSr,
-  writeComprehensiveSr,
-} from "./sr.ts";
+export { writeBasicTextSr, writeComprehensiveSr } from "./sr.ts";
+export { SR_SOP_CLASSES, seriesDescription } from "./sr-document.ts";
+export { trackingUid } from "./sr-templates.ts";
 export {
   lateralityAssumed,
   reportLines,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { seriesDescription } from "./sr.ts";
+import { seriesDescription } from "./sr-document.ts";
 import { fixture, image } from "./test-support.ts";
 import { reportLines, reportText, TEST_MODEL_NOTICE, UNVERIFIED_NOTICE } from "./text.ts";
 

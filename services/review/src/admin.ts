@@ -3,7 +3,9 @@
  * functions as `kneegrade user …`, audited with the admin's name).
  */
 import type { Db } from "@kneegrade/db";
-import { ROLES } from "@kneegrade/review-data";
+import { addUser, disableUser, NewUser, ROLES } from "@kneegrade/review-data";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
+import { forbidden, type ReviewDeps, signedIn } from "./context.ts";
 import { html, type PageUser, page, personName } from "./html.ts";
 
 export async function usersPage(
@@ -50,3 +52,53 @@ ${users.map(
 </form>`;
   return page("Users", body, { user, csrf });
 }
+
+const ADMIN_ONLY = "Only admins manage users.";
+const failure = (e: Error) => e.message;
+
+export const adminRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db }) => {
+  /** The users page again, with what became of the admin's action (status 200, or the error's). */
+  const usersAnswer = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    outcome: { error?: string; status?: number; notice?: string } = {},
+  ) =>
+    reply
+      .status(outcome.error ? (outcome.status ?? 400) : 200)
+      .type("text/html")
+      .send(await usersPage(db, signedIn(request), reply.csrfToken(), outcome));
+
+  app.get("/users", async (request, reply) => {
+    if (signedIn(request).role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+    return usersAnswer(request, reply);
+  });
+  app.post("/users", async (request, reply) => {
+    const u = signedIn(request);
+    if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+    const form = NewUser.safeParse(request.body);
+    if (!form.success) {
+      const error = form.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+      return usersAnswer(request, reply, { error });
+    }
+    const error = await addUser(db, form.data, u.username).then(() => undefined, failure);
+    return usersAnswer(
+      request,
+      reply,
+      error ? { error } : { notice: `Added ${form.data.username}.` },
+    );
+  });
+  app.post("/users/:username/disable", async (request, reply) => {
+    const u = signedIn(request);
+    if (u.role !== "ADMIN") return forbidden(request, reply, ADMIN_ONLY);
+    const { username } = request.params as { username: string };
+    if (username === u.username) {
+      return usersAnswer(request, reply, { error: "You cannot disable your own account." });
+    }
+    const error = await disableUser(db, username, u.username).then(() => undefined, failure);
+    return usersAnswer(
+      request,
+      reply,
+      error ? { error, status: 404 } : { notice: `Disabled ${username}.` },
+    );
+  });
+};

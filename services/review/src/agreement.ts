@@ -3,8 +3,11 @@
  * confusion-matrix picture.
  */
 import { confusionSvg } from "@kneegrade/metrics";
-import type { AgreementReport } from "@kneegrade/review-data";
+import { type AgreementReport, agreementReport } from "@kneegrade/review-data";
+import type { FastifyPluginAsync } from "fastify";
 import sharp from "sharp";
+import { z } from "zod";
+import { type ReviewDeps, signedIn } from "./context.ts";
 import { html, type PageUser, page } from "./html.ts";
 
 /** The confusion matrix as a picture (rows: radiologist, columns: AI). */
@@ -12,9 +15,9 @@ export async function confusionPng(r: AgreementReport): Promise<Buffer> {
   const svg = confusionSvg(
     {
       n: r.knees,
-      overall_accuracy: r.exact ?? 0,
+      accuracy: r.exact ?? 0,
       qwk: r.qwk ?? 0,
-      confusion_matrix: r.confusion,
+      confusion: r.confusion,
     },
     `AI vs radiologist, last ${r.windowDays} days`,
     "dark",
@@ -49,3 +52,21 @@ ${r.warning ? html`<p class="banner warning" id="agreement-warning">⚠ ${r.warn
 <p class="hint">Since ${r.since}; the latest signature of each study revision counts (amendments replace earlier signatures).</p>`;
   return page("Agreement", body, { user, csrf });
 }
+
+const Days = z.object({ days: z.coerce.number().int().min(1).max(3650).optional() });
+
+export const agreementRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db, config }) => {
+  /** The report over the window the URL asks for, else the configured one. */
+  const report = (query: unknown) => {
+    const q = Days.safeParse(query);
+    return agreementReport(db, config, q.success ? q.data.days : undefined);
+  };
+  app.get("/agreement", async (request, reply) =>
+    reply
+      .type("text/html")
+      .send(agreementPage(await report(request.query), signedIn(request), reply.csrfToken())),
+  );
+  app.get("/agreement/confusion.png", async (request, reply) =>
+    reply.type("image/png").send(await confusionPng(await report(request.query))),
+  );
+};

@@ -5,11 +5,15 @@
  * the page draws them over it (study.ts), so the labels follow the radiologist's grades, and the
  * picture depends only on the image and the view asked for (which lets the browser keep it).
  */
+import { createHash } from "node:crypto";
 import { open, readFile } from "node:fs/promises";
 import { IncompleteHeaderError, readRadiographHeader } from "@kneegrade/dicom";
 import { readRadiograph } from "@kneegrade/pixels";
 import { heatmapOverlayPng } from "@kneegrade/reports";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import sharp from "sharp";
+import { z } from "zod";
+import type { ReviewDeps } from "./context.ts";
 
 /** Widest radiograph sent to the browser, pixels. */
 export const RADIOGRAPH_WIDTH = 1200;
@@ -108,3 +112,98 @@ export async function kneeRegionPng(
     .png()
     .toBuffer();
 }
+
+/**
+ * The pictures (never the pages): kept by this browser only, and asked for again on every use, so
+ * a session that ended gets no picture; an unchanged one is answered 304 without rendering it.
+ */
+const PRIVATE_REVALIDATE = "private, no-cache";
+/** Changes every picture's ETag when the way pictures are drawn changes. */
+const PICTURES_VERSION = "2";
+
+/**
+ * Marks a picture cacheable under an ETag made from what determines its bytes; true (and a 304
+ * sent) when the browser already has it.
+ */
+function cachedPicture(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  ...parts: (string | Uint8Array)[]
+): boolean {
+  const hash = createHash("sha256").update(PICTURES_VERSION);
+  for (const part of parts) hash.update("\0").update(part);
+  const etag = `"${hash.digest("base64url").slice(0, 32)}"`;
+  reply.header("cache-control", PRIVATE_REVALIDATE).header("etag", etag);
+  const match = request.headers["if-none-match"];
+  if (match?.split(",").some((t) => t.trim().replace(/^W\//, "") === etag)) {
+    reply.status(304).send();
+    return true;
+  }
+  return false;
+}
+
+const InstancePath = z.object({ uid: z.string(), sop: z.string().regex(/^[0-9.]{1,64}\.jpg$/) });
+const RadiographQuery = z.object({
+  full: z.literal("1").optional(),
+  wc: z.coerce.number().finite().optional(),
+  ww: z.coerce.number().finite().positive().optional(),
+});
+const KneePath = z.object({
+  id: z.string().uuid(),
+  kind: z.enum(["crop.png", "heatmap.png", "region.png"]),
+});
+
+export const imageRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db }) => {
+  app.get("/studies/:uid/instances/:sop", async (request, reply) => {
+    const parsed = InstancePath.safeParse(request.params);
+    if (!parsed.success) return reply.callNotFound();
+    const p = parsed.data;
+    const instance = await db.instance.findUnique({
+      where: { sopInstanceUid: p.sop.slice(0, -4) },
+      include: { study: true },
+    });
+    if (!instance?.spoolPath || instance.study.studyInstanceUid !== p.uid) {
+      return reply.callNotFound();
+    }
+    const view = RadiographQuery.safeParse(request.query);
+    const v = view.success ? view.data : {};
+    const full = v.full === "1";
+    const voi = v.wc !== undefined && v.ww !== undefined ? { center: v.wc, width: v.ww } : null;
+    const viewKey = `${full ? "full" : "fit"}:${voi ? `${voi.center}/${voi.width}` : "voi"}`;
+    if (cachedPicture(request, reply, instance.sopInstanceUid, instance.sha256, viewKey))
+      return reply;
+    const jpeg = await radiographJpeg(instance.spoolPath, {
+      full,
+      ...(voi ? { window: voi } : {}),
+    });
+    return reply.type("image/jpeg").send(jpeg);
+  });
+
+  app.get("/knees/:id/:kind", async (request, reply) => {
+    const p = KneePath.safeParse(request.params);
+    if (!p.success) return reply.callNotFound();
+    if (p.data.kind === "region.png") {
+      const knee = await db.kneeResult.findUnique({
+        where: { id: p.data.id },
+        select: { region: true, instance: { select: { spoolPath: true, sha256: true } } },
+      });
+      const region = knee?.region as { x: number; y: number; width: number; height: number };
+      if (!region || !knee?.instance.spoolPath) return reply.callNotFound();
+      const { spoolPath, sha256 } = knee.instance;
+      if (cachedPicture(request, reply, "region", sha256, JSON.stringify(region))) return reply;
+      return reply.type("image/png").send(await kneeRegionPng(spoolPath, region));
+    }
+    const knee = await db.kneeResult.findUnique({
+      where: { id: p.data.id },
+      select: { cropPng: true, heatmapPng: true },
+    });
+    if (!knee?.cropPng) return reply.callNotFound();
+    if (p.data.kind === "crop.png") {
+      if (cachedPicture(request, reply, "crop", knee.cropPng)) return reply;
+      return reply.type("image/png").send(Buffer.from(knee.cropPng));
+    }
+    if (!knee.heatmapPng) return reply.callNotFound();
+    if (cachedPicture(request, reply, "heatmap", knee.cropPng, knee.heatmapPng)) return reply;
+    return reply.type("image/png").send(await heatmapPng(knee.cropPng, knee.heatmapPng));
+  });
+};

@@ -9,13 +9,33 @@ import { randomUUID } from "node:crypto";
 import { QUEUES, ReportStudyJob, signedReportJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { type KneeDecision, reportUids, signedSrUid } from "@kneegrade/reports";
-import { missingDecisionOf, missingFindingLine, missingLabel } from "./missing.ts";
-import { aiDecisions, type Decisions, decisionsOf, loadStudy, reportTextFor } from "./study.ts";
-
-/** What the reporter queue must offer (a BullMQ Queue does). */
-export interface ReportQueue {
-  add(name: string, data: ReportStudyJob, opts: { jobId: string }): Promise<unknown>;
-}
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
+import {
+  audit,
+  forbidden,
+  type ReportQueue,
+  type ReviewDeps,
+  type SessionUser,
+  signedIn,
+  studyUid,
+} from "./context.ts";
+import {
+  aiDecisions,
+  type Decisions,
+  decisionsOf,
+  type GradedJob,
+  reportTextFor,
+  SignForm,
+} from "./decisions.ts";
+import { html, page } from "./html.ts";
+import {
+  type MissingKnee,
+  missingDecisionOf,
+  missingFindingLine,
+  missingLabel,
+} from "./missing.ts";
+import { type LoadedStudy, loadStudy } from "./study-data.ts";
+import { WorklistQuery, worklist } from "./worklist.ts";
 
 export class SignError extends Error {
   constructor(
@@ -47,17 +67,18 @@ const normalise = (s: string) =>
     .join("\n")
     .trim();
 
-export async function signStudy(
-  db: Db,
-  queue: ReportQueue,
-  a: {
-    studyInstanceUid: string;
-    user: { id: string; username: string };
-    form: Record<string, string | undefined>;
-    address: string;
-  },
-) {
-  const loaded = await loadStudy(db, a.studyInstanceUid);
+type Form = Record<string, string | undefined>;
+type Latest = GradedJob["reviews"][number];
+interface ReportText {
+  findings: string;
+  impression: string;
+}
+
+/**
+ * The study's graded revision, if this page may sign it: a patient on record, the predecessor the
+ * page showed still the latest, and an explicit "Amend" for a signed study.
+ */
+function signable(loaded: LoadedStudy | null, form: Form) {
   if (!loaded?.job) throw new SignError(404, "no graded revision of this study to sign");
   const { study, job } = loaded;
   // A report names its patient: a study whose identity did not survive ingest is not signed.
@@ -69,7 +90,7 @@ export async function signStudy(
   }
   const latest = job.reviews[0];
   const expected = latest?.sopInstanceUid ?? reportUids(job.id).aiSr;
-  if (a.form.predecessor !== expected) {
+  if (form.predecessor !== expected) {
     throw new SignError(
       409,
       latest
@@ -78,16 +99,21 @@ export async function signStudy(
     );
   }
   // A signed study changes only through an explicit "Amend" (the amend page says so in its form).
-  if (latest && a.form.intent !== "amend") {
+  if (latest && form.intent !== "amend") {
     throw new SignError(
       409,
       `already signed by ${latest.user.displayName}: choose "Amend" on the study page to change that signature`,
     );
   }
+  return { study, job, latest, expected, missing: loaded.missing ?? [] };
+}
+
+/** The form's decision on every knee: a grade, or not gradable with a reason (or not present). */
+function formDecisions(job: GradedJob, missing: MissingKnee[], form: Form): Decisions {
   const knees: KneeDecision[] = job.results.map((r) => {
-    const value = a.form[`knee_${r.id}`];
+    const value = form[`knee_${r.id}`];
     if (value === "ng") {
-      const reason = (a.form[`reason_${r.id}`] ?? "").trim().slice(0, 200);
+      const reason = (form[`reason_${r.id}`] ?? "").trim().slice(0, 200);
       if (!reason) throw new SignError(400, "a knee marked not gradable needs a reason");
       return { grade: null, notGradableReason: reason };
     }
@@ -96,10 +122,9 @@ export async function signStudy(
     }
     return { grade: Number(value) };
   });
-  const missing = loaded.missing ?? [];
   const decisions: Decisions = { knees, missing: new Map() };
   for (const m of missing) {
-    const d = missingDecisionOf(a.form, m.key);
+    const d = missingDecisionOf(form, m.key);
     if (d === undefined || d === "invalid") {
       throw new SignError(
         400,
@@ -111,14 +136,28 @@ export async function signStudy(
     }
     decisions.missing.set(m.key, d);
   }
-  const findings = normalise(a.form.findings ?? "");
-  const impression = normalise(a.form.impression ?? "");
-  if (!findings || !impression) {
+  return decisions;
+}
+
+/**
+ * The text as submitted, if it may be signed with these decisions. What you see is what you
+ * sign: a field still holding the text the page showed for other grades (the page did not follow
+ * the change) would contradict them: refused, never rewritten behind the radiologist's back.
+ */
+function signedText(
+  job: GradedJob,
+  missing: MissingKnee[],
+  latest: Latest | undefined,
+  decisions: Decisions,
+  form: Form,
+): ReportText {
+  const text = {
+    findings: normalise(form.findings ?? ""),
+    impression: normalise(form.impression ?? ""),
+  };
+  if (!text.findings || !text.impression) {
     throw new SignError(400, "the findings and the impression cannot be empty");
   }
-  // What you see is what you sign: the text is signed as submitted. A field still holding the
-  // text the page showed for other grades (the page did not follow the change) would contradict
-  // these grades: refused, never rewritten behind the radiologist's back.
   const generated = reportTextFor(job, missing, decisions);
   const before = latest ? decisionsOf(job, latest) : aiDecisions(job);
   const shown = latest
@@ -128,8 +167,8 @@ export async function signStudy(
   const stale = (["findings", "impression"] as const).filter(
     (field) =>
       changedDecisions &&
-      { findings, impression }[field] === normalise(shown[field]) &&
-      { findings, impression }[field] !== normalise(generated[field]),
+      text[field] === normalise(shown[field]) &&
+      text[field] !== normalise(generated[field]),
   );
   if (stale.length > 0) {
     throw new SignError(
@@ -139,7 +178,7 @@ export async function signStudy(
   }
   for (const m of missing) {
     const line = missingFindingLine(m, decisions.missing.get(m.key));
-    if (!findings.includes(line)) {
+    if (!text.findings.includes(line)) {
       throw new SignError(
         400,
         `the findings must keep the line for the knee the AI did not grade: "${line}"`,
@@ -149,81 +188,101 @@ export async function signStudy(
   // An amendment must change something: a second identical signature is refused.
   if (
     latest &&
-    sameDecisions(before, decisions) &&
-    findings === normalise(latest.findings) &&
-    impression === normalise(latest.impression)
+    !changedDecisions &&
+    text.findings === normalise(latest.findings) &&
+    text.impression === normalise(latest.impression)
   ) {
     throw new SignError(
       409,
       "nothing changed: an amendment must change a grade or the text (the signature stands as it is)",
     );
   }
-  const text = { findings, impression };
+  return text;
+}
 
+type Signable = ReturnType<typeof signable>;
+
+/** One `ReviewKnee` row per graded knee: the AI's grade and the radiologist's decision. */
+const kneeRows = (job: GradedJob, decisions: Decisions) =>
+  job.results.map((r, i) => {
+    const d = decisions.knees[i]!;
+    return {
+      kneeResultId: r.id,
+      aiGrade: r.klGrade,
+      radiologistGrade: d.grade,
+      notGradableReason: d.grade === null ? d.notGradableReason : null,
+    };
+  });
+
+/** One row per knee the AI did not grade: why not, and the radiologist's decision. */
+const missingKneeRows = (missing: MissingKnee[], decisions: Decisions) =>
+  missing.map((m) => {
+    const d = decisions.missing.get(m.key)!;
+    return {
+      instanceId: m.instanceId,
+      laterality: m.laterality,
+      aiCode: m.code,
+      aiReason: m.reason,
+      decision: d.decision,
+      radiologistGrade: d.decision === "GRADED" ? d.grade : null,
+      notGradableReason: d.decision === "NOT_GRADABLE" ? d.reason : null,
+    };
+  });
+
+/** The audit event's grades per knee: the AI's and the radiologist's. */
+const gradesAudited = (job: GradedJob, missing: MissingKnee[], decisions: Decisions) => ({
+  knees: job.results.map((r, i) => ({
+    laterality: r.laterality,
+    ai: r.klGrade,
+    radiologist: decisions.knees[i]!.grade,
+  })),
+  missing: missing.map((m) => ({
+    laterality: m.laterality,
+    ai: m.code,
+    radiologist: decisions.missing.get(m.key)!.decision,
+  })),
+});
+
+/** The `Review` row with one row per knee and its audit event, in one transaction. */
+async function recordSignature(
+  db: Db,
+  { study, job, latest, expected, missing }: Signable,
+  decisions: Decisions,
+  text: ReportText,
+  by: { user: { id: string; username: string }; address: string },
+) {
   const id = randomUUID();
   const sequence = (latest?.sequence ?? 0) + 1;
-  const review = await db
+  return db
     .$transaction(async (tx) => {
       const created = await tx.review.create({
         data: {
           id,
           studyId: study.id,
           gradingJobId: job.id,
-          userId: a.user.id,
+          userId: by.user.id,
           sequence,
           predecessorSopInstanceUid: expected,
           sopInstanceUid: signedSrUid(id),
           findings: text.findings,
           impression: text.impression,
-          knees: {
-            create: job.results.map((r, i) => {
-              const d = decisions.knees[i]!;
-              return {
-                kneeResultId: r.id,
-                aiGrade: r.klGrade,
-                radiologistGrade: d.grade,
-                notGradableReason: d.grade === null ? d.notGradableReason : null,
-              };
-            }),
-          },
-          missingKnees: {
-            create: missing.map((m) => {
-              const d = decisions.missing.get(m.key)!;
-              return {
-                instanceId: m.instanceId,
-                laterality: m.laterality,
-                aiCode: m.code,
-                aiReason: m.reason,
-                decision: d.decision,
-                radiologistGrade: d.decision === "GRADED" ? d.grade : null,
-                notGradableReason: d.decision === "NOT_GRADABLE" ? d.reason : null,
-              };
-            }),
-          },
+          knees: { create: kneeRows(job, decisions) },
+          missingKnees: { create: missingKneeRows(missing, decisions) },
         },
       });
       await tx.auditEvent.create({
         data: {
           event: sequence === 1 ? "review.signed" : "review.amended",
-          actor: a.user.username,
+          actor: by.user.username,
           studyInstanceUid: study.studyInstanceUid,
           sopInstanceUid: created.sopInstanceUid,
-          address: a.address,
+          address: by.address,
           details: {
             reviewId: id,
             revision: job.revision,
             sequence,
             predecessor: expected,
-            knees: job.results.map((r, i) => ({
-              laterality: r.laterality,
-              ai: r.klGrade,
-              radiologist: decisions.knees[i]!.grade,
-            })),
-            missing: missing.map((m) => ({
-              laterality: m.laterality,
-              ai: m.code,
-              radiologist: decisions.missing.get(m.key)!.decision,
-            })),
+            ...gradesAudited(job, missing, decisions),
           },
         },
       });
@@ -236,17 +295,25 @@ export async function signStudy(
       }
       throw error;
     });
+}
+
+/** Asks the reporter to write and deliver the signed SR. */
+async function queueSignedReport(
+  queue: ReportQueue,
+  { study, job }: Signable,
+  reviewId: string,
+): Promise<void> {
   const payload = ReportStudyJob.parse({
     schemaVersion: 1,
     studyId: study.id,
     studyInstanceUid: study.studyInstanceUid,
     revision: job.revision,
     gradingJobId: job.id,
-    reviewId: review.id,
+    reviewId,
   });
   try {
     await queue.add(QUEUES.reportStudy, payload, {
-      jobId: signedReportJobId(study.studyInstanceUid, job.revision, review.id),
+      jobId: signedReportJobId(study.studyInstanceUid, job.revision, reviewId),
     });
   } catch (error) {
     // The signature stands (it is in PostgreSQL); only its delivery waits for `redeliver`.
@@ -255,5 +322,102 @@ export async function signStudy(
       `Signed, but the signed report could not be queued for the PACS (${(error as Error).message}): ask IT to run \`kneegrade redeliver ${study.studyInstanceUid}\` once Redis answers.`,
     );
   }
+}
+
+export async function signStudy(
+  db: Db,
+  queue: ReportQueue,
+  a: {
+    studyInstanceUid: string;
+    user: { id: string; username: string };
+    form: Form;
+    address: string;
+  },
+) {
+  const target = signable(await loadStudy(db, a.studyInstanceUid), a.form);
+  const decisions = formDecisions(target.job, target.missing, a.form);
+  const text = signedText(target.job, target.missing, target.latest, decisions, a.form);
+  const review = await recordSignature(db, target, decisions, text, a);
+  await queueSignedReport(queue, target, review.id);
   return review;
 }
+
+/** The study page's "Not signed" answer, with the reason and the way back. */
+const notSigned = (
+  reply: FastifyReply,
+  user: SessionUser,
+  uid: string,
+  status: number,
+  why: string,
+) =>
+  reply
+    .status(status)
+    .type("text/html")
+    .send(
+      page(
+        `Error ${status}`,
+        html`<h1>Not signed</h1><p class="error" role="alert">${why}</p><p><a href="/studies/${uid}">Back to the study</a></p>`,
+        { user, csrf: reply.csrfToken() },
+      ),
+    );
+
+/** After signing: "Sign & next" opens the next study awaiting review, with a way back. */
+async function afterSigning(db: Db, reply: FastifyReply, uid: string, after: string | undefined) {
+  if (after === "next") {
+    const next = (await worklist(db, WorklistQuery.parse({ show: "awaiting" }))).rows.find(
+      (r) => r.studyInstanceUid !== uid,
+    );
+    if (next) {
+      return reply.redirect(
+        `/studies/${next.studyInstanceUid}?previous=${encodeURIComponent(uid)}`,
+        303,
+      );
+    }
+  }
+  return reply.redirect(`/studies/${uid}?signed=1`, 303);
+}
+
+export const signRoutes: FastifyPluginAsync<ReviewDeps> = async (app, deps) => {
+  const { db, log } = deps;
+  const refused = (request: FastifyRequest, uid: string, reason: string) =>
+    audit(db, "review.sign-refused", request, { studyInstanceUid: uid, details: { reason } });
+
+  app.post("/studies/:uid/sign", async (request, reply) => {
+    const uid = studyUid(request);
+    if (!uid) return reply.callNotFound();
+    const u = signedIn(request);
+    if (u.role !== "RADIOLOGIST") {
+      await refused(request, uid, `role ${u.role}`);
+      return forbidden(request, reply, "Only radiologists sign reports.");
+    }
+    const started = Date.now();
+    const form = SignForm.safeParse(request.body);
+    if (!form.success) {
+      const why =
+        "The form was not understood: every field once, as text. Open the study again and sign from its page.";
+      return notSigned(reply, u, uid, 400, why);
+    }
+    try {
+      const review = await signStudy(db, deps.reportQueue, {
+        studyInstanceUid: uid,
+        user: u,
+        form: form.data,
+        address: request.ip,
+      });
+      log.info(
+        {
+          event: "review.signed",
+          studyInstanceUid: uid,
+          reviewId: review.id,
+          ms: Date.now() - started,
+        },
+        "study signed",
+      );
+    } catch (error) {
+      if (!(error instanceof SignError)) throw error;
+      if (error.statusCode === 409) await refused(request, uid, error.message);
+      return notSigned(reply, u, uid, error.statusCode, error.message);
+    }
+    return afterSigning(db, reply, uid, form.data.after);
+  });
+};

@@ -2,119 +2,36 @@
  * One study on screen: its graded revision, each knee's AI result and caveats, the signatures so
  * far, and the signing form (keyboard: 0–4 per knee, Enter to sign; see public/review.js).
  */
-import type { Db } from "@kneegrade/db";
 import {
-  algorithmOf,
-  byReadingOrder,
   KL_GRADE_WORDS,
   type KneeDecision,
-  kneeFinding,
   lateralityAssumed,
   type ReportInput,
   reportUids,
-  signedReportLines,
 } from "@kneegrade/reports";
-import { dicomDate, type Html, html, localTime, type PageUser, page, personName } from "./html.ts";
-import { imageSize } from "./images.ts";
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import { audit, type ReviewDeps, signedIn, studyUid } from "./context.ts";
 import {
-  type MissingDecision,
-  type MissingKnee,
-  missingDecisionOf,
-  missingFindingLine,
-  missingImpressionLine,
-  missingKnees,
-  SIDE_LABEL,
-  type Side,
-} from "./missing.ts";
-
-/** The study's current graded revision with everything the page and the signature need. */
-export async function loadStudy(db: Db, studyInstanceUid: string) {
-  const study = await db.study.findUnique({ where: { studyInstanceUid } });
-  if (!study) return null;
-  const job = await db.gradingJob.findFirst({
-    where: { studyId: study.id, revision: study.revision, status: "COMPLETED" },
-    include: {
-      results: { include: { instance: true }, orderBy: { createdAt: "asc" } },
-      instances: { include: { instance: true }, orderBy: { createdAt: "asc" } },
-      reviews: {
-        include: { knees: true, missingKnees: true, user: true },
-        orderBy: { sequence: "desc" },
-      },
-      // Its deliveries: the PACS's and, when configured, the RIS's (FHIR, HL7: docs/INTEGRATION.md).
-      reports: { include: { deliveries: true } },
-    },
-  });
-  if (!job || job.results.length === 0) return { study, job: null } as const;
-  const results = byReadingOrder(job.results);
-  return { study, job: { ...job, results }, missing: missingKnees({ ...job, results }) } as const;
-}
-export type LoadedStudy = NonNullable<Awaited<ReturnType<typeof loadStudy>>>;
-
-/** Original pixel size of each radiograph shown (by instance id), read from the spooled headers. */
-export async function loadImageSizes(
-  s: LoadedStudy,
-): Promise<Map<string, { width: number; height: number }>> {
-  const sizes = new Map<string, { width: number; height: number }>();
-  if (!s.job) return sizes;
-  for (const r of s.job.results) {
-    if (sizes.has(r.instance.id) || !r.instance.spoolPath) continue;
-    const size = await imageSize(r.instance.spoolPath);
-    if (size) sizes.set(r.instance.id, size);
-  }
-  return sizes;
-}
-
-/** An image of the study the AI did not grade: refused (e.g. a lateral view) or unreadable. */
-export interface UngradedImage {
-  sopInstanceUid: string;
-  viewPosition: string | null;
-  imageLaterality: string | null;
-  outcome: "REFUSED" | "FAILED" | "NOT_KNEE";
-  reason: string;
-}
-
-/**
- * The study's images that have no grade: REFUSED or FAILED in the current revision's grading, and
- * instances the listener routed away as not knee radiographs (a study of only those has no
- * grading at all).
- */
-export async function loadUngradedImages(db: Db, s: LoadedStudy): Promise<UngradedImage[]> {
-  const job =
-    s.job ??
-    (await db.gradingJob.findFirst({
-      where: { studyId: s.study.id, revision: s.study.revision },
-      include: { instances: { include: { instance: true }, orderBy: { createdAt: "asc" } } },
-      orderBy: { createdAt: "desc" },
-    }));
-  const out: UngradedImage[] = [];
-  const seen = new Set<string>();
-  for (const g of job?.instances ?? []) {
-    seen.add(g.instanceId);
-    if (g.outcome === "GRADED") continue;
-    out.push({
-      sopInstanceUid: g.instance.sopInstanceUid,
-      viewPosition: g.instance.viewPosition,
-      imageLaterality: g.instance.imageLaterality,
-      outcome: g.outcome,
-      reason: g.reason ?? g.code ?? "not graded",
-    });
-  }
-  const notKnee = await db.instance.findMany({
-    where: { studyId: s.study.id, routing: "NOT_KNEE" },
-    orderBy: { receivedAt: "asc" },
-  });
-  for (const i of notKnee) {
-    if (seen.has(i.id)) continue;
-    out.push({
-      sopInstanceUid: i.sopInstanceUid,
-      viewPosition: i.viewPosition,
-      imageLaterality: i.imageLaterality,
-      outcome: "NOT_KNEE",
-      reason: i.routingReason,
-    });
-  }
-  return out;
-}
+  aiDecisions,
+  type Decisions,
+  decisionsOf,
+  type GradedJob,
+  previewText,
+  reportTextFor,
+  SignForm,
+  textInput,
+} from "./decisions.ts";
+import { dicomDate, type Html, html, localTime, type PageUser, page, personName } from "./html.ts";
+import { type MissingKnee, SIDE_LABEL, type Side } from "./missing.ts";
+import {
+  type LoadedStudy,
+  loadImageSizes,
+  loadPriors,
+  loadStudy,
+  loadUngradedImages,
+  type Prior,
+  type UngradedImage,
+} from "./study-data.ts";
 
 const OUTCOME_WORDS = {
   REFUSED: "refused by the AI",
@@ -128,181 +45,6 @@ function ungradedList(images: UngradedImage[]): Html {
     (im) =>
       html`<li data-sop="${im.sopInstanceUid}"><b>${[im.viewPosition ?? "view unknown", im.imageLaterality ? `laterality ${im.imageLaterality}` : ""].filter(Boolean).join(", ")}</b> — ${OUTCOME_WORDS[im.outcome]}: ${im.reason}</li>`,
   )}</ul>`;
-}
-
-export interface Prior {
-  studyInstanceUid: string;
-  studyDate: string | null;
-  accessionNumber: string | null;
-  /** The latest signature's grades (null: not gradable), else the AI's. */
-  signedBy: string | null;
-  knees: { laterality: Side; grade: number | null; kneeResultId: string }[];
-}
-
-/**
- * Earlier studies of the same patient (same Patient ID), newest first, with the final grade per
- * knee: the latest signature's where one exists, else the AI's (and said so).
- */
-export async function loadPriors(
-  db: Db,
-  study: { id: string; patientId: string | null; studyDate: string | null; firstReceivedAt: Date },
-  limit = 5,
-): Promise<Prior[]> {
-  const patientId = study.patientId?.trim();
-  if (!patientId) return [];
-  const others = await db.study.findMany({
-    where: { patientId, id: { not: study.id } },
-    orderBy: [{ studyDate: "desc" }, { firstReceivedAt: "desc" }],
-    take: 50,
-  });
-  const earlier = others.filter((o) =>
-    o.studyDate && study.studyDate && o.studyDate !== study.studyDate
-      ? o.studyDate < study.studyDate
-      : o.firstReceivedAt < study.firstReceivedAt,
-  );
-  const priors: Prior[] = [];
-  for (const o of earlier.slice(0, limit)) {
-    const job = await db.gradingJob.findFirst({
-      where: { studyId: o.id, revision: o.revision, status: "COMPLETED" },
-      include: {
-        results: true,
-        reviews: {
-          include: { knees: true, user: true },
-          orderBy: { sequence: "desc" },
-          take: 1,
-        },
-      },
-    });
-    if (!job || job.results.length === 0) continue;
-    const review = job.reviews[0];
-    priors.push({
-      studyInstanceUid: o.studyInstanceUid,
-      studyDate: o.studyDate,
-      accessionNumber: o.accessionNumber,
-      signedBy: review ? review.user.displayName : null,
-      knees: byReadingOrder(job.results).map((r) => {
-        const k = review?.knees.find((x) => x.kneeResultId === r.id);
-        return {
-          laterality: r.laterality,
-          grade: k ? k.radiologistGrade : r.klGrade,
-          kneeResultId: r.id,
-        };
-      }),
-    });
-  }
-  return priors;
-}
-type GradedJob = NonNullable<LoadedStudy["job"]>;
-type Latest = GradedJob["reviews"][number];
-
-/** The parts of a report input the report text needs (no header: no spool read). */
-export function textInput(job: GradedJob): ReportInput {
-  const knees = job.results.map((r) =>
-    kneeFinding(r, {
-      sopClassUid: r.instance.sopClassUid,
-      sopInstanceUid: r.instance.sopInstanceUid,
-      seriesInstanceUid: "",
-    }),
-  );
-  const uids = reportUids(job.id);
-  return {
-    context: { studyInstanceUid: "" },
-    knees,
-    ungraded: [],
-    warnings: [],
-    algorithm: algorithmOf(job),
-    seriesInstanceUid: uids.aiSrSeries,
-    sopInstanceUid: uids.aiSr,
-    seriesNumber: 0,
-    instanceNumber: 0,
-    contentDateTime: new Date(0),
-    deviceObserverUid: "",
-  };
-}
-
-/** The radiologist's decisions: one per graded knee (results' order), one per missing knee. */
-export interface Decisions {
-  knees: KneeDecision[];
-  missing: Map<string, MissingDecision>;
-}
-
-/** The AI's grades, and no decision yet for the knees it did not grade. */
-export const aiDecisions = (job: GradedJob): Decisions => ({
-  knees: job.results.map((r) => ({ grade: r.klGrade })),
-  missing: new Map(),
-});
-
-/** The decisions a signature recorded. */
-export function decisionsOf(job: GradedJob, review: Latest): Decisions {
-  return {
-    knees: job.results.map((r) => {
-      const k = review.knees.find((x) => x.kneeResultId === r.id);
-      if (!k) return { grade: r.klGrade };
-      return k.radiologistGrade === null
-        ? { grade: null, notGradableReason: k.notGradableReason ?? "" }
-        : { grade: k.radiologistGrade };
-    }),
-    missing: new Map(
-      review.missingKnees.map((m) => [
-        `${m.instanceId}_${m.laterality.charAt(0)}`,
-        m.decision === "GRADED"
-          ? { decision: "GRADED", grade: m.radiologistGrade ?? 0 }
-          : m.decision === "NOT_GRADABLE"
-            ? { decision: "NOT_GRADABLE", reason: m.notGradableReason ?? "" }
-            : { decision: "NOT_PRESENT" },
-      ]),
-    ),
-  };
-}
-
-/**
- * The report text for these decisions: what the page shows as the grades change and what is
- * signed when the radiologist does not write their own. A knee the AI did not grade gets a
- * findings line with the radiologist's decision (and an impression line when graded).
- */
-export function reportTextFor(
-  job: GradedJob,
-  missing: MissingKnee[],
-  decisions: Decisions = aiDecisions(job),
-) {
-  const input = textInput(job);
-  const lines = signedReportLines(input, decisions.knees);
-  const findings = [...lines.findings];
-  findings.splice(
-    input.knees.length,
-    0,
-    ...missing.map((m) => missingFindingLine(m, decisions.missing.get(m.key))),
-  );
-  const extra = missing
-    .map((m) => missingImpressionLine(m, decisions.missing.get(m.key)))
-    .filter((l): l is string => l !== null);
-  const noneGraded = decisions.knees.every((d) => d.grade === null);
-  const impression = noneGraded && extra.length > 0 ? extra : [...lines.impression, ...extra];
-  return { findings: findings.join("\n"), impression: impression.join("\n") };
-}
-
-/**
- * The text for the grades on the page so far (the page shows it live): a knee without a valid
- * choice keeps the AI's grade, a missing knee without one says its decision is required.
- */
-export function previewText(s: LoadedStudy, form: Record<string, string | undefined>) {
-  const job = s.job!;
-  const knees: KneeDecision[] = job.results.map((r) => {
-    const value = form[`knee_${r.id}`];
-    if (value === "ng") {
-      return {
-        grade: null,
-        notGradableReason: (form[`reason_${r.id}`] ?? "").trim().slice(0, 200),
-      };
-    }
-    return { grade: value !== undefined && /^[0-4]$/.test(value) ? Number(value) : r.klGrade };
-  });
-  const missing = new Map<string, MissingDecision>();
-  for (const m of s.missing ?? []) {
-    const d = missingDecisionOf(form, m.key);
-    if (d && d !== "invalid") missing.set(m.key, d);
-  }
-  return reportTextFor(job, s.missing ?? [], { knees, missing });
 }
 
 const pct = (p: number) => `${(p * 100).toFixed(1)} %`;
@@ -353,89 +95,109 @@ export const viewerLink = (
     .replaceAll("{StudyInstanceUID}", encodeURIComponent(study.studyInstanceUid))
     .replaceAll("{AccessionNumber}", encodeURIComponent(study.accessionNumber ?? ""));
 
-export function studyPage(
+/** A study without a graded revision: refused whole, or not graded (yet). */
+function ungradedStudyPage(
   s: LoadedStudy,
-  user: PageUser & { role: string },
+  title: string,
+  user: PageUser,
   csrf: string,
-  o: StudyPageOptions = {},
+  o: StudyPageOptions,
 ): string {
-  const { study, job } = s;
-  const title = `${personName(study.patientName)} · ${dicomDate(study.studyDate)}`;
-  if (!job) {
-    const ungraded = o.ungraded ?? [];
-    // Only a settled refusal: a study still being graded may have refused an image already.
-    const body =
-      ungraded.length > 0 && study.status === "REFUSED"
-        ? html`<h1>${title}</h1><p class="banner warning" id="none-graded">No image of this study was graded by the AI: ${ungraded.length === 1 ? "its only image was" : `all ${ungraded.length} of its images were`} refused (reasons below). There is nothing to sign here; read the study in the PACS.</p>${ungradedList(ungraded)}`
-        : html`<h1>${title}</h1><p>This study has no graded revision (status ${study.status}).</p>${ungraded.length > 0 ? ungradedList(ungraded) : ""}`;
-    return page(title, body, { user, csrf });
-  }
-  const missing = s.missing ?? [];
-  const input = textInput(job);
-  const latest = job.reviews[0];
-  const predecessor = latest?.sopInstanceUid ?? reportUids(job.id).aiSr;
-  const decisions = latest ? decisionsOf(job, latest) : aiDecisions(job);
-  const text = latest
-    ? { findings: latest.findings, impression: latest.impression }
-    : reportTextFor(job, missing);
-  // The text follows the grades while it is what they generate; edited text is the radiologist's.
-  const generated = reportTextFor(job, missing, decisions);
-  const follows = (["findings", "impression"] as const).filter((f) => generated[f] === text[f]);
-  const testModel = job.modelStatus === "smoke";
-  const radiologist = user.role === "RADIOLOGIST";
-  // A signed study is read only until its radiologist chooses "Amend".
-  const editable = radiologist && (!latest || o.amend === true);
-  const images = [...new Map(job.results.map((r) => [r.instance.id, r.instance])).values()];
-  /**
-   * Each graded knee's region and label over its radiograph, in the image's own pixels (the SVG
-   * is stretched over the picture, whatever its scale); the label follows the grade chosen on
-   * the page (review.js).
-   */
-  const regionsOverlay = (instanceId: string) => {
-    const size = o.imageSizes?.get(instanceId);
-    if (!size) return "";
-    const stroke = Math.max(2, Math.round(size.width / 300));
-    const font = Math.max(14, Math.round(size.width / 40));
-    return html`<svg class="regions" viewBox="0 0 ${size.width} ${size.height}" preserveAspectRatio="none" aria-hidden="true" data-width="${size.width}" data-height="${size.height}">${job.results.map(
-      (r, i) => {
-        const g = r.region as { x: number; y: number; width: number; height: number } | null;
-        if (!g || r.instance.id !== instanceId) return "";
-        return html`<g data-region="${i}" data-side="${SHORT[r.laterality]}"><rect x="${g.x}" y="${g.y}" width="${g.width}" height="${g.height}" fill="none" stroke="#ffd400" stroke-width="${stroke}"/><text x="${g.x + stroke * 2}" y="${Math.max(font, g.y - stroke * 2)}" font-family="DejaVu Sans, sans-serif" font-size="${font}" font-weight="bold" fill="#ffd400" stroke="#000000" stroke-width="${Math.max(1, Math.round(stroke / 2))}" paint-order="stroke">${regionLabel(r.laterality, decisions.knees[i]!, r.klGrade)}</text></g>`;
-      },
-    )}</svg>`;
-  };
-  const signedReports = new Map(
-    job.reports.filter((r) => r.verified).map((r) => [r.sopInstanceUid, r]),
-  );
+  const { study } = s;
+  const ungraded = o.ungraded ?? [];
+  // Only a settled refusal: a study still being graded may have refused an image already.
+  const body =
+    ungraded.length > 0 && study.status === "REFUSED"
+      ? html`<h1>${title}</h1><p class="banner warning" id="none-graded">No image of this study was graded by the AI: ${ungraded.length === 1 ? "its only image was" : `all ${ungraded.length} of its images were`} refused (reasons below). There is nothing to sign here; read the study in the PACS.</p>${ungradedList(ungraded)}`
+      : html`<h1>${title}</h1><p>This study has no graded revision (status ${study.status}).</p>${ungraded.length > 0 ? ungradedList(ungraded) : ""}`;
+  return page(title, body, { user, csrf });
+}
 
-  const gradeChoices = (name: string, chosen: number | "ng" | "np" | null, extra: Html | "") =>
-    html`${[0, 1, 2, 3, 4].map(
-      (g) =>
-        html`<label class="choice"><input type="radio" name="${name}" value="${g}" ${chosen === g ? "checked" : ""}> ${g}</label>`,
-    )}
+/** What the page of a graded revision is drawn from. */
+interface GradedView {
+  study: LoadedStudy["study"];
+  job: GradedJob;
+  missing: MissingKnee[];
+  input: ReportInput;
+  latest: GradedJob["reviews"][number] | undefined;
+  decisions: Decisions;
+  radiologist: boolean;
+  /** A signed study is read only until its radiologist chooses "Amend". */
+  editable: boolean;
+  priors: Prior[];
+  o: StudyPageOptions;
+}
+
+function gradedView(
+  s: LoadedStudy,
+  job: GradedJob,
+  user: { role: string },
+  o: StudyPageOptions,
+): GradedView {
+  const latest = job.reviews[0];
+  const radiologist = user.role === "RADIOLOGIST";
+  return {
+    study: s.study,
+    job,
+    missing: s.missing ?? [],
+    input: textInput(job),
+    latest,
+    decisions: latest ? decisionsOf(job, latest) : aiDecisions(job),
+    radiologist,
+    editable: radiologist && (!latest || o.amend === true),
+    priors: o.priors ?? [],
+    o,
+  };
+}
+
+/**
+ * Each graded knee's region and label over its radiograph, in the image's own pixels (the SVG
+ * is stretched over the picture, whatever its scale); the label follows the grade chosen on
+ * the page (review.js).
+ */
+function regionsOverlay(v: GradedView, instanceId: string) {
+  const size = v.o.imageSizes?.get(instanceId);
+  if (!size) return "";
+  const stroke = Math.max(2, Math.round(size.width / 300));
+  const font = Math.max(14, Math.round(size.width / 40));
+  return html`<svg class="regions" viewBox="0 0 ${size.width} ${size.height}" preserveAspectRatio="none" aria-hidden="true" data-width="${size.width}" data-height="${size.height}">${v.job.results.map(
+    (r, i) => {
+      const g = r.region as { x: number; y: number; width: number; height: number } | null;
+      if (!g || r.instance.id !== instanceId) return "";
+      return html`<g data-region="${i}" data-side="${SHORT[r.laterality]}"><rect x="${g.x}" y="${g.y}" width="${g.width}" height="${g.height}" fill="none" stroke="#ffd400" stroke-width="${stroke}"/><text x="${g.x + stroke * 2}" y="${Math.max(font, g.y - stroke * 2)}" font-family="DejaVu Sans, sans-serif" font-size="${font}" font-weight="bold" fill="#ffd400" stroke="#000000" stroke-width="${Math.max(1, Math.round(stroke / 2))}" paint-order="stroke">${regionLabel(r.laterality, v.decisions.knees[i]!, r.klGrade)}</text></g>`;
+    },
+  )}</svg>`;
+}
+
+const gradeChoices = (name: string, chosen: number | "ng" | "np" | null, extra: Html | "") =>
+  html`${[0, 1, 2, 3, 4].map(
+    (g) =>
+      html`<label class="choice"><input type="radio" name="${name}" value="${g}" ${chosen === g ? "checked" : ""}> ${g}</label>`,
+  )}
     <label class="choice"><input type="radio" name="${name}" value="ng" ${chosen === "ng" ? "checked" : ""}> not gradable</label>${extra}`;
 
-  const priors = o.priors ?? [];
-  /** The most recent prior's crop of the same knee, with its final grade. */
-  const prior = (side: Side) => {
-    for (const p of priors) {
-      const k = p.knees.find((x) => x.laterality === side && side !== "UNKNOWN");
-      if (!k) continue;
-      return html`<figure class="prior"><img src="/knees/${k.kneeResultId}/crop.png" alt="the same knee in the prior study" width="224" height="224"><figcaption>prior ${dicomDate(p.studyDate)}: ${klOrNg(k.grade)} (${p.signedBy ? `signed by ${personName(p.signedBy)}` : "AI, unsigned"})</figcaption></figure>`;
-    }
-    return "";
-  };
-  const kneeCards = job.results.map((r, i) => {
-    const probabilities = r.probabilities as number[];
-    const d = decisions.knees[i]!;
-    const chosen = d.grade === null ? "ng" : d.grade;
-    const changed = d.grade !== r.klGrade;
-    return html`<section class="knee" data-knee="${i}" data-ai="${r.klGrade}" id="knee-${i}" tabindex="-1">
+/** The most recent prior's crop of the same knee, with its final grade. */
+function priorFigure(priors: Prior[], side: Side) {
+  for (const p of priors) {
+    const k = p.knees.find((x) => x.laterality === side && side !== "UNKNOWN");
+    if (!k) continue;
+    return html`<figure class="prior"><img src="/knees/${k.kneeResultId}/crop.png" alt="the same knee in the prior study" width="224" height="224"><figcaption>prior ${dicomDate(p.studyDate)}: ${klOrNg(k.grade)} (${p.signedBy ? `signed by ${personName(p.signedBy)}` : "AI, unsigned"})</figcaption></figure>`;
+  }
+  return "";
+}
+
+/** A graded knee: the AI's grade, crop, heat map and prior, probabilities, caveats, the choice. */
+function kneeCard(v: GradedView, r: GradedJob["results"][number], i: number) {
+  const probabilities = r.probabilities as number[];
+  const d = v.decisions.knees[i]!;
+  const chosen = d.grade === null ? "ng" : d.grade;
+  const changed = d.grade !== r.klGrade;
+  return html`<section class="knee" data-knee="${i}" data-ai="${r.klGrade}" id="knee-${i}" tabindex="-1">
   <h2>${SIDE_LABEL[r.laterality]} <span class="ai-grade">AI: KL ${r.klGrade} (${KL_GRADE_WORDS[r.klGrade]})</span> <span class="you" data-you>${changed ? `you: ${kl(d)} / AI: KL${r.klGrade}` : ""}</span></h2>
   <div class="tiles">
     <figure><img src="/knees/${r.id}/crop.png" alt="crop the model graded" width="224" height="224"><figcaption>graded crop${r.region ? html` <button type="button" class="secondary" data-enlarge="${r.id}" title="the knee's region from the original pixels, at 512 px or more">enlarge</button>` : ""}</figcaption></figure>
     ${r.heatmapPng ? html`<figure class="heat"><img src="/knees/${r.id}/heatmap.png" data-heat="/knees/${r.id}/heatmap.png" data-plain="/knees/${r.id}/crop.png" alt="heat map" width="224" height="224"><figcaption>where the model looked (KL ${r.klGrade}) <button type="button" class="secondary" data-heat-toggle>heat map off</button><span class="legend"><span>less</span><span class="ramp"></span><span>more attention</span></span></figcaption></figure>` : ""}
-    ${prior(r.laterality)}
+    ${priorFigure(v.priors, r.laterality)}
   </div>
   ${
     r.region
@@ -444,8 +206,8 @@ export function studyPage(
   }
   <table class="probabilities"><tr>${probabilities.map((_, g) => html`<th>KL${g}</th>`)}</tr>
   <tr>${probabilities.map((p, g) => html`<td class="${g === r.klGrade ? "ai" : ""}"><meter min="0" max="1" value="${p.toFixed(3)}"></meter>${pct(p)}</td>`)}</tr></table>
-  ${caveats(r, input, i).map((c) => html`<p class="caveat">⚠ ${c}</p>`)}
-  <fieldset class="decision" ${editable ? "" : "disabled"}>
+  ${caveats(r, v.input, i).map((c) => html`<p class="caveat">⚠ ${c}</p>`)}
+  <fieldset class="decision" ${v.editable ? "" : "disabled"}>
     <legend>Radiologist's grade (keys 0–4, N: not gradable)</legend>
     ${gradeChoices(
       `knee_${r.id}`,
@@ -455,21 +217,23 @@ export function studyPage(
     )}
   </fieldset>
 </section>`;
-  });
-  const missingCards = missing.map((m, j) => {
-    const i = job.results.length + j;
-    const d = decisions.missing.get(m.key);
-    const chosen = !d
-      ? null
-      : d.decision === "GRADED"
-        ? d.grade
-        : d.decision === "NOT_GRADABLE"
-          ? "ng"
-          : "np";
-    return html`<section class="knee missing" data-knee="${i}" data-missing="${m.key}" id="knee-${i}" tabindex="-1">
+}
+
+/** A knee the AI did not grade: where to look, and the radiologist's decision on it. */
+function missingCard(v: GradedView, m: MissingKnee, j: number) {
+  const i = v.job.results.length + j;
+  const d = v.decisions.missing.get(m.key);
+  const chosen = !d
+    ? null
+    : d.decision === "GRADED"
+      ? d.grade
+      : d.decision === "NOT_GRADABLE"
+        ? "ng"
+        : "np";
+  return html`<section class="knee missing" data-knee="${i}" data-missing="${m.key}" id="knee-${i}" tabindex="-1">
   <h2>${SIDE_LABEL[m.laterality]} — not graded by the AI: ${m.reason}</h2>
   <p class="caveat">⚠ Look for this knee on the radiograph: grade it, or mark it not gradable or not present. Signing needs a decision.</p>
-  <fieldset class="decision" ${editable ? "" : "disabled"}>
+  <fieldset class="decision" ${v.editable ? "" : "disabled"}>
     <legend>Radiologist's decision (keys 0–4, N: not gradable, P: not present)</legend>
     ${gradeChoices(
       `missing_${m.key}`,
@@ -480,8 +244,11 @@ export function studyPage(
     )}
   </fieldset>
 </section>`;
-  });
-  const summary = [
+}
+
+/** One line per knee: the decision so far, and whether the AI agrees. */
+function gradeSummary({ job, missing, decisions }: GradedView) {
+  return [
     ...job.results.map((r, i) => {
       const d = decisions.knees[i]!;
       return html`<li data-summary="${i}">${SIDE_LABEL[r.laterality]}: <b>${kl(d)}</b>${d.grade !== r.klGrade ? html` <span class="changed">(AI: KL${r.klGrade})</span>` : html` <span class="hint">(AI agrees)</span>`}</li>`;
@@ -496,67 +263,119 @@ export function studyPage(
       return html`<li data-summary="${job.results.length + j}">${SIDE_LABEL[m.laterality]}: ${words} <span class="changed">(not graded by the AI)</span></li>`;
     }),
   ];
+}
 
-  const history = job.reviews.map(
-    (rv) =>
-      html`<li>${rv.sequence === 1 ? "Signed" : `Amendment ${rv.sequence - 1}`} by ${personName(rv.user.displayName)} (${rv.user.organisation}) at ${localTime(rv.signedAt)} — SR ${rv.sopInstanceUid}: ${deliveryState(signedReports.get(rv.sopInstanceUid))}</li>`,
-  );
-  const button = !radiologist
+/** Sign (and next, or stay), sign an amendment, or choose to amend; read only for other roles. */
+function signButtons({ study, latest, radiologist, editable }: GradedView) {
+  return !radiologist
     ? html`<p class="hint">Read only: your role cannot sign.</p>`
     : editable
       ? html`<div class="actions"><button type="submit" id="sign" name="after" value="next">${latest ? "Sign amendment" : "Sign"} &amp; next (Enter)</button> <button type="submit" id="sign-stay" name="after" value="stay" class="secondary">${latest ? "Sign amendment" : "Sign"}, stay here</button>${latest ? html` <a href="/studies/${study.studyInstanceUid}">Cancel</a>` : ""}</div>`
       : html`<p class="actions"><a class="button" id="amend" href="/studies/${study.studyInstanceUid}?amend=1">Amend this signature</a></p>`;
+}
 
-  const body = html`
-<h1>${title}</h1>
+/** The title, the study's identifiers and the banners: test model, signed or not, knees missing. */
+function studyHeading(v: GradedView, title: string) {
+  const { study, job, latest, missing, editable, o } = v;
+  const testModel = job.modelStatus === "smoke";
+  return html`<h1>${title}</h1>
 <p class="meta">Patient ID ${study.patientId ?? "—"} · accession ${study.accessionNumber ?? "—"} · revision ${study.revision} · model ${job.modelVersion ?? "?"} (${job.modelStatus ?? "?"})${o.viewerUrl ? html` · <a id="viewer-link" href="${viewerLink(o.viewerUrl, study)}" target="_blank" rel="noopener noreferrer">open in the viewer ↗</a>` : ""}</p>
 ${testModel ? html`<p class="banner test">TEST MODEL – NOT FOR CLINICAL USE: these grades come from a test model.</p>` : ""}
 ${latest ? html`<p class="banner signed" id="signed-banner">Signed by ${personName(latest.user.displayName)} at ${localTime(latest.signedAt)}${editable ? " — you are amending it: signing makes a new signed revision." : " — read only; choose Amend to change it."}</p>` : html`<p class="banner unverified">AI result, unverified: requires your review and signature.</p>`}
 ${missing.length > 0 ? html`<p class="banner warning" id="missing-banner">⚠ The AI did not grade ${missing.length === 1 ? "one knee" : `${missing.length} knees`} of this study: ${missing.map((m) => SIDE_LABEL[m.laterality].toLowerCase()).join(", ")}. Each needs your decision.</p>` : ""}
 ${o.notice ? html`<p class="notice" role="status" id="notice">${o.notice}</p>` : ""}
-${(o.ungraded ?? []).length > 0 ? html`<div class="not-graded-images" id="not-graded-images"><p>${(o.ungraded ?? []).length === 1 ? "One image" : `${(o.ungraded ?? []).length} images`} of this study ${(o.ungraded ?? []).length === 1 ? "was" : "were"} not graded by the AI (no card: read ${(o.ungraded ?? []).length === 1 ? "it" : "them"} in the PACS):</p>${ungradedList(o.ungraded ?? [])}</div>` : ""}
-<div class="study" id="study" tabindex="-1">
-  <div class="radiographs">
-    ${images.map(
-      (im) => html`<figure class="viewer-frame">
-      <div class="viewer" data-viewer><img class="radiograph" src="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" data-base="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" alt="radiograph with the graded knee regions">${regionsOverlay(im.id)}</div>
+${(o.ungraded ?? []).length > 0 ? html`<div class="not-graded-images" id="not-graded-images"><p>${(o.ungraded ?? []).length === 1 ? "One image" : `${(o.ungraded ?? []).length} images`} of this study ${(o.ungraded ?? []).length === 1 ? "was" : "were"} not graded by the AI (no card: read ${(o.ungraded ?? []).length === 1 ? "it" : "them"} in the PACS):</p>${ungradedList(o.ungraded ?? [])}</div>` : ""}`;
+}
+
+/** Each radiograph with its knee regions, zoom and window tools. */
+function radiographs(v: GradedView) {
+  const { study, job } = v;
+  const images = [...new Map(job.results.map((r) => [r.instance.id, r.instance])).values()];
+  return images.map(
+    (im) => html`<figure class="viewer-frame">
+      <div class="viewer" data-viewer><img class="radiograph" src="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" data-base="/studies/${study.studyInstanceUid}/instances/${im.sopInstanceUid}.jpg" alt="radiograph with the graded knee regions">${regionsOverlay(v, im.id)}</div>
       <figcaption class="image-tools">
         <button type="button" class="secondary" data-zoom="in" title="zoom in (full resolution; drag to pan)">zoom +</button><button type="button" class="secondary" data-zoom="out" title="zoom out">zoom -</button><button type="button" class="secondary" data-zoom="fit">fit</button>
         <label>window <input type="number" class="ww" step="any" min="1" placeholder="width"></label><label>level <input type="number" class="wc" step="any" placeholder="centre"></label><button type="button" class="secondary" data-window="apply">apply</button><button type="button" class="secondary" data-window="reset" title="the image's own window">reset</button>
       </figcaption>
     </figure>`,
-    )}
-  </div>
-  <form method="post" action="/studies/${study.studyInstanceUid}/sign" id="sign-form" data-text="/studies/${study.studyInstanceUid}/report-text" data-follows="${follows.join(" ")}" data-editable="${editable ? "1" : "0"}">
+  );
+}
+
+/** The signing form: a card per knee, the summary, the report text and the buttons. */
+function signForm(v: GradedView, csrf: string) {
+  const { study, job, missing, latest, editable } = v;
+  const predecessor = latest?.sopInstanceUid ?? reportUids(job.id).aiSr;
+  const text = latest
+    ? { findings: latest.findings, impression: latest.impression }
+    : reportTextFor(job, missing);
+  // The text follows the grades while it is what they generate; edited text is the radiologist's.
+  const generated = reportTextFor(job, missing, v.decisions);
+  const follows = (["findings", "impression"] as const).filter((f) => generated[f] === text[f]);
+  return html`<form method="post" action="/studies/${study.studyInstanceUid}/sign" id="sign-form" data-text="/studies/${study.studyInstanceUid}/report-text" data-follows="${follows.join(" ")}" data-editable="${editable ? "1" : "0"}">
     <input type="hidden" name="_csrf" value="${csrf}">
     <input type="hidden" name="predecessor" value="${predecessor}">
     ${latest && editable ? html`<input type="hidden" name="intent" value="amend">` : ""}
     <div class="knees">
-    ${kneeCards}
-    ${missingCards}
+    ${job.results.map((r, i) => kneeCard(v, r, i))}
+    ${missing.map((m, j) => missingCard(v, m, j))}
     </div>
     <div class="panel" id="panel">
       <h2>Your report</h2>
-      <ul class="summary" id="grade-summary">${summary}</ul>
+      <ul class="summary" id="grade-summary">${gradeSummary(v)}</ul>
       <label for="findings">Findings</label>
       <textarea id="findings" name="findings" rows="8" ${editable ? "" : "readonly"}>${text.findings}</textarea>
       <label for="impression">Impression</label>
       <textarea id="impression" name="impression" rows="3" ${editable ? "" : "readonly"}>${text.impression}</textarea>
       <p class="hint" id="text-state"><span id="text-note">${follows.length === 2 ? "The text follows your grades; what you write yourself is signed as written." : "Text written by hand is signed as written: keep it in line with your grades."}</span>${editable ? html` <button type="button" id="regenerate" class="secondary">Rewrite from grades</button>` : ""}</p>
-      ${button}
+      ${signButtons(v)}
       <p class="hint">Keys act when the study has focus (not a link, button or text field): 0–4 grade, N not gradable${missing.length > 0 ? ", P not present" : ""}, ↑/↓ move between knees, Enter signs; Ctrl+Enter signs from anywhere in the form.</p>
     </div>
-  </form>
-</div>
-${
-  priors.length > 0
+  </form>`;
+}
+
+/** The patient's earlier studies with their final grades. */
+function priorsList(priors: Prior[]) {
+  return priors.length > 0
     ? html`<h2>Prior studies of this patient</h2><ul class="priors" id="priors">${priors.map(
         (p) =>
           html`<li><a href="/studies/${p.studyInstanceUid}">${dicomDate(p.studyDate)}</a> · accession ${p.accessionNumber ?? "—"}: ${p.knees.map((k) => html`<span class="final">${SHORT[k.laterality]} ${k.grade === null ? "n/g" : `KL${k.grade}`}</span>`)} ${p.signedBy ? `(signed by ${personName(p.signedBy)})` : "(AI, unsigned)"}</li>`,
       )}</ul>`
-    : ""
+    : "";
 }
-${history.length > 0 ? html`<h2>Signatures</h2><ul class="history">${history}</ul>` : ""}`;
+
+/** Each signature of the revision, with where its signed report has got to. */
+function signatureHistory(job: GradedJob) {
+  const signedReports = new Map(
+    job.reports.filter((r) => r.verified).map((r) => [r.sopInstanceUid, r]),
+  );
+  const history = job.reviews.map(
+    (rv) =>
+      html`<li>${rv.sequence === 1 ? "Signed" : `Amendment ${rv.sequence - 1}`} by ${personName(rv.user.displayName)} (${rv.user.organisation}) at ${localTime(rv.signedAt)} — SR ${rv.sopInstanceUid}: ${deliveryState(signedReports.get(rv.sopInstanceUid))}</li>`,
+  );
+  return history.length > 0 ? html`<h2>Signatures</h2><ul class="history">${history}</ul>` : "";
+}
+
+export function studyPage(
+  s: LoadedStudy,
+  user: PageUser & { role: string },
+  csrf: string,
+  o: StudyPageOptions = {},
+): string {
+  const { study, job } = s;
+  const title = `${personName(study.patientName)} · ${dicomDate(study.studyDate)}`;
+  if (!job) return ungradedStudyPage(s, title, user, csrf, o);
+  const v = gradedView(s, job, user, o);
+  const body = html`
+${studyHeading(v, title)}
+<div class="study" id="study" tabindex="-1">
+  <div class="radiographs">
+    ${radiographs(v)}
+  </div>
+  ${signForm(v, csrf)}
+</div>
+${priorsList(v.priors)}
+${signatureHistory(job)}`;
   return page(title, body, { user, csrf, scripts: ["/static/review.js"] });
 }
 
@@ -581,3 +400,59 @@ function deliveryState(
     })
     .join("; ");
 }
+
+/** The notice over the study: it was just signed, or the previous study was ("Sign & next"). */
+async function signedNotice(
+  db: ReviewDeps["db"],
+  query: { signed?: string; previous?: string },
+): Promise<Html | undefined> {
+  const previous =
+    typeof query.previous === "string" && /^[0-9.]{1,64}$/.test(query.previous)
+      ? await db.study.findUnique({ where: { studyInstanceUid: query.previous } })
+      : null;
+  return previous
+    ? html`Signed ${personName(previous.patientName)} (${dicomDate(previous.studyDate)}): the signed report is on its way to the PACS. This is the next study awaiting review: here Enter signs only after another key or a click. <a href="/studies/${previous.studyInstanceUid}" id="back">← back to the signed study</a>`
+    : query.signed
+      ? html`Signed: the signed report is on its way to the PACS.`
+      : undefined;
+}
+
+export const studyRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db, config }) => {
+  /** The study of the path with its current graded revision, or null (answered 404). */
+  const studyOf = async (request: FastifyRequest) => {
+    const uid = studyUid(request);
+    const loaded = uid ? await loadStudy(db, uid) : null;
+    return uid && loaded ? { uid, loaded } : null;
+  };
+
+  app.get("/studies/:uid", async (request, reply) => {
+    const found = await studyOf(request);
+    if (!found) return reply.callNotFound();
+    const { uid, loaded } = found;
+    await audit(db, "review.study-viewed", request, {
+      studyInstanceUid: uid,
+      details: { revision: loaded.study.revision },
+    });
+    const query = request.query as { signed?: string; previous?: string; amend?: string };
+    const notice = await signedNotice(db, query);
+    return reply.type("text/html").send(
+      studyPage(loaded, signedIn(request), reply.csrfToken(), {
+        ...(notice ? { notice } : {}),
+        ...(config.REVIEW_VIEWER_URL ? { viewerUrl: config.REVIEW_VIEWER_URL } : {}),
+        priors: await loadPriors(db, loaded.study),
+        amend: query.amend === "1",
+        imageSizes: await loadImageSizes(loaded),
+        ungraded: await loadUngradedImages(db, loaded),
+      }),
+    );
+  });
+
+  // The report text for the grades chosen so far: the study page shows it as they change.
+  app.get("/studies/:uid/report-text", async (request, reply) => {
+    const found = await studyOf(request);
+    if (!found?.loaded.job) return reply.callNotFound();
+    const form = SignForm.safeParse(request.query);
+    if (!form.success) return reply.status(400).send({ error: "not understood" });
+    return previewText(found.loaded, form.data);
+  });
+};

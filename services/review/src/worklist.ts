@@ -4,7 +4,9 @@
  * statement per page plus one for the counts, so it stays fast with thousands of studies.
  */
 import { type Db, Prisma } from "@kneegrade/db";
+import type { FastifyPluginAsync } from "fastify";
 import { z } from "zod";
+import { type ReviewDeps, signedIn } from "./context.ts";
 import { dicomDate, html, localTime, type PageUser, page, personName } from "./html.ts";
 
 export const PAGE_SIZE = 50;
@@ -188,3 +190,22 @@ ${q.page < pages ? html`<a href="${link({ page: q.page + 1 })}" rel="next">next 
 </p>`;
   return page("Worklist", body, { user, csrf, scripts: ["/static/review.js"] });
 }
+
+/** The worklist query of the URL; one not understood shows the default worklist. */
+const queryOf = (query: unknown) => {
+  const q = WorklistQuery.safeParse(query);
+  return q.success ? q.data : WorklistQuery.parse({});
+};
+
+export const worklistRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db }) => {
+  app.get("/", async (request, reply) => {
+    const query = queryOf(request.query);
+    const data = await worklist(db, query);
+    return reply
+      .type("text/html")
+      .send(worklistPage(query, data, signedIn(request), reply.csrfToken()));
+  });
+
+  // The worklist's counts, refreshed by review.js while the page is open ("live counts").
+  app.get("/counts.json", async (request) => (await worklist(db, queryOf(request.query))).counts);
+};
