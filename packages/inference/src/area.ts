@@ -6,7 +6,7 @@
  * to the ensemble's input with it, and a member that takes a smaller input than the ensemble's
  * crop sees the crop shrunk with it, so every member sees what it was trained and checked on.
  */
-import type { InputSize } from "./runtime.ts";
+import type { InputSize } from "./types.ts";
 
 /** `src` (`from`, row-major grey) resampled to `to` by area averaging. */
 export function areaResize(src: ArrayLike<number>, from: InputSize, to: InputSize): Float32Array {

@@ -6,6 +6,7 @@ export {
   type MicroBatcherOptions,
   type Predictor,
 } from "./batcher.ts";
+export { InferenceError, type InferenceErrorCode } from "./errors.ts";
 export {
   ENSEMBLE_RULES,
   type EnsembleRule,
@@ -20,22 +21,16 @@ export {
   type ModelManifest,
   modelVersion,
 } from "./manifest.ts";
-export {
-  argmax,
-  type Crop,
-  Ensemble,
-  type EnsembleMember,
-  type EnsembleOptions,
-  type Heatmap,
-  InferenceError,
-  type InferenceErrorCode,
-  type InputSize,
-  type KneePrediction,
-  type MemberPrediction,
-  type MemberTiming,
-  type PredictTimings,
-  poolProbabilities,
-  type RawMemberOutputs,
-  sharpen,
-  softmax,
-} from "./runtime.ts";
+export { argmax, poolProbabilities, sharpen, softmax } from "./pooling.ts";
+export { Ensemble, type EnsembleOptions } from "./runtime.ts";
+export type {
+  Crop,
+  EnsembleMember,
+  Heatmap,
+  InputSize,
+  KneePrediction,
+  MemberPrediction,
+  MemberTiming,
+  PredictTimings,
+  RawMemberOutputs,
+} from "./types.ts";

@@ -5,8 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InferenceError } from "./errors.ts";
 import { loadModel, modelVersion } from "./manifest.ts";
-import { Ensemble, InferenceError } from "./runtime.ts";
+import { Ensemble } from "./runtime.ts";
 import { captureLogger, copyModel, membersOf } from "./test-support.ts";
 
 let smoke: string;

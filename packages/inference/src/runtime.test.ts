@@ -3,15 +3,11 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  Ensemble,
-  type KneePrediction,
-  poolProbabilities,
-  sharpen,
-  softmax,
-  upsampleAdd,
-} from "./runtime.ts";
+import { upsampleAdd } from "./heatmap.ts";
+import { poolProbabilities, sharpen, softmax } from "./pooling.ts";
+import { Ensemble } from "./runtime.ts";
 import { captureLogger, copyModel, syntheticCrops } from "./test-support.ts";
+import type { KneePrediction } from "./types.ts";
 
 interface Fixtures {
   input: { shape: number[]; grey_uint8: number[] };

@@ -1,131 +1,44 @@
 /**
- * The PIM ensemble in onnxruntime-node: one InferenceSession per member on the first execution
- * provider that works for it, batched prediction of preprocessed 8-bit grey knee crops, calibrated
- * ensemble probabilities and a class heat map per knee.
+ * The PIM ensemble in onnxruntime-node: batched prediction of preprocessed 8-bit grey knee crops,
+ * calibrated ensemble probabilities and a class heat map per knee. It composes the members'
+ * sessions (session.ts: provider fallback), the probability maths (pooling.ts) and the heat map
+ * (heatmap.ts).
  */
 import { performance } from "node:perf_hooks";
 import { createLogger, type Logger } from "@kneegrade/log";
 import * as ort from "onnxruntime-node";
 import { areaResize } from "./area.ts";
-import {
-  cropSize,
-  type EnsembleRule,
-  type LocaliserSettings,
-  type ManifestMember,
-  type ModelManifest,
-  readModel,
-} from "./manifest.ts";
+import { InferenceError } from "./errors.ts";
+import { classHeatmap } from "./heatmap.ts";
+import { cropSize, type LocaliserSettings, type ModelManifest, readModel } from "./manifest.ts";
+import { argmax, poolProbabilities, sharpen, softmax } from "./pooling.ts";
+import { type LoadedMember, openMembers, type SessionThreads } from "./session.ts";
+import type {
+  Crop,
+  EnsembleMember,
+  InputSize,
+  KneePrediction,
+  MemberPrediction,
+  MemberTiming,
+  PredictTimings,
+  RawMemberOutputs,
+} from "./types.ts";
 
-export type InferenceErrorCode =
-  | "MODEL_MISSING"
-  | "MODEL_INVALID"
-  | "MODEL_NOT_FOR_PATIENTS"
-  | "NO_PROVIDER"
-  | "BAD_INPUT"
-  | "CLOSED";
+// What the ensemble takes and gives, beside it for modules that import the runtime by path.
+export type { Crop, KneePrediction } from "./types.ts";
 
-export class InferenceError extends Error {
-  constructor(
-    readonly code: InferenceErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = "InferenceError";
-  }
-}
-
-export interface EnsembleOptions {
+export interface EnsembleOptions extends SessionThreads {
   modelDir: string;
   /**
    * Execution providers in order of preference, e.g. ["webgpu", "cuda", "cpu"]. Each member gets
    * the first one whose session can be created (each is tried alone). Default ["cpu"].
    */
   providers?: string[];
-  /** Threads inside one operator (onnxruntime's intraOpNumThreads); default: onnxruntime's. */
-  intraOpThreads?: number;
-  /** Threads across independent operators (interOpNumThreads); default: onnxruntime's. */
-  interOpThreads?: number;
   /** Most crops per session run; larger predict calls are split. Default 8. */
   maxBatch?: number;
   /** Accept a status "smoke" model (tests, benchmarks). Never in production. */
   allowTestModel?: boolean;
   logger?: Logger;
-}
-
-/**
- * One knee crop of exactly the model's input size (its largest member's; a member with a smaller
- * input sees the crop shrunk by a whole factor, see {@link areaResize}), row-major grey on the
- * 0–255 scale: 8-bit
- * (Uint8Array), or Float32Array when the crop was resampled in float (as the toolkit's area
- * interpolation does for a model whose input is not 224 px), so nothing is lost to rounding.
- */
-export type Crop = Uint8Array | Float32Array;
-
-export interface InputSize {
-  height: number;
-  width: number;
-}
-
-export interface EnsembleMember {
-  name: string;
-  provider: string;
-  inputSize: InputSize & { channels: number };
-}
-
-export interface MemberPrediction {
-  name: string;
-  provider: string;
-  /** Raw combiner logits, one per grade. */
-  logits: number[];
-  /** softmax(logits / temperature): this member's calibrated probabilities. */
-  probabilities: number[];
-}
-
-export interface Heatmap {
-  width: number;
-  height: number;
-  /** Row-major, width * height values in 0..1 (docs/GRADING.md, "Heat map"). */
-  data: Float32Array;
-}
-
-export interface KneePrediction {
-  /** argmax of `probabilities` (Kellgren–Lawrence 0–4). */
-  grade: number;
-  /** The manifest's label of `grade`, e.g. "KL2". */
-  label: string;
-  /** Mean over members of their calibrated probabilities. */
-  probabilities: number[];
-  members: MemberPrediction[];
-  /** Where the tokens voted for `grade`, at the input size. */
-  heatmap: Heatmap;
-}
-
-export interface MemberTiming {
-  name: string;
-  provider: string;
-  /** Wall time of this member's session run for the batch, in ms. */
-  ms: number;
-}
-
-export interface PredictTimings {
-  /** One entry per session batch (at most maxBatch crops each). */
-  batches: { size: number; members: MemberTiming[] }[];
-  /** Wall time of the whole call (tensor building, runs, softmax, heat maps), in ms. */
-  totalMs: number;
-}
-
-/** A member's raw outputs for a batch (row-major float32, as onnxruntime returns them). */
-export interface RawMemberOutputs {
-  name: string;
-  provider: string;
-  outputs: Record<string, { dims: number[]; data: Float32Array }>;
-}
-
-interface Loaded {
-  spec: ManifestMember;
-  session: ort.InferenceSession;
-  provider: string;
-  tokenOutputs: string[];
 }
 
 const DEFAULT_MAX_BATCH = 8;
@@ -138,7 +51,7 @@ export class Ensemble {
   readonly inputSize: InputSize;
   readonly maxBatch: number;
   readonly members: readonly EnsembleMember[];
-  private readonly loaded: Loaded[];
+  private readonly loaded: LoadedMember[];
   private readonly labels: string[];
   private readonly inflight = new Set<Promise<unknown>>();
   private closed = false;
@@ -146,7 +59,7 @@ export class Ensemble {
   private constructor(
     manifest: ModelManifest,
     version: string,
-    loaded: Loaded[],
+    loaded: LoadedMember[],
     maxBatch: number,
     localiser: LocaliserSettings,
   ) {
@@ -192,18 +105,7 @@ export class Ensemble {
     });
     if (!model.ok) throw new InferenceError(model.code, model.reason);
 
-    const loaded: Loaded[] = [];
-    try {
-      for (const spec of model.manifest.members) {
-        const bytes = model.files.get(spec.name)!;
-        const { session, provider } = await createSession(spec, bytes, providers, options, log);
-        loaded.push({ spec, session, provider, tokenOutputs: tokenOutputs(spec) });
-        checkSessionNames(spec, session);
-      }
-    } catch (error) {
-      await Promise.allSettled(loaded.map((m) => m.session.release()));
-      throw error;
-    }
+    const loaded = await openMembers(model.manifest.members, model.files, providers, options, log);
     const ensemble = new Ensemble(model.manifest, model.version, loaded, maxBatch, model.localiser);
     log.info(
       {
@@ -368,149 +270,9 @@ export class Ensemble {
       label: this.labels[grade]!,
       probabilities,
       members,
-      heatmap: this.heatmap(raw, i, grade),
+      heatmap: classHeatmap(raw, this.loaded, i, grade, this.inputSize),
     };
   }
-
-  /**
-   * The heat map of crop `i` for class `grade`: each token's probability of the grade (softmax of
-   * its class logits over the classes, as the selector ranks tokens), bilinearly upsampled to the
-   * input size (half-pixel centres, edges clamped: PyTorch's `interpolate(..., align_corners=False)`),
-   * averaged over levels and members, then scaled to 0..1 for this crop between its 2nd and 98th
-   * percentiles (clipped; all zeros when the map is flat).
-   *
-   * The raw grade channel is not used: the suppression loss drives every class logit of an
-   * unselected token down together, so a token's raw logits mostly say how strongly it was
-   * suppressed, not which grade it votes for; on the test model that map was as hot at the crop's
-   * edges as over the joint, and a few strongly suppressed tokens set its minimum, so min–max
-   * scaling left most of the crop hot.
-   */
-  private heatmap(raw: RawMemberOutputs[], i: number, grade: number): Heatmap {
-    const { height, width } = this.inputSize;
-    // Upsampling is linear: sum the maps of equal grid size first, then upsample each sum once.
-    const grids = new Map<string, { h: number; w: number; sum: Float32Array }>();
-    let maps = 0;
-    for (const [m, r] of raw.entries()) {
-      for (const out of this.loaded[m]!.tokenOutputs) {
-        const { dims, data } = r.outputs[out]!;
-        const [, k, h, w] = dims as [number, number, number, number];
-        const key = `${h}x${w}`;
-        let grid = grids.get(key);
-        if (!grid) {
-          grid = { h, w, sum: new Float32Array(h * w) };
-          grids.set(key, grid);
-        }
-        addClassProbability(data, i * k * h * w, k, h * w, grade, grid.sum);
-        maps++;
-      }
-    }
-    const acc = new Float32Array(height * width);
-    for (const { h, w, sum } of grids.values()) upsampleAdd(sum, 0, h, w, acc, height, width);
-    for (let p = 0; p < acc.length; p++) acc[p] = acc[p]! / maps;
-    return { width, height, data: robustUnit(acc, HEAT_LOW_PERCENTILE, HEAT_HIGH_PERCENTILE) };
-  }
-}
-
-/** Percentiles of a crop's heat that become 0 and 1 (values beyond them are clipped). */
-export const HEAT_LOW_PERCENTILE = 2;
-export const HEAT_HIGH_PERCENTILE = 98;
-
-/**
- * Adds, per token, softmax over the `k` class maps of `data[at..]` (each `n` tokens, class-major)
- * at class `grade` to `sum`.
- */
-export function addClassProbability(
-  data: Float32Array,
-  at: number,
-  k: number,
-  n: number,
-  grade: number,
-  sum: Float32Array,
-): void {
-  for (let p = 0; p < n; p++) {
-    let hi = Number.NEGATIVE_INFINITY;
-    for (let c = 0; c < k; c++) hi = Math.max(hi, data[at + c * n + p]!);
-    let total = 0;
-    for (let c = 0; c < k; c++) total += Math.exp(data[at + c * n + p]! - hi);
-    sum[p]! += Math.exp(data[at + grade * n + p]! - hi) / total;
-  }
-}
-
-/**
- * `values` scaled so that their `low` and `high` percentiles (nearest rank) become 0 and 1,
- * clipped to 0..1; all zeros when those percentiles are equal. A few extreme pixels then neither
- * wash out the rest of the map nor make it all hot.
- */
-export function robustUnit(values: Float32Array, low: number, high: number): Float32Array {
-  const sorted = Float32Array.from(values).sort();
-  const at = (q: number) => sorted[Math.round((q / 100) * (sorted.length - 1))]!;
-  const lo = at(low);
-  const span = at(high) - lo;
-  return values.map((v) => (span > 0 ? Math.min(1, Math.max(0, (v - lo) / span)) : 0));
-}
-
-function tokenOutputs(spec: ManifestMember): string[] {
-  return spec.outputs
-    .map((o) => o.name)
-    .filter((n) => /^tokens_l\d+$/.test(n))
-    .sort((a, b) => Number(a.slice(8)) - Number(b.slice(8)));
-}
-
-async function createSession(
-  spec: ManifestMember,
-  bytes: Uint8Array,
-  providers: readonly string[],
-  options: EnsembleOptions,
-  log: Logger,
-): Promise<{ session: ort.InferenceSession; provider: string }> {
-  const failures: string[] = [];
-  for (const provider of providers) {
-    try {
-      const session = await ort.InferenceSession.create(bytes, {
-        executionProviders: [provider],
-        graphOptimizationLevel: "all",
-        ...(options.intraOpThreads ? { intraOpNumThreads: options.intraOpThreads } : {}),
-        ...(options.interOpThreads ? { interOpNumThreads: options.interOpThreads } : {}),
-      });
-      return { session, provider };
-    } catch (error) {
-      const reason = firstLine(error);
-      failures.push(`${provider}: ${reason}`);
-      log.warn(
-        { event: "inference.provider-unavailable", member: spec.name, provider, reason },
-        `execution provider ${provider} cannot run member ${spec.name}; trying the next one`,
-      );
-    }
-  }
-  throw new InferenceError(
-    "NO_PROVIDER",
-    `member ${spec.name}: none of the execution providers [${providers.join(", ")}] could ` +
-      `create a session (${failures.join("; ")}). onnxruntime-node bundles "cpu" and "webgpu"; ` +
-      `"cuda" needs its provider libraries.`,
-  );
-}
-
-function checkSessionNames(spec: ManifestMember, session: ort.InferenceSession): void {
-  if (!session.inputNames.includes(spec.input.name)) {
-    throw new InferenceError(
-      "MODEL_INVALID",
-      `member ${spec.name}: the ONNX graph has inputs [${session.inputNames}], the manifest ` +
-        `says ${spec.input.name}`,
-    );
-  }
-  const missing = spec.outputs.map((o) => o.name).filter((n) => !session.outputNames.includes(n));
-  if (missing.length > 0) {
-    throw new InferenceError(
-      "MODEL_INVALID",
-      `member ${spec.name}: the ONNX graph lacks outputs [${missing}] listed in the manifest`,
-    );
-  }
-}
-
-function firstLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  const line = text.split("\n").find((l) => l.trim() !== "") ?? text;
-  return line.length > 600 ? `${line.slice(0, 600)}…` : line;
 }
 
 /** NCHW float32 from grey crops: every channel = grey * scale + offset. */
@@ -535,111 +297,4 @@ function toFloatNchw(
     }
   });
   return out;
-}
-
-/**
- * The members' calibrated probabilities of one knee pooled by the manifest's ensemble rule: their
- * mean, or their normalised geometric mean (softmax of the mean log-probability, floored at 1e-12
- * as in models/metrics.py `pool`).
- */
-export function poolProbabilities(
-  members: readonly (readonly number[])[],
-  rule: EnsembleRule,
-): number[] {
-  if (members.length === 0) throw new Error("no member probabilities to pool");
-  const k = members[0]!.length;
-  const acc = new Array<number>(k).fill(0);
-  const logMean = rule === "mean_calibrated_log_probabilities";
-  for (const p of members) {
-    if (p.length !== k)
-      throw new Error(`member probabilities of length ${p.length}, expected ${k}`);
-    for (let c = 0; c < k; c++) {
-      acc[c]! += (logMean ? Math.log(Math.max(p[c]!, 1e-12)) : p[c]!) / members.length;
-    }
-  }
-  return logMean ? softmax(acc) : acc;
-}
-
-/**
- * The ensemble temperature applied to a probability vector: p^(1/T) renormalised, i.e.
- * softmax(log p / T); T = 1 returns `p` itself. The argmax does not change.
- */
-export function sharpen(p: readonly number[], temperature: number): number[] {
-  if (temperature === 1) return [...p];
-  return softmax(
-    p.map((v) => Math.log(Math.max(v, 1e-12))),
-    temperature,
-  );
-}
-
-/** softmax(logits / temperature), in float64. */
-export function softmax(logits: readonly number[], temperature = 1): number[] {
-  const z = logits.map((v) => v / temperature);
-  const max = Math.max(...z);
-  const e = z.map((v) => Math.exp(v - max));
-  const sum = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / sum);
-}
-
-/** Index of the largest value (the first one on ties). */
-export function argmax(values: readonly number[]): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
-  return best;
-}
-
-interface Axis {
-  i0: Int32Array;
-  i1: Int32Array;
-  w: Float32Array;
-}
-const axes = new Map<string, Axis>();
-
-/** Source indices and weights of a half-pixel bilinear resize from `n` to `size` samples. */
-function axis(n: number, size: number): Axis {
-  const key = `${n}>${size}`;
-  let a = axes.get(key);
-  if (!a) {
-    a = { i0: new Int32Array(size), i1: new Int32Array(size), w: new Float32Array(size) };
-    const scale = n / size;
-    for (let o = 0; o < size; o++) {
-      const src = Math.max(0, (o + 0.5) * scale - 0.5);
-      const i0 = Math.min(Math.floor(src), n - 1);
-      a.i0[o] = i0;
-      a.i1[o] = Math.min(i0 + 1, n - 1);
-      a.w[o] = src - i0;
-    }
-    axes.set(key, a);
-  }
-  return a;
-}
-
-/** Adds the bilinear resize of the h×w map at `src[offset..]` to the H×W `acc`. */
-export function upsampleAdd(
-  src: Float32Array,
-  offset: number,
-  h: number,
-  w: number,
-  acc: Float32Array,
-  H: number,
-  W: number,
-): void {
-  const ya = axis(h, H);
-  const xa = axis(w, W);
-  // Horizontal pass over the h source rows, then the vertical blend per output row.
-  const rows = new Float32Array(h * W);
-  for (let y = 0; y < h; y++) {
-    const r = offset + y * w;
-    for (let x = 0; x < W; x++) {
-      const wx = xa.w[x]!;
-      rows[y * W + x] = src[r + xa.i0[x]!]! * (1 - wx) + src[r + xa.i1[x]!]! * wx;
-    }
-  }
-  for (let y = 0; y < H; y++) {
-    const wy = ya.w[y]!;
-    const r0 = ya.i0[y]! * W;
-    const r1 = ya.i1[y]! * W;
-    const o = y * W;
-    for (let x = 0; x < W; x++) acc[o + x]! += rows[r0 + x]! * (1 - wy) + rows[r1 + x]! * wy;
-  }
 }

@@ -1,12 +1,12 @@
 /**
  * From a decoded radiograph to the model inputs of its knees, or a recorded reason why not.
  */
-import { detectArthroplasty } from "./arthroplasty.ts";
-import { cutKnee, TRAINING_CROP_SIZE } from "./crop.ts";
+import { type ArthroplastyFinding, detectArthroplasty } from "./arthroplasty.ts";
+import { cutKnee, type KneeCrop, TRAINING_CROP_SIZE } from "./crop.ts";
 import { assignLaterality, type LateralityHeader, type Side } from "./laterality.ts";
-import type { GreyImage, KneeCandidate, KneeTemplate } from "./localise.ts";
+import type { GreyImage, KneeCandidate, KneeTemplate, LocaliseResult } from "./localise.ts";
 import { localiseKneesOffThread, verifyKneeCropsOffThread } from "./localise-thread.ts";
-import { VERIFIER_MIN_PROBABILITY } from "./verify.ts";
+import { type KneeVerdict, VERIFIER_MIN_PROBABILITY } from "./verify.ts";
 
 /** Below this knee score a found knee is graded but flagged for the reviewer. */
 export const LOW_CONFIDENCE_SCORE = 0.6;
@@ -75,32 +75,40 @@ export type KneeFindings =
   | { ok: true; knees: FoundKnee[]; warnings: string[] }
   | { ok: false; code: KneeRefusalCode; reason: string; bestScore: number | null };
 
+export interface FindKneesOptions {
+  /** The localiser's thresholds (defaults: localise.ts, and LOW_CONFIDENCE_SCORE here). */
+  minScore?: number;
+  pairMinScore?: number;
+  lowConfidenceScore?: number;
+  /** Templates to match (default: the bundled ones). */
+  templates?: KneeTemplate[];
+  /** Least probability of "AP/PA knee joint" from the verifier (default 0.5). */
+  verifierMinProbability?: number;
+  /** Least knee score of the square beside a lone knee (its mate) to be verified as a knee. */
+  mateMinScore?: number;
+}
+
+type Refusal = Extract<KneeFindings, { ok: false }>;
+
+/** A localised square cut out as a crop, with what the arthroplasty check saw in it. */
+interface CutSquare {
+  k: KneeCandidate;
+  crop: KneeCrop;
+  metal: ArthroplastyFinding;
+}
+
+/**
+ * The knees of one radiograph: the view checked, knee squares localised (off the event loop),
+ * each cut and checked for a prosthesis, verified as AP/PA knee joints, then given a side.
+ */
 export async function findKnees(
   image: KneeImageInput,
   header: KneeHeader,
   inputSize: number,
-  options: {
-    /** The localiser's thresholds (defaults: localise.ts, and LOW_CONFIDENCE_SCORE here). */
-    minScore?: number;
-    pairMinScore?: number;
-    lowConfidenceScore?: number;
-    /** Templates to match (default: the bundled ones). */
-    templates?: KneeTemplate[];
-    /** Least probability of "AP/PA knee joint" from the verifier (default 0.5). */
-    verifierMinProbability?: number;
-    /** Least knee score of the square beside a lone knee (its mate) to be verified as a knee. */
-    mateMinScore?: number;
-  } = {},
+  options: FindKneesOptions = {},
 ): Promise<KneeFindings> {
-  const view = header.viewPosition?.trim().toUpperCase();
-  if (view && NOT_AP_VIEWS.has(view)) {
-    return {
-      ok: false,
-      code: "NOT_AP_VIEW",
-      reason: `ViewPosition ${view}: only AP/PA knee views are graded`,
-      bestScore: null,
-    };
-  }
+  const wrongView = notApViewRefusal(header);
+  if (wrongView) return wrongView;
   const {
     lowConfidenceScore = LOW_CONFIDENCE_SCORE,
     verifierMinProbability = VERIFIER_MIN_PROBABILITY,
@@ -112,21 +120,65 @@ export async function findKnees(
     { width: image.width, height: image.height, data: image.data },
     { spacingMm: image.spacingMm, ...localiser },
   );
-  if (found.knees.length === 0) {
-    const best = found.best?.score ?? null;
-    return {
-      ok: false,
-      code: "NO_KNEE_FOUND",
-      reason:
-        best === null
-          ? "no knee joint found"
-          : `no knee joint found (best knee score ${best.toFixed(2)} < ${found.minScore.toFixed(2)})`,
-      bestScore: best,
-    };
-  }
+  if (found.knees.length === 0) return noKneeRefusal(found);
+  const { cut, mate } = await cutSquares(image, found, inputSize, mateMinScore);
   // Second stage: each square must look like an AP/PA knee joint (verify.ts). A prosthesis is
   // evidence of a knee joint in itself (and looks like no training crop): not asked.
-  const cutOne = async (k: KneeCandidate) => {
+  const verdicts = await verifyKneeCropsOffThread(cut.map((c) => c.crop.crop224));
+  const accepted = cut.filter(
+    (c, i) => c.metal.arthroplasty || verdicts[i]!.apKnee >= verifierMinProbability,
+  );
+  if (accepted.length === 0) return verifierRefusal(cut, mate, verdicts);
+  // A mate the verifier did not take was never a knee the localiser reported: no warning for it.
+  const reported = cut.filter((c) => c !== mate || accepted.includes(c));
+  const warnings: string[] = [];
+  if (accepted.length < reported.length) {
+    warnings.push(
+      "a second knee-like region was not taken for a knee by the verifier: one knee graded",
+    );
+  }
+  const knees = describeKnees(image, header, accepted, lowConfidenceScore, warnings);
+  return { ok: true, knees, warnings };
+}
+
+function notApViewRefusal(header: KneeHeader): Refusal | null {
+  const view = header.viewPosition?.trim().toUpperCase();
+  if (!view || !NOT_AP_VIEWS.has(view)) return null;
+  return {
+    ok: false,
+    code: "NOT_AP_VIEW",
+    reason: `ViewPosition ${view}: only AP/PA knee views are graded`,
+    bestScore: null,
+  };
+}
+
+function noKneeRefusal(found: LocaliseResult): Refusal {
+  const best = found.best?.score ?? null;
+  return {
+    ok: false,
+    code: "NO_KNEE_FOUND",
+    reason:
+      best === null
+        ? "no knee joint found"
+        : `no knee joint found (best knee score ${best.toFixed(2)} < ${found.minScore.toFixed(2)})`,
+    bestScore: best,
+  };
+}
+
+/**
+ * The found knees' squares cut out, left to right. Where one knee was found, the square where its
+ * mate would be (at its height, beside it, at its size) is a knee too when it holds a prosthesis
+ * at the joint line (a prosthesis matches the knee templates poorly), or when it scores at least
+ * `mateMinScore` and the verifier takes it: the geometry is evidence enough for a score below the
+ * pair threshold.
+ */
+async function cutSquares(
+  image: KneeImageInput,
+  found: LocaliseResult,
+  inputSize: number,
+  mateMinScore: number,
+): Promise<{ cut: CutSquare[]; mate: CutSquare | null }> {
+  const cutOne = async (k: KneeCandidate): Promise<CutSquare> => {
     const { plain224, ...crop } = await cutKnee(image, k, inputSize);
     const metal = detectArthroplasty({
       width: TRAINING_CROP_SIZE,
@@ -136,47 +188,49 @@ export async function findKnees(
     return { k, crop, metal };
   };
   const cut = await Promise.all(found.knees.map(cutOne));
-  // Where one knee was found, the square where its mate would be (at its height, beside it, at its
-  // size) is a knee too when it holds a prosthesis at the joint line (a prosthesis matches the
-  // knee templates poorly), or when it scores at least `mateMinScore` and the verifier takes it:
-  // the geometry is evidence enough for a score below the pair threshold.
-  let mate: Awaited<ReturnType<typeof cutOne>> | null = null;
+  let mate: CutSquare | null = null;
   if (found.mate) {
     mate = await cutOne(found.mate);
     if (mate.metal.arthroplasty || mate.k.score >= mateMinScore) cut.push(mate);
   }
   cut.sort((a, b) => a.k.cx - b.k.cx);
-  const verdicts = await verifyKneeCropsOffThread(cut.map((c) => c.crop.crop224));
-  const accepted = cut.filter(
-    (c, i) => c.metal.arthroplasty || verdicts[i]!.apKnee >= verifierMinProbability,
+  return { cut, mate };
+}
+
+/**
+ * Why no square was taken for a knee, worded after the best match the localiser reported (a mate
+ * never words a refusal).
+ */
+function verifierRefusal(
+  cut: readonly CutSquare[],
+  mate: CutSquare | null,
+  verdicts: readonly KneeVerdict[],
+): Refusal {
+  const top = cut.reduce(
+    (b, c, i) => (c !== mate && (b < 0 || c.k.score > cut[b]!.k.score) ? i : b),
+    -1,
   );
-  // A mate the verifier did not take was never a knee the localiser reported: no warning for it,
-  // and it never words a refusal.
-  const reported = cut.filter((c) => c !== mate || accepted.includes(c));
-  if (accepted.length === 0) {
-    // The best match decides how the refusal is worded.
-    const top = cut.reduce(
-      (b, c, i) => (c !== mate && (b < 0 || c.k.score > cut[b]!.k.score) ? i : b),
-      -1,
-    );
-    const v = verdicts[top]!;
-    const score = cut[top]!.k.score;
-    const notAp = v.notApView > v.noKneeJoint;
-    return {
-      ok: false,
-      code: notAp ? "NOT_AP_VIEW" : "NO_KNEE_FOUND",
-      reason: notAp
-        ? `not an AP/PA knee view (knee score ${score.toFixed(2)}, but the verifier reads a knee seen otherwise: p = ${v.notApView.toFixed(2)})`
-        : `no knee joint found (knee score ${score.toFixed(2)}, but the verifier reads no knee joint: p = ${v.noKneeJoint.toFixed(2)})`,
-      bestScore: score,
-    };
-  }
-  const warnings: string[] = [];
-  if (accepted.length < reported.length) {
-    warnings.push(
-      "a second knee-like region was not taken for a knee by the verifier: one knee graded",
-    );
-  }
+  const v = verdicts[top]!;
+  const score = cut[top]!.k.score;
+  const notAp = v.notApView > v.noKneeJoint;
+  return {
+    ok: false,
+    code: notAp ? "NOT_AP_VIEW" : "NO_KNEE_FOUND",
+    reason: notAp
+      ? `not an AP/PA knee view (knee score ${score.toFixed(2)}, but the verifier reads a knee seen otherwise: p = ${v.notApView.toFixed(2)})`
+      : `no knee joint found (knee score ${score.toFixed(2)}, but the verifier reads no knee joint: p = ${v.noKneeJoint.toFixed(2)})`,
+    bestScore: score,
+  };
+}
+
+/** The accepted knees with their sides and flags; what the reader should know goes to `warnings`. */
+function describeKnees(
+  image: KneeImageInput,
+  header: KneeHeader,
+  accepted: readonly CutSquare[],
+  lowConfidenceScore: number,
+  warnings: string[],
+): FoundKnee[] {
   const sides = assignLaterality(
     accepted.map((c) => c.k),
     image.width,
@@ -187,8 +241,7 @@ export async function findKnees(
       `ImageLaterality says ${header.imageLaterality} but two knees were found: sides taken from their positions`,
     );
   }
-  const knees: FoundKnee[] = [];
-  for (const [i, { k, crop, metal }] of accepted.entries()) {
+  return accepted.map(({ k, crop, metal }, i) => {
     const s = sides[i]!;
     if (metal.metal && !metal.arthroplasty) {
       warnings.push(
@@ -202,7 +255,7 @@ export async function findKnees(
       );
     }
     if (s.assumed) warnings.push(`knee ${s.laterality}: laterality assumed (${s.source})`);
-    knees.push({
+    return {
       laterality: s.laterality,
       lateralitySource: s.source,
       lateralityAssumed: s.assumed,
@@ -212,7 +265,6 @@ export async function findKnees(
       lowConfidence,
       arthroplasty: metal.arthroplasty,
       ...crop,
-    });
-  }
-  return { ok: true, knees, warnings };
+    };
+  });
 }

@@ -20,6 +20,36 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registers = [registry];
   const metrics = {
     registry,
+    ...listenerMetrics(registers),
+    ...gradingMetrics(registers),
+    ...jobMetrics(registers),
+    ...modelMetrics(registers),
+  };
+  // The known label values start at 0, so rate() and dashboards see a series from the first scrape.
+  for (const outcome of ["knee", "not_knee", "resent"])
+    metrics.instancesReceived.inc({ outcome }, 0);
+  for (const outcome of ["GRADED", "REFUSED", "FAILED"])
+    metrics.instancesGraded.inc({ outcome }, 0);
+  for (const outcome of ["sent", "failed", "dead_letter"]) metrics.deliveries.inc({ outcome }, 0);
+  for (const channel of ["fhir", "hl7"]) {
+    for (const outcome of ["sent", "failed", "dead_letter"])
+      metrics.resultDeliveries.inc({ channel, outcome }, 0);
+  }
+  for (const queue of Object.values(QUEUES)) {
+    for (const outcome of ["completed", "retried", "failed"])
+      metrics.jobs.inc({ queue, outcome }, 0);
+  }
+  for (const stage of ["read", "decode", "localise", "inference"]) {
+    metrics.gradingStageSeconds.zero({ stage });
+  }
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What the listener counts: instances and associations, taken or refused. */
+function listenerMetrics(registers: Registry[]) {
+  return {
     /** Instances answered with success, by what was done with them. */
     instancesReceived: new Counter({
       name: "kneegrade_instances_received_total",
@@ -55,6 +85,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: "Accepted associations open now",
       registers,
     }),
+  };
+}
+
+/** What the worker measures: grading stages and outcomes, ensemble batches. */
+function gradingMetrics(registers: Registry[]) {
+  return {
     /** Per radiograph; `read` is the spool read, the rest as docs/GRADING.md names them. */
     gradingStageSeconds: new Histogram({
       name: "kneegrade_grading_stage_seconds",
@@ -86,6 +122,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       buckets: SECONDS_BUCKETS,
       registers,
     }),
+  };
+}
+
+/** Jobs and what the reporter delivers. */
+function jobMetrics(registers: Registry[]) {
+  return {
     jobs: new Counter({
       name: "kneegrade_jobs_total",
       help: "Jobs this process finished, by queue and outcome (completed, retried, failed: no attempt left or permanent)",
@@ -111,6 +153,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ["channel", "outcome"] as const,
       registers,
     }),
+  };
+}
+
+/** The model this worker has loaded. */
+function modelMetrics(registers: Registry[]) {
+  return {
     modelInfo: new Gauge({
       name: "kneegrade_model_info",
       help: "1 per ensemble member loaded: the model's version and status, and the member's execution provider",
@@ -123,24 +171,4 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       registers,
     }),
   };
-  // The known label values start at 0, so rate() and dashboards see a series from the first scrape.
-  for (const outcome of ["knee", "not_knee", "resent"])
-    metrics.instancesReceived.inc({ outcome }, 0);
-  for (const outcome of ["GRADED", "REFUSED", "FAILED"])
-    metrics.instancesGraded.inc({ outcome }, 0);
-  for (const outcome of ["sent", "failed", "dead_letter"]) metrics.deliveries.inc({ outcome }, 0);
-  for (const channel of ["fhir", "hl7"]) {
-    for (const outcome of ["sent", "failed", "dead_letter"])
-      metrics.resultDeliveries.inc({ channel, outcome }, 0);
-  }
-  for (const queue of Object.values(QUEUES)) {
-    for (const outcome of ["completed", "retried", "failed"])
-      metrics.jobs.inc({ queue, outcome }, 0);
-  }
-  for (const stage of ["read", "decode", "localise", "inference"]) {
-    metrics.gradingStageSeconds.zero({ stage });
-  }
-  return metrics;
 }
-
-export type Metrics = ReturnType<typeof createMetrics>;

@@ -119,76 +119,131 @@ export interface FhirOptions {
 
 /** The transaction Bundle of one result. */
 export function fhirTransaction(result: StudyResult, options: FhirOptions): Bundle {
-  const ctx = result.context;
   const entries: BundleEntry[] = [];
-  const seed = result.aiSrSopInstanceUid;
+  const patient = patientEntry(result, options);
+  if (patient) entries.push(patient.entry);
+  const study = imagingStudyEntry(result, patient?.ref);
+  if (study.entry) entries.push(study.entry);
+  const device = deviceEntry(result);
+  entries.push(device.entry);
+  const refs: ResultRefs = {
+    patient: patient?.ref,
+    study: study.ref,
+    device: { reference: device.entry.fullUrl! },
+    // The radiologist by name (a Practitioner of the hospital's is not known here).
+    radiologist: result.radiologist
+      ? { display: humanName(result.radiologist.name).text ?? result.radiologist.name }
+      : undefined,
+  };
+  const observations = result.knees.map((knee) => observationEntry(result, knee, refs));
+  entries.push(...observations);
+  entries.push(
+    reportEntry(
+      result,
+      refs,
+      observations.map((o) => ({ reference: o.fullUrl! })),
+    ),
+  );
+  return { resourceType: "Bundle", type: "transaction", entry: entries };
+}
 
-  let patientRef: Reference<Patient> | undefined;
-  if (ctx.patientId) {
-    const identifier: Identifier = { system: options.patientIdSystem, value: ctx.patientId };
-    const patient: Patient = {
-      resourceType: "Patient",
-      identifier: [identifier],
-      ...(ctx.patientName ? { name: [humanName(ctx.patientName)] } : {}),
-      gender: GENDER[ctx.patientSex ?? ""] ?? "unknown",
-      ...(fhirDate(ctx.patientBirthDate) ? { birthDate: fhirDate(ctx.patientBirthDate) } : {}),
-    };
-    const fullUrl = urn(`patient:${seed}`);
-    entries.push({
+/** What the result's resources refer to. */
+interface ResultRefs {
+  patient: Reference<Patient> | undefined;
+  study: Reference<ImagingStudy>;
+  device: Reference<Device>;
+  radiologist: Reference<Practitioner> | undefined;
+}
+
+/** The accession number as the order's identifier (v2 table 0203 ACSN), when there is one. */
+function accessionIdentifier(result: StudyResult): Identifier | undefined {
+  return result.context.accessionNumber
+    ? {
+        type: { coding: [{ system: SYSTEMS.v2_0203, code: "ACSN" }] },
+        value: result.context.accessionNumber,
+      }
+    : undefined;
+}
+
+/** The Patient, created unless one with the same identifier exists; none without a Patient ID. */
+function patientEntry(
+  result: StudyResult,
+  options: FhirOptions,
+): { entry: BundleEntry; ref: Reference<Patient> } | undefined {
+  const ctx = result.context;
+  if (!ctx.patientId) return undefined;
+  const identifier: Identifier = { system: options.patientIdSystem, value: ctx.patientId };
+  const patient: Patient = {
+    resourceType: "Patient",
+    identifier: [identifier],
+    ...(ctx.patientName ? { name: [humanName(ctx.patientName)] } : {}),
+    gender: GENDER[ctx.patientSex ?? ""] ?? "unknown",
+    ...(fhirDate(ctx.patientBirthDate) ? { birthDate: fhirDate(ctx.patientBirthDate) } : {}),
+  };
+  const fullUrl = urn(`patient:${result.aiSrSopInstanceUid}`);
+  return {
+    entry: {
       fullUrl,
       resource: patient,
       request: { method: "POST", url: "Patient", ifNoneExist: token(identifier) },
-    });
-    patientRef = { reference: fullUrl };
-  }
-
-  const studyId = oid(ctx.studyInstanceUid);
-  const accession: Identifier | undefined = ctx.accessionNumber
-    ? {
-        type: { coding: [{ system: SYSTEMS.v2_0203, code: "ACSN" }] },
-        value: ctx.accessionNumber,
-      }
-    : undefined;
-  let studyRef: Reference<ImagingStudy> = {
-    type: "ImagingStudy",
-    identifier: studyId,
-    display: `Study ${ctx.studyInstanceUid}`,
+    },
+    ref: { reference: fullUrl },
   };
-  if (patientRef) {
-    // ImagingStudy needs its subject: with no Patient ID the study is referenced by identifier.
-    const series = new Map<string, NonNullable<ImagingStudy["series"]>[number]>();
-    for (const image of result.images) {
-      const s = series.get(image.seriesInstanceUid) ?? {
-        uid: image.seriesInstanceUid,
-        modality: { system: SYSTEMS.dcm, code: image.modality },
-        instance: [],
-      };
-      s.instance?.push({
-        uid: image.sopInstanceUid,
-        sopClass: { system: "urn:ietf:rfc:3986", code: `urn:oid:${image.sopClassUid}` },
-      });
-      series.set(image.seriesInstanceUid, s);
-    }
-    const study: ImagingStudy = {
-      resourceType: "ImagingStudy",
-      identifier: [studyId, ...(accession ? [accession] : [])],
-      status: "available",
-      subject: patientRef,
-      ...(fhirDate(ctx.studyDate) ? { started: fhirDate(ctx.studyDate) } : {}),
-      ...(ctx.studyDescription ? { description: ctx.studyDescription } : {}),
-      numberOfSeries: series.size,
-      numberOfInstances: result.images.length,
-      series: [...series.values()],
+}
+
+/**
+ * The ImagingStudy with its series and instances, created unless it exists. ImagingStudy needs its
+ * subject: with no Patient the study is only referenced, by identifier.
+ */
+function imagingStudyEntry(
+  result: StudyResult,
+  patientRef: Reference<Patient> | undefined,
+): { entry?: BundleEntry; ref: Reference<ImagingStudy> } {
+  const ctx = result.context;
+  const studyId = oid(ctx.studyInstanceUid);
+  if (!patientRef) {
+    return {
+      ref: { type: "ImagingStudy", identifier: studyId, display: `Study ${ctx.studyInstanceUid}` },
     };
-    const fullUrl = urn(`study:${seed}`);
-    entries.push({
+  }
+  const series = new Map<string, NonNullable<ImagingStudy["series"]>[number]>();
+  for (const image of result.images) {
+    const s = series.get(image.seriesInstanceUid) ?? {
+      uid: image.seriesInstanceUid,
+      modality: { system: SYSTEMS.dcm, code: image.modality },
+      instance: [],
+    };
+    s.instance?.push({
+      uid: image.sopInstanceUid,
+      sopClass: { system: "urn:ietf:rfc:3986", code: `urn:oid:${image.sopClassUid}` },
+    });
+    series.set(image.seriesInstanceUid, s);
+  }
+  const accession = accessionIdentifier(result);
+  const study: ImagingStudy = {
+    resourceType: "ImagingStudy",
+    identifier: [studyId, ...(accession ? [accession] : [])],
+    status: "available",
+    subject: patientRef,
+    ...(fhirDate(ctx.studyDate) ? { started: fhirDate(ctx.studyDate) } : {}),
+    ...(ctx.studyDescription ? { description: ctx.studyDescription } : {}),
+    numberOfSeries: series.size,
+    numberOfInstances: result.images.length,
+    series: [...series.values()],
+  };
+  const fullUrl = urn(`study:${result.aiSrSopInstanceUid}`);
+  return {
+    entry: {
       fullUrl,
       resource: study,
       request: { method: "POST", url: "ImagingStudy", ifNoneExist: token(studyId) },
-    });
-    studyRef = { reference: fullUrl, display: `Study ${ctx.studyInstanceUid}` };
-  }
+    },
+    ref: { reference: fullUrl, display: `Study ${ctx.studyInstanceUid}` },
+  };
+}
 
+/** The model as a Device, created unless one with its version exists. */
+function deviceEntry(result: StudyResult): { entry: BundleEntry } {
   const algorithm = result.algorithm;
   const modelId: Identifier = { system: SYSTEMS.kneegradeModel, value: algorithm.version };
   const device: Device = {
@@ -211,65 +266,72 @@ export function fhirTransaction(result: StudyResult, options: FhirOptions): Bund
       },
     ],
   };
-  const deviceUrl = urn(`device:${algorithm.version}`);
-  entries.push({
-    fullUrl: deviceUrl,
-    resource: device,
-    request: { method: "POST", url: "Device", ifNoneExist: token(modelId) },
-  });
+  return {
+    entry: {
+      fullUrl: urn(`device:${algorithm.version}`),
+      resource: device,
+      request: { method: "POST", url: "Device", ifNoneExist: token(modelId) },
+    },
+  };
+}
 
+/** One knee's grade as an Observation, replaced by its tracking UID on each revision. */
+function observationEntry(result: StudyResult, knee: ResultKnee, refs: ResultRefs): BundleEntry {
   const signed = result.status !== "preliminary";
-  // The radiologist by name (a Practitioner of the hospital's is not known here).
-  const radiologist: Reference<Practitioner> | undefined = result.radiologist
-    ? { display: humanName(result.radiologist.name).text ?? result.radiologist.name }
-    : undefined;
-  const observationRefs: Reference<Observation>[] = [];
-  for (const knee of result.knees) {
-    const identifier = oid(knee.trackingUid);
-    const decision = knee.decision;
-    const grade = decision ? decision.grade : knee.aiGrade;
-    const observation: Observation = {
-      resourceType: "Observation",
-      identifier: [identifier],
-      status: result.status,
-      category: [
-        { coding: [{ system: SYSTEMS.observationCategory, code: "imaging", display: "Imaging" }] },
-      ],
-      code: KL_GRADE_CONCEPT,
-      ...(patientRef ? { subject: patientRef } : {}),
-      ...(fhirDate(ctx.studyDate) ? { effectiveDateTime: fhirDate(ctx.studyDate) } : {}),
-      issued: result.issued.toISOString(),
-      ...(radiologist ? { performer: [radiologist] } : {}),
-      ...(grade === null
-        ? {
-            dataAbsentReason: {
-              coding: [{ system: SYSTEMS.dataAbsentReason, code: "unknown" }],
-              text: "not gradable",
-            },
-          }
-        : { valueCodeableConcept: klGradeConcept(grade) }),
-      bodySite: BODY_SITE[knee.laterality],
-      ...(signed ? {} : { method: AI_METHOD }),
-      device: { reference: deviceUrl },
-      derivedFrom: [studyRef],
-      note: [
-        {
-          text: signed
-            ? `Radiologist's grade${decision?.grade === null ? `: not gradable${decision.notGradableReason ? ` (${decision.notGradableReason})` : ""}` : ""}. AI result for reference: grade ${knee.aiGrade} (model ${algorithm.version}). Image ${knee.source.sopInstanceUid}.`
-            : `AI result (model ${algorithm.version}), unverified: requires review and signature by a radiologist. Probabilities KL0–4: ${knee.probabilities.map((p) => p.toFixed(2)).join(", ")}. Image ${knee.source.sopInstanceUid}.`,
-        },
-      ],
-    };
-    const fullUrl = urn(`observation:${knee.trackingUid}`);
-    entries.push({
-      fullUrl,
-      resource: observation,
-      request: { method: "PUT", url: `Observation?${token(identifier)}` },
-    });
-    observationRefs.push({ reference: fullUrl });
-  }
+  const version = result.algorithm.version;
+  const identifier = oid(knee.trackingUid);
+  const decision = knee.decision;
+  const grade = decision ? decision.grade : knee.aiGrade;
+  const observation: Observation = {
+    resourceType: "Observation",
+    identifier: [identifier],
+    status: result.status,
+    category: [
+      { coding: [{ system: SYSTEMS.observationCategory, code: "imaging", display: "Imaging" }] },
+    ],
+    code: KL_GRADE_CONCEPT,
+    ...(refs.patient ? { subject: refs.patient } : {}),
+    ...(fhirDate(result.context.studyDate)
+      ? { effectiveDateTime: fhirDate(result.context.studyDate) }
+      : {}),
+    issued: result.issued.toISOString(),
+    ...(refs.radiologist ? { performer: [refs.radiologist] } : {}),
+    ...(grade === null
+      ? {
+          dataAbsentReason: {
+            coding: [{ system: SYSTEMS.dataAbsentReason, code: "unknown" }],
+            text: "not gradable",
+          },
+        }
+      : { valueCodeableConcept: klGradeConcept(grade) }),
+    bodySite: BODY_SITE[knee.laterality],
+    ...(signed ? {} : { method: AI_METHOD }),
+    device: refs.device,
+    derivedFrom: [refs.study],
+    note: [
+      {
+        text: signed
+          ? `Radiologist's grade${decision?.grade === null ? `: not gradable${decision.notGradableReason ? ` (${decision.notGradableReason})` : ""}` : ""}. AI result for reference: grade ${knee.aiGrade} (model ${version}). Image ${knee.source.sopInstanceUid}.`
+          : `AI result (model ${version}), unverified: requires review and signature by a radiologist. Probabilities KL0–4: ${knee.probabilities.map((p) => p.toFixed(2)).join(", ")}. Image ${knee.source.sopInstanceUid}.`,
+      },
+    ],
+  };
+  return {
+    fullUrl: urn(`observation:${knee.trackingUid}`),
+    resource: observation,
+    request: { method: "PUT", url: `Observation?${token(identifier)}` },
+  };
+}
 
+/** The report of the whole study, replaced by the AI SR's UID on each revision. */
+function reportEntry(
+  result: StudyResult,
+  refs: ResultRefs,
+  observations: Reference<Observation>[],
+): BundleEntry {
+  const ctx = result.context;
   const reportId = oid(result.aiSrSopInstanceUid);
+  const accession = accessionIdentifier(result);
   const report: DiagnosticReport = {
     resourceType: "DiagnosticReport",
     identifier: [reportId],
@@ -279,21 +341,20 @@ export function fhirTransaction(result: StudyResult, options: FhirOptions): Bund
     status: result.status,
     category: [{ coding: [{ system: SYSTEMS.v2_0074, code: "RAD", display: "Radiology" }] }],
     code: DIAGNOSTIC_IMAGING_REPORT,
-    ...(patientRef ? { subject: patientRef } : {}),
+    ...(refs.patient ? { subject: refs.patient } : {}),
     ...(fhirDate(ctx.studyDate) ? { effectiveDateTime: fhirDate(ctx.studyDate) } : {}),
     issued: result.issued.toISOString(),
     ...(result.institutionName ? { performer: [{ display: result.institutionName }] } : {}),
-    ...(radiologist ? { resultsInterpreter: [radiologist] } : {}),
-    result: observationRefs,
-    imagingStudy: [studyRef],
+    ...(refs.radiologist ? { resultsInterpreter: [refs.radiologist] } : {}),
+    result: observations,
+    imagingStudy: [refs.study],
     conclusion: resultText(result),
   };
-  entries.push({
-    fullUrl: urn(`report:${seed}`),
+  return {
+    fullUrl: urn(`report:${result.aiSrSopInstanceUid}`),
     resource: report,
     request: { method: "PUT", url: `DiagnosticReport?${token(reportId)}` },
-  });
-  return { resourceType: "Bundle", type: "transaction", entry: entries };
+  };
 }
 
 export interface FhirPeer {

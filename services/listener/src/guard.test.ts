@@ -1,16 +1,9 @@
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import {
-  ConnectionGuard,
-  ConnectionLimiter,
-  checkAssociateRqFields,
-  type GuardLimits,
-  isValidAeTitleField,
-  PduAssembler,
-  RefusalCounter,
-  type RefusalReason,
-} from "./guard.ts";
+import { ConnectionLimiter, RefusalCounter, type RefusalReason } from "./connections.ts";
+import { ConnectionGuard, type GuardLimits } from "./guard.ts";
+import { checkAssociateRqFields, isValidAeTitleField, PduAssembler } from "./pdu.ts";
 
 const LIMITS: GuardLimits = {
   maxAssociateRqBytes: 65_536,

@@ -19,65 +19,29 @@
  * - closes a connection whose association is not accepted within `associationTimeoutMs` (like
  *   the ARTIM timer of PS3.8 9.1.5) and aborts an association that stays silent for
  *   `idleTimeoutMs`, so an idle peer gives its MAX_ASSOCIATIONS slot back;
- * - counts connections in total and per peer address (`ConnectionLimiter`);
- * - hands dcmjs-dimse whole PDUs (`PduAssembler`), each copied at most once, instead of raw chunks.
+ * - counts connections in total and per peer address (`ConnectionLimiter`, connections.ts);
+ * - hands dcmjs-dimse whole PDUs (`PduAssembler`, pdu.ts), each copied at most once, instead of
+ *   raw chunks.
  *
  * It never logs peer data beyond the PDU type and declared length.
  */
 import type { Socket } from "node:net";
+import type { RefusalDetails, RefusalReason } from "./connections.ts";
+import {
+  ABORT,
+  abortPdu,
+  associateRjPdu,
+  checkAssociateRqFields,
+  HEADER_BYTES,
+  PDU_TYPE,
+  PduAssembler,
+  type RqVerdict,
+} from "./pdu.ts";
 
-/** PDU types (PS3.8 9.3.1). */
-export const PDU_TYPE = {
-  associateRq: 0x01,
-  associateAc: 0x02,
-  associateRj: 0x03,
-  dataTf: 0x04,
-  releaseRq: 0x05,
-  releaseRp: 0x06,
-  abort: 0x07,
-} as const;
-
-/** A-ASSOCIATE-RJ result, source and reason values (PS3.8 Table 9-21). */
-export const REJECT = {
-  permanent: 1,
-  sourceServiceUser: 1,
-  sourceServiceProviderAcse: 2,
-  /** Source 1 (service user). */
-  callingAeNotRecognized: 3,
-  calledAeNotRecognized: 7,
-  /** Source 2 (service provider, ACSE). */
-  protocolVersionNotSupported: 2,
-} as const;
-
-/** A-ABORT source and reason values (PS3.8 Table 9-26). */
-export const ABORT = {
-  sourceServiceProvider: 2,
-  reasonNotSpecified: 0,
-  unrecognizedPdu: 1,
-  unexpectedPdu: 2,
-  invalidPduParameterValue: 6,
-} as const;
-
-const HEADER_BYTES = 6;
 /** Protocol version (2), reserved (2), called AE (16), calling AE (16): what the guard reads. */
 const RQ_CHECKED_BYTES = 36;
 /** The fixed part of an A-ASSOCIATE-RQ's variable field: 2 + 2 + 16 + 16 + 32 reserved. */
 const RQ_FIXED_BYTES = 68;
-
-/** Why a connection was refused or closed by the guard (log field `reason`, and the counters). */
-export type RefusalReason =
-  | "too-many-connections"
-  | "too-many-connections-from-peer"
-  | "unknown-pdu-type"
-  | "unexpected-pdu"
-  | "associate-rq-too-long"
-  | "malformed-associate-rq"
-  | "pdu-too-long"
-  | "protocol-version"
-  | "bad-calling-ae"
-  | "bad-called-ae"
-  | "association-timeout"
-  | "idle-timeout";
 
 export interface GuardLimits {
   /** Longest A-ASSOCIATE-RQ (PDU length field, header excluded). */
@@ -90,80 +54,10 @@ export interface GuardLimits {
   idleTimeoutMs: number;
 }
 
-export interface RefusalDetails {
-  pduType?: number;
-  declaredLength?: number;
-}
-
 export interface GuardOptions {
   limits: GuardLimits;
   /** Told of every refusal, once per connection (log and count it there). */
   onRefuse: (reason: RefusalReason, details: RefusalDetails) => void;
-}
-
-/** An A-ABORT PDU. */
-export function abortPdu(source: number, reason: number): Buffer {
-  return Buffer.from([PDU_TYPE.abort, 0, 0, 0, 0, 4, 0, 0, source, reason]);
-}
-
-/** An A-ASSOCIATE-RJ PDU. */
-export function associateRjPdu(result: number, source: number, reason: number): Buffer {
-  return Buffer.from([PDU_TYPE.associateRj, 0, 0, 0, 0, 4, 0, result, source, reason]);
-}
-
-/**
- * An AE title field as sent: 16 bytes of printable ASCII (0x20-0x7E) without backslash, not all
- * spaces (PS3.5 6.2, AE value representation; PS3.8 9.3.2 pads it with spaces).
- */
-export function isValidAeTitleField(field: Uint8Array): boolean {
-  let significant = false;
-  for (const byte of field) {
-    if (byte < 0x20 || byte > 0x7e || byte === 0x5c) return false;
-    if (byte !== 0x20) significant = true;
-  }
-  return significant;
-}
-
-/** What an A-ASSOCIATE-RJ must answer, from the first 36 bytes of the RQ's variable field. */
-export interface RqVerdict {
-  reason: RefusalReason;
-  result: number;
-  source: number;
-  rejectReason: number;
-}
-
-/**
- * Checks the protocol version and the AE titles of an A-ASSOCIATE-RQ (`fields`: the 36 bytes
- * after the PDU header). Only version 1 exists: bit 0 must be set (PS3.8 9.3.2) and kneegrade
- * also refuses bits of versions that do not exist (0xFFFF is not a DICOM UL peer).
- */
-export function checkAssociateRqFields(fields: Uint8Array): RqVerdict | undefined {
-  const version = (fields[0]! << 8) | fields[1]!;
-  if (version !== 0x0001) {
-    return {
-      reason: "protocol-version",
-      result: REJECT.permanent,
-      source: REJECT.sourceServiceProviderAcse,
-      rejectReason: REJECT.protocolVersionNotSupported,
-    };
-  }
-  if (!isValidAeTitleField(fields.subarray(20, 36))) {
-    return {
-      reason: "bad-calling-ae",
-      result: REJECT.permanent,
-      source: REJECT.sourceServiceUser,
-      rejectReason: REJECT.callingAeNotRecognized,
-    };
-  }
-  if (!isValidAeTitleField(fields.subarray(4, 20))) {
-    return {
-      reason: "bad-called-ae",
-      result: REJECT.permanent,
-      source: REJECT.sourceServiceUser,
-      rejectReason: REJECT.calledAeNotRecognized,
-    };
-  }
-  return undefined;
 }
 
 type Phase = "awaiting-rq" | "awaiting-accept" | "associated" | "closing";
@@ -406,73 +300,6 @@ export class ConnectionGuard {
 }
 
 /**
- * Re-frames the bytes the guard lets through into whole PDUs for dcmjs-dimse. Its own reader
- * concatenates every socket chunk onto the PDU received so far, copying each byte of a 256 KiB PDU
- * several times (the listener's largest CPU cost per instance); here a PDU that lies within one
- * chunk is handed on as a view of it, and one that spans chunks is copied once into a buffer of its
- * declared length. The guard forwards a PDU's bytes only after it has checked that PDU's header,
- * so that length is already within its limits when the buffer is allocated.
- */
-export class PduAssembler {
-  private readonly header = Buffer.alloc(HEADER_BYTES);
-  private headerFill = 0;
-  private pdu: Buffer | undefined;
-  private pduFill = 0;
-
-  constructor(private readonly emit: (pdu: Buffer) => void) {}
-
-  push(chunk: Buffer): void {
-    let pos = 0;
-    while (pos < chunk.length) {
-      if (this.pdu) {
-        const n = Math.min(this.pdu.length - this.pduFill, chunk.length - pos);
-        chunk.copy(this.pdu, this.pduFill, pos, pos + n);
-        this.pduFill += n;
-        pos += n;
-        if (this.pduFill === this.pdu.length) this.complete();
-        continue;
-      }
-      if (this.headerFill === 0 && chunk.length - pos >= HEADER_BYTES) {
-        const total = HEADER_BYTES + chunk.readUInt32BE(pos + 2);
-        if (chunk.length - pos >= total) {
-          this.emit(chunk.subarray(pos, pos + total));
-          pos += total;
-        } else {
-          this.pdu = Buffer.allocUnsafe(total);
-          this.pduFill = 0;
-        }
-        continue;
-      }
-      // A header split between chunks.
-      const n = Math.min(HEADER_BYTES - this.headerFill, chunk.length - pos);
-      chunk.copy(this.header, this.headerFill, pos, pos + n);
-      this.headerFill += n;
-      pos += n;
-      if (this.headerFill < HEADER_BYTES) continue;
-      this.headerFill = 0;
-      this.pdu = Buffer.allocUnsafe(HEADER_BYTES + this.header.readUInt32BE(2));
-      this.header.copy(this.pdu, 0);
-      this.pduFill = HEADER_BYTES;
-      if (this.pduFill === this.pdu.length) this.complete();
-    }
-  }
-
-  /** Drops a partly received PDU (the connection closed). */
-  clear(): void {
-    this.pdu = undefined;
-    this.pduFill = 0;
-    this.headerFill = 0;
-  }
-
-  private complete(): void {
-    const pdu = this.pdu!;
-    this.pdu = undefined;
-    this.pduFill = 0;
-    this.emit(pdu);
-  }
-}
-
-/**
  * Puts a guard between `socket` and the `data` listeners that `attach` registers on it (dcmjs-dimse
  * reads the socket with `socket.on("data")` in its constructor: see its Network._wrapSocket), then
  * starts the association timer. Throws when `attach` registered no `data` listener (a dcmjs-dimse
@@ -503,81 +330,4 @@ export function guardConnection<T>(
   });
   guard.start();
   return { guard, attached };
-}
-
-/**
- * Open TCP connections, in total and per peer address. Holds one entry per address with an open
- * connection, so at most `maxTotal` entries.
- */
-export class ConnectionLimiter {
-  private total = 0;
-  private readonly perPeer = new Map<string, number>();
-
-  constructor(
-    private readonly maxTotal: number,
-    private readonly maxPerPeer: number,
-  ) {}
-
-  /** Counts the connection in, or says why it may not be. */
-  admit(peer: string): "too-many-connections" | "too-many-connections-from-peer" | undefined {
-    if (this.total >= this.maxTotal) return "too-many-connections";
-    const fromPeer = this.perPeer.get(peer) ?? 0;
-    if (fromPeer >= this.maxPerPeer) return "too-many-connections-from-peer";
-    this.total += 1;
-    this.perPeer.set(peer, fromPeer + 1);
-    return undefined;
-  }
-
-  release(peer: string): void {
-    const fromPeer = this.perPeer.get(peer);
-    if (fromPeer === undefined) return;
-    this.total -= 1;
-    if (fromPeer <= 1) this.perPeer.delete(peer);
-    else this.perPeer.set(peer, fromPeer - 1);
-  }
-
-  get open(): number {
-    return this.total;
-  }
-}
-
-/** The peer's address as counted and logged (an IPv4-mapped IPv6 address as plain IPv4). */
-export function peerAddress(socket: Socket): string {
-  const address = socket.remoteAddress ?? "unknown";
-  return address.startsWith("::ffff:") ? address.slice(7) : address;
-}
-
-/**
- * Refusals counted by reason; logging is throttled per reason (`perWindow` lines per `windowMs`),
- * the lines held back are reported as `suppressed` on the next line logged for that reason.
- */
-export class RefusalCounter {
-  readonly counts: Partial<Record<RefusalReason, number>> = {};
-  private readonly windows = new Map<
-    RefusalReason,
-    { start: number; logged: number; suppressed: number }
-  >();
-
-  constructor(
-    private readonly perWindow = 20,
-    private readonly windowMs = 60_000,
-  ) {}
-
-  /** Counts one refusal; says whether to log it and how many earlier ones were not logged. */
-  record(reason: RefusalReason, now = Date.now()): { log: boolean; suppressed: number } {
-    this.counts[reason] = (this.counts[reason] ?? 0) + 1;
-    let w = this.windows.get(reason);
-    if (!w || now - w.start >= this.windowMs) {
-      w = { start: now, logged: 0, suppressed: w?.suppressed ?? 0 };
-      this.windows.set(reason, w);
-    }
-    if (w.logged >= this.perWindow) {
-      w.suppressed += 1;
-      return { log: false, suppressed: 0 };
-    }
-    w.logged += 1;
-    const suppressed = w.suppressed;
-    w.suppressed = 0;
-    return { log: true, suppressed };
-  }
 }

@@ -1,12 +1,10 @@
 /**
  * The listener service: a DICOM Storage SCP on LISTENER_PORT (optionally TLS) plus the study
- * assembler that turns stable knee studies into `grade-study` jobs. Every connection passes the
- * network guard (`guard.ts`) first: connection caps, PDU framing limits, association and idle
- * timeouts, before dcmjs-dimse reads a byte.
+ * assembler that turns stable knee studies into `grade-study` jobs. Every connection is counted
+ * against the connection caps (`server.ts`) and passes the network guard (`guard.ts`): PDU framing
+ * limits, association and idle timeouts, before dcmjs-dimse reads a byte.
  */
-import { readFileSync } from "node:fs";
-import net from "node:net";
-import tls from "node:tls";
+import type net from "node:net";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
@@ -16,19 +14,12 @@ import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { createQueue, warnWithoutRedisPersistence } from "@kneegrade/queue";
 import dimse from "dcmjs-dimse";
 import { startAssembler } from "./assembler.ts";
-import { createAuditLimiter } from "./audit.ts";
-import {
-  type ConnectionGuard,
-  ConnectionLimiter,
-  type GuardLimits,
-  guardConnection,
-  peerAddress,
-  RefusalCounter,
-  type RefusalDetails,
-  type RefusalReason,
-} from "./guard.ts";
+import { type AuditLimiter, createAuditLimiter } from "./audit.ts";
+import { peerAddress, RefusalCounter, type RefusalReason } from "./connections.ts";
+import { type ConnectionGuard, type GuardLimits, guardConnection } from "./guard.ts";
 import { startRetention } from "./retention.ts";
 import { createScpClass } from "./scp.ts";
+import { createDicomServer, type RefusalReporter } from "./server.ts";
 import { prepareSpool } from "./spool.ts";
 
 export interface RunningListener {
@@ -59,6 +50,48 @@ export async function startListener(
 ): Promise<RunningListener> {
   // dcmjs-dimse logs every PDU at info level in plain text: keep its warnings and errors, as JSON.
   routeLoglevel(dimse.log as unknown as LoglevelLike, log, "dimse");
+  await prepareListener(config, log);
+  const auditLimiter = createAuditLimiter({ db, log, perMinute: config.AUDIT_REFUSALS_PER_MINUTE });
+  const limits = guardLimits(config);
+  const refusals = new RefusalCounter();
+  const refused = refusalReporter(refusals, metrics, log);
+  const connect = scpConnector({
+    config,
+    db,
+    log,
+    metrics,
+    auditLimiter,
+    routingRules,
+    limits,
+    refused,
+  });
+  const dicom = createDicomServer({
+    config,
+    associationTimeoutMs: limits.associationTimeoutMs,
+    refused,
+    onConnection: connect,
+  });
+  const port = await dicom.listen();
+  log.info(
+    { event: "listener.started", port, aet: config.LISTENER_AET, tls: dicom.tls },
+    "DICOM listener ready",
+  );
+  const pipeline = await startPipeline(config, db, log);
+
+  return {
+    port,
+    refusals: () => ({ ...refusals.counts }),
+    async close() {
+      await dicom.close();
+      await pipeline.stop();
+      await auditLimiter.stop();
+      log.info({ event: "listener.stopped" }, "DICOM listener stopped");
+    },
+  };
+}
+
+/** Clears what a crash left in the spool and warns of an open listener. */
+async function prepareListener(config: Config, log: Logger): Promise<void> {
   const removed = await prepareSpool(config.SPOOL_DIR);
   if (removed > 0) {
     log.warn(
@@ -72,21 +105,20 @@ export async function startListener(
       "ALLOWED_CALLING_AETS is empty: any calling AE title may store to kneegrade",
     );
   }
+}
 
-  const auditLimiter = createAuditLimiter({ db, log, perMinute: config.AUDIT_REFUSALS_PER_MINUTE });
-  const limits: GuardLimits = {
+function guardLimits(config: Config): GuardLimits {
+  return {
     maxAssociateRqBytes: config.LISTENER_MAX_ASSOCIATE_RQ_BYTES,
     maxPduBytes: config.LISTENER_MAX_PDU_BYTES,
     associationTimeoutMs: config.LISTENER_ASSOCIATION_TIMEOUT_SECONDS * 1000,
     idleTimeoutMs: config.LISTENER_IDLE_TIMEOUT_SECONDS * 1000,
   };
-  const limiter = new ConnectionLimiter(
-    config.LISTENER_MAX_CONNECTIONS,
-    config.LISTENER_MAX_CONNECTIONS_PER_PEER,
-  );
-  const refusals = new RefusalCounter();
-  /** Counted always, logged throttled per reason; never anything but the address and framing. */
-  const refused = (reason: RefusalReason, peer: string, details: RefusalDetails = {}) => {
+}
+
+/** Counted always, logged throttled per reason; never anything but the address and framing. */
+function refusalReporter(refusals: RefusalCounter, metrics: Metrics, log: Logger): RefusalReporter {
+  return (reason, peer, details = {}) => {
     metrics.connectionsRefused.inc({ reason });
     const { log: logIt, suppressed } = refusals.record(reason);
     if (!logIt) return;
@@ -101,13 +133,28 @@ export async function startListener(
       "connection refused by the network guard",
     );
   };
-  const guards = new WeakMap<net.Socket, ConnectionGuard>();
+}
 
+interface ScpSettings {
+  config: Config;
+  db: Db;
+  log: Logger;
+  metrics: Metrics;
+  auditLimiter: AuditLimiter;
+  routingRules: RoutingRules;
+  limits: GuardLimits;
+  refused: RefusalReporter;
+}
+
+/** What each admitted connection gets: the network guard in front of a dcmjs-dimse SCP. */
+function scpConnector(settings: ScpSettings): (socket: net.Socket) => void {
+  const { config, log, limits, refused } = settings;
+  const guards = new WeakMap<net.Socket, ConnectionGuard>();
   const ScpClass = createScpClass({
-    db,
+    db: settings.db,
     log,
-    metrics,
-    auditLimiter,
+    metrics: settings.metrics,
+    auditLimiter: settings.auditLimiter,
     onAssociationAccepted: (socket) => guards.get(socket)?.associationAccepted(),
     associations: { open: 0 },
     policy: {
@@ -118,36 +165,10 @@ export async function startListener(
       maxImageDimension: config.MAX_IMAGE_DIMENSION,
       minFreeBytes: config.SPOOL_MIN_FREE_MB * 1024 * 1024,
       spoolDir: config.SPOOL_DIR,
-      routingRules,
+      routingRules: settings.routingRules,
     },
   });
-
-  const sockets = new Set<net.Socket>();
-  /** Every TCP connection, before TLS: counted against the caps, or closed at once. */
-  const onTcpConnection = (raw: net.Socket): boolean => {
-    const peer = peerAddress(raw);
-    const over = limiter.admit(peer);
-    if (over) {
-      raw.destroy();
-      refused(over, peer);
-      return false;
-    }
-    sockets.add(raw);
-    raw.once("close", () => {
-      sockets.delete(raw);
-      limiter.release(peer);
-    });
-    return true;
-  };
-  /** TLS handshakes under way, by peer address and port. */
-  const handshakes = new Map<string, NodeJS.Timeout>();
-  const onConnection = (socket: net.Socket) => {
-    const key = `${socket.remoteAddress}:${socket.remotePort}`;
-    clearTimeout(handshakes.get(key));
-    handshakes.delete(key);
-    if (socket.destroyed) return;
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+  return (socket) => {
     socket.setNoDelay(true);
     const peer = peerAddress(socket);
     const { guard, attached: scp } = guardConnection(
@@ -162,60 +183,14 @@ export async function startListener(
       socket.destroy();
     });
   };
-  const tlsEnabled = config.LISTENER_TLS_KEY !== undefined;
-  const server = tlsEnabled
-    ? tls.createServer(
-        {
-          key: readFileSync(config.LISTENER_TLS_KEY!),
-          cert: readFileSync(config.LISTENER_TLS_CERT!),
-          ...(config.LISTENER_TLS_CA
-            ? {
-                ca: readFileSync(config.LISTENER_TLS_CA),
-                requestCert: true,
-                rejectUnauthorized: true,
-              }
-            : {}),
-        },
-        onConnection,
-      )
-    : net.createServer();
-  if (tlsEnabled) {
-    // The TLS handshake has the association timeout of its own (a peer that connects and never
-    // says hello); the guard's timer starts once it is done.
-    server.on("connection", (raw: net.Socket) => {
-      if (!onTcpConnection(raw)) return;
-      const key = `${raw.remoteAddress}:${raw.remotePort}`;
-      const timer = setTimeout(() => {
-        raw.destroy();
-        refused("association-timeout", peerAddress(raw));
-      }, limits.associationTimeoutMs);
-      timer.unref();
-      handshakes.set(key, timer);
-      raw.once("close", () => {
-        clearTimeout(timer);
-        if (handshakes.get(key) === timer) handshakes.delete(key);
-      });
-    });
-  } else {
-    server.on("connection", (socket: net.Socket) => {
-      if (onTcpConnection(socket)) onConnection(socket);
-    });
-  }
+}
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.LISTENER_PORT, config.LISTENER_HOST, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : config.LISTENER_PORT;
-  log.info(
-    { event: "listener.started", port, aet: config.LISTENER_AET, tls: tlsEnabled },
-    "DICOM listener ready",
-  );
-
+/** The grade-study queue, the study assembler that feeds it and the spool's retention sweep. */
+async function startPipeline(
+  config: Config,
+  db: Db,
+  log: Logger,
+): Promise<{ stop(): Promise<void> }> {
   const queue = createQueue(QUEUES.gradeStudy, config);
   queue.on("error", (error) =>
     log.error({ event: "queue.error", err: errorFields(error) }, "Redis error (grade-study queue)"),
@@ -223,20 +198,11 @@ export async function startListener(
   await warnWithoutRedisPersistence(config.REDIS_URL, log);
   const assembler = startAssembler({ db, queue, stableSeconds: config.STUDY_STABLE_SECONDS, log });
   const retention = startRetention({ db, retentionDays: config.SPOOL_RETENTION_DAYS, log });
-
   return {
-    port,
-    refusals: () => ({ ...refusals.counts }),
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      });
+    async stop() {
       await assembler.stop();
       await retention.stop();
-      await auditLimiter.stop();
       await queue.close();
-      log.info({ event: "listener.stopped" }, "DICOM listener stopped");
     },
   };
 }

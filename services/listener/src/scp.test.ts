@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ASSOCIATION_REJECT as RJ, TRANSFER_SYNTAXES as TS } from "@kneegrade/dicom";
 import { describe, expect, it } from "vitest";
-import { associationRejection, chooseTransferSyntax, WholeFileReader } from "./scp.ts";
+import { associationRejection, chooseTransferSyntax } from "./association.ts";
+import { WholeFileReader } from "./scp.ts";
 
 describe("chooseTransferSyntax", () => {
   it("keeps a compressed image compressed when the peer proposes that first", () => {

@@ -1,14 +1,12 @@
 /**
- * The DICOM Storage SCP (dcmjs-dimse): association policy, C-ECHO, and C-STORE streamed to the
- * spool. The peer only hears "success" once the instance is fsynced, renamed into place and
+ * The DICOM Storage SCP (dcmjs-dimse): association policy (association.ts), C-ECHO, and C-STORE
+ * streamed to the spool. The peer only hears "success" once the instance is fsynced, renamed into place and
  * recorded in PostgreSQL; anything else gets a failure status it can act on (resend later).
  */
 import { open, readFile, unlink } from "node:fs/promises";
 import type { Socket } from "node:net";
 import type { Db } from "@kneegrade/db";
 import {
-  ACCEPTED_TRANSFER_SYNTAXES,
-  ASSOCIATION_REJECT,
   DIMSE_STATUS,
   DicomParseError,
   dimensionProblem,
@@ -17,18 +15,16 @@ import {
   type LimitNote,
   pixelDataProblem,
   pixelEncodingProblem,
-  RADIOGRAPH_SOP_CLASSES,
   type RadiographHeader,
   type RoutingRules,
   readRadiographHeader,
   routeInstance,
-  SOP_CLASSES,
   structureProblem,
-  TRANSFER_SYNTAXES,
 } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
 import dimse from "dcmjs-dimse";
+import { type AssociationPolicy, associationRejection, negotiate } from "./association.ts";
 import type { AuditLimiter } from "./audit.ts";
 import { ingestInstance } from "./ingest.ts";
 import {
@@ -40,7 +36,6 @@ import {
 
 const { Scp, Dataset } = dimse;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
-const { PresentationContextResult } = dimse.constants;
 
 type Association = dimse.association.Association;
 type PresentationContext = dimse.association.PresentationContext;
@@ -48,11 +43,7 @@ type CStoreRequest = dimse.requests.CStoreRequest;
 type CStoreResponseT = dimse.responses.CStoreResponse;
 type DatasetT = dimse.Dataset;
 
-export interface ScpPolicy {
-  calledAet: string;
-  /** Empty: any calling AE title is accepted. */
-  allowedCallingAets: string[];
-  maxAssociations: number;
+export interface ScpPolicy extends AssociationPolicy {
   maxInstanceBytes: number;
   maxImageDimension: number;
   minFreeBytes: number;
@@ -73,8 +64,6 @@ export interface ScpDeps {
   onAssociationAccepted?: (socket: Socket) => void;
 }
 
-const ACCEPTED_ABSTRACT_SYNTAXES = new Set([SOP_CLASSES.verification, ...RADIOGRAPH_SOP_CLASSES]);
-const ACCEPTED_TS = new Set(ACCEPTED_TRANSFER_SYNTAXES);
 /** Objects up to this size are parsed whole before they are acknowledged (structureProblem). */
 const STRUCTURE_CHECK_MAX_BYTES = 128 * 1024 * 1024;
 /** Largest object read into the reused buffer of `WholeFileReader`; larger ones get their own. */
@@ -151,43 +140,6 @@ function refusalAuditor({ db, log, auditLimiter }: Pick<ScpDeps, "db" | "log" | 
         ),
       );
   };
-}
-
-type Rejection = { result: number; source: number; reason: number; text: string };
-
-/** Why an association must be rejected (A-ASSOCIATE-RJ parameters), or null to accept it. */
-export function associationRejection(
-  policy: Pick<ScpPolicy, "allowedCallingAets" | "calledAet" | "maxAssociations">,
-  openAssociations: number,
-  calling: string,
-  called: string,
-): Rejection | null {
-  const { result, source, reason } = ASSOCIATION_REJECT;
-  if (policy.allowedCallingAets.length > 0 && !policy.allowedCallingAets.includes(calling)) {
-    return {
-      result: result.permanent,
-      source: source.serviceUser,
-      reason: reason.callingAeNotRecognized,
-      text: "calling AE title not allowed",
-    };
-  }
-  if (called !== policy.calledAet) {
-    return {
-      result: result.permanent,
-      source: source.serviceUser,
-      reason: reason.calledAeNotRecognized,
-      text: "called AE title not recognized",
-    };
-  }
-  if (openAssociations >= policy.maxAssociations) {
-    return {
-      result: result.transient,
-      source: source.serviceProviderPresentation,
-      reason: reason.localLimitExceeded,
-      text: "too many concurrent associations",
-    };
-  }
-  return null;
 }
 
 /** The received object's header, read from its first bytes (or the whole file when needed). */
@@ -317,199 +269,194 @@ async function storeReceived(
   }
 }
 
+/** What the SCPs of one listener's connections share. */
+interface ScpShared extends ScpDeps {
+  audit: ReturnType<typeof refusalAuditor>;
+  wholeFile: WholeFileReader;
+}
+
 /** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
 export function createScpClass(deps: ScpDeps) {
-  const { db, log, policy, metrics } = deps;
-  const audit = refusalAuditor(deps);
-  const wholeFile = new WholeFileReader();
-
-  return class KneegradeScp extends Scp {
-    private association?: Association;
-    private counted = false;
-    /** The spool writer behind each placeholder data set handed to dcmjs-dimse. */
-    private readonly received = new WeakMap<DatasetT, SpoolWriter>();
-    private writers = new Set<SpoolWriter>();
-
-    private readonly peer: Socket;
-
+  const shared: ScpShared = {
+    ...deps,
+    audit: refusalAuditor(deps),
+    wholeFile: new WholeFileReader(),
+  };
+  return class ListenerScp extends KneegradeScp {
     constructor(socket: Socket, opts?: ConstructorParameters<typeof Scp>[1]) {
-      super(socket, opts);
-      this.peer = socket;
-      this.on("close", () => this.onClose());
-    }
-
-    override associationRequested(association: Association): void {
-      this.association = association;
-      const calling = association.getCallingAeTitle().trim();
-      const called = association.getCalledAeTitle().trim();
-      const rejection = associationRejection(policy, deps.associations.open, calling, called);
-      if (rejection) {
-        const details = {
-          callingAet: calling,
-          calledAet: called,
-          reason: rejection.text,
-          peer: this.peer.remoteAddress ?? null,
-        };
-        log.warn({ event: "association.rejected", ...details }, "association rejected");
-        metrics.associationsRefused.inc({ reason: rejection.text });
-        audit("association.rejected", calling, details.peer ?? "", details);
-        this.sendAssociationReject(rejection.result, rejection.source, rejection.reason);
-        return;
-      }
-      for (const { context } of association.getPresentationContexts()) {
-        negotiate(context);
-      }
-      deps.associations.open += 1;
-      metrics.associationsOpen.set(deps.associations.open);
-      this.counted = true;
-      log.info({ event: "association.accepted", callingAet: calling }, "association accepted");
-      deps.onAssociationAccepted?.(this.peer);
-      this.sendAssociationAccept();
-    }
-
-    override associationReleaseRequested(): void {
-      this.sendAssociationReleaseResponse();
-    }
-
-    override abort(): void {
-      // dcmjs-dimse's default only logs; a peer that aborts must be let go at once.
-      log.warn({ event: "association.aborted" }, "association aborted by peer");
-      this.peer.destroy();
-    }
-
-    override cEchoRequest(
-      request: dimse.requests.CEchoRequest,
-      callback: (r: dimse.responses.CEchoResponse) => void,
-    ) {
-      const response = CEchoResponse.fromRequest(request);
-      response.setStatus(DIMSE_STATUS.success);
-      callback(response);
-    }
-
-    override createStoreWritableStream(context: PresentationContext, request: CStoreRequest) {
-      // Below the watermark nothing is written at all; the bytes are read off the wire and dropped.
-      const full = freeSpoolBytesSync(policy.spoolDir) < policy.minFreeBytes;
-      const writer = new SpoolWriter(
-        policy.spoolDir,
-        {
-          mediaStorageSopClassUid: request.getAffectedSopClassUid(),
-          mediaStorageSopInstanceUid: request.getAffectedSopInstanceUid(),
-          transferSyntaxUid: context.getAcceptedTransferSyntaxUid() ?? "",
-          sourceAeTitle: this.association?.getCallingAeTitle().trim(),
-        },
-        policy.maxInstanceBytes,
-        full ? "disk-watermark" : undefined,
-      );
-      this.writers.add(writer);
-      return writer;
-    }
-
-    override createDatasetFromStoreWritableStream(
-      writable: SpoolWriter,
-      context: PresentationContext,
-      callback: (dataset: DatasetT) => void,
-    ) {
-      // The real data set stays on disk; dcmjs-dimse gets an empty placeholder to carry along.
-      const placeholder = new Dataset({}, context.getAcceptedTransferSyntaxUid());
-      this.received.set(placeholder, writable);
-      callback(placeholder);
-    }
-
-    override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponseT) => void) {
-      const response = CStoreResponse.fromRequest(request);
-      const received = this.received.get(request.getDataset() as DatasetT);
-      const calling = this.association?.getCallingAeTitle().trim() ?? "";
-      if (received) this.writers.delete(received);
-      storeReceived(db, policy, request, received, calling, wholeFile)
-        .then(({ header, outcome, bytes, limitNotes }) => {
-          response.setStatus(DIMSE_STATUS.success);
-          metrics.instancesReceived.inc({ outcome });
-          metrics.bytesReceived.inc(bytes);
-          log.info(
-            {
-              event: "instance.stored",
-              studyInstanceUid: header.studyInstanceUid,
-              sopInstanceUid: header.sopInstanceUid,
-            },
-            "instance stored",
-          );
-          if (limitNotes.length > 0) {
-            // Tag, VR and rule only: the values are patient data.
-            log.warn(
-              {
-                event: "instance.header-limits",
-                studyInstanceUid: header.studyInstanceUid,
-                sopInstanceUid: header.sopInstanceUid,
-                attributes: limitNotes,
-              },
-              "header values beyond their DICOM limits: stored truncated or dropped",
-            );
-          }
-        })
-        .catch((error: unknown) => {
-          const failure =
-            error instanceof StoreFailure
-              ? error
-              : new StoreFailure(
-                  DIMSE_STATUS.outOfResources,
-                  "STORE_FAILED",
-                  error instanceof Error ? error.message : String(error),
-                );
-          response.setStatus(failure.status);
-          response.setErrorComment(failure.message.slice(0, 64));
-          metrics.instancesRefused.inc({ code: failure.code });
-          const affected = request.getAffectedSopInstanceUid();
-          // Only a valid UID is logged or audited as such: the peer's bytes are not trusted.
-          const sopInstanceUid = isDicomUid(affected) ? affected : null;
-          log.error(
-            { event: "instance.refused", code: failure.code, sopInstanceUid, err: failure.message },
-            "instance not stored",
-          );
-          audit("instance.refused", calling, this.peer.remoteAddress ?? "", {
-            code: failure.code,
-            status: failure.status,
-            message: failure.message,
-            sopInstanceUid,
-          });
-        })
-        .finally(() => callback(response));
-    }
-
-    private onClose(): void {
-      if (this.counted) {
-        deps.associations.open -= 1;
-        metrics.associationsOpen.set(deps.associations.open);
-      }
-      this.counted = false;
-      // A data set that never completed was never acknowledged: drop its bytes.
-      for (const writer of this.writers) void writer.discard();
-      this.writers.clear();
+      super(socket, opts, shared);
     }
   };
 }
 
-/**
- * Accepts the first transfer syntax the peer proposes that kneegrade keeps as it is (so a
- * compressed image arrives compressed), except that explicit VR little endian is preferred over
- * implicit when both are offered: it keeps the VRs, and peers send files in it as they are.
- */
-export function chooseTransferSyntax(proposed: string[]): string | undefined {
-  const usable = proposed.filter((ts) => ACCEPTED_TS.has(ts));
-  if (
-    usable[0] === TRANSFER_SYNTAXES.implicitVrLittleEndian &&
-    usable.includes(TRANSFER_SYNTAXES.explicitVrLittleEndian)
-  ) {
-    return TRANSFER_SYNTAXES.explicitVrLittleEndian;
-  }
-  return usable[0];
-}
+/** One connection's SCP: association policy, C-ECHO, and C-STORE into the spool and the database. */
+class KneegradeScp extends Scp {
+  private association?: Association;
+  private counted = false;
+  /** The spool writer behind each placeholder data set handed to dcmjs-dimse. */
+  private readonly received = new WeakMap<DatasetT, SpoolWriter>();
+  private writers = new Set<SpoolWriter>();
 
-function negotiate(context: PresentationContext): void {
-  if (!ACCEPTED_ABSTRACT_SYNTAXES.has(context.getAbstractSyntaxUid())) {
-    context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
-    return;
+  private readonly peer: Socket;
+
+  constructor(
+    socket: Socket,
+    opts: ConstructorParameters<typeof Scp>[1] | undefined,
+    private readonly shared: ScpShared,
+  ) {
+    super(socket, opts);
+    this.peer = socket;
+    this.on("close", () => this.onClose());
   }
-  const syntax = chooseTransferSyntax(context.getTransferSyntaxUids());
-  if (syntax) context.setResult(PresentationContextResult.Accept, syntax);
-  else context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
+
+  override associationRequested(association: Association): void {
+    const { policy, log, metrics, audit } = this.shared;
+    this.association = association;
+    const calling = association.getCallingAeTitle().trim();
+    const called = association.getCalledAeTitle().trim();
+    const rejection = associationRejection(policy, this.shared.associations.open, calling, called);
+    if (rejection) {
+      const details = {
+        callingAet: calling,
+        calledAet: called,
+        reason: rejection.text,
+        peer: this.peer.remoteAddress ?? null,
+      };
+      log.warn({ event: "association.rejected", ...details }, "association rejected");
+      metrics.associationsRefused.inc({ reason: rejection.text });
+      audit("association.rejected", calling, details.peer ?? "", details);
+      this.sendAssociationReject(rejection.result, rejection.source, rejection.reason);
+      return;
+    }
+    for (const { context } of association.getPresentationContexts()) {
+      negotiate(context);
+    }
+    this.shared.associations.open += 1;
+    metrics.associationsOpen.set(this.shared.associations.open);
+    this.counted = true;
+    log.info({ event: "association.accepted", callingAet: calling }, "association accepted");
+    this.shared.onAssociationAccepted?.(this.peer);
+    this.sendAssociationAccept();
+  }
+
+  override associationReleaseRequested(): void {
+    this.sendAssociationReleaseResponse();
+  }
+
+  override abort(): void {
+    // dcmjs-dimse's default only logs; a peer that aborts must be let go at once.
+    this.shared.log.warn({ event: "association.aborted" }, "association aborted by peer");
+    this.peer.destroy();
+  }
+
+  override cEchoRequest(
+    request: dimse.requests.CEchoRequest,
+    callback: (r: dimse.responses.CEchoResponse) => void,
+  ) {
+    const response = CEchoResponse.fromRequest(request);
+    response.setStatus(DIMSE_STATUS.success);
+    callback(response);
+  }
+
+  override createStoreWritableStream(context: PresentationContext, request: CStoreRequest) {
+    const { policy } = this.shared;
+    // Below the watermark nothing is written at all; the bytes are read off the wire and dropped.
+    const full = freeSpoolBytesSync(policy.spoolDir) < policy.minFreeBytes;
+    const writer = new SpoolWriter(
+      policy.spoolDir,
+      {
+        mediaStorageSopClassUid: request.getAffectedSopClassUid(),
+        mediaStorageSopInstanceUid: request.getAffectedSopInstanceUid(),
+        transferSyntaxUid: context.getAcceptedTransferSyntaxUid() ?? "",
+        sourceAeTitle: this.association?.getCallingAeTitle().trim(),
+      },
+      policy.maxInstanceBytes,
+      full ? "disk-watermark" : undefined,
+    );
+    this.writers.add(writer);
+    return writer;
+  }
+
+  override createDatasetFromStoreWritableStream(
+    writable: SpoolWriter,
+    context: PresentationContext,
+    callback: (dataset: DatasetT) => void,
+  ) {
+    // The real data set stays on disk; dcmjs-dimse gets an empty placeholder to carry along.
+    const placeholder = new Dataset({}, context.getAcceptedTransferSyntaxUid());
+    this.received.set(placeholder, writable);
+    callback(placeholder);
+  }
+
+  override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponseT) => void) {
+    const { db, policy, wholeFile, metrics, log, audit } = this.shared;
+    const response = CStoreResponse.fromRequest(request);
+    const received = this.received.get(request.getDataset() as DatasetT);
+    const calling = this.association?.getCallingAeTitle().trim() ?? "";
+    if (received) this.writers.delete(received);
+    storeReceived(db, policy, request, received, calling, wholeFile)
+      .then(({ header, outcome, bytes, limitNotes }) => {
+        response.setStatus(DIMSE_STATUS.success);
+        metrics.instancesReceived.inc({ outcome });
+        metrics.bytesReceived.inc(bytes);
+        log.info(
+          {
+            event: "instance.stored",
+            studyInstanceUid: header.studyInstanceUid,
+            sopInstanceUid: header.sopInstanceUid,
+          },
+          "instance stored",
+        );
+        if (limitNotes.length > 0) {
+          // Tag, VR and rule only: the values are patient data.
+          log.warn(
+            {
+              event: "instance.header-limits",
+              studyInstanceUid: header.studyInstanceUid,
+              sopInstanceUid: header.sopInstanceUid,
+              attributes: limitNotes,
+            },
+            "header values beyond their DICOM limits: stored truncated or dropped",
+          );
+        }
+      })
+      .catch((error: unknown) => {
+        const failure =
+          error instanceof StoreFailure
+            ? error
+            : new StoreFailure(
+                DIMSE_STATUS.outOfResources,
+                "STORE_FAILED",
+                error instanceof Error ? error.message : String(error),
+              );
+        response.setStatus(failure.status);
+        response.setErrorComment(failure.message.slice(0, 64));
+        metrics.instancesRefused.inc({ code: failure.code });
+        const affected = request.getAffectedSopInstanceUid();
+        // Only a valid UID is logged or audited as such: the peer's bytes are not trusted.
+        const sopInstanceUid = isDicomUid(affected) ? affected : null;
+        log.error(
+          { event: "instance.refused", code: failure.code, sopInstanceUid, err: failure.message },
+          "instance not stored",
+        );
+        audit("instance.refused", calling, this.peer.remoteAddress ?? "", {
+          code: failure.code,
+          status: failure.status,
+          message: failure.message,
+          sopInstanceUid,
+        });
+      })
+      .finally(() => callback(response));
+  }
+
+  private onClose(): void {
+    if (this.counted) {
+      this.shared.associations.open -= 1;
+      this.shared.metrics.associationsOpen.set(this.shared.associations.open);
+    }
+    this.counted = false;
+    // A data set that never completed was never acknowledged: drop its bytes.
+    for (const writer of this.writers) void writer.discard();
+    this.writers.clear();
+  }
 }
