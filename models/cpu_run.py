@@ -80,7 +80,7 @@ def member_budget(total_s: float, spent_s: float, weight: float, weights_left: f
     return max(0.0, total_s - spent_s) * weight / max(weights_left, 1e-9)
 
 
-def main(argv=None):
+def _parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", default="models/dist", help="where the ONNX members and manifest.json go")
@@ -89,16 +89,12 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run from --work")
     ap.add_argument("--status", default="trained", choices=["smoke", "candidate", "trained", "release"])
     ap.add_argument("--set", action="append", metavar="KEY=JSON", help="override a config key for every member")
-    args = ap.parse_args(argv)
-    t_begin = time.time()
-    out, work = resolve(args.out, REPO_ROOT), resolve(args.work, REPO_ROOT)
-    work.mkdir(parents=True, exist_ok=True)
-    run_path = work / RUN_FILE
-    if not args.resume and any(work.glob("*.state.pt")):
-        raise SystemExit(f"{work} holds an interrupted run: pass --resume, or remove the folder to start over")
-    log = make_logger(work / "train_log.txt")
-    cfg = apply_overrides(load_config(args.config), args.set)
-    rule = check_rule(cfg["ensemble_rule"])  # now, not after hours of training
+    return ap.parse_args(argv)
+
+
+def _open_run(args, cfg: dict, run_path: Path, log) -> dict:
+    """The run's record (``run.json``): the interrupted one on ``--resume``, else a new one; this
+    session counted in either way."""
     if args.resume and run_path.exists():
         run = json.loads(run_path.read_text())
         if args.time_budget_s:
@@ -112,6 +108,95 @@ def main(argv=None):
                "git_commit": _git_commit(), "wall_s": 0.0, "sessions": 0}
     run["sessions"] = run.get("sessions", 0) + 1
     run_path.write_text(json.dumps(run, indent=2))
+    return run
+
+
+def _train_members(members, run: dict, work: Path, data, device, log, resume: bool, t_begin: float):
+    """Trains each member not trained yet, within its share of the run's budget; the wall time
+    is added to ``run.json`` after every member (and on a stop, which exits with status 143).
+    Returns the checkpoints and when the wall time not yet counted began."""
+    tx_t, ty_t, vx_t, vy = data
+    run_path = work / RUN_FILE
+    ckpts = {}
+    for i, mc in enumerate(members):
+        pt = work / f"{mc['name']}.pt"
+        if pt.exists() and not state_path(pt).exists():
+            ckpts[mc["name"]] = load_checkpoint(pt)[1]
+            log(f"[{mc['name']}] already trained: best epoch {ckpts[mc['name']]['best_epoch']}, skipped")
+            continue
+        spent = sum(c["train_seconds"] for c in ckpts.values())
+        mc["time_budget_s"] = member_budget(run["budget_s"], spent, mc["budget_weight"],
+                                            sum(m["budget_weight"] for m in members[i:]))
+        try:
+            ckpts[mc["name"]] = train_member(mc, tx_t, ty_t, vx_t, vy, device, log, pt, resume=resume)
+        except Interrupted:
+            run["wall_s"] += time.time() - t_begin
+            run_path.write_text(json.dumps(run, indent=2))
+            raise SystemExit(143)
+        state_path(pt).unlink(missing_ok=True)
+        run["wall_s"] += time.time() - t_begin
+        t_begin = time.time()
+        run_path.write_text(json.dumps(run, indent=2))
+    return ckpts, t_begin
+
+
+def _export_members(members, work: Path, out: Path, log):
+    """Every trained member exported into a cleared ``out``; returns the manifest entries and models."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.onnx")) + [out / "manifest.json", out / "fixtures.json"]:
+        old.unlink(missing_ok=True)
+    entries, models = [], []
+    for mc in members:
+        trained, ckpt = load_checkpoint(work / f"{mc['name']}.pt")
+        model, entry = export_shipped_member(trained, ckpt, out / f"{mc['name']}.onnx")
+        log(f"[{mc['name']}] exported {entry['file']} ({entry['bytes'] / 2**20:.1f} MiB); parity {entry['parity']}")
+        entries.append(entry)
+        models.append(model)
+    return entries, models
+
+
+def _provenance(run: dict, cfg: dict, bf16_ok: bool) -> dict:
+    return {"run": {"kind": "cpu_run", "device": _cpu_name(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "precision": "bf16 autocast + channels_last (training); float32 validation, "
+                                 "temperature and export" if bf16_ok else "float32",
+                    "command": run["command"], "config": run["config"], "seed": cfg["seed"],
+                    "git_commit": run["git_commit"], "started_utc": run["started_utc"],
+                    "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
+                    "sessions": run["sessions"]}}
+
+
+def _calibration_val(members, ckpts_final, entries, member_probs, vy, rule, t_ens: float, log) -> dict:
+    """Calibration on val from the training run's own val logits (float32, trained weights):
+    ECE of each member and of the ensemble before (T = 1) and after temperature scaling."""
+    calib = {}
+    for mc, c, e in zip(members, ckpts_final, entries):
+        calib[mc["name"]] = {"ece_T1": report(softmax(c["val_logits"]), vy)["ece"],
+                             "ece_fitted": report(softmax(c["val_logits"], e["temperature"]), vy)["ece"],
+                             "temperature": e["temperature"]}
+    p1 = pool([softmax(c["val_logits"]) for c in ckpts_final], rule)
+    pt = pool(member_probs, rule)
+    calib["ensemble"] = {"ece_T1": report(p1, vy)["ece"], "ece_fitted": report(pt, vy)["ece"],
+                         "ece_ensemble_temperature": report(ensemble_probabilities(member_probs, t_ens, rule), vy)["ece"],
+                         "temperature": t_ens}
+    log("calibration on val (ECE T=1 -> fitted): " + ", ".join(
+        f"{k} {v['ece_T1']:.3f} -> {v['ece_fitted']:.3f}" for k, v in calib.items())
+        + f"; ensemble temperature {t_ens} -> {calib['ensemble']['ece_ensemble_temperature']:.3f}")
+    return calib
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    t_begin = time.time()
+    out, work = resolve(args.out, REPO_ROOT), resolve(args.work, REPO_ROOT)
+    work.mkdir(parents=True, exist_ok=True)
+    run_path = work / RUN_FILE
+    if not args.resume and any(work.glob("*.state.pt")):
+        raise SystemExit(f"{work} holds an interrupted run: pass --resume, or remove the folder to start over")
+    log = make_logger(work / "train_log.txt")
+    cfg = apply_overrides(load_config(args.config), args.set)
+    rule = check_rule(cfg["ensemble_rule"])  # now, not after hours of training
+    run = _open_run(args, cfg, run_path, log)
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     install_stop_handlers()
@@ -125,41 +210,13 @@ def main(argv=None):
     vx, vy = load_split(cfg, "val")
     log(f"loaded train {len(ty)} (per grade {np.bincount(ty, minlength=5).tolist()}), val {len(vy)} images "
         f"in {time.time() - t0:.1f}s")
-    tx_t, ty_t, vx_t = torch.from_numpy(tx), torch.from_numpy(ty), torch.from_numpy(vx)
+    data = (torch.from_numpy(tx), torch.from_numpy(ty), torch.from_numpy(vx), vy)
 
     members = [member_config(cfg, m) for m in cfg["members"]]
-    ckpts = {}
-    for i, mc in enumerate(members):
-        pt = work / f"{mc['name']}.pt"
-        if pt.exists() and not state_path(pt).exists():
-            ckpts[mc["name"]] = load_checkpoint(pt)[1]
-            log(f"[{mc['name']}] already trained: best epoch {ckpts[mc['name']]['best_epoch']}, skipped")
-            continue
-        spent = sum(c["train_seconds"] for c in ckpts.values())
-        mc["time_budget_s"] = member_budget(run["budget_s"], spent, mc["budget_weight"],
-                                            sum(m["budget_weight"] for m in members[i:]))
-        try:
-            ckpts[mc["name"]] = train_member(mc, tx_t, ty_t, vx_t, vy, device, log, pt, resume=args.resume)
-        except Interrupted:
-            run["wall_s"] += time.time() - t_begin
-            run_path.write_text(json.dumps(run, indent=2))
-            raise SystemExit(143)
-        state_path(pt).unlink(missing_ok=True)
-        run["wall_s"] += time.time() - t_begin
-        t_begin = time.time()
-        run_path.write_text(json.dumps(run, indent=2))
+    _, t_begin = _train_members(members, run, work, data, device, log, args.resume, t_begin)
 
     # Export, parity, manifest, evaluation on the original PNGs.
-    out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("*.onnx")) + [out / "manifest.json", out / "fixtures.json"]:
-        old.unlink(missing_ok=True)
-    entries, models = [], []
-    for mc in members:
-        trained, ckpt = load_checkpoint(work / f"{mc['name']}.pt")
-        model, entry = export_shipped_member(trained, ckpt, out / f"{mc['name']}.onnx")
-        log(f"[{mc['name']}] exported {entry['file']} ({entry['bytes'] / 2**20:.1f} MiB); parity {entry['parity']}")
-        entries.append(entry)
-        models.append(model)
+    entries, models = _export_members(members, work, out, log)
     # The ensemble temperature, fitted on val (NLL) from the training run's own val logits (float32,
     # trained weights) after each member's temperature: the mean of the members' probabilities is
     # less confident than it is accurate when they disagree.
@@ -170,32 +227,11 @@ def main(argv=None):
     log(f"ensemble rule {rule}, temperature {t_ens}")
     fx = write_fixtures(models, out, [e["temperature"] for e in entries], t_ens, rule)
     run["wall_s"] += time.time() - t_begin
-    provenance = {"run": {"kind": "cpu_run", "device": _cpu_name(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "python": platform.python_version(),
-                          "precision": "bf16 autocast + channels_last (training); float32 validation, "
-                                       "temperature and export" if bf16_ok else "float32",
-                          "command": run["command"], "config": run["config"], "seed": cfg["seed"],
-                          "git_commit": run["git_commit"], "started_utc": run["started_utc"],
-                          "budget_s": run["budget_s"], "wall_s_training": round(run["wall_s"], 1),
-                          "sessions": run["sessions"]}}
+    provenance = _provenance(run, cfg, bf16_ok)
     write_manifest(entries, out, args.status, fx, provenance, t_ens, rule)
-    # Calibration on val from the training run's own val logits (float32, trained weights):
-    # ECE of each member and of the ensemble before (T = 1) and after temperature scaling.
     if have_logits:
-        calib = {}
-        for mc, c, e in zip(members, ckpts_final, entries):
-            calib[mc["name"]] = {"ece_T1": report(softmax(c["val_logits"]), vy)["ece"],
-                                 "ece_fitted": report(softmax(c["val_logits"], e["temperature"]), vy)["ece"],
-                                 "temperature": e["temperature"]}
-        p1 = pool([softmax(c["val_logits"]) for c in ckpts_final], rule)
-        pt = pool(member_probs, rule)
-        calib["ensemble"] = {"ece_T1": report(p1, vy)["ece"], "ece_fitted": report(pt, vy)["ece"],
-                             "ece_ensemble_temperature": report(ensemble_probabilities(member_probs, t_ens, rule), vy)["ece"],
-                             "temperature": t_ens}
-        provenance["calibration_val"] = calib
-        log("calibration on val (ECE T=1 -> fitted): " + ", ".join(
-            f"{k} {v['ece_T1']:.3f} -> {v['ece_fitted']:.3f}" for k, v in calib.items())
-            + f"; ensemble temperature {t_ens} -> {calib['ensemble']['ece_ensemble_temperature']:.3f}")
+        provenance["calibration_val"] = _calibration_val(members, ckpts_final, entries, member_probs, vy, rule,
+                                                         t_ens, log)
     doc = evaluate(resolve(cfg["val_dir"], REPO_ROOT), out, work / "eval", cfg.get("val_limit_per_grade"))
     provenance["val_ensemble"] = val_ensemble_section(doc["results"]["ensemble"])
     write_manifest(entries, out, args.status, fx, provenance, t_ens, rule)

@@ -60,7 +60,7 @@ def ort_logits(onnx_path: Path, x: np.ndarray):
     return np.concatenate([sess.run(["logits"], {"image": x[i:i + 64]})[0] for i in range(0, len(x), 64)])
 
 
-def main(argv=None):
+def _parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", default=os.environ.get("OUT"), help="output folder ($OUT)")
@@ -70,19 +70,11 @@ def main(argv=None):
     ap.add_argument("--status", default="candidate", choices=["smoke", "candidate", "trained", "release"])
     ap.add_argument("--set", action="append", metavar="KEY=JSON",
                     help="override a config key for every member (rehearsals: --set batch_size=4)")
-    args = ap.parse_args(argv)
-    t_begin = time.time()
-    deadline = t_begin + args.time_limit_s
-    if not args.out:
-        raise SystemExit("--out or $OUT is required")
-    out, work = Path(args.out), resolve(args.work, REPO_ROOT)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    log = make_logger(out / "train_log.txt")
-    cfg = apply_overrides(load_config(args.config), args.set)
-    rule = check_rule(cfg["ensemble_rule"])  # now, not after the training
-    pack_dir = resolve(args.pack_dir, REPO_ROOT)
-    cfg["train_pack"], cfg["val_pack"] = str(pack_dir / "train.kgpack"), str(pack_dir / "val.kgpack")
+    return ap.parse_args(argv)
+
+
+def _set_up_device(cfg: dict):
+    """The training device (CUDA tuned for speed where present) and its name."""
     device = pick_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -93,16 +85,41 @@ def main(argv=None):
         dev_name = platform.processor() or "cpu"
         if cfg["threads"]:
             torch.set_num_threads(cfg["threads"])
-    log(f"gpu_run: config {args.config}, device {device} ({dev_name}), torch {torch.__version__}, "
-        f"python {platform.python_version()}, time limit {args.time_limit_s:.0f}s")
-    tx, ty = load_split(cfg, "train")
-    vx, vy = load_split(cfg, "val")
-    tx_t, ty_t = torch.from_numpy(tx).to(device), torch.from_numpy(ty).to(device)
-    vx_t = torch.from_numpy(vx).to(device)
-    log(f"decoded train {len(ty)} (per grade {np.bincount(ty, minlength=5).tolist()}), val {len(vy)} "
-        f"images onto {device} in {time.time() - t_begin:.1f}s")
+    return device, dev_name
 
-    members = [member_config(cfg, m) for m in cfg["members"]]
+
+def _export_member(mc: dict, ckpt: dict, out: Path, log):
+    """A trained member exported to ONNX with its parity: (model, manifest entry), or None when the
+    export failed (its fp16 weights are then saved instead)."""
+    from .pim import build_model
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model = model.float().eval()
+    model.member_name = mc["name"]
+    try:
+        t0 = time.time()
+        onnx_path = export_onnx(model, out / f"{mc['name']}.onnx")
+        entry = member_entry(model, ckpt, onnx_path)
+        entry["parity"] = ort_parity(onnx_path, model, model.input_size)
+        if entry["bytes"] > 16 * 2**20:
+            log(f"WARNING [{mc['name']}] ONNX file is over 16 MiB: the device tool will not return it")
+        log(f"[{mc['name']}] exported {onnx_path.name} ({entry['bytes'] / 2**20:.1f} MiB, opset {entry['opset']}) "
+            f"in {time.time() - t0:.1f}s; parity {entry['parity']}")
+        return model, entry
+    except Exception:  # noqa: BLE001 - keep the weights so the member can be exported later
+        log(f"[{mc['name']}] export failed, saving fp16 weights instead:\n{traceback.format_exc()}")
+        half = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+        torch.save({"config": ckpt["config"], "state_dict": half, "temperature": ckpt["temperature"],
+                    "val": ckpt["val"]}, out / f"{mc['name']}.pt")
+        return None
+
+
+def _train_and_export(members, args, data, device, dev_name: str, rule, deadline: float, t_begin: float, log):
+    """Trains and exports the members one after another, each within its share of the time left;
+    after every member ``out`` holds a consistent manifest and fixtures. Returns the manifest
+    entries, the exported models and the names of the members that failed."""
+    tx_t, ty_t, vx_t, vy = data
+    out, work = Path(args.out), resolve(args.work, REPO_ROOT)
     entries, models, failed = [], [], []
     for i, mc in enumerate(members):
         left = len(members) - i
@@ -122,54 +139,73 @@ def main(argv=None):
             log(f"[{mc['name']}] training failed:\n{traceback.format_exc()}")
             failed.append(mc["name"])
             continue
-        from .pim import build_model
-        model = build_model(ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
-        model = model.float().eval()
-        model.member_name = mc["name"]
-        try:
-            t0 = time.time()
-            onnx_path = export_onnx(model, out / f"{mc['name']}.onnx")
-            entry = member_entry(model, ckpt, onnx_path)
-            entry["parity"] = ort_parity(onnx_path, model, model.input_size)
-            if entry["bytes"] > 16 * 2**20:
-                log(f"WARNING [{mc['name']}] ONNX file is over 16 MiB: the device tool will not return it")
-            log(f"[{mc['name']}] exported {onnx_path.name} ({entry['bytes'] / 2**20:.1f} MiB, opset {entry['opset']}) "
-                f"in {time.time() - t0:.1f}s; parity {entry['parity']}")
-            entries.append(entry)
-            models.append(model)
-        except Exception:  # noqa: BLE001 - keep the weights so the member can be exported later
-            log(f"[{mc['name']}] export failed, saving fp16 weights instead:\n{traceback.format_exc()}")
-            half = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
-            torch.save({"config": ckpt["config"], "state_dict": half, "temperature": ckpt["temperature"],
-                        "val": ckpt["val"]}, out / f"{mc['name']}.pt")
+        exported = _export_member(mc, ckpt, out, log)
+        if exported is None:
             failed.append(mc["name"])
+        else:
+            models.append(exported[0])
+            entries.append(exported[1])
         if models:
             fx = write_fixtures(models, out, [e["temperature"] for e in entries], rule=rule)
             write_manifest(entries, out, args.status, fx,
                            {"run": {"device": dev_name, "torch": torch.__version__, "incomplete": failed,
                                     "elapsed_s": round(time.time() - t_begin, 1)}}, rule=rule)
+    return entries, models, failed
 
+
+def _evaluate_val(entries, models, vx: np.ndarray, vy: np.ndarray, rule, out: Path, log) -> dict:
+    """The members and their ensemble on the (WebP-packed) val split, written to eval_val.json;
+    the PNG evaluation is models.evaluate's job."""
+    results, probs = {}, []
+    for e, m in zip(entries, models):
+        x = to_input(torch.from_numpy(vx), m.input_size).numpy()
+        try:
+            logits, backend = ort_logits(out / e["file"], x), "onnxruntime"
+        except ImportError:
+            with torch.no_grad():
+                logits = np.concatenate([m(torch.from_numpy(x[j:j + 64]))["logits"].numpy()
+                                         for j in range(0, len(x), 64)])
+            backend = "torch"
+        p = softmax(logits, e["temperature"])
+        probs.append(p)
+        results[e["name"]] = dict(report(p, vy), backend=backend, temperature=e["temperature"])
+    results["ensemble"] = dict(report(pool(probs, rule), vy), rule=rule)
+    (out / "eval_val.json").write_text(json.dumps({"data": "val (packed)", "results": results}, indent=2))
+    for name, r in results.items():
+        log(f"val {name}: acc {r['accuracy']:.4f} qwk {r['qwk']:.4f} mae {r['mae']:.3f} ece {r['ece']:.3f} "
+            f"per grade {[round(v, 3) if v is not None else None for v in r['per_grade_accuracy']]}")
+    return results
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    t_begin = time.time()
+    deadline = t_begin + args.time_limit_s
+    if not args.out:
+        raise SystemExit("--out or $OUT is required")
+    out, work = Path(args.out), resolve(args.work, REPO_ROOT)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    log = make_logger(out / "train_log.txt")
+    cfg = apply_overrides(load_config(args.config), args.set)
+    rule = check_rule(cfg["ensemble_rule"])  # now, not after the training
+    pack_dir = resolve(args.pack_dir, REPO_ROOT)
+    cfg["train_pack"], cfg["val_pack"] = str(pack_dir / "train.kgpack"), str(pack_dir / "val.kgpack")
+    device, dev_name = _set_up_device(cfg)
+    log(f"gpu_run: config {args.config}, device {device} ({dev_name}), torch {torch.__version__}, "
+        f"python {platform.python_version()}, time limit {args.time_limit_s:.0f}s")
+    tx, ty = load_split(cfg, "train")
+    vx, vy = load_split(cfg, "val")
+    tx_t, ty_t = torch.from_numpy(tx).to(device), torch.from_numpy(ty).to(device)
+    vx_t = torch.from_numpy(vx).to(device)
+    log(f"decoded train {len(ty)} (per grade {np.bincount(ty, minlength=5).tolist()}), val {len(vy)} "
+        f"images onto {device} in {time.time() - t_begin:.1f}s")
+
+    members = [member_config(cfg, m) for m in cfg["members"]]
+    entries, models, failed = _train_and_export(members, args, (tx_t, ty_t, vx_t, vy), device, dev_name, rule,
+                                                deadline, t_begin, log)
     if models:
-        # Ensemble on the (WebP-packed) val split; the PNG evaluation is models.evaluate's job.
-        results, probs = {}, []
-        for e, m in zip(entries, models):
-            x = to_input(torch.from_numpy(vx), m.input_size).numpy()
-            try:
-                logits, backend = ort_logits(out / e["file"], x), "onnxruntime"
-            except ImportError:
-                with torch.no_grad():
-                    logits = np.concatenate([m(torch.from_numpy(x[j:j + 64]))["logits"].numpy()
-                                             for j in range(0, len(x), 64)])
-                backend = "torch"
-            p = softmax(logits, e["temperature"])
-            probs.append(p)
-            results[e["name"]] = dict(report(p, vy), backend=backend, temperature=e["temperature"])
-        results["ensemble"] = dict(report(pool(probs, rule), vy), rule=rule)
-        (out / "eval_val.json").write_text(json.dumps({"data": "val (packed)", "results": results}, indent=2))
-        for name, r in results.items():
-            log(f"val {name}: acc {r['accuracy']:.4f} qwk {r['qwk']:.4f} mae {r['mae']:.3f} ece {r['ece']:.3f} "
-                f"per grade {[round(v, 3) if v is not None else None for v in r['per_grade_accuracy']]}")
+        results = _evaluate_val(entries, models, vx, vy, rule, out, log)
         fx = write_fixtures(models, out, [e["temperature"] for e in entries], rule=rule)
         write_manifest(entries, out, args.status, fx,
                        {"run": {"device": dev_name, "torch": torch.__version__, "incomplete": failed,

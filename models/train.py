@@ -232,6 +232,243 @@ def state_path(out_path: Path) -> Path:
     return Path(out_path).with_suffix(".state.pt")
 
 
+class _Run:
+    """One member's training as it goes: what its steps share. ``cfg`` is the saved one after a
+    resume; ``name``, ``size``, the batch size, the precision, the class weights and everything
+    built at set-up come from the config the member was started with."""
+
+    def __init__(self, cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, device: torch.device,
+                 out_path: Optional[Path]):
+        # The order of these steps is the order the RNG streams are used in: keep it.
+        self.cfg, self.train_x, self.train_y, self.device = cfg, train_x, train_y, device
+        self.name, self.size, self.bs = cfg["name"], cfg["input_size"], cfg["batch_size"]
+        self.bf16 = use_bf16(device, cfg)
+        self.chl = device.type == "cuda" or self.bf16 or bool(cfg.get("channels_last"))
+        torch.manual_seed(cfg["seed"])
+        np.random.seed(cfg["seed"])
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(cfg["seed"])
+        self.model = build_model(cfg).to(device)
+        if self.chl:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.n = train_x.shape[0]
+        counts = torch.bincount(train_y, minlength=cfg["num_classes"]).float().clamp_min(1)
+        self.cw = None
+        if cfg["class_weight_power"]:
+            self.cw = ((counts / counts.mean()) ** -cfg["class_weight_power"]).tolist()
+        self.sample_w = counts[train_y] ** -cfg["sample_balance_power"] if cfg["sample_balance_power"] else None
+        self.steps_per_epoch = max(1, self.n // self.bs)
+        self.budget = cfg.get("time_budget_s")
+        self.opt = _make_opt(self.model, cfg)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.ema = _EMA(self.model, cfg["ema_decay"]) if cfg["ema_decay"] else None
+        self.st_path = state_path(out_path) if out_path is not None else None
+        self.plan = {"epochs": cfg["epochs"], "epoch_s": None}
+        self.best: Dict[str, object] = {"qwk": -2.0}
+        self.history: list = []
+        self.elapsed, self.epoch_done, self.pending = 0.0, 0, None
+
+    def batch_at(self, idx):
+        xb = augment(self.train_x[idx], self.size, self.cfg["augment"], self.gen)
+        if self.chl:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, self.train_y[idx]
+
+    def lr_at(self, step):
+        return _lr_factor(step, self.plan["epochs"] * self.steps_per_epoch, self.cfg["warmup_frac"])
+
+    def eval_net(self):
+        return self.ema.model if self.ema is not None else self.model
+
+    def save_state(self, epoch_done: int, in_epoch: Optional[dict]):
+        if self.st_path is None:
+            return
+        self.st_path.parent.mkdir(parents=True, exist_ok=True)
+        ema, device = self.ema, self.device
+        _save_atomic({"version": 1, "config": self.cfg, "model": self.model.state_dict(),
+                      "opt": self.opt.state_dict(),
+                      "ema": ema.model.state_dict() if ema is not None else None,
+                      "ema_steps": ema.steps if ema is not None else 0,
+                      "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state(),
+                              "numpy": np.random.get_state(),
+                              "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+                      "plan": self.plan, "best": self.best, "history": self.history, "elapsed_s": self.elapsed,
+                      "epoch": epoch_done, "in_epoch": in_epoch, "time_budget_s": self.budget}, self.st_path)
+
+
+def _resume(run: _Run, log) -> None:
+    """Continue from the saved state: weights, optimizer, EMA, RNG streams, plan and progress."""
+    state = _torch_load(run.st_path)
+    cfg, name = run.cfg, run.name
+    # The budget may be changed on resume (models.cpu_run --time-budget-s); anything else that
+    # shapes training is taken from the saved state, so a resumed run is the run it was.
+    free = {"time_budget_s", "budget_weight"}
+    changed = sorted(k for k in set(cfg) | set(state["config"])
+                     if k not in free and cfg.get(k) != state["config"].get(k))
+    if changed:
+        log(f"[{name}] resuming with a changed config ({changed}): continuing with the saved one")
+    run.cfg = dict(state["config"], time_budget_s=run.budget, budget_weight=cfg.get("budget_weight"))
+    run.model.load_state_dict(state["model"])
+    # A state carried between machines (models.campaign) holds no optimizer momentum and may
+    # hold no EMA: momentum rebuilds within a few steps, the EMA restarts from the weights.
+    if state.get("opt") is not None:
+        run.opt.load_state_dict(state["opt"])
+    if run.ema is not None:
+        run.ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+        run.ema.steps = state["ema_steps"]
+    torch.set_rng_state(state["rng"]["torch"])
+    run.gen.set_state(state["rng"]["gen"])
+    np.random.set_state(state["rng"]["numpy"])
+    if run.device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    run.plan, run.best, run.history, run.elapsed = state["plan"], state["best"], state["history"], state["elapsed_s"]
+    run.epoch_done, run.pending = state["epoch"], state.get("in_epoch")
+    run.budget = run.budget or state.get("time_budget_s")
+    part = f" + {run.pending['s']} steps" if run.pending else ""
+    log(f"[{name}] resumed from {run.st_path.name}: epoch {run.epoch_done}{part} of {run.plan['epochs']}, "
+        f"{run.elapsed:.0f}s spent")
+
+
+def _plan_budget(run: _Run, val_x: torch.Tensor, log) -> None:
+    """Time a few steps on a throwaway copy to plan the first epochs; re-planned every epoch."""
+    cfg, bs, device = run.cfg, run.bs, run.device
+    probe = copy.deepcopy(run.model)
+    popt = _make_opt(probe, dict(cfg, lr=cfg["lr"] * 1e-3))
+    probe.train()
+    idx = torch.randint(0, run.n, (bs,), device=device, generator=run.gen)
+    for i in range(13):
+        if i == 3:
+            t0 = time.perf_counter()
+        _train_step(probe, popt, *run.batch_at(idx), cfg, run.cw, device, bf16=run.bf16)
+    t_step = (time.perf_counter() - t0) / 10
+    t0 = time.perf_counter()
+    predict_logits(probe, val_x[: min(len(val_x), 256)], run.size, device)
+    t_eval = (time.perf_counter() - t0) * len(val_x) / min(len(val_x), 256)
+    del probe, popt
+    per_epoch = run.steps_per_epoch * t_step + t_eval / cfg["eval_every"]
+    run.plan["epochs"] = max(1, min(cfg["epochs"], int(run.budget / per_epoch)))
+    log(f"[{run.name}] budget {run.budget:.0f}s: {t_step * 1000 / bs:.1f} ms/image per step, eval {t_eval:.1f}s "
+        f"-> {run.plan['epochs']} epochs of {run.steps_per_epoch} steps (re-planned every epoch)")
+
+
+def _train_epoch(run: _Run, epoch: int, t_ep: float, log):
+    """The training steps of one epoch (the rest of a half-done one after a resume); on a stop
+    request, a resumable state is written and :class:`Interrupted` raised. Returns the first step
+    run, the losses and the summed loss terms."""
+    cfg, bs, spe = run.cfg, run.bs, run.steps_per_epoch
+    if run.pending is not None:
+        p = run.pending
+        order, s0, losses, terms_sum = p["order"].to(run.device), p["s"], p["losses"], p["terms"]
+        run.pending = None
+    else:
+        if run.sample_w is not None:
+            order = torch.multinomial(run.sample_w, spe * bs, replacement=True, generator=run.gen)
+        else:
+            order = torch.randperm(run.n, device=run.device, generator=run.gen)
+        s0, losses, terms_sum = 0, [], {}
+    for s in range(s0, spe):
+        if _STOP["signal"] is not None:
+            run.elapsed += time.perf_counter() - t_ep
+            run.save_state(epoch - 1, {"order": order.cpu(), "s": s, "losses": losses, "terms": terms_sum})
+            log(f"[{run.name}] stop requested (signal {int(_STOP['signal'])}): checkpoint at epoch {epoch - 1} "
+                f"+ {s} steps written to {run.st_path}; continue with --resume")
+            raise Interrupted(run.name)
+        idx = order[s * bs:(s + 1) * bs]
+        step = (epoch - 1) * spe + s
+        for g, lr0 in zip(run.opt.param_groups, run.base_lrs):
+            g["lr"] = lr0 * run.lr_at(step)
+        ramp = cfg["lambda_n_warmup_frac"] * run.plan["epochs"] * spe
+        ln = cfg["lambda_n"] * min(1.0, step / ramp) if ramp > 0 else cfg["lambda_n"]
+        loss, terms = _train_step(run.model, run.opt, *run.batch_at(idx), cfg, run.cw, run.device, ln, run.bf16)
+        if run.ema is not None:
+            run.ema.update(run.model)
+        losses.append(loss)
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum.get(k, 0.0) + v
+    if not all(math.isfinite(v) for v in losses):
+        raise FloatingPointError(f"[{run.name}] non-finite loss in epoch {epoch}")
+    return s0, losses, terms_sum
+
+
+def _validate(run: _Run, val_x: torch.Tensor, val_y: np.ndarray, epoch: int):
+    """Validation of the weights that would be kept (the EMA's where there is one); the best so far
+    is replaced when its QWK is beaten. Returns the report and whether it was."""
+    net = run.eval_net()
+    logits = predict_logits(net, val_x, run.size, run.device)
+    r = report(softmax(logits), val_y, run.cfg["num_classes"])
+    improved = r["qwk"] > run.best["qwk"]
+    if improved:
+        run.best = {"qwk": r["qwk"], "epoch": epoch, "val": r, "logits": logits,
+                    "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()}}
+    return r, improved
+
+
+def _replan(run: _Run, epoch: int, ep_s: float, s0: int, last: bool, line: dict) -> None:
+    """The epoch time used for planning: the median of the last five (a resumed epoch counts
+    scaled up), so one epoch slowed by other work on the machine does not cut the plan short.
+    With a budget, the number of epochs is fitted to the time left."""
+    plan, spe = run.plan, run.steps_per_epoch
+    full_s = ep_s * spe / max(1, spe - s0)
+    plan.setdefault("epoch_times", []).append(full_s)
+    plan["epoch_s"] = float(np.median(plan["epoch_times"][-5:]))
+    if run.budget and plan["epoch_s"] and not last:
+        fit = epoch + int(max(0.0, run.budget - run.elapsed) / plan["epoch_s"])
+        new = max(epoch, min(run.cfg["epochs"], fit))
+        if new != plan["epochs"]:
+            line["replanned"] = f"{plan['epochs']}->{new}"
+            plan["epochs"] = new
+
+
+def _run_epoch(run: _Run, epoch: int, val_x: torch.Tensor, val_y: np.ndarray, log) -> None:
+    """One epoch: its steps, validation when due, re-planning, its log line and the saved state."""
+    cfg, spe = run.cfg, run.steps_per_epoch
+    run.model.train()
+    t_ep = time.perf_counter()
+    s0, losses, terms_sum = _train_epoch(run, epoch, t_ep, log)
+    t_train = time.perf_counter() - t_ep
+    line = {"member": run.name, "epoch": epoch, "of": run.plan["epochs"], "loss": round(float(np.mean(losses)), 4),
+            "terms": {k: round(v / spe, 4) for k, v in terms_sum.items()},
+            "lr": round(run.opt.param_groups[0]["lr"], 5), "train_s": round(t_train, 1),
+            "ms_per_image": round(t_train * 1000 / max(1, (spe - s0) * run.bs), 1)}
+    last = epoch == run.plan["epochs"]
+    early = epoch <= cfg["eval_after_frac"] * run.plan["epochs"]  # early epochs are never the best: save the time
+    if (epoch % cfg["eval_every"] == 0 and not early) or last:
+        r, improved = _validate(run, val_x, val_y, epoch)
+        line.update({"val_acc": round(r["accuracy"], 4), "val_qwk": round(r["qwk"], 4),
+                     "val_per_grade": [round(v, 3) if v is not None else None for v in r["per_grade_accuracy"]]})
+        if improved:
+            line["best"] = True
+    ep_s = time.perf_counter() - t_ep
+    run.elapsed += ep_s
+    _replan(run, epoch, ep_s, s0, last, line)
+    line["eta_s"] = round(max(0, run.plan["epochs"] - epoch) * (run.plan["epoch_s"] or ep_s))
+    run.history.append({k: v for k, v in line.items() if k != "member"})
+    log(json.dumps(line))
+    if epoch == run.plan["epochs"] and "val_qwk" not in line:
+        # re-planning made this the last epoch after it ran: validate it now
+        r, _ = _validate(run, val_x, val_y, epoch)
+        log(json.dumps({"member": run.name, "epoch": epoch, "val_acc": round(r["accuracy"], 4),
+                        "val_qwk": round(r["qwk"], 4)}))
+    run.save_state(epoch, None)
+
+
+def _final_checkpoint(run: _Run, epoch: int, val_y: np.ndarray, log, out_path: Optional[Path]) -> Dict[str, object]:
+    """The best epoch's weights with a softmax temperature fitted on val, and the run's record."""
+    best = run.best
+    temp = fit_temperature(best["logits"], val_y)
+    ckpt = {"config": run.cfg, "state_dict": best["state_dict"], "best_epoch": best["epoch"],
+            "epochs_run": epoch, "epochs_planned": run.plan["epochs"], "train_seconds": round(run.elapsed, 1),
+            "precision": "bf16-autocast" if run.bf16 else "float32", "history": run.history,
+            "val": best["val"], "temperature": temp, "val_calibrated": report(softmax(best["logits"], temp), val_y),
+            "val_logits": best["logits"], "labels": LABELS}
+    log(f"[{run.name}] best epoch {best['epoch']}: val qwk {best['qwk']:.4f} acc {best['val']['accuracy']:.4f}, "
+        f"temperature {temp:.3f}, {ckpt['train_seconds']}s")
+    if out_path is not None:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic(ckpt, Path(out_path))
+    return ckpt
+
+
 def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: np.ndarray,
                  device: torch.device, log: Callable[[str], None], out_path: Optional[Path] = None,
                  resume: bool = False) -> Dict[str, object]:
@@ -244,197 +481,20 @@ def train_member(cfg: dict, train_x: torch.Tensor, train_y: torch.Tensor, val_x:
     of epochs is planned from a timing probe and re-planned after every epoch from the measured
     epoch time, so the cosine schedule always ends within the budget, however busy the machine.
     """
-    name, size, bs = cfg["name"], cfg["input_size"], cfg["batch_size"]
-    bf16 = use_bf16(device, cfg)
-    chl = device.type == "cuda" or bf16 or bool(cfg.get("channels_last"))
-    torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"])
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg["seed"])
-    model = build_model(cfg).to(device)
-    if chl:
-        model = model.to(memory_format=torch.channels_last)
-    n = train_x.shape[0]
-    counts = torch.bincount(train_y, minlength=cfg["num_classes"]).float().clamp_min(1)
-    cw = None
-    if cfg["class_weight_power"]:
-        cw = ((counts / counts.mean()) ** -cfg["class_weight_power"]).tolist()
-    sample_w = counts[train_y] ** -cfg["sample_balance_power"] if cfg["sample_balance_power"] else None
-    steps_per_epoch = max(1, n // bs)
-    budget = cfg.get("time_budget_s")
-
-    def batch_at(idx):
-        xb = augment(train_x[idx], size, cfg["augment"], gen)
-        if chl:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, train_y[idx]
-
-    opt = _make_opt(model, cfg)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    ema = _EMA(model, cfg["ema_decay"]) if cfg["ema_decay"] else None
-    st_path = state_path(out_path) if out_path is not None else None
-    state = None
-    if resume and st_path is not None and st_path.exists():
-        state = _torch_load(st_path)
-        # The budget may be changed on resume (models.cpu_run --time-budget-s); anything else that
-        # shapes training is taken from the saved state, so a resumed run is the run it was.
-        free = {"time_budget_s", "budget_weight"}
-        changed = sorted(k for k in set(cfg) | set(state["config"])
-                         if k not in free and cfg.get(k) != state["config"].get(k))
-        if changed:
-            log(f"[{name}] resuming with a changed config ({changed}): continuing with the saved one")
-        cfg = dict(state["config"], time_budget_s=budget, budget_weight=cfg.get("budget_weight"))
-        model.load_state_dict(state["model"])
-        # A state carried between machines (models.campaign) holds no optimizer momentum and may
-        # hold no EMA: momentum rebuilds within a few steps, the EMA restarts from the weights.
-        if state.get("opt") is not None:
-            opt.load_state_dict(state["opt"])
-        if ema is not None:
-            ema.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
-            ema.steps = state["ema_steps"]
-        torch.set_rng_state(state["rng"]["torch"])
-        gen.set_state(state["rng"]["gen"])
-        np.random.set_state(state["rng"]["numpy"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        plan, best, history, elapsed = state["plan"], state["best"], state["history"], state["elapsed_s"]
-        epoch_done, pending = state["epoch"], state.get("in_epoch")
-        budget = budget or state.get("time_budget_s")
-        part = f" + {pending['s']} steps" if pending else ""
-        log(f"[{name}] resumed from {st_path.name}: epoch {epoch_done}{part} of {plan['epochs']}, "
-            f"{elapsed:.0f}s spent")
-    else:
-        plan = {"epochs": cfg["epochs"], "epoch_s": None}
-        best, history, elapsed, epoch_done, pending = {"qwk": -2.0}, [], 0.0, 0, None
-        if budget:
-            # Time a few steps on a throwaway copy to plan the first epochs; re-planned every epoch.
-            probe = copy.deepcopy(model)
-            popt = _make_opt(probe, dict(cfg, lr=cfg["lr"] * 1e-3))
-            probe.train()
-            idx = torch.randint(0, n, (bs,), device=device, generator=gen)
-            for i in range(13):
-                if i == 3:
-                    t0 = time.perf_counter()
-                _train_step(probe, popt, *batch_at(idx), cfg, cw, device, bf16=bf16)
-            t_step = (time.perf_counter() - t0) / 10
-            t0 = time.perf_counter()
-            predict_logits(probe, val_x[: min(len(val_x), 256)], size, device)
-            t_eval = (time.perf_counter() - t0) * len(val_x) / min(len(val_x), 256)
-            del probe, popt
-            per_epoch = steps_per_epoch * t_step + t_eval / cfg["eval_every"]
-            plan["epochs"] = max(1, min(cfg["epochs"], int(budget / per_epoch)))
-            log(f"[{name}] budget {budget:.0f}s: {t_step * 1000 / bs:.1f} ms/image per step, eval {t_eval:.1f}s "
-                f"-> {plan['epochs']} epochs of {steps_per_epoch} steps (re-planned every epoch)")
-    log(f"[{name}] {'bf16 autocast + channels_last' if bf16 else 'float32'} training"
+    run = _Run(cfg, train_x, train_y, device, out_path)
+    if resume and run.st_path is not None and run.st_path.exists():
+        _resume(run, log)
+    elif run.budget:
+        _plan_budget(run, val_x, log)
+    bf16 = run.bf16
+    log(f"[{run.name}] {'bf16 autocast + channels_last' if bf16 else 'float32'} training"
         f"{'' if bf16 or device.type == 'cuda' else ' (bf16: ' + bf16_support()[1] + ')'}; "
         f"validation, selection and temperature in float32")
-
-    def lr_at(step):
-        return _lr_factor(step, plan["epochs"] * steps_per_epoch, cfg["warmup_frac"])
-
-    def save_state(epoch_done_, in_epoch):
-        if st_path is None:
-            return
-        st_path.parent.mkdir(parents=True, exist_ok=True)
-        _save_atomic({"version": 1, "config": cfg, "model": model.state_dict(), "opt": opt.state_dict(),
-                      "ema": ema.model.state_dict() if ema is not None else None,
-                      "ema_steps": ema.steps if ema is not None else 0,
-                      "rng": {"torch": torch.get_rng_state(), "gen": gen.get_state(), "numpy": np.random.get_state(),
-                              "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-                      "plan": plan, "best": best, "history": history, "elapsed_s": elapsed,
-                      "epoch": epoch_done_, "in_epoch": in_epoch, "time_budget_s": budget}, st_path)
-
-    epoch = epoch_done
-    while epoch < plan["epochs"]:
+    epoch = run.epoch_done
+    while epoch < run.plan["epochs"]:
         epoch += 1
-        model.train()
-        t_ep = time.perf_counter()
-        if pending is not None:
-            order, s0, losses, terms_sum = pending["order"].to(device), pending["s"], pending["losses"], pending["terms"]
-            pending = None
-        else:
-            if sample_w is not None:
-                order = torch.multinomial(sample_w, steps_per_epoch * bs, replacement=True, generator=gen)
-            else:
-                order = torch.randperm(n, device=device, generator=gen)
-            s0, losses, terms_sum = 0, [], {}
-        for s in range(s0, steps_per_epoch):
-            if _STOP["signal"] is not None:
-                elapsed += time.perf_counter() - t_ep
-                save_state(epoch - 1, {"order": order.cpu(), "s": s, "losses": losses, "terms": terms_sum})
-                log(f"[{name}] stop requested (signal {int(_STOP['signal'])}): checkpoint at epoch {epoch - 1} "
-                    f"+ {s} steps written to {st_path}; continue with --resume")
-                raise Interrupted(name)
-            idx = order[s * bs:(s + 1) * bs]
-            step = (epoch - 1) * steps_per_epoch + s
-            for g, lr0 in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr0 * lr_at(step)
-            ramp = cfg["lambda_n_warmup_frac"] * plan["epochs"] * steps_per_epoch
-            ln = cfg["lambda_n"] * min(1.0, step / ramp) if ramp > 0 else cfg["lambda_n"]
-            loss, terms = _train_step(model, opt, *batch_at(idx), cfg, cw, device, ln, bf16)
-            if ema is not None:
-                ema.update(model)
-            losses.append(loss)
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + v
-        if not all(math.isfinite(v) for v in losses):
-            raise FloatingPointError(f"[{name}] non-finite loss in epoch {epoch}")
-        t_train = time.perf_counter() - t_ep
-        line = {"member": name, "epoch": epoch, "of": plan["epochs"], "loss": round(float(np.mean(losses)), 4),
-                "terms": {k: round(v / steps_per_epoch, 4) for k, v in terms_sum.items()},
-                "lr": round(opt.param_groups[0]["lr"], 5), "train_s": round(t_train, 1),
-                "ms_per_image": round(t_train * 1000 / max(1, (steps_per_epoch - s0) * bs), 1)}
-        last = epoch == plan["epochs"]
-        early = epoch <= cfg["eval_after_frac"] * plan["epochs"]  # early epochs are never the best: save the time
-        if (epoch % cfg["eval_every"] == 0 and not early) or last:
-            net = ema.model if ema is not None else model
-            logits = predict_logits(net, val_x, size, device)
-            r = report(softmax(logits), val_y, cfg["num_classes"])
-            line.update({"val_acc": round(r["accuracy"], 4), "val_qwk": round(r["qwk"], 4),
-                         "val_per_grade": [round(v, 3) if v is not None else None for v in r["per_grade_accuracy"]]})
-            if r["qwk"] > best["qwk"]:
-                best = {"qwk": r["qwk"], "epoch": epoch, "val": r, "logits": logits,
-                        "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()}}
-                line["best"] = True
-        ep_s = time.perf_counter() - t_ep
-        elapsed += ep_s
-        # The epoch time used for planning: the median of the last five (a resumed epoch counts
-        # scaled up), so one epoch slowed by other work on the machine does not cut the plan short.
-        full_s = ep_s * steps_per_epoch / max(1, steps_per_epoch - s0)
-        plan.setdefault("epoch_times", []).append(full_s)
-        plan["epoch_s"] = float(np.median(plan["epoch_times"][-5:]))
-        if budget and plan["epoch_s"] and not last:
-            fit = epoch + int(max(0.0, budget - elapsed) / plan["epoch_s"])
-            new = max(epoch, min(cfg["epochs"], fit))
-            if new != plan["epochs"]:
-                line["replanned"] = f"{plan['epochs']}->{new}"
-                plan["epochs"] = new
-        line["eta_s"] = round(max(0, plan["epochs"] - epoch) * (plan["epoch_s"] or ep_s))
-        history.append({k: v for k, v in line.items() if k != "member"})
-        log(json.dumps(line))
-        if epoch == plan["epochs"] and "val_qwk" not in line:
-            # re-planning made this the last epoch after it ran: validate it now
-            net = ema.model if ema is not None else model
-            logits = predict_logits(net, val_x, size, device)
-            r = report(softmax(logits), val_y, cfg["num_classes"])
-            if r["qwk"] > best["qwk"]:
-                best = {"qwk": r["qwk"], "epoch": epoch, "val": r, "logits": logits,
-                        "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()}}
-            log(json.dumps({"member": name, "epoch": epoch, "val_acc": round(r["accuracy"], 4),
-                            "val_qwk": round(r["qwk"], 4)}))
-        save_state(epoch, None)
-    temp = fit_temperature(best["logits"], val_y)
-    ckpt = {"config": cfg, "state_dict": best["state_dict"], "best_epoch": best["epoch"],
-            "epochs_run": epoch, "epochs_planned": plan["epochs"], "train_seconds": round(elapsed, 1),
-            "precision": "bf16-autocast" if bf16 else "float32", "history": history,
-            "val": best["val"], "temperature": temp, "val_calibrated": report(softmax(best["logits"], temp), val_y),
-            "val_logits": best["logits"], "labels": LABELS}
-    log(f"[{name}] best epoch {best['epoch']}: val qwk {best['qwk']:.4f} acc {best['val']['accuracy']:.4f}, "
-        f"temperature {temp:.3f}, {ckpt['train_seconds']}s")
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        _save_atomic(ckpt, Path(out_path))
-    return ckpt
+        _run_epoch(run, epoch, val_x, val_y, log)
+    return _final_checkpoint(run, epoch, val_y, log, out_path)
 
 
 def report_heldout_val(ckpt: dict, held, device: torch.device, log, out_path: Path) -> dict:
