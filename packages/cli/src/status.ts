@@ -30,6 +30,12 @@ export interface StatusReport {
     knees: number;
     lastModel: { version: string; status: string | null; providers: unknown } | null;
   };
+  /**
+   * The grading queue's expected wait (added to schema version 1): studies ahead of one queued now
+   * (waiting and running), the recent grading time per study, and their product; null when Redis
+   * does not answer or nothing was graded yet.
+   */
+  wait: { studiesAhead: number | null; secondsPerStudy: number | null; seconds: number | null };
   /** byChannel: DICOM (the PACS), FHIR, HL7 → status → count (added to schema version 1). */
   deliveries: {
     byStatus: Record<string, number>;
@@ -108,27 +114,137 @@ async function checkOutputs(config: Config): Promise<StatusReport["outputs"]> {
 const countBy = <T extends string>(rows: { key: T; n: number }[]) =>
   Object.fromEntries(rows.map((r) => [r.key, r.n])) as Record<string, number>;
 
+/** Completed grading jobs the service time is measured over (the latest ones). */
+export const SERVICE_TIME_JOBS = 20;
+
+/**
+ * Seconds of grading per study, from recent jobs' start and finish times: the time during which at
+ * least one of them was running, divided by their number. Jobs running side by side (one worker's
+ * WORKER_CONCURRENCY, several workers) share that time, and idle gaps between bursts do not count.
+ * Null without a completed job.
+ */
+export function serviceSecondsPerStudy(
+  jobs: { startedAt: Date; finishedAt: Date }[],
+): number | null {
+  if (jobs.length === 0) return null;
+  const spans = jobs
+    .map((j) => [j.startedAt.getTime(), Math.max(j.startedAt.getTime(), j.finishedAt.getTime())])
+    .sort((x, y) => x[0]! - y[0]!);
+  let busy = 0;
+  let [from, to] = spans[0]!;
+  for (const [start, end] of spans.slice(1)) {
+    if (start! > to!) {
+      busy += to! - from!;
+      [from, to] = [start, end];
+    } else {
+      to = Math.max(to!, end!);
+    }
+  }
+  busy += to! - from!;
+  return busy / 1000 / jobs.length;
+}
+
 export async function collectStatus(db: Db, config: Config, recent = 10): Promise<StatusReport> {
-  const [outcomes, knees, lastJob] = await Promise.all([
-    db.instanceGrading.groupBy({ by: ["outcome"], _count: { _all: true } }),
-    db.kneeResult.count(),
-    db.gradingJob.findFirst({
-      where: { status: "COMPLETED", modelVersion: { not: null } },
-      orderBy: { finishedAt: "desc" },
-      select: { modelVersion: true, modelStatus: true, providers: true },
-    }),
+  const [grading, intake, queues, review, outputs] = await Promise.all([
+    gradingFigures(db),
+    intakeFigures(db, recent),
+    queueCounts(config),
+    reviewFigures(db, config),
+    checkOutputs(config),
   ]);
-  const [expectedInRedis, unqueueable] = await Promise.all([
-    db.gradingJob.count({
-      where: {
-        queue: QUEUES.gradeStudy,
-        status: { in: ["PENDING", "QUEUED", "ACTIVE"] },
-        enqueuedAt: { not: null },
+  const warnings = warningsOf(outputs, review.agreement, queues, grading);
+  return {
+    schemaVersion: 1,
+    generatedAt: new Date().toISOString(),
+    studies: intake.studies,
+    instances: intake.instances,
+    associations: intake.associations,
+    skipped: intake.skipped,
+    queues,
+    jobs: grading.jobs,
+    grading: {
+      studies: {
+        // Graded studies stay counted once reported.
+        graded: (intake.studies.byStatus.GRADED ?? 0) + (intake.studies.byStatus.REPORTED ?? 0),
+        // Refused by the worker (no gradable knee); studies the listener routed away are "skipped".
+        refused:
+          (intake.studies.byStatus.REFUSED ?? 0) -
+          intake.skipped.reduce((a, s) => a + (s.reason.startsWith("NOT_KNEE") ? s.studies : 0), 0),
+        failed: intake.studies.byStatus.FAILED ?? 0,
       },
-    }),
-    db.gradingJob.count({ where: { errorCode: "INVALID_JOB" } }),
-  ]);
-  const [studies, routing, resent, skipped, jobs, deliveries, recentStudies, refusals] =
+      instances: grading.instances,
+      knees: grading.knees,
+      lastModel: grading.lastModel,
+    },
+    wait: expectedWait(queues[QUEUES.gradeStudy], grading.secondsPerStudy),
+    deliveries: intake.deliveries,
+    review,
+    outputs,
+    recentStudies: intake.recentStudies,
+    warnings,
+  };
+}
+
+/** The worker's side: instance outcomes, knees, the last model, jobs by status, service time. */
+async function gradingFigures(db: Db) {
+  const [outcomes, knees, lastJob, jobs, expectedInRedis, unqueueable, recentJobs] =
+    await Promise.all([
+      db.instanceGrading.groupBy({ by: ["outcome"], _count: { _all: true } }),
+      db.kneeResult.count(),
+      db.gradingJob.findFirst({
+        where: { status: "COMPLETED", modelVersion: { not: null } },
+        orderBy: { finishedAt: "desc" },
+        select: { modelVersion: true, modelStatus: true, providers: true },
+      }),
+      db.gradingJob.groupBy({ by: ["status"], _count: { _all: true } }),
+      db.gradingJob.count({
+        where: {
+          queue: QUEUES.gradeStudy,
+          status: { in: ["PENDING", "QUEUED", "ACTIVE"] },
+          enqueuedAt: { not: null },
+        },
+      }),
+      db.gradingJob.count({ where: { errorCode: "INVALID_JOB" } }),
+      db.gradingJob.findMany({
+        where: { status: "COMPLETED", startedAt: { not: null }, finishedAt: { not: null } },
+        orderBy: { finishedAt: "desc" },
+        take: SERVICE_TIME_JOBS,
+        select: { startedAt: true, finishedAt: true },
+      }),
+    ]);
+  return {
+    instances: countBy(outcomes.map((o) => ({ key: o.outcome, n: o._count._all }))),
+    knees,
+    lastModel: lastJob?.modelVersion
+      ? { version: lastJob.modelVersion, status: lastJob.modelStatus, providers: lastJob.providers }
+      : null,
+    jobs: { byStatus: countBy(jobs.map((j) => ({ key: j.status, n: j._count._all }))) },
+    expectedInRedis,
+    unqueueable,
+    secondsPerStudy: serviceSecondsPerStudy(
+      recentJobs.map((j) => ({ startedAt: j.startedAt!, finishedAt: j.finishedAt! })),
+    ),
+  };
+}
+
+/**
+ * How long a study queued now waits before its grading starts: the jobs ahead of it (waiting and
+ * running) times the recent grading time per study. Null when Redis does not answer or nothing was
+ * graded yet.
+ */
+function expectedWait(
+  grade: StatusReport["queues"][QueueName],
+  secondsPerStudy: number | null,
+): StatusReport["wait"] {
+  if ("error" in grade) return { studiesAhead: null, secondsPerStudy, seconds: null };
+  const studiesAhead = grade.waiting + grade.active;
+  const seconds = secondsPerStudy === null ? null : studiesAhead * secondsPerStudy;
+  return { studiesAhead, secondsPerStudy, seconds };
+}
+
+/** What came in: studies, instances, refusals, skipped studies, deliveries, recent studies. */
+async function intakeFigures(db: Db, recent: number) {
+  const [studies, routing, resent, skipped, deliveries, recentStudies, refusals] =
     await Promise.all([
       db.study.groupBy({ by: ["status"], _count: { _all: true } }),
       db.instance.groupBy({ by: ["routing"], _count: { _all: true } }),
@@ -138,7 +254,6 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
         where: { status: "REFUSED" },
         _count: { _all: true },
       }),
-      db.gradingJob.groupBy({ by: ["status"], _count: { _all: true } }),
       db.delivery.groupBy({ by: ["channel", "status"], _count: { _all: true } }),
       db.study.findMany({
         orderBy: { lastReceivedAt: "desc" },
@@ -158,52 +273,9 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       }),
     ]);
   const byEvent = countBy(refusals.map((r) => ({ key: r.event, n: r._count._all })));
-  const queues = {} as StatusReport["queues"];
-  for (const name of Object.values(QUEUES)) {
-    const queue = createQueue(name, config);
-    try {
-      const counts = await queue.getJobCounts(...JOB_STATES);
-      queues[name] = Object.fromEntries(JOB_STATES.map((s) => [s, counts[s] ?? 0])) as JobCounts;
-    } catch (error) {
-      queues[name] = { error: (error as Error).message };
-    } finally {
-      await queue.close();
-    }
-  }
-  const [agreement, awaiting, signedRevisions] = await Promise.all([
-    agreementReport(db, config),
-    db.gradingJob.count({
-      where: { status: "COMPLETED", results: { some: {} }, reviews: { none: {} } },
-    }),
-    db.gradingJob.count({ where: { reviews: { some: {} } } }),
-  ]);
-  const outputs = await checkOutputs(config);
-  const warnings: string[] = [];
-  for (const o of Object.values(outputs)) {
-    if (!o.reachable) warnings.push(`${o.error}: results wait in the outbox and are retried`);
-  }
-  if (agreement.warning) warnings.push(`Review agreement: ${agreement.warning}`);
-  const grade = queues[QUEUES.gradeStudy];
-  if ("error" in grade) {
-    warnings.push(`Redis unavailable: ${grade.error}`);
-  } else {
-    const inRedis = grade.waiting + grade.active + grade.delayed;
-    if (expectedInRedis > inRedis) {
-      warnings.push(
-        `PostgreSQL has ${expectedInRedis} grading job(s) queued or running but Redis holds ${inRedis}: jobs were lost (Redis restarted without AOF, failed over or flushed?); the listener's reconciler adds them again within a minute`,
-      );
-    }
-  }
-  if (unqueueable > 0) {
-    warnings.push(
-      `${unqueueable} grading job(s) could not be queued (INVALID_JOB): see the studies marked FAILED`,
-    );
-  }
   const byRouting = countBy(routing.map((r) => ({ key: r.routing, n: r._count._all })));
   const byStudyStatus = countBy(studies.map((s) => ({ key: s.status, n: s._count._all })));
   return {
-    schemaVersion: 1,
-    generatedAt: new Date().toISOString(),
     studies: {
       total: Object.values(byStudyStatus).reduce((a, b) => a + b, 0),
       byStatus: byStudyStatus,
@@ -217,43 +289,7 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
     },
     associations: { rejected: byEvent["association.rejected"] ?? 0 },
     skipped: skipped.map((s) => ({ reason: s.statusReason ?? "unknown", studies: s._count._all })),
-    queues,
-    jobs: { byStatus: countBy(jobs.map((j) => ({ key: j.status, n: j._count._all }))) },
-    grading: {
-      studies: {
-        // Graded studies stay counted once reported.
-        graded: (byStudyStatus.GRADED ?? 0) + (byStudyStatus.REPORTED ?? 0),
-        // Refused by the worker (no gradable knee); studies the listener routed away are "skipped".
-        refused:
-          (byStudyStatus.REFUSED ?? 0) -
-          skipped.reduce(
-            (a, s) => a + (s.statusReason?.startsWith("NOT_KNEE") ? s._count._all : 0),
-            0,
-          ),
-        failed: byStudyStatus.FAILED ?? 0,
-      },
-      instances: countBy(outcomes.map((o) => ({ key: o.outcome, n: o._count._all }))),
-      knees,
-      lastModel: lastJob?.modelVersion
-        ? {
-            version: lastJob.modelVersion,
-            status: lastJob.modelStatus,
-            providers: lastJob.providers,
-          }
-        : null,
-    },
-    deliveries: {
-      byStatus: deliveries.reduce<Record<string, number>>((acc, d) => {
-        acc[d.status] = (acc[d.status] ?? 0) + d._count._all;
-        return acc;
-      }, {}),
-      byChannel: deliveries.reduce<Record<string, Record<string, number>>>((acc, d) => {
-        acc[d.channel] = { ...acc[d.channel], [d.status]: d._count._all };
-        return acc;
-      }, {}),
-    },
-    review: { awaiting, signed: signedRevisions, agreement },
-    outputs,
+    deliveries: deliveriesOf(deliveries),
     recentStudies: recentStudies.map((s) => ({
       studyInstanceUid: s.studyInstanceUid,
       status: s.status,
@@ -264,8 +300,80 @@ export async function collectStatus(db: Db, config: Config, recent = 10): Promis
       statusReason: s.statusReason,
       jobs: s.jobs,
     })),
-    warnings,
   };
+}
+
+function deliveriesOf(
+  rows: { channel: string; status: string; _count: { _all: number } }[],
+): StatusReport["deliveries"] {
+  return {
+    byStatus: rows.reduce<Record<string, number>>((acc, d) => {
+      acc[d.status] = (acc[d.status] ?? 0) + d._count._all;
+      return acc;
+    }, {}),
+    byChannel: rows.reduce<Record<string, Record<string, number>>>((acc, d) => {
+      acc[d.channel] = { ...acc[d.channel], [d.status]: d._count._all };
+      return acc;
+    }, {}),
+  };
+}
+
+/** Each queue's jobs per state, or why Redis could not say. */
+async function queueCounts(config: Config): Promise<StatusReport["queues"]> {
+  const queues = {} as StatusReport["queues"];
+  for (const name of Object.values(QUEUES)) {
+    const queue = createQueue(name, config);
+    try {
+      const counts = await queue.getJobCounts(...JOB_STATES);
+      queues[name] = Object.fromEntries(JOB_STATES.map((s) => [s, counts[s] ?? 0])) as JobCounts;
+    } catch (error) {
+      queues[name] = { error: (error as Error).message };
+    } finally {
+      await queue.close();
+    }
+  }
+  return queues;
+}
+
+async function reviewFigures(db: Db, config: Config): Promise<StatusReport["review"]> {
+  const [agreement, awaiting, signed] = await Promise.all([
+    agreementReport(db, config),
+    db.gradingJob.count({
+      where: { status: "COMPLETED", results: { some: {} }, reviews: { none: {} } },
+    }),
+    db.gradingJob.count({ where: { reviews: { some: {} } } }),
+  ]);
+  return { awaiting, signed, agreement };
+}
+
+function warningsOf(
+  outputs: StatusReport["outputs"],
+  agreement: AgreementReport,
+  queues: StatusReport["queues"],
+  grading: { expectedInRedis: number; unqueueable: number },
+): string[] {
+  const warnings: string[] = [];
+  for (const o of Object.values(outputs)) {
+    if (!o.reachable) warnings.push(`${o.error}: results wait in the outbox and are retried`);
+  }
+  if (agreement.warning) warnings.push(`Review agreement: ${agreement.warning}`);
+  const grade = queues[QUEUES.gradeStudy];
+  if ("error" in grade) {
+    warnings.push(`Redis unavailable: ${grade.error}`);
+  } else {
+    const inRedis = grade.waiting + grade.active + grade.delayed;
+    if (grading.expectedInRedis > inRedis) {
+      warnings.push(
+        `PostgreSQL has ${grading.expectedInRedis} grading job(s) queued or running but Redis holds ${inRedis}: jobs were lost (Redis restarted without AOF, failed over or flushed?); the listener's reconciler adds them again within a minute`,
+      );
+    }
+  }
+  if (grading.unqueueable > 0) {
+    warnings.push(
+      `${grading.unqueueable} grading job(s) could not be queued (INVALID_JOB): see the studies marked FAILED`,
+    );
+  }
+  return warnings;
 }
 
 export function formatStatus(s: StatusReport): string {
@@ -284,6 +392,7 @@ export function formatStatus(s: StatusReport): string {
         `  ${name.padEnd(14)} ${"error" in c ? `unavailable: ${c.error}` : fmtCounts(c)}`,
     ),
     `Grading jobs: ${fmtCounts(s.jobs.byStatus)}`,
+    `Expected wait: ${waitLine(s.wait)}`,
     `Graded: ${s.grading.studies.graded} studies, ${s.grading.knees} knees; refused ${s.grading.studies.refused}; failed ${s.grading.studies.failed}  (instances: ${fmtCounts(s.grading.instances)})`,
     ...(s.grading.lastModel
       ? [
@@ -316,6 +425,20 @@ export function formatStatus(s: StatusReport): string {
       : ["  none"]),
   ];
   return lines.join("\n");
+}
+
+function waitLine(w: StatusReport["wait"]): string {
+  if (w.studiesAhead === null) return "unknown (Redis unavailable)";
+  if (w.seconds === null || w.secondsPerStudy === null) {
+    return `${w.studiesAhead} studies ahead; no study graded yet to time`;
+  }
+  return `${formatSeconds(w.seconds)} (${w.studiesAhead} studies ahead × ${w.secondsPerStudy.toFixed(1)} s per study recently)`;
+}
+
+function formatSeconds(seconds: number): string {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
 }
 
 function agreementLine(a: AgreementReport): string {

@@ -98,12 +98,34 @@ export type InstanceResult =
 
 const round = (ms: number) => Math.round(ms * 10) / 10;
 
+/** What localisation needs of a model: its input size and localiser settings. */
+export type LocaliserModel = Pick<KneePredictor, "inputSize" | "localiser">;
+
+/**
+ * A radiograph after decoding and localisation, before inference: its knees with their model
+ * inputs, or the instance's final outcome when it stopped earlier (refused, failed).
+ */
+export type PreparedInstance =
+  | { outcome: "FOUND"; knees: FoundKnee[]; warnings: string[]; timingsMs: StageTimings }
+  | Exclude<InstanceResult, { outcome: "GRADED" }>;
+
 export async function gradeDicom(
   bytes: Uint8Array,
   predictor: KneePredictor,
 ): Promise<InstanceResult> {
+  return gradePrepared(await prepareDicom(bytes, predictor), predictor);
+}
+
+/**
+ * The CPU-heavy first half of {@link gradeDicom} — decode, localise, verify, crop — with no model
+ * session: it can run in another thread than the inference (the worker's preparation threads).
+ */
+export async function prepareDicom(
+  bytes: Uint8Array,
+  model: LocaliserModel,
+): Promise<PreparedInstance> {
   const timingsMs: StageTimings = { decode: 0, localise: 0, predict: 0 };
-  const failed = (code: FailureCode, reason: string): InstanceResult => ({
+  const failed = (code: FailureCode, reason: string): PreparedInstance => ({
     outcome: "FAILED",
     code,
     reason,
@@ -123,7 +145,7 @@ export async function gradeDicom(
   timingsMs.decode = round(performance.now() - t);
   t = performance.now();
   const spacing = radiograph.spacing;
-  if (predictor.inputSize.height !== predictor.inputSize.width) {
+  if (model.inputSize.height !== model.inputSize.width) {
     throw new Error("the model's input must be square");
   }
   const findings = await findKnees(
@@ -134,8 +156,8 @@ export async function gradeDicom(
       spacingMm: spacing ? (spacing.rowMm + spacing.colMm) / 2 : null,
     },
     header,
-    predictor.inputSize.width,
-    localiserOptions(predictor.localiser),
+    model.inputSize.width,
+    localiserOptions(model.localiser),
   );
   timingsMs.localise = round(performance.now() - t);
   if (!findings.ok) {
@@ -147,8 +169,18 @@ export async function gradeDicom(
       timingsMs,
     };
   }
-  t = performance.now();
-  const gradable = findings.knees.filter((k) => !k.arthroplasty);
+  return { outcome: "FOUND", knees: findings.knees, warnings: findings.warnings, timingsMs };
+}
+
+/** The second half of {@link gradeDicom}: the ensemble's grade of each prepared knee. */
+export async function gradePrepared(
+  prepared: PreparedInstance,
+  predictor: KneePredictor,
+): Promise<InstanceResult> {
+  if (prepared.outcome !== "FOUND") return prepared;
+  const timingsMs = { ...prepared.timingsMs };
+  const t = performance.now();
+  const gradable = prepared.knees.filter((k) => !k.arthroplasty);
   const predictions =
     gradable.length > 0 ? await predictor.predict(gradable.map((k) => k.input)) : [];
   timingsMs.predict = round(performance.now() - t);
@@ -156,14 +188,14 @@ export async function gradeDicom(
     ...knee,
     prediction: predictions[i]!,
   }));
-  const notGraded = findings.knees
+  const notGraded = prepared.knees
     .filter((k) => k.arthroplasty)
     .map(({ input: _input, crop224: _crop, ...knee }) => ({
       ...knee,
       code: "ARTHROPLASTY" as const,
       reason: ARTHROPLASTY_NOT_GRADED,
     }));
-  return { outcome: "GRADED", knees, notGraded, warnings: findings.warnings, timingsMs };
+  return { outcome: "GRADED", knees, notGraded, warnings: prepared.warnings, timingsMs };
 }
 
 /** Where the knee's crop square lies in the image, in pixels (and its side in mm, when known). */

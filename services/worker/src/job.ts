@@ -15,6 +15,7 @@ import {
   cropPng,
   type GradedKnee,
   gradeDicom,
+  gradePrepared,
   heatmapPng,
   type InstanceResult,
   type KneePredictor,
@@ -24,6 +25,7 @@ import {
 import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
 import { UnrecoverableError } from "bullmq";
+import type { PreparePool } from "./prepare-pool.ts";
 
 export interface JobContext {
   db: Db;
@@ -35,6 +37,11 @@ export interface JobContext {
   log: Logger;
   /** Stage times and outcomes per radiograph, when the process serves metrics. */
   metrics?: Metrics;
+  /**
+   * Reads and prepares a spooled radiograph in a preparation thread (WORKER_PREPARE_THREADS);
+   * absent: read and prepared on this thread, one instance after another.
+   */
+  prepare?: PreparePool["prepare"];
 }
 
 const LATERALITY = { R: "RIGHT", L: "LEFT", U: "UNKNOWN" } as const;
@@ -80,12 +87,17 @@ export async function processGradeJob(
     };
   }
   await markGrading(ctx.db, job, recorded.id, attempt);
+  const instances = await kneeInstances(ctx.db, job);
   const graded: GradedInstance[] = [];
-  for (const instance of await kneeInstances(ctx.db, job)) {
-    graded.push(await gradeInstance(instance, job, ctx));
+  if (ctx.prepare) {
+    // The threads take them in this order; each instance's knees go to the ensemble as soon as
+    // they are ready, so one study's instances overlap too.
+    graded.push(...(await Promise.all(instances.map((i) => gradeInstance(i, job, ctx)))));
+  } else {
+    for (const instance of instances) graded.push(await gradeInstance(instance, job, ctx));
   }
-  const kneeRows: Prisma.KneeResultCreateManyInput[] = [];
-  for (const g of graded) kneeRows.push(...(await kneeRowsOf(g, recorded.id, ctx)));
+  // The pictures are encoded by sharp off this thread, all of the study's at once.
+  const kneeRows = (await Promise.all(graded.map((g) => kneeRowsOf(g, recorded.id, ctx)))).flat();
   const outcome = studyOutcome(graded, kneeRows.length);
   await recordResults(ctx, job, recorded.id, graded, kneeRows, outcome);
   await queueReport(ctx, job, recorded.id);
@@ -169,6 +181,31 @@ async function readSpooled(instance: KneeInstance): Promise<Uint8Array | null> {
   }
 }
 
+/** A spooled file that is gone: recorded as the instance's failure, not measured. */
+const missingSpoolFile = (): InstanceResult => ({
+  outcome: "FAILED",
+  code: "UNREADABLE_DICOM",
+  reason: "the spooled file is missing (SPOOL_DIR changed or cleaned?)",
+  warnings: [],
+  timingsMs: { decode: 0, localise: 0, predict: 0 },
+});
+
+/** Reads and grades a spooled instance, on this thread or a preparation thread; null: missing. */
+async function readAndGrade(
+  instance: KneeInstance,
+  ctx: JobContext,
+): Promise<{ result: InstanceResult; readMs: number } | null> {
+  if (ctx.prepare && instance.spoolPath) {
+    const { prepared, readMs } = await ctx.prepare(instance.spoolPath);
+    return prepared ? { result: await gradePrepared(prepared, ctx.predictor), readMs } : null;
+  }
+  const start = performance.now();
+  const bytes = await readSpooled(instance);
+  if (!bytes) return null;
+  const readMs = performance.now() - start;
+  return { result: await gradeDicom(bytes, ctx.predictor), readMs };
+}
+
 /** Reads and grades one spooled instance; logs and measures the outcome. */
 async function gradeInstance(
   instance: KneeInstance,
@@ -176,23 +213,9 @@ async function gradeInstance(
   ctx: JobContext,
 ): Promise<GradedInstance> {
   const ids = { instanceId: instance.id, sopInstanceUid: instance.sopInstanceUid };
-  const start = performance.now();
-  const bytes = await readSpooled(instance);
-  if (!bytes) {
-    return {
-      ...ids,
-      readMs: 0,
-      result: {
-        outcome: "FAILED",
-        code: "UNREADABLE_DICOM",
-        reason: "the spooled file is missing (SPOOL_DIR changed or cleaned?)",
-        warnings: [],
-        timingsMs: { decode: 0, localise: 0, predict: 0 },
-      },
-    };
-  }
-  const readMs = performance.now() - start;
-  const result = await gradeDicom(bytes, ctx.predictor);
+  const read = await readAndGrade(instance, ctx);
+  if (!read) return { ...ids, readMs: 0, result: missingSpoolFile() };
+  const { result, readMs } = read;
   if (ctx.metrics) observeGrading(ctx.metrics, result, readMs);
   ctx.log.info(
     {
@@ -218,11 +241,12 @@ async function gradeInstance(
 
 async function kneeRowsOf(g: GradedInstance, gradingJobId: string, ctx: JobContext) {
   if (g.result.outcome !== "GRADED") return [];
-  const rows: Prisma.KneeResultCreateManyInput[] = [];
-  for (const knee of g.result.knees) {
-    rows.push(await kneeRow(knee, g.instanceId, gradingJobId, ctx, g.result.timingsMs, g.readMs));
-  }
-  return rows;
+  const { timingsMs } = g.result;
+  return Promise.all(
+    g.result.knees.map((knee) =>
+      kneeRow(knee, g.instanceId, gradingJobId, ctx, timingsMs, g.readMs),
+    ),
+  );
 }
 
 /**
@@ -338,11 +362,15 @@ async function kneeRow(
     region: kneeRegion(knee),
     localisationScore: knee.score,
     lowConfidence: knee.lowConfidence,
-    cropPng: new Uint8Array(await cropPng(knee)),
-    heatmapPng: new Uint8Array(await heatmapPng(knee)),
+    ...(await kneePictures(knee)),
     modelVersion: ctx.model.version,
     timingsMs: { read: Math.round(readMs * 10) / 10, ...timings },
   };
+}
+
+async function kneePictures(knee: GradedKnee) {
+  const [crop, heatmap] = await Promise.all([cropPng(knee), heatmapPng(knee)]);
+  return { cropPng: new Uint8Array(crop), heatmapPng: new Uint8Array(heatmap) };
 }
 
 /** A knee found but not graded, as InstanceGrading.notGraded holds it. */

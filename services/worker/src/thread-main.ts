@@ -8,7 +8,7 @@ import type { Config } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { createLogger, errorFields } from "@kneegrade/log";
 import { createMetrics } from "@kneegrade/ops";
-import { startWorker } from "./index.ts";
+import { startWorker } from "./service.ts";
 import type { ThreadReply, ThreadRequest } from "./thread.ts";
 
 const port = parentPort;

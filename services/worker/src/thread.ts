@@ -11,7 +11,7 @@ import type { Config } from "@kneegrade/config";
 import type { ModelCheck } from "@kneegrade/inference";
 import type { Logger } from "@kneegrade/log";
 import type { MetricSource } from "@kneegrade/ops";
-import type { RunningWorker } from "./index.ts";
+import type { RunningWorker } from "./service.ts";
 
 type MetricsJson = Awaited<ReturnType<MetricSource>>;
 
