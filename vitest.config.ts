@@ -6,12 +6,23 @@ const ELSEWHERE = ["**/node_modules/**", "tests/docker/**", "tests/viewer/**"];
 const ROOTS = ["packages/*/src/**/", "services/*/src/**/", "tests/**/"];
 
 /**
- * Two projects, told apart by the file name: `*.unit.test.ts` needs nothing outside its process —
+ * Three projects, told apart by the file name: `*.unit.test.ts` needs nothing outside its process —
  * no PostgreSQL, Redis, Orthanc, DCMTK, Python, Chromium, ../shared/data or test model — so those
- * files run in parallel with no set-up (`npm run test:unit`); every other `*.test.ts` is an
- * integration test. tests/test-tiers.unit.test.ts and tests/unit-setup.ts hold unit files to that.
- * `vitest run` (in `npm test`) runs both, unit first.
+ * files run in parallel with no set-up (`npm run test:unit`); `*.slow.test.ts` (the fuzzer,
+ * scale-out, soak: minutes each) is the "slow" project (`npm run test:slow`); every other
+ * `*.test.ts` is an integration test (`npm run test:integration`). tests/test-tiers.unit.test.ts
+ * and tests/unit-setup.ts hold unit files to that. `vitest run` (in `npm test`) runs all three
+ * once, in that order.
  */
+
+/** Integration and slow tests share one PostgreSQL database, one Redis and fixed DICOM ports. */
+const WITH_SERVICES = {
+  fileParallelism: false,
+  testTimeout: 60_000,
+  hookTimeout: 120_000,
+  globalSetup: ["tests/global-setup.ts"],
+};
+
 export default defineConfig({
   test: {
     projects: [
@@ -37,13 +48,18 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ROOTS.map((root) => `${root}*.test.ts`),
-          exclude: [...ELSEWHERE, "**/*.unit.test.ts"],
-          // Integration tests share one PostgreSQL database, one Redis and fixed DICOM ports.
-          fileParallelism: false,
-          testTimeout: 60_000,
-          hookTimeout: 120_000,
-          globalSetup: ["tests/global-setup.ts"],
+          exclude: [...ELSEWHERE, "**/*.unit.test.ts", "**/*.slow.test.ts"],
+          ...WITH_SERVICES,
           sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        test: {
+          name: "slow",
+          include: ROOTS.map((root) => `${root}*.slow.test.ts`),
+          exclude: ELSEWHERE,
+          ...WITH_SERVICES,
+          sequence: { groupOrder: 2 },
         },
       },
     ],

@@ -3,7 +3,7 @@
  * worker service (as `kneegrade serve` does) with the shipped model; 8 bilateral studies are sent
  * and, while they are graded, a probe stores a small non-knee instance over and over (association,
  * C-STORE, release) and times each round trip. Two runs in the same process: the baseline with the
- * worker on the main thread (SERVE_WORKER_THREAD=0, as before) and the worker in its own thread
+ * worker on the main thread (SERVE_WORKER_THREAD=0) and the worker in its own thread
  * (the default). Prints p50/p99 of the probe's C-STORE latency and the ratio to the baseline.
  *
  *   npx tsx tests/bench/cstore.bench.ts [--studies 8]

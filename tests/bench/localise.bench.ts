@@ -1,7 +1,7 @@
 /**
- * Localiser benchmark: ms per radiograph of `localiseKnees` (packages/knee) against the localiser
- * as it was before it moved onto a pyramid and onnxruntime (the baseline "JS localiser", git
- * revision 81ec5b6) or at any other revision (`--baseline-rev`: that revision's packages/knee,
+ * Localiser benchmark: ms per radiograph of `localiseKnees` (packages/knee) against a baseline
+ * localiser: by default the pure-JS one without a pyramid or onnxruntime ("JS localiser", git
+ * revision 81ec5b6), or the one at any other revision (`--baseline-rev`: that revision's packages/knee,
  * extracted into var/bench-localise/ and run in the same process — in its own worker thread when
  * it had one, as the services ran it), on the same
  * 2,500 × 2,000 radiographs composed from real val crops, alternating run by run so both see the

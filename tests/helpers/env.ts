@@ -6,10 +6,12 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { type Config, loadConfig } from "@kneegrade/config";
 import { createDb, type Db } from "@kneegrade/db";
 import { type RunningListener, startListener } from "@kneegrade/listener";
-import { createLogger } from "@kneegrade/log";
+import { createLogger, type Logger } from "@kneegrade/log";
+import { testModel } from "@kneegrade/samples";
 import { Redis } from "ioredis";
 import { type ScuTarget, storescu } from "./dcmtk.ts";
 import type { TestStudy } from "./studies.ts";
@@ -55,6 +57,40 @@ export interface Harness {
   listener: RunningListener;
   target: ScuTarget;
   stop(): Promise<void>;
+}
+
+/**
+ * The settings of a test through the whole pipeline: studies settle after a second, a test model
+ * grades them (`threads` onnxruntime threads) and the reports go to the PACS at `pacsPort`
+ * (Orthanc's AE title) with short retries.
+ */
+export async function pipelineSettings(
+  pacsPort: number,
+  model: "smoke" | "test",
+  threads = 1,
+): Promise<Record<string, string>> {
+  return {
+    STUDY_STABLE_SECONDS: "1",
+    MODEL_DIR: await testModel(model),
+    ALLOW_TEST_MODEL: "1",
+    INFERENCE_THREADS: String(threads),
+    PACS_HOST: "127.0.0.1",
+    PACS_PORT: String(pacsPort),
+    PACS_AET: "ORTHANC",
+    DIMSE_TIMEOUT_SECONDS: "5",
+    DELIVERY_BACKOFF_SECONDS: "0.3",
+  };
+}
+
+/** A debug-level logger whose every line is pushed onto `lines` (to look for patient data in them). */
+export function capturingLogger(lines: string[]): Logger {
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      lines.push(chunk.toString());
+      done();
+    },
+  });
+  return createLogger("test", "debug", sink);
 }
 
 /** An in-process listener on the real PostgreSQL and Redis. */

@@ -1,5 +1,5 @@
 /**
- * A seeded DICOM fuzzer for the listener (tests/integration/fuzz.test.ts).
+ * A seeded DICOM fuzzer for the listener (tests/integration/fuzz.slow.test.ts).
  *
  * - A tiny PRNG (mulberry32). Object `i` of seed `s` comes from its own generator seeded by
  *   (s, i), so any single object can be rebuilt alone (FUZZ_ONLY) exactly as it was sent in a run.

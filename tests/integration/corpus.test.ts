@@ -1,5 +1,5 @@
 /**
- * Reading what the world sends (issue 29): every file of a corpus no one here wrote — pydicom's
+ * Reading what the world sends: every file of a corpus no one here wrote — pydicom's
  * test files, the NEMA WG04 radiographs, and files with the oddities DCMTK, GDCM and PACS exports
  * write (tests/helpers/oddities.ts) — is accepted, or refused for a reason a sender can act on, by
  * the worker's reader and by the listener's checks. Nothing DCMTK reads may be refused with the

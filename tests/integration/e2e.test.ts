@@ -12,18 +12,13 @@ import { promisify } from "node:util";
 import { createLogger } from "@kneegrade/log";
 import { type RunningReporter, startReporter } from "@kneegrade/reporter";
 import { redeliver } from "@kneegrade/reporting";
-import {
-  composeBilateral,
-  composeRadiograph,
-  radiographDicom,
-  testModel,
-} from "@kneegrade/samples";
+import { composeBilateral, composeRadiograph, radiographDicom } from "@kneegrade/samples";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { CLI, configEnv } from "../helpers/cli.ts";
 import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
-import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
+import { type Harness, pipelineSettings, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 import { startSwitchProxy } from "../helpers/proxy.ts";
@@ -51,16 +46,8 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
     orthanc = await startOrthanc("ORTHANC");
     pacs = await startSwitchProxy(orthanc.dicomPort);
     h = await startHarness({
-      STUDY_STABLE_SECONDS: "1",
-      MODEL_DIR: await testModel("test"),
-      ALLOW_TEST_MODEL: "1",
-      INFERENCE_THREADS: "2",
-      PACS_HOST: "127.0.0.1",
-      PACS_PORT: String(pacs.port),
-      PACS_AET: "ORTHANC",
-      DIMSE_TIMEOUT_SECONDS: "5",
+      ...(await pipelineSettings(pacs.port, "test", 2)),
       DELIVERY_ATTEMPTS: "8",
-      DELIVERY_BACKOFF_SECONDS: "0.3",
       JOB_LOCK_SECONDS: "3",
     });
     worker = await startWorker(h.config, h.db, quiet);

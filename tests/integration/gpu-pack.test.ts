@@ -1,7 +1,7 @@
 /**
- * The GPU benchmark's pack, built and run here on the CPU: it must fit the device tool's carry limit
- * and run with the carried node alone (no tsx, no node_modules), falling back cleanly where WebGPU
- * has no adapter. The measured GPU run itself needs the lent GPU machine (docs/PERFORMANCE.md, "GPU").
+ * The GPU benchmark's pack, built and run here on the CPU: it must stay under 60 MiB and run with
+ * the node it carries alone (no tsx, no node_modules), falling back cleanly where WebGPU has no
+ * adapter. The measured GPU run itself needs a GPU machine (docs/PERFORMANCE.md, "GPU").
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";

@@ -1,12 +1,14 @@
 /**
  * `kneegrade grade` and `kneegrade evaluate` as an operator runs them, with a test model exported by
- * the models/ toolkit; `evaluate` against the toolkit's own `python3 -m models.evaluate`.
+ * the models/ toolkit; `evaluate` against the toolkit's own `python3 -m models.evaluate`: the same
+ * figures in the same document (@kneegrade/contracts `evaluationDocument`).
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { evaluationDocument } from "@kneegrade/contracts";
 import { composeBilateral, radiographDicom, testModel } from "@kneegrade/samples";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -34,6 +36,8 @@ describe("kneegrade grade / evaluate", () => {
   let modelDir: string;
   let work: string;
   let bilateral: string;
+  const withTestModel = (...args: string[]) =>
+    kneegrade([...args, "--model-dir", modelDir, "--allow-test-model"]);
 
   beforeAll(async () => {
     modelDir = await testModel("test");
@@ -47,14 +51,7 @@ describe("kneegrade grade / evaluate", () => {
   });
 
   it("prints both knees of a bilateral DICOM with laterality, grade and probabilities", async () => {
-    const json = await kneegrade([
-      "grade",
-      bilateral,
-      "--json",
-      "--model-dir",
-      modelDir,
-      "--allow-test-model",
-    ]);
+    const json = await withTestModel("grade", bilateral, "--json");
     expect(json.code, json.stderr).toBe(0);
     const doc = JSON.parse(json.stdout);
     expect(doc.model).toMatchObject({ status: "smoke", testModel: true });
@@ -69,13 +66,7 @@ describe("kneegrade grade / evaluate", () => {
       expect(k.region.sideMm).toBeGreaterThan(75);
     }
 
-    const table = await kneegrade([
-      "grade",
-      bilateral,
-      "--model-dir",
-      modelDir,
-      "--allow-test-model",
-    ]);
+    const table = await withTestModel("grade", bilateral);
     expect(table.code, table.stderr).toBe(0);
     expect(table.stdout).toMatch(/right/);
     expect(table.stdout).toMatch(/left/);
@@ -87,15 +78,7 @@ describe("kneegrade grade / evaluate", () => {
     const junk = join(work, "junk.dcm");
     await writeFile(junk, "this is not DICOM");
     const crop = `${VAL}/2/9023348R.png`;
-    const r = await kneegrade([
-      "grade",
-      crop,
-      junk,
-      "--json",
-      "--model-dir",
-      modelDir,
-      "--allow-test-model",
-    ]);
+    const r = await withTestModel("grade", crop, junk, "--json");
     expect(r.code).toBe(1); // a file failed
     const doc = JSON.parse(r.stdout);
     expect(doc.results[0]).toMatchObject({ kind: "image", outcome: "GRADED" });
@@ -115,18 +98,10 @@ describe("kneegrade grade / evaluate", () => {
 
   it("evaluates a <grade>/*.png folder with the same figures as python3 -m models.evaluate", async () => {
     const pngDir = join(work, "charts");
-    const node = await kneegrade([
-      "evaluate",
-      VAL,
-      "--json",
-      "--model-dir",
-      modelDir,
-      "--allow-test-model",
-      "--png-dir",
-      pngDir,
-    ]);
+    const node = await withTestModel("evaluate", VAL, "--json", "--png-dir", pngDir);
     expect(node.code, node.stderr).toBe(0);
-    const ours = JSON.parse(node.stdout);
+    const oursDoc = evaluationDocument.parse(JSON.parse(node.stdout));
+    const ours = oursDoc.results.ensemble;
     const out = join(work, "eval");
     await run(
       "/usr/bin/python3",
@@ -136,12 +111,23 @@ describe("kneegrade grade / evaluate", () => {
         maxBuffer: 32 * 2 ** 20,
       },
     );
-    const theirs = JSON.parse(await readFile(join(out, "eval.json"), "utf8")).results.ensemble;
+    // Both evaluators write the one schema: every key known, none missing.
+    const theirsDoc = evaluationDocument.parse(
+      JSON.parse(await readFile(join(out, "eval.json"), "utf8")),
+    );
+    const theirs = theirsDoc.results.ensemble;
+    expect(Object.keys(oursDoc.results)).toEqual(["ensemble"]);
+    expect(Object.keys(theirsDoc.results).length).toBeGreaterThan(1); // the members too
+    expect(oursDoc.labels).toEqual(theirsDoc.labels);
+    expect(oursDoc.status).toBe(theirsDoc.status);
+    expect(oursDoc.model?.status).toBe("smoke");
+    expect(ours.temperature).toBe(theirs.temperature);
     expect(ours.n).toBe(826);
     expect(ours.n).toBe(theirs.n);
-    expect(ours.confusion_matrix).toEqual(theirs.confusion);
-    expect(ours.model.rule).toBe(theirs.rule); // the same ensemble rule, read from the manifest
-    expect(ours.overall_accuracy).toBeCloseTo(theirs.accuracy, 10);
+    expect(ours.confusion).toEqual(theirs.confusion);
+    expect(ours.rule).toBe(theirs.rule); // the same ensemble rule, read from the manifest
+    expect(oursDoc.model?.rule).toBe(theirs.rule);
+    expect(ours.accuracy).toBeCloseTo(theirs.accuracy, 10);
     expect(ours.qwk).toBeCloseTo(theirs.qwk, 10);
     expect(ours.mae).toBeCloseTo(theirs.mae, 10);
     expect(ours.per_grade_accuracy).toEqual(theirs.per_grade_accuracy);
@@ -156,14 +142,14 @@ describe("kneegrade grade / evaluate", () => {
     );
     ours.reliability.forEach(
       (b: { lo: number; hi: number; accuracy: number | null }, i: number) => {
-        expect(b.lo).toBe(theirs.reliability[i].lo);
-        expect(b.hi).toBe(theirs.reliability[i].hi);
-        if (b.accuracy === null) expect(theirs.reliability[i].accuracy).toBeNull();
-        else expect(b.accuracy).toBeCloseTo(theirs.reliability[i].accuracy, 10);
+        expect(b.lo).toBe(theirs.reliability[i]!.lo);
+        expect(b.hi).toBe(theirs.reliability[i]!.hi);
+        if (b.accuracy === null) expect(theirs.reliability[i]!.accuracy).toBeNull();
+        else expect(b.accuracy).toBeCloseTo(theirs.reliability[i]!.accuracy!, 10);
       },
     );
     // The figures: real PNGs of a useful size.
-    expect(ours.png).toEqual({
+    expect(oursDoc.png).toEqual({
       confusion: join(pngDir, "confusion.png"),
       reliability: join(pngDir, "reliability.png"),
     });
@@ -179,23 +165,13 @@ describe("kneegrade grade / evaluate", () => {
     }
     // The test model learned something, so agreeing is not agreeing on a constant.
     expect(
-      new Set(ours.confusion_matrix.map((row: number[]) => row.indexOf(Math.max(...row)))).size,
+      new Set(ours.confusion.map((row: number[]) => row.indexOf(Math.max(...row)))).size,
     ).toBeGreaterThan(1);
   }, 180_000);
 
   it("names the PNGs it wrote in the text output of evaluate --png-dir", async () => {
     const pngDir = join(work, "charts-text");
-    const r = await kneegrade([
-      "evaluate",
-      VAL,
-      "--limit-per-grade",
-      "2",
-      "--model-dir",
-      modelDir,
-      "--allow-test-model",
-      "--png-dir",
-      pngDir,
-    ]);
+    const r = await withTestModel("evaluate", VAL, "--limit-per-grade", "2", "--png-dir", pngDir);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/n 10 {2}accuracy [\d.]+ {2}QWK -?[\d.]+ {2}MAE [\d.]+ {2}ECE [\d.]+/);
     expect(r.stdout).toContain(

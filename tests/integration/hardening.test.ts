@@ -1,6 +1,5 @@
 /**
- * Hostile and broken objects, and a queue that loses its jobs (issue: harden the listener and the
- * queue). Real peers only: DCMTK and a raw PDU sender (tests/helpers/raw-scu.ts) as the modality or
+ * Hostile and broken objects, and a queue that loses its jobs. Real peers only: DCMTK and a raw PDU sender (tests/helpers/raw-scu.ts) as the modality or
  * the attacker, the local PostgreSQL and Redis, an in-process listener.
  */
 import { readdir, readFile } from "node:fs/promises";
@@ -36,12 +35,22 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 /** A copy of a WG04 file with new UIDs and `edits` (dcmodify -m/-i arguments) applied. */
-async function variant(name: string, source: string, edits: string[]): Promise<string> {
-  const study = await buildStudy({ dir: join(work, name), sources: [source as "RG3_UNC.dcm"] });
+/**
+ * RG3_UNC.dcm with a new SOP Instance UID and the attributes in `edits` ("gggg,eeee" → value)
+ * changed by dcmodify.
+ */
+async function variant(
+  name: string,
+  edits: Record<string, string>,
+): Promise<{ path: string; sop: string }> {
+  const study = await buildStudy({ dir: join(work, name), sources: ["RG3_UNC.dcm"] });
   const path = study.instances[0]!.path;
-  const r = await tool("dcmodify", ["-nb", ...edits, path]);
+  const sop = newUid();
+  const all = { ...edits, "0008,0018": sop };
+  const args = Object.entries(all).flatMap(([tag, value]) => ["-m", `(${tag})=${value}`]);
+  const r = await tool("dcmodify", ["-nb", ...args, path]);
   if (r.code !== 0) throw new Error(`dcmodify: ${r.stderr}`);
-  return path;
+  return { path, sop };
 }
 
 describe("hardening: hostile objects (listener)", () => {
@@ -67,15 +76,10 @@ describe("hardening: hostile objects (listener)", () => {
     });
 
   it("refuses UIDs that would leave the spool (path traversal) and writes nothing outside it", async () => {
-    const sop = newUid();
-    const path = await variant("traversal", "RG3_UNC.dcm", [
-      "-m",
-      "(0020,000D)=../pwned",
-      "-m",
-      "(0020,000E)=..",
-      "-m",
-      `(0008,0018)=${sop}`,
-    ]);
+    const { path, sop } = await variant("traversal", {
+      "0020,000D": "../pwned",
+      "0020,000E": "..",
+    });
     const r = await store(await readFile(path), EXPLICIT_LE, sop);
     expect(r.accepted).toBe(true);
     expect(r.statuses).toEqual([0xa900]);
@@ -95,22 +99,10 @@ describe("hardening: hostile objects (listener)", () => {
   });
 
   it("refuses a StudyInstanceUID with a letter, and queues a valid study sent after it", async () => {
-    const sop = newUid();
-    const path = await variant("letter", "RG3_UNC.dcm", [
-      "-m",
-      "(0020,000D)=1.2.3.x",
-      "-m",
-      `(0008,0018)=${sop}`,
-    ]);
+    const { path, sop } = await variant("letter", { "0020,000D": "1.2.3.x" });
     expect((await store(await readFile(path), EXPLICIT_LE, sop)).statuses).toEqual([0xa900]);
     for (const bad of ["1.2..3", "01.2.3", `1.${"2".repeat(64)}`]) {
-      const s = newUid();
-      const p = await variant(`bad-${bad.length}`, "RG3_UNC.dcm", [
-        "-m",
-        `(0020,000D)=${bad}`,
-        "-m",
-        `(0008,0018)=${s}`,
-      ]);
+      const { path: p, sop: s } = await variant(`bad-${bad.length}`, { "0020,000D": bad });
       expect((await store(await readFile(p), EXPLICIT_LE, s)).statuses, bad).toEqual([0xa900]);
     }
     const good = await buildStudy({ dir: join(work, "good"), sources: ["RG3_UNC.dcm"] });
@@ -156,15 +148,7 @@ describe("hardening: hostile objects (listener)", () => {
   });
 
   it("refuses images beyond MAX_IMAGE_DIMENSION", async () => {
-    const sop = newUid();
-    const path = await variant("huge", "RG3_UNC.dcm", [
-      "-m",
-      "(0028,0010)=65535",
-      "-m",
-      "(0028,0011)=65535",
-      "-m",
-      `(0008,0018)=${sop}`,
-    ]);
+    const { path, sop } = await variant("huge", { "0028,0010": "65535", "0028,0011": "65535" });
     expect((await store(await readFile(path), EXPLICIT_LE, sop)).statuses).toEqual([0xa900]);
     // The audit row is written beside the answer, not before it.
     const audit = await waitFor(
@@ -183,9 +167,9 @@ describe("hardening: the outbox and the reconciler (database is the truth)", () 
 
   beforeAll(async () => {
     h = await startHarness({ STUDY_STABLE_SECONDS: "1" });
-    queue = createQueue(QUEUES.gradeStudy, h.config);
     // The listener's own assembler would race the calls below: stop it, keep the SCP.
     await h.listener.close();
+    queue = createQueue(QUEUES.gradeStudy, h.config);
   });
   afterAll(async () => {
     await queue.close();
@@ -299,7 +283,7 @@ describe("hardening: refusals cannot grow the audit table without bound", () => 
   it("audits at most AUDIT_REFUSALS_PER_MINUTE refusals per peer, then one summary", async () => {
     const h = await startHarness({ AUDIT_REFUSALS_PER_MINUTE: "5" });
     try {
-      const path = await variant("flood", "RG3_UNC.dcm", ["-m", "(0020,000D)=1.2.3.x"]);
+      const { path } = await variant("flood", { "0020,000D": "1.2.3.x" });
       const dataset = datasetOf(await readFile(path));
       const objects = Array.from({ length: 20 }, () => ({ sopInstanceUid: newUid(), dataset }));
       const r = await rawStore({

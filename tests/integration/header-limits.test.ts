@@ -1,12 +1,12 @@
 /**
- * Header values beyond DICOM limits (issue 35, item 3): a study whose Patient Name, Patient ID and
+ * Header values beyond DICOM limits: a study whose Patient Name, Patient ID and
  * Accession Number are too long and whose StudyDate and StudyTime are malformed goes through
  * storescu → listener → worker → reporter → Orthanc to REPORTED, with the patient's identity
  * stored at ingest (truncated at the VR limits) and in the SR; no header value reaches a log, an
  * audit row or a job's failure in Redis; and a report object that cannot be encoded fails its job
  * at once with a code instead of retrying for hours.
  *
- * Header values beyond ASCII (issue 29): the same pipeline carries a patient name and a study
+ * Header values beyond ASCII: the same pipeline carries a patient name and a study
  * description in UTF-8 (ISO_IR 192) and in Latin-1 (ISO_IR 100) into the SR and the Secondary
  * Capture that arrive in Orthanc, exactly: the value's bytes in the file Orthanc stores, and the
  * text Orthanc decodes from them.
@@ -15,22 +15,27 @@ import { execFile } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { promisify } from "node:util";
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import { createDb, type Db } from "@kneegrade/db";
 import { type RunningListener, startListener } from "@kneegrade/listener";
-import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
 import { type RunningReporter, startReporter } from "@kneegrade/reporter";
-import { composeRadiograph, radiographDicom, testModel } from "@kneegrade/samples";
+import { composeRadiograph, radiographDicom } from "@kneegrade/samples";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import type { Queue } from "bullmq";
 import dicomParser from "dicom-parser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dciodvfyErrors, storescu, tool } from "../helpers/dcmtk.ts";
-import { cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
+import {
+  capturingLogger,
+  cleanupConfig,
+  pipelineSettings,
+  resetDb,
+  testConfig,
+  waitFor,
+} from "../helpers/env.ts";
 import {
   element,
   insertElements,
@@ -88,16 +93,7 @@ describe("header values beyond DICOM limits: storescu → kneegrade → Orthanc"
   let reportQueue: Queue;
   /** Every log line of the three services, at debug level. */
   const lines: string[] = [];
-  const log = createLogger(
-    "test",
-    "debug",
-    new Writable({
-      write(chunk, _enc, done) {
-        lines.push(chunk.toString());
-        done();
-      },
-    }),
-  );
+  const log = capturingLogger(lines);
   let studyInstanceUid: string;
   /** The studies with text beyond ASCII, one per character set. */
   const beyondAscii: { charset: string; studyDescription: string; studyInstanceUid: string }[] = [];
@@ -106,16 +102,8 @@ describe("header values beyond DICOM limits: storescu → kneegrade → Orthanc"
     await mkdir(work, { recursive: true });
     orthanc = await startOrthanc("ORTHANC");
     config = await testConfig({
-      STUDY_STABLE_SECONDS: "1",
-      MODEL_DIR: await testModel("smoke"),
-      ALLOW_TEST_MODEL: "1",
-      INFERENCE_THREADS: "1",
-      PACS_HOST: "127.0.0.1",
-      PACS_PORT: String(orthanc.dicomPort),
-      PACS_AET: "ORTHANC",
-      DIMSE_TIMEOUT_SECONDS: "5",
+      ...(await pipelineSettings(orthanc.dicomPort, "smoke")),
       DELIVERY_ATTEMPTS: "8",
-      DELIVERY_BACKOFF_SECONDS: "0.3",
     });
     db = createDb(config.DATABASE_URL);
     await resetDb(db);

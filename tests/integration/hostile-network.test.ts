@@ -50,6 +50,19 @@ async function memoryGrowth<T>(during: () => Promise<T>) {
 }
 
 /** The bytes after the A-ASSOCIATE-AC at the start of `received`. */
+/** `n` raw connections to the listener of `h`, from `address`. */
+const connections = (h: Harness, n: number, address?: string) =>
+  Promise.all(Array.from({ length: n }, () => RawPeer.connect(h.listener.port, address)));
+
+/** Waits until at least `count` of `peers` are closed. */
+const closedAtLeast = (peers: RawPeer[], count: number, ms: number, what: string) =>
+  waitFor(
+    async () => (peers.filter((p) => p.closed).length >= count ? true : undefined),
+    ms,
+    what,
+    20,
+  );
+
 function afterAssociateAc(received: Buffer): Buffer {
   expect(received[0]).toBe(0x02);
   return received.subarray(6 + received.readUInt32BE(2));
@@ -85,49 +98,38 @@ describe("network guard: framing, timeouts and association checks", () => {
     await h?.stop();
   });
 
-  it("closes at once a connection whose first PDU header declares 4 GiB, keeping nothing", async () => {
-    const peer = await RawPeer.connect(h.listener.port);
+  /**
+   * A header declaring 4 GiB of `pduType`, then 50 MiB streamed after it: the listener closes the
+   * connection at once, stops reading (the 50 MiB cannot be delivered) and keeps nothing.
+   */
+  async function expectFourGibRefused(peer: RawPeer, pduType: number, what: string) {
     const t0 = performance.now();
     const growth = await memoryGrowth(async () => {
-      peer.send(pduHeader(0x01, FOUR_GIB));
+      peer.send(pduHeader(pduType, FOUR_GIB));
       const sent = await peer.stream(50 * MiB);
       return { sent, closedAt: await peer.waitClosed(5000) };
     });
     const closedMs = growth.result.closedAt! - t0;
     figures(
-      `4 GiB A-ASSOCIATE-RQ: closed after ${closedMs.toFixed(0)} ms, attacker wrote ` +
+      `4 GiB ${what}: closed after ${closedMs.toFixed(0)} ms, attacker wrote ` +
         `${(growth.result.sent / MiB).toFixed(1)} MiB; growth rss ${(growth.rss / MiB).toFixed(1)} ` +
         `MiB, arrayBuffers ${(growth.arrayBuffers / MiB).toFixed(1)} MiB`,
     );
     expect(growth.result.closedAt).toBeDefined();
     expect(closedMs).toBeLessThan(2000);
-    // The listener stopped reading: the 50 MiB could not be delivered.
     expect(growth.result.sent).toBeLessThan(50 * MiB);
     expect(growth.arrayBuffers).toBeLessThan(4 * MiB);
     expect(growth.rss).toBeLessThan(24 * MiB);
+  }
+
+  it("closes at once a connection whose first PDU header declares 4 GiB, keeping nothing", async () => {
+    await expectFourGibRefused(await RawPeer.connect(h.listener.port), 0x01, "A-ASSOCIATE-RQ");
     expect(h.listener.refusals()["associate-rq-too-long"]).toBe(1);
     await expectEchoWorks(h);
   });
 
   it("aborts an association whose P-DATA header declares 4 GiB, keeping nothing", async () => {
-    const peer = await RawPeer.associate(h.listener.port);
-    const t0 = performance.now();
-    const growth = await memoryGrowth(async () => {
-      peer.send(pduHeader(0x04, FOUR_GIB));
-      const sent = await peer.stream(50 * MiB);
-      return { sent, closedAt: await peer.waitClosed(5000) };
-    });
-    const closedMs = growth.result.closedAt! - t0;
-    figures(
-      `4 GiB P-DATA-TF: closed after ${closedMs.toFixed(0)} ms, attacker wrote ` +
-        `${(growth.result.sent / MiB).toFixed(1)} MiB; growth rss ${(growth.rss / MiB).toFixed(1)} ` +
-        `MiB, arrayBuffers ${(growth.arrayBuffers / MiB).toFixed(1)} MiB`,
-    );
-    expect(growth.result.closedAt).toBeDefined();
-    expect(closedMs).toBeLessThan(2000);
-    expect(growth.result.sent).toBeLessThan(50 * MiB);
-    expect(growth.arrayBuffers).toBeLessThan(4 * MiB);
-    expect(growth.rss).toBeLessThan(24 * MiB);
+    await expectFourGibRefused(await RawPeer.associate(h.listener.port), 0x04, "P-DATA-TF");
     expect(h.listener.refusals()["pdu-too-long"]).toBe(1);
     await expectEchoWorks(h);
   });
@@ -171,7 +173,7 @@ describe("network guard: framing, timeouts and association checks", () => {
       RawPeer.associate(h.listener.port),
     ]);
     const t0 = performance.now();
-    // Both slots are held: a modality is turned away, as before the guard.
+    // Both slots are held: a modality is turned away (MAX_ASSOCIATIONS).
     const refused = await echoscu(h.target);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/Local Limit Exceeded/i);
@@ -260,16 +262,9 @@ describe("network guard: connection caps", () => {
   });
 
   it("closes connections beyond the per-peer and total caps at once, and recovers", async () => {
-    const flood = await Promise.all(
-      Array.from({ length: 200 }, () => RawPeer.connect(h.listener.port)),
-    );
+    const flood = await connections(h, 200);
     const t0 = performance.now();
-    await waitFor(
-      async () => (flood.filter((p) => p.closed).length >= 196 ? true : undefined),
-      5000,
-      "the connections over the per-peer cap to be closed",
-      20,
-    );
+    await closedAtLeast(flood, 196, 5000, "the connections over the per-peer cap to be closed");
     figures(`flood of 200: 196 closed within ${(performance.now() - t0).toFixed(0)} ms`);
     await new Promise((r) => setTimeout(r, 300));
     expect(flood.filter((p) => !p.closed)).toHaveLength(4);
@@ -277,15 +272,8 @@ describe("network guard: connection caps", () => {
     expect((await echoscu(h.target)).code).not.toBe(0);
 
     // From another address: 2 more fit under the total cap of 6.
-    const second = await Promise.all(
-      Array.from({ length: 5 }, () => RawPeer.connect(h.listener.port, "127.0.0.2")),
-    );
-    await waitFor(
-      async () => (second.filter((p) => p.closed).length >= 3 ? true : undefined),
-      5000,
-      "the connections over the total cap to be closed",
-      20,
-    );
+    const second = await connections(h, 5, "127.0.0.2");
+    await closedAtLeast(second, 3, 5000, "the connections over the total cap to be closed");
     await new Promise((r) => setTimeout(r, 300));
     expect(second.filter((p) => !p.closed)).toHaveLength(2);
     const counts = h.listener.refusals();
@@ -335,16 +323,9 @@ describe("network guard over TLS", () => {
     tool("echoscu", ["+tla", "+cf", cert, "-aec", "KNEEGRADE", "127.0.0.1", String(h.target.port)]);
 
   it("caps connections before the handshake, times out a silent handshake and half a PDU", async () => {
-    const silent = await Promise.all(
-      Array.from({ length: 5 }, () => RawPeer.connect(h.listener.port)),
-    );
+    const silent = await connections(h, 5);
     const t0 = performance.now();
-    await waitFor(
-      async () => (silent.filter((p) => p.closed).length >= 2 ? true : undefined),
-      3000,
-      "the connections over the cap to be closed",
-      20,
-    );
+    await closedAtLeast(silent, 2, 3000, "the connections over the cap to be closed");
     expect(performance.now() - t0).toBeLessThan(1000);
     // The three that never say hello are closed after the association timeout.
     const closed = await Promise.all(silent.map((p) => p.waitClosed(8000)));

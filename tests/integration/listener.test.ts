@@ -99,7 +99,7 @@ describe("listener (DCMTK storescu/echoscu → kneegrade)", () => {
   });
 
   it("treats a resent study as the same study: no second job", async () => {
-    // The modality sends the same files again (one syntax per association, as before).
+    // The modality sends the same files again (one syntax per association, as the first time).
     for (const r of await sendStudy(h.target, kneeStudy)) expect(r.code, r.stderr).toBe(0);
     await new Promise((r) => setTimeout(r, 2_500)); // longer than STUDY_STABLE_SECONDS
     expect(await jobsOf(knee.studyInstanceUid)).toHaveLength(1);

@@ -8,25 +8,24 @@
  * Graded studies are rows written as the worker writes them, with a real spooled radiograph.
  */
 import { execFile } from "node:child_process";
-import { randomUUID } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { QUEUES } from "@kneegrade/contracts";
-import { createDb, type Db } from "@kneegrade/db";
+import type { Db } from "@kneegrade/db";
 import { createLogger } from "@kneegrade/log";
 import { writeSignedReport } from "@kneegrade/reporting";
 import { reportUids, SR_SOP_CLASSES } from "@kneegrade/reports";
-import { buildReviewApp } from "@kneegrade/review";
 import { addUser } from "@kneegrade/review-data";
 import { composeBilateral, radiographDicom } from "@kneegrade/samples";
-import { Queue } from "bullmq";
+import type { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import { type Browser, chromium, type Page } from "playwright-core";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cleanupConfig, resetDb, testConfig } from "../helpers/env.ts";
+import { cleanupConfig, type testConfig } from "../helpers/env.ts";
+import { completedGradingJob, gradedKnee, recordedInstance } from "../helpers/graded.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
+import { startReviewApp } from "../helpers/review-app.ts";
 import { newUid } from "../helpers/studies.ts";
 
 const run = promisify(execFile);
@@ -78,38 +77,11 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
         lastReceivedAt: o.receivedAt ?? new Date(),
       },
     });
-    const series = await db.series.create({
-      data: { seriesInstanceUid: newUid(), studyId: study.id },
+    const instance = await recordedInstance(db, study.id, {
+      spoolPath: spoolFile,
+      imageLaterality: "B",
     });
-    const instance = await db.instance.create({
-      data: {
-        sopInstanceUid: newUid(),
-        sopClassUid: "1.2.840.10008.5.1.4.1.1.1.1",
-        studyId: study.id,
-        seriesId: series.id,
-        transferSyntaxUid: "1.2.840.10008.1.2.1",
-        spoolPath: spoolFile,
-        sha256: "0".repeat(64),
-        sizeBytes: 1n,
-        callingAet: "MODALITY",
-        revision: 1,
-        routing: "KNEE",
-        routingReason: "test",
-        imageLaterality: "B",
-      },
-    });
-    const job = await db.gradingJob.create({
-      data: {
-        jobId: `kbd_${randomUUID()}`,
-        queue: "grade-study",
-        studyId: study.id,
-        revision: 1,
-        status: "COMPLETED",
-        finishedAt: new Date(),
-        modelVersion: "test",
-        modelStatus: "candidate",
-      },
-    });
+    const job = await completedGradingJob(db, study.id, "kbd");
     await db.instanceGrading.create({
       data: {
         gradingJobId: job.id,
@@ -122,25 +94,15 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     });
     const kneeIds: string[] = [];
     for (const [i, [laterality, klGrade]] of o.knees.entries()) {
-      const probabilities = [0, 1, 2, 3, 4].map((g) => (g === klGrade ? 0.6 : 0.1));
-      const k = await db.kneeResult.create({
-        data: {
-          gradingJobId: job.id,
-          instanceId: instance.id,
-          laterality,
-          klGrade,
-          probabilities,
-          lowConfidence: false,
-          modelVersion: "test",
-          timingsMs: {},
-          lateralitySource: "ImageLaterality B and PatientOrientation",
-          // The composed image: the patient's right knee on the image's left.
-          region:
-            laterality === "RIGHT"
-              ? { x: 333, y: 700, width: 600, height: 600 }
-              : { x: 1467, y: 700, width: 600, height: 600 },
-          cropPng: new Uint8Array(crops[i % crops.length]!),
-        },
+      const at = { gradingJobId: job.id, instanceId: instance.id };
+      const k = await gradedKnee(db, at, laterality, klGrade, {
+        lateralitySource: "ImageLaterality B and PatientOrientation",
+        // The composed image: the patient's right knee on the image's left.
+        region:
+          laterality === "RIGHT"
+            ? { x: 333, y: 700, width: 600, height: 600 }
+            : { x: 1467, y: 700, width: 600, height: 600 },
+        cropPng: new Uint8Array(crops[i % crops.length]!),
       });
       kneeIds.push(k.id);
     }
@@ -160,6 +122,26 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.goto(`${base}/studies/${uid}${query}`);
     await page.waitForLoadState("networkidle");
   };
+  /** Both knees graded by the AI: the right `right`, the left `left`. */
+  const bilateral = (right: number, left: number) => ({
+    knees: [
+      ["RIGHT", right],
+      ["LEFT", left],
+    ] as [Side, number][],
+  });
+  /** A graded study open in a logged-in page; with `heatmap`, its first knee has a heat map. */
+  async function openGraded(o: Parameters<typeof gradedStudy>[0], heatmap = false) {
+    const f = await gradedStudy(o);
+    if (heatmap) {
+      await db.kneeResult.update({
+        where: { id: f.kneeIds[0]! },
+        data: { heatmapPng: new Uint8Array(crops[1]!) },
+      });
+    }
+    const page = await logIn();
+    await openStudy(page, f.uid);
+    return { f, page };
+  }
   const checked = (page: Page) =>
     page.evaluate(
       `Object.fromEntries([...document.querySelectorAll("#sign-form input[type=radio]:checked")].map((r) => [r.name, r.value]))`,
@@ -182,17 +164,10 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
 
   beforeAll(async () => {
     await mkdir(SHOTS, { recursive: true });
-    config = await testConfig({
+    ({ config, db, queue, app } = await startReviewApp({
       REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: "50",
       REVIEW_VIEWER_URL: "https://pacs.example/viewer?StudyInstanceUIDs={StudyInstanceUID}",
-    });
-    db = createDb(config.DATABASE_URL);
-    await resetDb(db);
-    queue = new Queue(QUEUES.reportStudy, {
-      connection: { host: "127.0.0.1", port: 6379 },
-      prefix: config.QUEUE_PREFIX,
-    });
-    app = await buildReviewApp({ db, config, log: quiet, reportQueue: queue });
+    }));
     await app.listen({ port: 0, host: "127.0.0.1" });
     const address = app.server.address() as { port: number };
     base = `http://127.0.0.1:${address.port}`;
@@ -220,7 +195,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     if (config) await cleanupConfig(config);
   });
 
-  it("defect 1: a knee the AI did not take gets a card, a worklist flag, a required decision, and its line in the signed SR", async () => {
+  it("a knee the AI did not take gets a card, a worklist flag, a required decision, and its line in the signed SR", async () => {
     // The demo's second study: the left knee graded KL4, the right one refused by the verifier.
     const f = await gradedStudy({ knees: [["LEFT", 4]], warnings: [VERIFIER_WARNING] });
     const page = await logIn();
@@ -295,7 +270,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
 
-  it("defect 1: 'not present' and 'not gradable' are decisions too; an arthroplasty gets its card", async () => {
+  it("'not present' and 'not gradable' are decisions too; an arthroplasty gets its card", async () => {
     const f = await gradedStudy({ knees: [["RIGHT", 1]] });
     await db.instanceGrading.updateMany({
       where: { gradingJobId: f.jobId },
@@ -340,15 +315,8 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
 
-  it("defect 2: Enter on a focused link follows the link and signs nothing; keys on it change no grade", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 3],
-        ["LEFT", 2],
-      ],
-    });
-    const page = await logIn();
-    await openStudy(page, f.uid);
+  it("Enter on a focused link follows the link and signs nothing; keys on it change no grade", async () => {
+    const { f, page } = await openGraded(bilateral(3, 2));
     const before = await checked(page);
     await page.keyboard.press("Tab");
     expect(await page.evaluate("document.activeElement.textContent")).toBe("Worklist");
@@ -371,13 +339,8 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
 
-  it("defect 3: a second Enter makes no amendment; a signed study changes only through Amend, never unchanged", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 3],
-        ["LEFT", 2],
-      ],
-    });
+  it("a second Enter makes no amendment; a signed study changes only through Amend, never unchanged", async () => {
+    const f = await gradedStudy(bilateral(3, 2));
     // Another study awaiting review: "sign & next" opens it.
     const next = await gradedStudy({
       knees: [
@@ -437,15 +400,8 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
 
-  it("defect 4: arrow keys move between knees and never change a grade", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 4],
-        ["LEFT", 2],
-      ],
-    });
-    const page = await logIn();
-    await openStudy(page, f.uid);
+  it("arrow keys move between knees and never change a grade", async () => {
+    const { f, page } = await openGraded(bilateral(4, 2));
     const before = await checked(page);
     await page.focus(`input[name="knee_${f.kneeIds[0]}"][value="4"]`);
     for (const key of ["ArrowDown", "ArrowRight", "ArrowUp", "ArrowLeft", "ArrowLeft"]) {
@@ -462,15 +418,8 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
 
-  it("defect 5: findings and impression follow the grades, the panel stays in view, and the signed text is the text shown", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 2],
-        ["LEFT", 3],
-      ],
-    });
-    const page = await logIn();
-    await openStudy(page, f.uid);
+  it("findings and impression follow the grades, the panel stays in view, and the signed text is the text shown", async () => {
+    const { f, page } = await openGraded(bilateral(2, 3));
     const aiText = await page.inputValue("#findings");
     expect(aiText).toContain("Right knee: Kellgren–Lawrence grade 2");
     await page.keyboard.press("1");
@@ -591,18 +540,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
   it("image tools: heat map legend and toggle, the site's viewer, zoom to full resolution, window/level on the original pixels, a knee enlarged", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 1],
-        ["LEFT", 2],
-      ],
-    });
-    await db.kneeResult.update({
-      where: { id: f.kneeIds[0]! },
-      data: { heatmapPng: new Uint8Array(crops[1]!) },
-    });
-    const page = await logIn();
-    await openStudy(page, f.uid);
+    const { f, page } = await openGraded(bilateral(1, 2), true);
     // The heat map has its legend and can be switched off (the plain crop) and on again.
     const heat = page.locator("figure.heat img");
     expect(await page.textContent("figure.heat .legend")).toMatch(/less\s*more attention/);
@@ -729,14 +667,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
     await page.context().close();
   });
   it("overlay: each knee's region and label lie on the radiograph at any zoom, and the label follows the grade", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 2],
-        ["LEFT", 3],
-      ],
-    });
-    const page = await logIn();
-    await openStudy(page, f.uid);
+    const { page } = await openGraded(bilateral(2, 3));
     const label = (i: number) => page.textContent(`svg.regions [data-region="${i}"] text`);
     expect(await label(0)).toBe("R · AI KL2");
     expect(await label(1)).toBe("L · AI KL3");
@@ -785,12 +716,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
   });
 
   it("refused images: listed with their reason beside the graded ones; a study of only refused images says so", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 1],
-        ["LEFT", 2],
-      ],
-    });
+    const f = await gradedStudy(bilateral(1, 2));
     const study = await db.study.findUniqueOrThrow({ where: { studyInstanceUid: f.uid } });
     const graded = await db.instance.findUniqueOrThrow({ where: { id: f.instanceId } });
     const lateral = await db.instance.create({
@@ -851,18 +777,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
   });
 
   it("pictures are kept privately by the browser and revalidated (304, not rendered again); pages stay no-store", async () => {
-    const f = await gradedStudy({
-      knees: [
-        ["RIGHT", 2],
-        ["LEFT", 3],
-      ],
-    });
-    await db.kneeResult.update({
-      where: { id: f.kneeIds[0]! },
-      data: { heatmapPng: new Uint8Array(crops[1]!) },
-    });
-    const page = await logIn();
-    await openStudy(page, f.uid);
+    const { f, page } = await openGraded(bilateral(2, 3), true);
     const radiograph = await page.locator("img.radiograph").getAttribute("data-base");
     const study = await page.request.get(`${base}/studies/${f.uid}`);
     expect(study.headers()["cache-control"]).toBe("no-store");

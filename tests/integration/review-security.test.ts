@@ -1,20 +1,14 @@
-/**
- * The review pages under attack, as a page on the same site (another port of the review host) or
- * a client on the hospital network would try it: the real app on the real PostgreSQL and Redis,
- * requests through Fastify's HTTP layer with hostile cookies, origins, paths and bodies. Every
- * refused request must change nothing.
- */
-import { randomUUID } from "node:crypto";
-import { QUEUES } from "@kneegrade/contracts";
-import { createDb, type Db } from "@kneegrade/db";
+import type { Db } from "@kneegrade/db";
 import { createLogger } from "@kneegrade/log";
 import { reportUids } from "@kneegrade/reports";
 import { buildReviewApp, localPath } from "@kneegrade/review";
 import { addUser, passwordProblem } from "@kneegrade/review-data";
-import { Queue } from "bullmq";
+import type { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cleanupConfig, resetDb, testConfig } from "../helpers/env.ts";
+import { cleanupConfig, testConfig } from "../helpers/env.ts";
+import { completedGradingJob, gradedKnee, recordedInstance } from "../helpers/graded.ts";
+import { startReviewApp } from "../helpers/review-app.ts";
 import { newUid } from "../helpers/studies.ts";
 
 const quiet = createLogger("test", "silent");
@@ -110,14 +104,9 @@ describe("review pages: CSRF, redirects, forms, logins, passwords, display", () 
   });
 
   beforeAll(async () => {
-    const config = await testConfig({ REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: "5" });
-    db = createDb(config.DATABASE_URL);
-    await resetDb(db);
-    queue = new Queue(QUEUES.reportStudy, {
-      connection: { host: "127.0.0.1", port: 6379 },
-      prefix: config.QUEUE_PREFIX,
-    });
-    app = await buildReviewApp({ db, config, log: quiet, reportQueue: queue });
+    const started = await startReviewApp({ REVIEW_LOGIN_ATTEMPTS_PER_MINUTE: "5" });
+    ({ db, queue, app } = started);
+    const { config } = started;
     await addUser(db, {
       ...ADMIN,
       displayName: "Admin^Ada",
@@ -142,52 +131,17 @@ describe("review pages: CSRF, redirects, forms, logins, passwords, display", () 
         lastReceivedAt: new Date(),
       },
     });
-    const series = await db.series.create({
-      data: { seriesInstanceUid: newUid(), studyId: study.id },
-    });
-    const instance = await db.instance.create({
-      data: {
-        sopInstanceUid: newUid(),
-        sopClassUid: "1.2.840.10008.5.1.4.1.1.1.1",
-        studyId: study.id,
-        seriesId: series.id,
-        transferSyntaxUid: "1.2.840.10008.1.2.1",
-        sha256: "0".repeat(64),
-        sizeBytes: 1n,
-        callingAet: "MODALITY",
-        revision: 1,
-        routing: "KNEE",
-        routingReason: "test",
-      },
-    });
-    const job = await db.gradingJob.create({
-      data: {
-        jobId: `sec_${randomUUID()}`,
-        queue: "grade-study",
-        studyId: study.id,
-        revision: 1,
-        status: "COMPLETED",
-        modelVersion: "test",
-        modelStatus: "candidate",
-      },
-    });
+    const instance = await recordedInstance(db, study.id);
+    const job = await completedGradingJob(db, study.id, "sec");
     aiSr = reportUids(job.id).aiSr;
     kneeIds = [];
     for (const [laterality, klGrade] of [
       ["RIGHT", 3],
       ["LEFT", 2],
     ] as const) {
-      const k = await db.kneeResult.create({
-        data: {
-          gradingJobId: job.id,
-          instanceId: instance.id,
-          laterality,
-          klGrade,
-          probabilities: [0.1, 0.1, 0.2, 0.5, 0.1],
-          lowConfidence: false,
-          modelVersion: "test",
-          timingsMs: {},
-        },
+      const at = { gradingJobId: job.id, instanceId: instance.id };
+      const k = await gradedKnee(db, at, laterality, klGrade, {
+        probabilities: [0.1, 0.1, 0.2, 0.5, 0.1],
       });
       kneeIds.push(k.id);
     }

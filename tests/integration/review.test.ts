@@ -17,7 +17,7 @@ import { redeliver } from "@kneegrade/reporting";
 import { signedSrUid } from "@kneegrade/reports";
 import { buildReviewApp, type RunningReview, startReview } from "@kneegrade/review";
 import { addUser, disableUser } from "@kneegrade/review-data";
-import { composeBilateral, radiographDicom, testModel } from "@kneegrade/samples";
+import { composeBilateral, radiographDicom } from "@kneegrade/samples";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -25,14 +25,14 @@ import { collectStatus } from "../../packages/cli/src/status.ts";
 import { selfSignedCert } from "../helpers/certs.ts";
 import { CLI, configEnv, freePort, kill, startServe } from "../helpers/cli.ts";
 import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
-import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
+import { type Harness, pipelineSettings, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 import { newUid } from "../helpers/studies.ts";
 
 const run = promisify(execFile);
 const work = join(tmpdir(), `kneegrade-review-${process.pid}`);
-/** Screenshots: var/screenshots (docs/img holds the ones the README shows). */
+/** Screenshots: var/screenshots (docs/img holds the ones docs/REVIEW.md shows). */
 const SHOTS = join(REPO_ROOT, "var", "screenshots");
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 const quiet = createLogger("test", "silent");
@@ -60,15 +60,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
     await mkdir(SHOTS, { recursive: true });
     orthanc = await startOrthanc("ORTHANC");
     h = await startHarness({
-      STUDY_STABLE_SECONDS: "1",
-      MODEL_DIR: await testModel("test"),
-      ALLOW_TEST_MODEL: "1",
-      INFERENCE_THREADS: "1",
-      PACS_HOST: "127.0.0.1",
-      PACS_PORT: String(orthanc.dicomPort),
-      PACS_AET: "ORTHANC",
-      DIMSE_TIMEOUT_SECONDS: "5",
-      DELIVERY_BACKOFF_SECONDS: "0.3",
+      ...(await pipelineSettings(orthanc.dicomPort, "test")),
       REVIEW_PORT: "0",
       REVIEW_AGREEMENT_MIN_KNEES: "1",
       REVIEW_AGREEMENT_ALERT: "0.9",

@@ -13,11 +13,9 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { type Config, loadConfig } from "@kneegrade/config";
 import { QUEUES, signedReportJobId, studyRevisionJobId } from "@kneegrade/contracts";
 import { createDb, type Db } from "@kneegrade/db";
-import { createLogger } from "@kneegrade/log";
 import { createMetrics } from "@kneegrade/ops";
 import { createQueue } from "@kneegrade/queue";
 import {
@@ -45,7 +43,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { selfSignedCert } from "../helpers/certs.ts";
 import { configEnv, kill, metricsPortOf, startServe } from "../helpers/cli.ts";
-import { cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
+import { capturingLogger, cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
 import { type FhirTestServer, startFhirServer } from "../helpers/fhir.ts";
 import { type Hl7TestPeer, type ReceivedMessage, startHl7Peer } from "../helpers/hl7.ts";
 import { readyz } from "../helpers/metrics.ts";
@@ -58,16 +56,7 @@ const DX = "1.2.840.10008.5.1.4.1.1.1.1";
 const ATTEMPTS = 6;
 /** Everything the reporter logs (debug level), to check that no patient data is in it. */
 const logLines: string[] = [];
-const log = createLogger(
-  "test",
-  "debug",
-  new Writable({
-    write(chunk, _encoding, done) {
-      logLines.push(chunk.toString());
-      done();
-    },
-  }),
-);
+const log = capturingLogger(logLines);
 
 /** A knee radiograph's header (no pixels: the reporter reads the header only). */
 function radiographHeader(uids: { study: string; series: string; sop: string }, accession: string) {
@@ -111,6 +100,46 @@ interface Seeded {
   gradingJobId: string;
   accession: string;
   kneeIds: { right: string; left: string };
+}
+
+/**
+ * A radiologist's signature of `s` as the review pages record it (a new account, the review and its
+ * knees; the AI graded right 2, left 3). Returns the review's id.
+ */
+async function recordSignature(
+  db: Db,
+  s: Seeded,
+  aiSr: string,
+  signer: { username: string; password: string; displayName: string },
+  review: { right: number; left: number; findings: string; impression: string },
+): Promise<string> {
+  const user = await addUser(db, {
+    ...signer,
+    organisation: "Test Hospital Radiology",
+    role: "radiologist",
+  });
+  const reviewId = randomUUID();
+  const { right, left, findings, impression } = review;
+  await db.review.create({
+    data: {
+      id: reviewId,
+      studyId: s.studyId,
+      gradingJobId: s.gradingJobId,
+      userId: user.id,
+      sequence: 1,
+      predecessorSopInstanceUid: aiSr,
+      sopInstanceUid: signedSrUid(reviewId),
+      findings,
+      impression,
+      knees: {
+        create: [
+          { kneeResultId: s.kneeIds.right, aiGrade: 2, radiologistGrade: right },
+          { kneeResultId: s.kneeIds.left, aiGrade: 3, radiologistGrade: left },
+        ],
+      },
+    },
+  });
+  return reviewId;
 }
 
 /** A study graded as the worker records it: right knee KL 2, left knee KL 3. */
@@ -264,15 +293,36 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
     const rows = await db.delivery.findMany({ where: { report: { sopInstanceUid } } });
     return Object.fromEntries(rows.map((d) => [d.channel, d]));
   };
-  const whenSent = (sopInstanceUid: string, what: string, timeoutMs = 30_000) =>
+  type Deliveries = Awaited<ReturnType<typeof deliveriesOf>>;
+  /** The deliveries of one SR once `ready` holds for them. */
+  const deliveriesWhen = (
+    sopInstanceUid: string,
+    ready: (d: Deliveries) => boolean | Promise<boolean>,
+    timeoutMs: number,
+    what: string,
+  ) =>
     waitFor(
       async () => {
         const d = await deliveriesOf(sopInstanceUid);
-        return ["DICOM", "FHIR", "HL7"].every((c) => d[c]?.status === "SENT") ? d : undefined;
+        return (await ready(d)) ? d : undefined;
       },
       timeoutMs,
       what,
     );
+  const whenSent = (sopInstanceUid: string, what: string, timeoutMs = 30_000) =>
+    deliveriesWhen(
+      sopInstanceUid,
+      (d) => ["DICOM", "FHIR", "HL7"].every((c) => d[c]?.status === "SENT"),
+      timeoutMs,
+      what,
+    );
+  /** A graded study with this accession number, its report job queued, and its AI SR's UID. */
+  const reported = async (accession: string) => {
+    const s = await seedGradedStudy(db, config, accession);
+    const aiSr = reportUids(s.gradingJobId).aiSr;
+    await reportJob(s);
+    return { s, aiSr };
+  };
 
   const reportFor = async (s: Seeded) => {
     const bundle = await fhir.repo.search<DiagnosticReport>({
@@ -476,9 +526,7 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
   });
 
   it("sends the AI result as a preliminary DiagnosticReport and an ORU with P, then the signed one as final and F", async () => {
-    const s = await seedGradedStudy(db, config, "ACC|77-A");
-    const aiSr = reportUids(s.gradingJobId).aiSr;
-    await reportJob(s);
+    const { s, aiSr } = await reported("ACC|77-A");
     const sent = await whenSent(aiSr, "the AI result in Orthanc, the FHIR server and the RIS");
     expect(sent.FHIR).toMatchObject({ attempts: 1, lastError: null, destinationAet: "FHIR" });
     expect(sent.HL7).toMatchObject({ attempts: 1, lastError: null, destinationAet: "TESTRIS" });
@@ -546,32 +594,16 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
     expect(obxOf(oru!, "59776-5").length).toBeGreaterThan(0);
 
     // The radiologist signs (as the review pages record it): right knee 3, left knee kept.
-    const user = await addUser(db, {
+    const signer = {
       username: `rad-${Date.now()}`,
       password: "correct horse battery staple",
       displayName: "Doe^Jane",
-      organisation: "Test Hospital Radiology",
-      role: "radiologist",
-    });
-    const reviewId = randomUUID();
-    await db.review.create({
-      data: {
-        id: reviewId,
-        studyId: s.studyId,
-        gradingJobId: s.gradingJobId,
-        userId: user.id,
-        sequence: 1,
-        predecessorSopInstanceUid: aiSr,
-        sopInstanceUid: signedSrUid(reviewId),
-        findings: "Right knee: Kellgren–Lawrence grade 3.\nLeft knee: Kellgren–Lawrence grade 3.",
-        impression: "Moderate osteoarthritis of both knees.",
-        knees: {
-          create: [
-            { kneeResultId: s.kneeIds.right, aiGrade: 2, radiologistGrade: 3 },
-            { kneeResultId: s.kneeIds.left, aiGrade: 3, radiologistGrade: 3 },
-          ],
-        },
-      },
+    };
+    const reviewId = await recordSignature(db, s, aiSr, signer, {
+      right: 3,
+      left: 3,
+      findings: "Right knee: Kellgren–Lawrence grade 3.\nLeft knee: Kellgren–Lawrence grade 3.",
+      impression: "Moderate osteoarthritis of both knees.",
     });
     await reportJob(s, reviewId);
     await whenSent(signedSrUid(reviewId), "the signed result everywhere");
@@ -609,14 +641,10 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
 
   it("retries while the FHIR server and the HL7 peer are down, and delivers once they are back", async () => {
     await Promise.all([fhir.stop(), hl7.stop()]);
-    const s = await seedGradedStudy(db, config, "ACC-DOWN");
-    const aiSr = reportUids(s.gradingJobId).aiSr;
-    await reportJob(s);
-    const failing = await waitFor(
-      async () => {
-        const d = await deliveriesOf(aiSr);
-        return (d.FHIR?.attempts ?? 0) >= 2 && (d.HL7?.attempts ?? 0) >= 2 ? d : undefined;
-      },
+    const { s, aiSr } = await reported("ACC-DOWN");
+    const failing = await deliveriesWhen(
+      aiSr,
+      (d) => (d.FHIR?.attempts ?? 0) >= 2 && (d.HL7?.attempts ?? 0) >= 2,
       20_000,
       "two failed attempts",
     );
@@ -637,14 +665,10 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
 
   it("dead-letters an ORU the RIS answers AE after the last attempt, and redelivers it", async () => {
     hl7.answer = "AE";
-    const s = await seedGradedStudy(db, config, "ACC-AE");
-    const aiSr = reportUids(s.gradingJobId).aiSr;
-    await reportJob(s);
-    const dead = await waitFor(
-      async () => {
-        const d = await deliveriesOf(aiSr);
-        return d.HL7?.status === "FAILED" ? d : undefined;
-      },
+    const { s, aiSr } = await reported("ACC-AE");
+    const dead = await deliveriesWhen(
+      aiSr,
+      (d) => d.HL7?.status === "FAILED",
       30_000,
       "the dead letter",
     );
@@ -679,14 +703,12 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
 
   it("dead-letters an ORU the RIS rejects (AR) at once: no retry can change it", async () => {
     hl7.answer = "AR";
-    const s = await seedGradedStudy(db, config, "ACC-AR");
-    const aiSr = reportUids(s.gradingJobId).aiSr;
-    await reportJob(s);
-    const dead = await waitFor(
-      async () => {
-        const d = await deliveriesOf(aiSr);
+    const { s, aiSr } = await reported("ACC-AR");
+    const dead = await deliveriesWhen(
+      aiSr,
+      async (d) => {
         const study = await db.study.findUnique({ where: { id: s.studyId } });
-        return d.HL7?.status === "FAILED" && study?.status === "REPORTED" ? d : undefined;
+        return d.HL7?.status === "FAILED" && study?.status === "REPORTED";
       },
       20_000,
       "the rejected ORU's dead letter",
@@ -732,32 +754,18 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
       username: `rad-race-${Date.now()}`,
       password: "correct horse battery staple",
     };
-    const user = await addUser(db, {
-      ...radiologist,
-      displayName: "Roe^Rick",
-      organisation: "Test Hospital Radiology",
-      role: "radiologist",
-    });
-    const reviewId = randomUUID();
-    await db.review.create({
-      data: {
-        id: reviewId,
-        studyId: s.studyId,
-        gradingJobId: s.gradingJobId,
-        userId: user.id,
-        sequence: 1,
-        predecessorSopInstanceUid: aiSr,
-        sopInstanceUid: signedSrUid(reviewId),
+    const reviewId = await recordSignature(
+      db,
+      s,
+      aiSr,
+      { ...radiologist, displayName: "Roe^Rick" },
+      {
+        right: 2,
+        left: 3,
         findings: "Right knee: Kellgren–Lawrence grade 2.\nLeft knee: Kellgren–Lawrence grade 3.",
         impression: "Moderate osteoarthritis of the left knee.",
-        knees: {
-          create: [
-            { kneeResultId: s.kneeIds.right, aiGrade: 2, radiologistGrade: 2 },
-            { kneeResultId: s.kneeIds.left, aiGrade: 3, radiologistGrade: 3 },
-          ],
-        },
       },
-    });
+    );
     const before = messagesFor(s).length;
     // A slow RIS widens the window in which both jobs see the AI's ORU pending.
     hl7.ackDelayMs = 700;

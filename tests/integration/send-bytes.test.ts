@@ -1,8 +1,9 @@
 /**
  * What kneegrade sends arrives exactly as it was written. The SCU behind `kneegrade send` and the
- * reporter (cStoreFiles) must put each file's data set on the wire byte for byte: re-encoded by
- * dcmjs-dimse, the UTF-8 "Kellgren–Lawrence" in an SR's content items arrived as
- * C3 A2 C2 80 C2 93, and text in other character sets was relabelled or garbled (issue 29). Real peers, no mocks: DCMTK storescp in bit-preserving mode (it writes the data set
+ * reporter (cStoreFiles) must put each file's data set on the wire byte for byte: dcmjs-dimse's
+ * own encoder would turn the UTF-8 "Kellgren–Lawrence" in an SR's content items into
+ * C3 A2 C2 80 C2 93 and relabel or garble text in other character sets. Real peers, no mocks:
+ * DCMTK storescp in bit-preserving mode (it writes the data set
  * as it came off the wire) and Orthanc; the test compares the data set after the File Meta group,
  * which each receiver rebuilds, and reads the patient's name back decoded by each peer.
  */

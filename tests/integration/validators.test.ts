@@ -1,5 +1,5 @@
 /**
- * What kneegrade writes, held to two validators (issue 29): dicom3tools' dciodvfy (the IOD: its
+ * What kneegrade writes, held to two validators: dicom3tools' dciodvfy (the IOD: its
  * modules, attributes, VRs and enumerated values) and pixelmed's DicomSRValidator (the SR content
  * tree against its templates, TID 1500 and those it includes, and the order of their rows). The
  * objects come from the product's own writers, with the report fixtures' non-ASCII names.

@@ -1,5 +1,5 @@
 /**
- * kneegrade's SRs in a real viewer (issue 30): OHIF 3.13 (the prebuilt `@ohif/app`) on a real
+ * kneegrade's SRs in a real viewer: OHIF 3.13 (the prebuilt `@ohif/app`) on a real
  * Orthanc with its DICOMweb plugin, in headless Chromium. A graded study (radiograph + AI SR) and a
  * signed one (+ the radiologist's signed revision) are stored in Orthanc; the viewer opens each,
  * loads ("tracks") the SR, and its measurements panel must list every knee with its grade and side

@@ -5,6 +5,7 @@
  */
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
+import { EVALUATION_LABELS, type EvaluationDocument } from "@kneegrade/contracts";
 import {
   gradeDicom,
   type InstanceResult,
@@ -62,7 +63,7 @@ export async function openModel(o: ModelOptions, log: Logger) {
     providers: opened.providers,
     testModel: ensemble.manifest.status === "smoke",
   };
-  return { ...opened, model };
+  return { ...opened, model, modelDir: o.modelDir };
 }
 
 function progress(total: number, label: string) {
@@ -296,6 +297,26 @@ export async function evaluateFolder(
   return { metrics, images };
 }
 
+/** `kneegrade evaluate --json`: the document `python3 -m models.evaluate` writes, for the ensemble. */
+export function evaluationDocument(
+  dir: string,
+  opened: { ensemble: Ensemble; model: { version: string; status: string }; modelDir: string },
+  metrics: Evaluation,
+  charts?: { confusion: string; reliability: string },
+): EvaluationDocument {
+  const { rule, temperature } = opened.ensemble.manifest.ensemble;
+  return {
+    data: dir,
+    models: opened.modelDir,
+    status: opened.model.status,
+    labels: [...EVALUATION_LABELS],
+    // As the runtime and the toolkit apply it: a manifest without one scales by 1.
+    results: { ensemble: { ...metrics, rule, temperature: temperature ?? 1 } },
+    model: { version: opened.model.version, status: opened.model.status, rule },
+    ...(charts ? { png: charts } : {}),
+  };
+}
+
 /** `<dir>/confusion.png` and `<dir>/reliability.png` (SVG from @kneegrade/metrics, rasterised by sharp). */
 export async function writeEvaluationCharts(
   dir: string,
@@ -321,7 +342,7 @@ export function formatEvaluation(
 ): string {
   const lines = [`model ${model.version}${model.testModel ? ` — ${TEST_MODEL_NOTICE}` : ""}`];
   lines.push(
-    `n ${m.n}  accuracy ${m.overall_accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}  MAE ${m.mae.toFixed(3)}  ECE ${m.ece.toFixed(3)}`,
+    `n ${m.n}  accuracy ${m.accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}  MAE ${m.mae.toFixed(3)}  ECE ${m.ece.toFixed(3)}`,
   );
   const per = new Table({
     head: ["", "KL0", "KL1", "KL2", "KL3", "KL4"],
@@ -333,7 +354,7 @@ export function formatEvaluation(
     head: ["truth \\ predicted", "KL0", "KL1", "KL2", "KL3", "KL4"],
     style: { head: [], border: [] },
   });
-  m.confusion_matrix.forEach((row, g) => {
+  m.confusion.forEach((row, g) => {
     cm.push([`KL${g}`, ...row.map(String)]);
   });
   lines.push(cm.toString());

@@ -8,6 +8,7 @@ import { addUser, disableUser, ROLES, setPassword } from "@kneegrade/review-data
 import { Command, Option } from "commander";
 import {
   evaluateFolder,
+  evaluationDocument,
   formatEvaluation,
   formatGraded,
   gradeFiles,
@@ -337,27 +338,17 @@ withModelOptions(
     .option("--limit-per-grade <n>", "only the first n images (sorted) of each grade")
     .option("--png-dir <dir>", "also write confusion.png and reliability.png there"),
 ).action(async (dir: string, o: ModelCliOptions & { limitPerGrade?: string; pngDir?: string }) => {
-  await withModel(o, async ({ ensemble, model }) => {
-    const { metrics } = await evaluateFolder(dir, ensemble, {
+  await withModel(o, async (opened) => {
+    const { metrics } = await evaluateFolder(dir, opened.ensemble, {
       ...(o.limitPerGrade ? { limitPerGrade: Number(o.limitPerGrade) } : {}),
     });
-    const charts = o.pngDir ? await writeEvaluationCharts(o.pngDir, metrics, model) : undefined;
+    const charts = o.pngDir
+      ? await writeEvaluationCharts(o.pngDir, metrics, opened.model)
+      : undefined;
     console.log(
       o.json
-        ? JSON.stringify(
-            {
-              ...metrics,
-              model: {
-                version: model.version,
-                status: model.status,
-                rule: ensemble.manifest.ensemble.rule,
-              },
-              ...(charts ? { png: charts } : {}),
-            },
-            null,
-            2,
-          )
-        : formatEvaluation(metrics, model, charts),
+        ? JSON.stringify(evaluationDocument(dir, opened, metrics, charts), null, 2)
+        : formatEvaluation(metrics, opened.model, charts),
     );
   });
   process.exit(0);

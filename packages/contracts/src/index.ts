@@ -1,1 +1,2 @@
+export * from "./evaluation.ts";
 export * from "./queues.ts";

@@ -1,5 +1,5 @@
 /**
- * The File Meta boundary and the reasons given for files that do not parse (issue 29), on small
+ * The File Meta boundary and the reasons given for files that do not parse, on small
  * Part 10 files built byte by byte here.
  */
 import { describe, expect, it } from "vitest";

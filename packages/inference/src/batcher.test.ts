@@ -3,8 +3,9 @@
 import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatcherClosedError, type BatchInfo, MicroBatcher } from "./batcher.ts";
-import { Ensemble, type KneePrediction } from "./runtime.ts";
+import { Ensemble } from "./runtime.ts";
 import { captureLogger, syntheticCrops } from "./test-support.ts";
+import type { KneePrediction } from "./types.ts";
 
 let ensemble: Ensemble;
 

@@ -50,14 +50,14 @@ function svg(width: number, height: number, body: string[], background = "#fffff
  * accuracy and QWK.
  */
 export function confusionSvg(
-  m: { n: number; overall_accuracy: number; qwk: number; confusion_matrix: number[][] },
+  m: { n: number; accuracy: number; qwk: number; confusion: number[][] },
   heading: string,
   /** "dark": for a dark page (the review pages), with the agreeing diagonal outlined. */
   theme: "light" | "dark" = "light",
 ): string {
   const dark = theme === "dark";
   const ink = dark ? "#e8e8e8" : "#000000";
-  const k = m.confusion_matrix.length;
+  const k = m.confusion.length;
   const cell = 64;
   const ox = 70;
   const oy = 70;
@@ -65,15 +65,11 @@ export function confusionSvg(
   const height = oy + k * cell + 70;
   const body = [
     text(10, 22, heading, 15, { weight: "bold", fill: ink }),
-    text(
-      10,
-      44,
-      `n ${m.n}  accuracy ${m.overall_accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}`,
-      14,
-      { fill: ink },
-    ),
+    text(10, 44, `n ${m.n}  accuracy ${m.accuracy.toFixed(3)}  QWK ${m.qwk.toFixed(3)}`, 14, {
+      fill: ink,
+    }),
   ];
-  m.confusion_matrix.forEach((row, i) => {
+  m.confusion.forEach((row, i) => {
     const total = row.reduce((a, b) => a + b, 0);
     body.push(
       text(ox - 10, oy + i * cell + cell / 2 + 5, `KL${i}`, 13, { anchor: "end", fill: ink }),
@@ -126,7 +122,7 @@ export function confusionSvg(
  * Title: accuracy and ECE.
  */
 export function reliabilitySvg(
-  r: { overall_accuracy: number; ece: number; reliability: ReliabilityBin[] },
+  r: { accuracy: number; ece: number; reliability: ReliabilityBin[] },
   heading: string,
 ): string {
   const size = 320;
@@ -142,7 +138,7 @@ export function reliabilitySvg(
   const Y = (v: number) => oy + size - v * size;
   const body = [
     text(10, 22, heading, 15, { weight: "bold" }),
-    text(10, 44, `accuracy ${r.overall_accuracy.toFixed(3)}  ECE ${r.ece.toFixed(3)}`, 14),
+    text(10, 44, `accuracy ${r.accuracy.toFixed(3)}  ECE ${r.ece.toFixed(3)}`, 14),
     rect(ox, oy, size, size, "#ffffff", "#a0a0a0"),
   ];
   for (const b of r.reliability) {

@@ -22,7 +22,7 @@ it("draws a bar per non-empty reliability bin, the diagonal, accuracy and ECE", 
     [0.2, 0.2, 0.55, 0.05, 0],
   ];
   const svg = reliabilitySvg(
-    { overall_accuracy: 2 / 3, ece: 0.1234, reliability: reliabilityBins(probs, [0, 2, 2]) },
+    { accuracy: 2 / 3, ece: 0.1234, reliability: reliabilityBins(probs, [0, 2, 2]) },
     "ensemble",
   );
   expect(svg).toContain("accuracy 0.667  ECE 0.123");

@@ -1,16 +1,18 @@
 /**
  * Metrics of 5-grade ordinal classification, defined exactly as the model toolkit's
  * models/metrics.py (confusion matrix rows = truth, columns = prediction; quadratic weighted
- * Cohen's kappa), so `kneegrade evaluate` and `python3 -m models.evaluate` agree.
+ * Cohen's kappa) and named as its report, so `kneegrade evaluate` and `python3 -m models.evaluate`
+ * agree and write one document (@kneegrade/contracts `evaluationDocument`).
  */
 export interface EvaluationMetrics {
   n: number;
-  overall_accuracy: number;
+  accuracy: number;
   qwk: number;
   mae: number;
   /** Accuracy within each true grade; null for a grade with no image. */
   per_grade_accuracy: (number | null)[];
-  confusion_matrix: number[][];
+  /** Rows: the true grade; columns: the predicted grade. */
+  confusion: number[][];
 }
 
 export function confusion(truth: number[], predicted: number[], k = 5): number[][] {
@@ -46,14 +48,14 @@ export function evaluationMetrics(truth: number[], predicted: number[], k = 5): 
   const mae = n ? truth.reduce((a, t, i) => a + Math.abs(t - predicted[i]!), 0) / n : 0;
   return {
     n,
-    overall_accuracy: n ? correct / n : 0,
+    accuracy: n ? correct / n : 0,
     qwk: quadraticWeightedKappa(truth, predicted, k),
     mae,
     per_grade_accuracy: cm.map((row, g) => {
       const total = row.reduce((a, b) => a + b, 0);
       return total ? row[g]! / total : null;
     }),
-    confusion_matrix: cm,
+    confusion: cm,
   };
 }
 

@@ -10,11 +10,11 @@ import {
 it("computes accuracy, MAE, per-grade accuracy and the confusion matrix", () => {
   const m = evaluationMetrics([0, 0, 1, 2, 4], [0, 1, 1, 2, 2]);
   expect(m.n).toBe(5);
-  expect(m.overall_accuracy).toBeCloseTo(0.6);
+  expect(m.accuracy).toBeCloseTo(0.6);
   expect(m.mae).toBeCloseTo(0.6);
   expect(m.per_grade_accuracy).toEqual([0.5, 1, 1, null, 0]);
-  expect(m.confusion_matrix[0]).toEqual([1, 1, 0, 0, 0]);
-  expect(m.confusion_matrix[4]).toEqual([0, 0, 1, 0, 0]);
+  expect(m.confusion[0]).toEqual([1, 1, 0, 0, 0]);
+  expect(m.confusion[4]).toEqual([0, 0, 1, 0, 0]);
 });
 
 it("matches the quadratic weighted kappa of models/metrics.py", () => {

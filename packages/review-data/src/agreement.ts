@@ -50,7 +50,7 @@ export async function agreementReport(
   );
   const n = graded.length;
   const withinOne = n ? graded.filter((r) => Math.abs(r.ai - r.radiologist) <= 1).length / n : null;
-  const exact = n ? m.overall_accuracy : null;
+  const exact = n ? m.accuracy : null;
   const warning =
     exact !== null &&
     n >= config.REVIEW_AGREEMENT_MIN_KNEES &&
@@ -66,7 +66,7 @@ export async function agreementReport(
     withinOne,
     qwk: n ? m.qwk : null,
     perGrade: m.per_grade_accuracy,
-    confusion: m.confusion_matrix,
+    confusion: m.confusion,
     alertBelow: config.REVIEW_AGREEMENT_ALERT,
     minKnees: config.REVIEW_AGREEMENT_MIN_KNEES,
     warning,

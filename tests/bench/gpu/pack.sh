@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Packs what the GPU benchmark needs on the lent GPU machine (which has no Node.js), into
-# var/gpu-pack (git-ignored; carried with the device tool's `carry: ["var/gpu-pack"]`):
+# Packs what the GPU benchmark needs on a GPU machine that has no Node.js into var/gpu-pack
+# (git-ignored; copy it there beside the working tree):
 #   node-ort.tar.xz  this machine's x86-64 `node` + onnxruntime-node (linux/x64 binaries only)
 #   bench.mjs        tests/bench/gpu/gpu.bench.ts and @kneegrade/inference bundled by esbuild
 #   gl/*.deb         Debian's Vulkan/GL loaders (skipped with --no-gl or when apt cannot fetch them)
 #   run.sh           the device-side entry point
 # The model is exported on the device by models/bench_export.py (its torch), so the ONNX files do
-# not count against the 64 MiB the device tool carries. Usage: pack.sh [--no-gl] [--out DIR]
+# not count against the pack's size. Usage: pack.sh [--no-gl] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 out=var/gpu-pack
@@ -53,5 +53,5 @@ fi
 cp tests/bench/gpu/run.sh "$out/run.sh"
 size=$(du -sb "$out" | cut -f1)
 echo "packed $out: $((size / 1024 / 1024)) MiB ($(ls "$out" | tr '\n' ' '))"
-# The device tool carries at most 64 MiB with the working tree.
-if ((size > 60 * 1024 * 1024)); then echo "pack.sh: too large for the device tool" >&2; exit 1; fi
+# Kept small enough to copy with the working tree in one 64 MiB transfer.
+if ((size > 60 * 1024 * 1024)); then echo "pack.sh: the pack is over 60 MiB" >&2; exit 1; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark on the device machine (or here, CPU only), from the repository root:
+# The GPU benchmark on a GPU machine (or on any machine, CPU only), from the repository root:
 #   bash var/gpu-pack/run.sh [--model-dir DIR] [bench options...]
 # Unpacks node + onnxruntime-node, brings the Vulkan loaders where the machine lacks them,
 # exports models/configs/gpu.json's ensemble (random weights: speed only) unless --model-dir is

@@ -20,6 +20,26 @@ function read(img: SyntheticImage, syntax?: string): Promise<Radiograph> {
   return readRadiograph(writePart10(syntheticImage(img), syntax));
 }
 
+/** One row of `pixels` with one window, its VOI LUT Function when given, and `more` attributes. */
+function windowed(
+  pixels: number[],
+  [center, width]: [string, string],
+  voiFunction?: string,
+  more: Partial<SyntheticImage> = {},
+): Promise<Radiograph> {
+  const fn: DataElement[] = voiFunction
+    ? [{ tag: VOI_FUNCTION, vr: "CS", value: voiFunction }]
+    : [];
+  const { extra = [], ...rest } = more;
+  return read({
+    rows: 1,
+    columns: pixels.length,
+    pixels,
+    ...rest,
+    extra: [...extra, ds(WINDOW_CENTER, center), ds(WINDOW_WIDTH, width), ...fn],
+  });
+}
+
 /** PS3.3 C.11.2.1.2.1, with ymin 0 and ymax 255, rounded to the nearest grey. */
 function linear(x: number, c: number, w: number): number {
   if (x <= c - 0.5 - (w - 1) / 2) return 0;
@@ -159,37 +179,20 @@ describe("VOI", () => {
   });
 
   it("applies the window to modality values (after rescale)", async () => {
-    const r = await read({
-      rows: 1,
-      columns: 4,
-      pixels: [0, 1000, 1024, 2048],
-      extra: [ds(RESCALE_INTERCEPT, "-1024"), ds(WINDOW_CENTER, "40"), ds(WINDOW_WIDTH, "400")],
+    const r = await windowed([0, 1000, 1024, 2048], ["40", "400"], undefined, {
+      extra: [ds(RESCALE_INTERCEPT, "-1024")],
     });
     expect([...r.display]).toEqual([-1024, -24, 0, 1024].map((x) => linear(x, 40, 400)));
   });
 
   it("handles a LINEAR window of width 1 as a threshold", async () => {
-    const r = await read({
-      rows: 1,
-      columns: 4,
-      pixels: [8, 9, 10, 11],
-      extra: [ds(WINDOW_CENTER, "10"), ds(WINDOW_WIDTH, "1")],
-    });
+    const r = await windowed([8, 9, 10, 11], ["10", "1"]);
     expect([...r.display]).toEqual([0, 0, 255, 255]); // x <= 9.5 black, x > 9.5 white
   });
 
   it("applies LINEAR_EXACT (C.11.2.1.3.2)", async () => {
     const pixels = ramp(40);
-    const r = await read({
-      rows: 1,
-      columns: 40,
-      pixels,
-      extra: [
-        ds(WINDOW_CENTER, "20"),
-        ds(WINDOW_WIDTH, "10"),
-        { tag: VOI_FUNCTION, vr: "CS", value: "LINEAR_EXACT" },
-      ],
-    });
+    const r = await windowed(pixels, ["20", "10"], "LINEAR_EXACT");
     const exact = (x: number) =>
       x <= 15 ? 0 : x > 25 ? 255 : Math.round(((x - 20) / 10 + 0.5) * 255);
     expect(r.voi).toMatchObject({ kind: "window", function: "LINEAR_EXACT" });
@@ -199,16 +202,7 @@ describe("VOI", () => {
 
   it("applies SIGMOID (C.11.2.1.3.1)", async () => {
     const pixels = ramp(100);
-    const r = await read({
-      rows: 1,
-      columns: 100,
-      pixels,
-      extra: [
-        ds(WINDOW_CENTER, "50"),
-        ds(WINDOW_WIDTH, "20"),
-        { tag: VOI_FUNCTION, vr: "CS", value: "SIGMOID" },
-      ],
-    });
+    const r = await windowed(pixels, ["50", "20"], "SIGMOID");
     const sigmoid = (x: number) => Math.round(255 / (1 + Math.exp((-4 * (x - 50)) / 20)));
     expect(r.voi).toMatchObject({ kind: "window", function: "SIGMOID" });
     expect([...r.display]).toEqual(pixels.map(sigmoid));
@@ -216,20 +210,10 @@ describe("VOI", () => {
 
   it("inverts MONOCHROME1: the highest value is black, the lowest white", async () => {
     const pixels = [0, 100, 200, 1023];
-    const mono2 = await read({
-      rows: 1,
-      columns: 4,
-      pixels,
-      bitsStored: 10,
-      extra: [ds(WINDOW_CENTER, "512"), ds(WINDOW_WIDTH, "1024")],
-    });
-    const mono1 = await read({
-      rows: 1,
-      columns: 4,
-      pixels,
+    const mono2 = await windowed(pixels, ["512", "1024"], undefined, { bitsStored: 10 });
+    const mono1 = await windowed(pixels, ["512", "1024"], undefined, {
       bitsStored: 10,
       photometric: "MONOCHROME1",
-      extra: [ds(WINDOW_CENTER, "512"), ds(WINDOW_WIDTH, "1024")],
     });
     expect(mono1.photometric).toBe("MONOCHROME1");
     expect(mono1.display[3]).toBe(0);
@@ -276,15 +260,8 @@ describe("VOI", () => {
       { tag: 0x00283002, vr: "US", value: [2, 0, 8] },
       { tag: 0x00283006, vr: "US", value: [255, 0] },
     ];
-    const r = await read({
-      rows: 1,
-      columns: 2,
-      pixels: [0, 1],
-      extra: [
-        ds(WINDOW_CENTER, "0.5"),
-        ds(WINDOW_WIDTH, "1"),
-        { tag: 0x00283010, vr: "SQ", value: [item] },
-      ],
+    const r = await windowed([0, 1], ["0.5", "1"], undefined, {
+      extra: [{ tag: 0x00283010, vr: "SQ", value: [item] }],
     });
     expect(r.voi.kind).toBe("window");
     expect([...r.display]).toEqual([0, 255]);
@@ -323,12 +300,7 @@ describe("VOI", () => {
   });
 
   it("falls back to the automatic window when the header's window is invalid", async () => {
-    const r = await read({
-      rows: 1,
-      columns: 4,
-      pixels: [0, 1, 2, 3],
-      extra: [ds(WINDOW_CENTER, "1"), ds(WINDOW_WIDTH, "0")],
-    });
+    const r = await windowed([0, 1, 2, 3], ["1", "0"]);
     expect(r.voi.kind).toBe("auto");
   });
 });
