@@ -19,8 +19,10 @@ import { routeDcmjsLog } from "@kneegrade/reporting";
 import { outputChecks, resultOutputs } from "@kneegrade/ris";
 import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
+import { startReportReconciler } from "./reconcile.ts";
 
 export * from "./job.ts";
+export { reconcileReportJobs } from "./reconcile.ts";
 
 export interface RunningReporter {
   pacsReachable: boolean;
@@ -133,6 +135,8 @@ export async function startReporter(
     },
     metrics,
   });
+  // Report jobs Redis lost (restarted without persistence) are added again from PostgreSQL.
+  const reconciler = startReportReconciler({ db, config, log });
   return {
     pacsReachable,
     outputs: {
@@ -148,6 +152,7 @@ export async function startReporter(
       }
     },
     close: async () => {
+      await reconciler.stop();
       await worker.close();
     },
   };
