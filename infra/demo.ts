@@ -16,9 +16,9 @@ import { join, resolve } from "node:path";
 import { loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { randomUid as newUid } from "@kneegrade/dicom";
+import { reportText } from "@kneegrade/dicom-writers";
 import { loadModel } from "@kneegrade/inference";
-import { buildReportInput } from "@kneegrade/reporting";
-import { reportText } from "@kneegrade/reports";
+import { buildReportInput } from "@kneegrade/report-jobs";
 import { addUser, setPassword } from "@kneegrade/review-data";
 import {
   composeClinicalBilateral,
@@ -26,8 +26,8 @@ import {
   DEMO_PAIRS,
   demoCrops,
   radiographDicom,
-  testModel,
-} from "@kneegrade/samples";
+} from "@kneegrade/sample-radiographs";
+import { testModel } from "@kneegrade/test-models";
 import { Redis } from "ioredis";
 import pg from "pg";
 import sharp from "sharp";

@@ -1,7 +1,7 @@
 /**
  * The tree's one-way dependencies: shared packages never import services, services never import
  * each other (they talk through queues), the CLI imports a service only to start it
- * (`kneegrade serve`, serve.ts), no product code uses the sample package, and infra/ imports no
+ * (`kneegrade serve`, serve.ts), no product code uses the sample packages, and infra/ imports no
  * service and nothing from tests/.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -10,13 +10,20 @@ import { expect, it } from "vitest";
 import { REPO_ROOT } from "./helpers/paths.ts";
 
 const SERVICES = ["listener", "worker", "reporter", "review"];
+/** Demo and test material: composed radiographs and the toolkit-built test models. */
+const SAMPLES = ["sample-radiographs", "test-models"];
+
+/** Tests and the test-support modules beside them (never exported by a package's index). */
+function isTestCode(name: string): boolean {
+  return name.endsWith(".test.ts") || name === "test-support.ts";
+}
 
 function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const path = join(dir, name);
     if (name === "generated" || name === "node_modules") return [];
     if (statSync(path).isDirectory()) return sources(path);
-    return /\.(ts|mjs)$/.test(name) && !name.endsWith(".test.ts") ? [path] : [];
+    return /\.(ts|mjs)$/.test(name) && !isTestCode(name) ? [path] : [];
   });
 }
 
@@ -46,7 +53,8 @@ it("keeps dependencies one-way", () => {
         if ((SERVICES.includes(name) && path !== SERVE) || (name === "cli" && pkg !== "cli")) {
           violations.push(`${path} imports ${dep}`);
         }
-        if (name === "samples" && pkg !== "samples") violations.push(`${path} imports ${dep}`);
+        if (SAMPLES.includes(name) && !SAMPLES.includes(pkg))
+          violations.push(`${path} imports ${dep}`);
       }
       for (const dep of testImports(file)) violations.push(`${path} imports ${dep}`);
     }
@@ -55,7 +63,11 @@ it("keeps dependencies one-way", () => {
     for (const file of sources(join(REPO_ROOT, "services", service, "src"))) {
       for (const dep of imports(file)) {
         const name = dep.slice("@kneegrade/".length);
-        if ((SERVICES.includes(name) && name !== service) || name === "cli" || name === "samples") {
+        if (
+          (SERVICES.includes(name) && name !== service) ||
+          name === "cli" ||
+          SAMPLES.includes(name)
+        ) {
           violations.push(`${relative(REPO_ROOT, file)} imports ${dep}`);
         }
       }
@@ -70,6 +82,14 @@ it("keeps dependencies one-way", () => {
         violations.push(`${path} imports ${dep}`);
     }
     for (const dep of testImports(file)) violations.push(`${path} imports ${dep}`);
+  }
+  for (const top of ["packages", "services"]) {
+    for (const name of readdirSync(join(REPO_ROOT, top))) {
+      for (const file of sources(join(REPO_ROOT, top, name, "src"))) {
+        if (/from\s+"[^"]*test-support(\.ts)?"/.test(readFileSync(file, "utf8")))
+          violations.push(`${relative(REPO_ROOT, file)} imports test support`);
+      }
+    }
   }
   expect(violations).toEqual([]);
   // The check sees the imports it is meant to police.

@@ -22,7 +22,7 @@ const WORLD_MODULES = [
 
 /** Names and calls that reach the world; the message says what each needs. */
 const WORLD_USES: [RegExp, string][] = [
-  [/\btestModel\b/, "the test model (built with Python)"],
+  [/\b(testModel|openTestModel)\b/, "the test model (built with Python)"],
   [/\b(SHARED_DATA|WG04_DIR|WG04_FILES|PYDICOM_TEST_FILES|REALDX_DIR)\b/, "../shared/data"],
   [/shared\/data/, "../shared/data"],
   [/\bnew\s+(Queue|Worker|QueueEvents|Redis)\s*\(/, "Redis"],

@@ -15,7 +15,11 @@ import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { cStoreFiles } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
-import { composeBilateral, composeRadiograph, radiographDicom } from "@kneegrade/samples";
+import {
+  composeBilateral,
+  composeRadiograph,
+  radiographDicom,
+} from "@kneegrade/sample-radiographs";
 import { type RunningWorker, startWorker, startWorkerThread } from "@kneegrade/worker";
 import globalSetup from "../global-setup.ts";
 import { storescu } from "../helpers/dcmtk.ts";

@@ -11,7 +11,7 @@ import { readdirSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { closeLocaliserThread, findKnees } from "@kneegrade/knee";
 import { readRadiographFile } from "@kneegrade/pixels";
-import { composeBilateral, radiographDicom, SHARED_DATA } from "@kneegrade/samples";
+import { composeBilateral, radiographDicom, SHARED_DATA } from "@kneegrade/sample-radiographs";
 
 const { values } = parseArgs({
   options: {

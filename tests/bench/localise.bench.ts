@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { composeRadiograph } from "@kneegrade/samples";
+import { composeRadiograph } from "@kneegrade/sample-radiographs";
 import {
   closeLocaliserThread,
   type GreyImage,

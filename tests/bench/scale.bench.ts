@@ -13,7 +13,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createDb } from "@kneegrade/db";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import globalSetup from "../global-setup.ts";
 import { configEnv } from "../helpers/cli.ts";
 import { storescu } from "../helpers/dcmtk.ts";

@@ -14,7 +14,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { composeBilateral, radiographDicom } from "@kneegrade/samples";
+import { composeBilateral, radiographDicom } from "@kneegrade/sample-radiographs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
 import { waitFor } from "../helpers/env.ts";

@@ -11,7 +11,7 @@ import { type Config, loadConfig } from "@kneegrade/config";
 import { createDb, type Db } from "@kneegrade/db";
 import { type RunningListener, startListener } from "@kneegrade/listener";
 import { createLogger, type Logger } from "@kneegrade/log";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import { Redis } from "ioredis";
 import { type ScuTarget, storescu } from "./dcmtk.ts";
 import type { TestStudy } from "./studies.ts";
@@ -139,5 +139,30 @@ export async function waitFor<T>(
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Polls until a grading job of the study is running (ACTIVE), and returns it. */
+export function activeGradingJob(db: Db, studyInstanceUid: string, timeoutMs: number) {
+  return waitFor(
+    async () =>
+      (await db.gradingJob.findFirst({
+        where: { study: { studyInstanceUid }, status: "ACTIVE" },
+      })) ?? undefined,
+    timeoutMs,
+    "a grading job to start",
+    20,
+  );
+}
+
+type Closable = { close(): Promise<unknown> } | { stop(): Promise<unknown> } | undefined;
+
+/**
+ * Closes what a test file started, one after the other in the order given (consumers before what
+ * they consume), passing over what never started.
+ */
+export async function closeAll(...things: Closable[]): Promise<void> {
+  for (const thing of things) {
+    if (thing) await ("close" in thing ? thing.close() : thing.stop());
   }
 }

@@ -23,7 +23,7 @@ import { WG04_DIR } from "./paths.ts";
 // Randomness
 
 import { LONG_LENGTH_VRS as LONG_VRS } from "@kneegrade/dicom";
-import { mulberry32 } from "@kneegrade/samples";
+import { mulberry32 } from "@kneegrade/sample-radiographs";
 
 export { mulberry32 };
 

@@ -17,7 +17,7 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { extname, join, normalize, sep } from "node:path";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "@kneegrade/samples";
+import { REPO_ROOT } from "@kneegrade/sample-radiographs";
 import { freePort } from "./cli.ts";
 
 const run = promisify(execFile);

@@ -43,6 +43,35 @@ export function orthancBinary(): string | null {
 }
 
 /**
+ * Orthanc's configuration as a test PACS: its database under `dir`/db, both ports on loopback, no
+ * authentication, and it stores and answers C-ECHO for any calling AE that calls `aet`.
+ */
+export function orthancConfig(o: {
+  name: string;
+  dir: string;
+  aet: string;
+  dicomPort: number;
+  httpPort: number;
+}) {
+  return {
+    Name: o.name,
+    StorageDirectory: join(o.dir, "db"),
+    IndexDirectory: join(o.dir, "db"),
+    DicomAet: o.aet,
+    DicomPort: o.dicomPort,
+    HttpPort: o.httpPort,
+    HttpBindAddress: "127.0.0.1",
+    DicomBindAddress: "127.0.0.1",
+    RemoteAccessAllowed: false,
+    AuthenticationEnabled: false,
+    DicomCheckCalledAet: true,
+    DicomAlwaysAllowStore: true,
+    DicomAlwaysAllowEcho: true,
+    Plugins: [] as string[],
+  };
+}
+
+/**
  * `dicomWeb`: also serve DICOMweb (QIDO-RS, WADO-RS, STOW-RS under /dicom-web/, WADO-URI under
  * /wado) through the DICOMweb plugin, as viewers read from a PACS.
  */
@@ -53,22 +82,7 @@ export async function startOrthanc(
   const dir = await mkdtemp(join(tmpdir(), "kneegrade-orthanc-"));
   const dicomPort = await freePort();
   const httpPort = await freePort();
-  const config = {
-    Name: "KneegradeTestPACS",
-    StorageDirectory: join(dir, "db"),
-    IndexDirectory: join(dir, "db"),
-    DicomAet: aet,
-    DicomPort: dicomPort,
-    HttpPort: httpPort,
-    HttpBindAddress: "127.0.0.1",
-    DicomBindAddress: "127.0.0.1",
-    RemoteAccessAllowed: false,
-    AuthenticationEnabled: false,
-    DicomCheckCalledAet: true,
-    DicomAlwaysAllowStore: true,
-    DicomAlwaysAllowEcho: true,
-    Plugins: [] as string[],
-  };
+  const config = orthancConfig({ name: "KneegradeTestPACS", dir, aet, dicomPort, httpPort });
   if (options.dicomWeb) {
     const plugin = dicomWebPlugin();
     if (!plugin) throw new Error("Orthanc's DICOMweb plugin is not installed (orthanc-dicomweb)");

@@ -1,7 +1,7 @@
 /** Where tests find the shared, read-only data set (never copied into the repository). */
-import { SHARED_DATA } from "@kneegrade/samples";
+import { SHARED_DATA } from "@kneegrade/sample-radiographs";
 
-export { REPO_ROOT, SHARED_DATA } from "@kneegrade/samples";
+export { REPO_ROOT, SHARED_DATA } from "@kneegrade/sample-radiographs";
 export const WG04_DIR = `${SHARED_DATA}dicom/wg04/`;
 
 /** The storescu option that proposes each WG04 file's own transfer syntax. */

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { createLogger } from "@kneegrade/log";
-import { SHARED_DATA } from "@kneegrade/samples";
+import { SHARED_DATA } from "@kneegrade/sample-radiographs";
 import { gradeFiles, openModel } from "../../packages/cli/src/grade.ts";
 
 export const REALDX_DIR = `${SHARED_DATA}realdx-dev/`;

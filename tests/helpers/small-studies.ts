@@ -5,7 +5,7 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { composeRadiograph, radiographDicom } from "@kneegrade/samples";
+import { composeRadiograph, radiographDicom } from "@kneegrade/sample-radiographs";
 import { SHARED_DATA } from "./paths.ts";
 import { newUid } from "./studies.ts";
 

@@ -10,15 +10,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createLogger } from "@kneegrade/log";
+import { redeliver } from "@kneegrade/report-jobs";
 import { type RunningReporter, startReporter } from "@kneegrade/reporter";
-import { redeliver } from "@kneegrade/reporting";
-import { composeBilateral, composeRadiograph, radiographDicom } from "@kneegrade/samples";
+import {
+  composeBilateral,
+  composeRadiograph,
+  radiographDicom,
+} from "@kneegrade/sample-radiographs";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { CLI, configEnv } from "../helpers/cli.ts";
 import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
-import { type Harness, pipelineSettings, startHarness, waitFor } from "../helpers/env.ts";
+import {
+  activeGradingJob,
+  type Harness,
+  pipelineSettings,
+  startHarness,
+  waitFor,
+} from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 import { startSwitchProxy } from "../helpers/proxy.ts";
@@ -250,17 +260,7 @@ describe("end to end: storescu → kneegrade → Orthanc", () => {
     });
     const study = await bilateral("killed", ["2/9118689L.png", "3/9026695L.png"]);
     await storescu(h.target, [study.path]);
-    await waitFor(
-      async () => {
-        const j = await h.db.gradingJob.findFirst({
-          where: { study: { studyInstanceUid: study.studyInstanceUid }, status: "ACTIVE" },
-        });
-        return j ?? undefined;
-      },
-      60_000,
-      "the job to start",
-      20,
-    );
+    await activeGradingJob(h.db, study.studyInstanceUid, 60_000);
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
     expect(await studyStatus(study.studyInstanceUid)).toBe("GRADING");

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import { afterAll, expect, it } from "vitest";
 import { REPO_ROOT } from "../helpers/paths.ts";
 

@@ -22,7 +22,7 @@ import { createDb, type Db } from "@kneegrade/db";
 import { type RunningListener, startListener } from "@kneegrade/listener";
 import { createQueue } from "@kneegrade/queue";
 import { type RunningReporter, startReporter } from "@kneegrade/reporter";
-import { composeRadiograph, radiographDicom } from "@kneegrade/samples";
+import { composeRadiograph, radiographDicom } from "@kneegrade/sample-radiographs";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import type { Queue } from "bullmq";
 import dicomParser from "dicom-parser";
@@ -31,6 +31,7 @@ import { dciodvfyErrors, storescu, tool } from "../helpers/dcmtk.ts";
 import {
   capturingLogger,
   cleanupConfig,
+  closeAll,
   pipelineSettings,
   resetDb,
   testConfig,
@@ -171,13 +172,9 @@ describe("header values beyond DICOM limits: storescu → kneegrade → Orthanc"
   }, 300_000);
 
   afterAll(async () => {
-    await reportQueue?.close();
-    await reporter?.close();
-    await worker?.close();
-    await listener?.close();
+    await closeAll(reportQueue, reporter, worker, listener, orthanc);
     await db?.$disconnect();
     if (config) await cleanupConfig(config);
-    await orthanc?.stop();
     await rm(work, { recursive: true, force: true });
   });
 

@@ -6,12 +6,12 @@
  * capped and garbage A-ASSOCIATE-RQs were accepted. Timeouts are shortened for the test; bounds
  * on timing are generous (a loaded CI machine), but each one fails without the guard.
  */
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { selfSignedCert } from "../helpers/certs.ts";
 import { echoscu, storescu, tool } from "../helpers/dcmtk.ts";
 import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { WG04_DIR } from "../helpers/paths.ts";
@@ -82,20 +82,30 @@ const reject = (result: number, source: number, reason: number) => [
   reason,
 ];
 
+/**
+ * Short timeouts; the largest PDU is exactly what kneegrade announces, so peers that respect it
+ * get through.
+ */
+const GUARD_SETTINGS = {
+  LISTENER_ASSOCIATION_TIMEOUT_SECONDS: "2",
+  LISTENER_IDLE_TIMEOUT_SECONDS: "3",
+  LISTENER_MAX_PDU_BYTES: "262144",
+  MAX_ASSOCIATIONS: "2",
+};
+
+/** Caps far below a flood of 200 connections. */
+const CAP_SETTINGS = {
+  LISTENER_MAX_CONNECTIONS: "6",
+  LISTENER_MAX_CONNECTIONS_PER_PEER: "4",
+  MAX_ASSOCIATIONS: "2",
+};
+
 describe("network guard: framing, timeouts and association checks", () => {
   let h: Harness;
 
   beforeAll(async () => {
-    h = await startHarness({
-      LISTENER_ASSOCIATION_TIMEOUT_SECONDS: "2",
-      LISTENER_IDLE_TIMEOUT_SECONDS: "3",
-      // Exactly what kneegrade announces: peers that respect it still get through.
-      LISTENER_MAX_PDU_BYTES: "262144",
-      MAX_ASSOCIATIONS: "2",
-    });
-  });
-  afterAll(async () => {
-    await h?.stop();
+    h = await startHarness(GUARD_SETTINGS);
+    return () => h.stop();
   });
 
   /**
@@ -251,14 +261,8 @@ describe("network guard: connection caps", () => {
   let h: Harness;
 
   beforeAll(async () => {
-    h = await startHarness({
-      LISTENER_MAX_CONNECTIONS: "6",
-      LISTENER_MAX_CONNECTIONS_PER_PEER: "4",
-      MAX_ASSOCIATIONS: "2",
-    });
-  });
-  afterAll(async () => {
-    await h?.stop();
+    h = await startHarness(CAP_SETTINGS);
+    return () => h.stop();
   });
 
   it("closes connections beyond the per-peer and total caps at once, and recovers", async () => {
@@ -295,17 +299,9 @@ describe("network guard over TLS", () => {
   let cert: string;
 
   beforeAll(async () => {
-    const dir = mkdtempSync(join(tmpdir(), "kneegrade-guard-tls-"));
-    const key = join(dir, "key.pem");
-    cert = join(dir, "cert.pem");
-    execFileSync(
-      "openssl",
-      [
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=guard"],
-        ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-      ].flat(),
-      { stdio: "ignore" },
-    );
+    const made = selfSignedCert(mkdtempSync(join(tmpdir(), "kneegrade-guard-tls-")), "guard");
+    const key = made.key;
+    cert = made.cert;
     h = await startHarness({
       LISTENER_TLS_KEY: key,
       LISTENER_TLS_CERT: cert,

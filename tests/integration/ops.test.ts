@@ -9,7 +9,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDb, type Db } from "@kneegrade/db";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configEnv, kill, metricsPortOf, startServe } from "../helpers/cli.ts";
 import { storescu } from "../helpers/dcmtk.ts";

@@ -1,6 +1,6 @@
 import type { Db } from "@kneegrade/db";
+import { reportUids } from "@kneegrade/dicom-writers";
 import { createLogger } from "@kneegrade/log";
-import { reportUids } from "@kneegrade/reports";
 import { buildReviewApp, localPath } from "@kneegrade/review";
 import { addUser, passwordProblem } from "@kneegrade/review-data";
 import type { Queue } from "bullmq";

@@ -11,13 +11,13 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { signedSrUid } from "@kneegrade/dicom-writers";
 import { createLogger } from "@kneegrade/log";
+import { redeliver } from "@kneegrade/report-jobs";
 import { type RunningReporter, startReporter } from "@kneegrade/reporter";
-import { redeliver } from "@kneegrade/reporting";
-import { signedSrUid } from "@kneegrade/reports";
 import { buildReviewApp, type RunningReview, startReview } from "@kneegrade/review";
 import { addUser, disableUser } from "@kneegrade/review-data";
-import { composeBilateral, radiographDicom } from "@kneegrade/samples";
+import { composeBilateral, radiographDicom } from "@kneegrade/sample-radiographs";
 import { type RunningWorker, startWorker } from "@kneegrade/worker";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -25,7 +25,7 @@ import { collectStatus } from "../../packages/cli/src/status.ts";
 import { selfSignedCert } from "../helpers/certs.ts";
 import { CLI, configEnv, freePort, kill, startServe } from "../helpers/cli.ts";
 import { dciodvfyErrors, storescu } from "../helpers/dcmtk.ts";
-import { type Harness, pipelineSettings, startHarness, waitFor } from "../helpers/env.ts";
+import { closeAll, type Harness, pipelineSettings, startHarness, waitFor } from "../helpers/env.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
 import { REPO_ROOT, SHARED_DATA } from "../helpers/paths.ts";
 import { newUid } from "../helpers/studies.ts";
@@ -129,12 +129,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
   }, 300_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await review?.close();
-    await reporter?.close();
-    await worker?.close();
-    await h?.stop();
-    await orthanc?.stop();
+    await closeAll(browser, review, reporter, worker, h, orthanc);
     await rm(work, { recursive: true, force: true });
   });
 

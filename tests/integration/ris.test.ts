@@ -10,22 +10,21 @@
  * spooled, carries the patient data, with HL7 delimiters in it on purpose.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Config, loadConfig } from "@kneegrade/config";
 import { QUEUES, signedReportJobId, studyRevisionJobId } from "@kneegrade/contracts";
 import { createDb, type Db } from "@kneegrade/db";
+import { reportUids, signedSrUid } from "@kneegrade/dicom-writers";
 import { createMetrics } from "@kneegrade/ops";
 import { createQueue } from "@kneegrade/queue";
+import { redeliver } from "@kneegrade/report-jobs";
 import {
   pacsPeer,
   processReportJob,
   type RunningReporter,
   startReporter,
 } from "@kneegrade/reporter";
-import { redeliver } from "@kneegrade/reporting";
-import { reportUids, signedSrUid } from "@kneegrade/reports";
 import { buildReviewApp } from "@kneegrade/review";
 import { addUser } from "@kneegrade/review-data";
 import { checkFhir, checkHl7, postTransaction, resultOutputs, sendResult } from "@kneegrade/ris";
@@ -41,7 +40,7 @@ import type {
 import dcmjs from "dcmjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
-import { selfSignedCert } from "../helpers/certs.ts";
+import { mutualTlsCerts } from "../helpers/certs.ts";
 import { configEnv, kill, metricsPortOf, startServe } from "../helpers/cli.ts";
 import { capturingLogger, cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
 import { type FhirTestServer, startFhirServer } from "../helpers/fhir.ts";
@@ -323,6 +322,31 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
     await reportJob(s);
     return { s, aiSr };
   };
+  /**
+   * A study reported while the HL7 peer answers `answer` (AE, AR) to every ORU, once its ORU is a
+   * dead letter (and, with `studyReported`, the study REPORTED too).
+   */
+  const deadLettered = async (
+    answer: "AE" | "AR",
+    accession: string,
+    timeoutMs: number,
+    studyReported = false,
+  ) => {
+    hl7.answer = answer;
+    const { s, aiSr } = await reported(accession);
+    const dead = await deliveriesWhen(
+      aiSr,
+      async (d) => {
+        if (d.HL7?.status !== "FAILED") return false;
+        if (!studyReported) return true;
+        const study = await db.study.findUnique({ where: { id: s.studyId } });
+        return study?.status === "REPORTED";
+      },
+      timeoutMs,
+      `the dead letter of an ORU answered ${answer}`,
+    );
+    return { s, aiSr, dead };
+  };
 
   const reportFor = async (s: Seeded) => {
     const bundle = await fhir.repo.search<DiagnosticReport>({
@@ -442,9 +466,7 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
   });
 
   it("sends the ORU over MLLP with mutual TLS to node-hl7-server's TLS listener, and is refused without a client certificate", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "kneegrade-hl7-tls-"));
-    const server = selfSignedCert(await mkdtemp(join(dir, "s-")));
-    const client = selfSignedCert(await mkdtemp(join(dir, "c-")), "kneegrade-client");
+    const { dir, server, client } = await mutualTlsCerts("kneegrade-hl7-tls-");
     const secure = await startHl7Peer({ tls: { ...server, clientCa: client.cert } });
     try {
       const env = (more: Record<string, string>) => ({
@@ -494,9 +516,7 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
   }, 30_000);
 
   it("reaches a FHIR server that requires a client certificate (mTLS), and is refused without one", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "kneegrade-fhir-tls-"));
-    const server = selfSignedCert(await mkdtemp(join(dir, "s-")));
-    const client = selfSignedCert(await mkdtemp(join(dir, "c-")), "kneegrade-client");
+    const { dir, server, client } = await mutualTlsCerts("kneegrade-fhir-tls-");
     const secure = await startFhirServer({ tls: { ...server, clientCa: client.cert } });
     try {
       const bundle: Bundle = {
@@ -664,14 +684,7 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
   }, 60_000);
 
   it("dead-letters an ORU the RIS answers AE after the last attempt, and redelivers it", async () => {
-    hl7.answer = "AE";
-    const { s, aiSr } = await reported("ACC-AE");
-    const dead = await deliveriesWhen(
-      aiSr,
-      (d) => d.HL7?.status === "FAILED",
-      30_000,
-      "the dead letter",
-    );
+    const { s, aiSr, dead } = await deadLettered("AE", "ACC-AE", 30_000);
     expect(dead.HL7!.attempts).toBe(ATTEMPTS);
     expect(dead.HL7!.lastError).toMatch(/HL7 peer answered AE/);
     expect(dead.FHIR!.status).toBe("SENT");
@@ -702,17 +715,7 @@ describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's 
   }, 60_000);
 
   it("dead-letters an ORU the RIS rejects (AR) at once: no retry can change it", async () => {
-    hl7.answer = "AR";
-    const { s, aiSr } = await reported("ACC-AR");
-    const dead = await deliveriesWhen(
-      aiSr,
-      async (d) => {
-        const study = await db.study.findUnique({ where: { id: s.studyId } });
-        return d.HL7?.status === "FAILED" && study?.status === "REPORTED";
-      },
-      20_000,
-      "the rejected ORU's dead letter",
-    );
+    const { s, aiSr, dead } = await deadLettered("AR", "ACC-AR", 20_000, true);
     hl7.answer = "AA";
     expect(dead.HL7).toMatchObject({ attempts: 1 });
     expect(dead.HL7!.lastError).toMatch(/HL7 peer answered AR/);

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
 import { createDb, type Db } from "@kneegrade/db";
 import { createQueue } from "@kneegrade/queue";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import type { Job } from "bullmq";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { configEnv, kill } from "../helpers/cli.ts";

@@ -6,7 +6,7 @@
  *
  * Errors fail the test, and so does any pixelmed warning on the Comprehensive SRs: their content
  * trees follow the templates row by row. dciodvfy's warnings are listed with their reasons in
- * packages/reports/README.md ("Validation"). pixelmed has no rules for the Secondary Capture IOD
+ * packages/dicom-writers/README.md ("Validation"). pixelmed has no rules for the Secondary Capture IOD
  * (it says "IOD (SOP Class) unrecognized"): dciodvfy alone validates the SC, and the test says so
  * rather than count pixelmed's silence as a pass.
  */
@@ -18,35 +18,16 @@ import {
   writeBasicTextSr,
   writeComprehensiveSr,
   writeSecondaryCapture,
-} from "@kneegrade/reports";
+} from "@kneegrade/dicom-writers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   fixture,
   fixtureWithImages,
   signedRevision,
-} from "../../packages/reports/src/test-support.ts";
+  withArthroplasty,
+} from "../../packages/dicom-writers/src/test-support.ts";
 import { dciodvfyErrors } from "../helpers/dcmtk.ts";
 import { type PixelmedVerdict, pixelmedSr } from "../helpers/pixelmed.ts";
-
-/** The fixture with its left knee a knee arthroplasty, found but not graded. */
-function withArthroplasty(input: ReportInput): ReportInput {
-  const [right, left] = input.knees;
-  return {
-    ...input,
-    knees: [right!],
-    notGraded: [
-      {
-        laterality: "L",
-        lateralitySource: left!.lateralitySource,
-        code: "ARTHROPLASTY",
-        reason: "knee arthroplasty — not graded",
-        localisationScore: 0.52,
-        source: left!.source,
-        region: left!.region,
-      },
-    ],
-  };
-}
 
 /** The radiologist's signed revision of the fixture's AI SR, signed by a name beyond ASCII. */
 const signed = (input: ReportInput) =>

@@ -12,7 +12,8 @@ import { prepareDicom } from "@kneegrade/grading";
 import { Ensemble } from "@kneegrade/inference";
 import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
-import { composeBilateral, radiographDicom, testModel } from "@kneegrade/samples";
+import { composeBilateral, radiographDicom } from "@kneegrade/sample-radiographs";
+import { testModel } from "@kneegrade/test-models";
 import { type RunningWorker, startPreparePool, startWorker } from "@kneegrade/worker";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {

@@ -7,22 +7,22 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
+import { reportText, writeComprehensiveSr } from "@kneegrade/dicom-writers";
 import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
-import { buildReportInput } from "@kneegrade/reporting";
-import { reportText, writeComprehensiveSr } from "@kneegrade/reports";
+import { buildReportInput } from "@kneegrade/report-jobs";
 import {
   composeBilateral,
   composeRadiograph,
   radiographDicom,
-  testModel,
-} from "@kneegrade/samples";
+} from "@kneegrade/sample-radiographs";
+import { testModel } from "@kneegrade/test-models";
 import { processGradeJob, type RunningWorker, startWorker } from "@kneegrade/worker";
 import type { Queue } from "bullmq";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { storescu } from "../helpers/dcmtk.ts";
-import { type Harness, startHarness, waitFor } from "../helpers/env.ts";
+import { activeGradingJob, closeAll, type Harness, startHarness, waitFor } from "../helpers/env.ts";
 import { SHARED_DATA } from "../helpers/paths.ts";
 import { newUid } from "../helpers/studies.ts";
 
@@ -62,8 +62,7 @@ describe("worker (listener → grade-study → worker → report-study)", () => 
     worker = undefined;
   });
   afterAll(async () => {
-    await reportQueue.close();
-    await h.stop();
+    await closeAll(reportQueue, h);
     await rm(work, { recursive: true, force: true });
   });
 
@@ -277,17 +276,7 @@ describe("worker (listener → grade-study → worker → report-study)", () => 
     worker = await startWorker(h.config, h.db, quiet);
     const study = await bilateralStudy("shutdown");
     await storescu(h.target, [study.path]);
-    const active = await waitFor(
-      async () => {
-        const j = await h.db.gradingJob.findFirst({
-          where: { study: { studyInstanceUid: study.studyInstanceUid }, status: "ACTIVE" },
-        });
-        return j ?? undefined;
-      },
-      30_000,
-      "an active job",
-      25,
-    );
+    const active = await activeGradingJob(h.db, study.studyInstanceUid, 30_000);
     await worker.close();
     worker = undefined;
     const after = await h.db.gradingJob.findUniqueOrThrow({ where: { id: active.id } });

@@ -14,7 +14,7 @@ import {
   composeBilateral,
   composeRadiograph,
   radiographDicom,
-} from "@kneegrade/samples";
+} from "@kneegrade/sample-radiographs";
 import { CLI } from "../helpers/cli.ts";
 import { tool } from "../helpers/dcmtk.ts";
 import { WG04_DIR } from "../helpers/paths.ts";

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
 import { createDb } from "@kneegrade/db";
 import { createQueue } from "@kneegrade/queue";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import { freePort } from "../helpers/cli.ts";
 import { REPO_ROOT } from "../helpers/paths.ts";
 import {

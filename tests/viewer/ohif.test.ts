@@ -14,18 +14,18 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUid } from "@kneegrade/dicom";
-import { type ReportInput, writeComprehensiveSr } from "@kneegrade/reports";
+import { type ReportInput, writeComprehensiveSr } from "@kneegrade/dicom-writers";
 import {
   type ComposedRadiograph,
   composeBilateral,
   REPO_ROOT,
   radiographDicom,
   SHARED_DATA,
-} from "@kneegrade/samples";
+} from "@kneegrade/sample-radiographs";
 import { type Browser, chromium, type Page } from "playwright-core";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cropPng, fixture, signedRevision } from "../../packages/reports/src/test-support.ts";
+import { cropPng, fixture, signedRevision } from "../../packages/dicom-writers/src/test-support.ts";
 import { ohifDist, type RunningOhif, startOhif } from "../helpers/ohif.ts";
 import {
   dicomWebPlugin,

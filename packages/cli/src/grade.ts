@@ -13,9 +13,6 @@ import {
   kneeRegion,
   openPredictor,
 } from "@kneegrade/grading";
-import type { Ensemble, KneePrediction } from "@kneegrade/inference";
-import { cropFromImageFile } from "@kneegrade/knee";
-import type { Logger } from "@kneegrade/log";
 import {
   type CalibrationMetrics,
   calibrationMetrics,
@@ -23,7 +20,10 @@ import {
   type EvaluationMetrics,
   evaluationMetrics,
   reliabilitySvg,
-} from "@kneegrade/metrics";
+} from "@kneegrade/grading-metrics";
+import type { Ensemble, KneePrediction } from "@kneegrade/inference";
+import { cropFromImageFile } from "@kneegrade/knee";
+import type { Logger } from "@kneegrade/log";
 import { SingleBar } from "cli-progress";
 import Table from "cli-table3";
 import sharp from "sharp";
@@ -317,7 +317,7 @@ export function evaluationDocument(
   };
 }
 
-/** `<dir>/confusion.png` and `<dir>/reliability.png` (SVG from @kneegrade/metrics, rasterised by sharp). */
+/** `<dir>/confusion.png` and `<dir>/reliability.png` (SVG from @kneegrade/grading-metrics, rasterised by sharp). */
 export async function writeEvaluationCharts(
   dir: string,
   m: Evaluation,

@@ -3,7 +3,7 @@ import { type Config, ConfigError, loadConfig } from "@kneegrade/config";
 import { createDb } from "@kneegrade/db";
 import { cEcho, collectFiles, cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import { createLogger } from "@kneegrade/log";
-import { redeliver } from "@kneegrade/reporting";
+import { redeliver } from "@kneegrade/report-jobs";
 import { addUser, disableUser, ROLES, setPassword } from "@kneegrade/review-data";
 import { Command, Option } from "commander";
 import {

@@ -7,7 +7,6 @@
 import type { Config } from "@kneegrade/config";
 import { QUEUES } from "@kneegrade/contracts";
 import { createDb } from "@kneegrade/db";
-import { loadRoutingRules } from "@kneegrade/dicom";
 import { startListener } from "@kneegrade/listener";
 import { errorFields, type Logger } from "@kneegrade/log";
 import {
@@ -23,6 +22,7 @@ import {
 import { createQueue } from "@kneegrade/queue";
 import { startReporter } from "@kneegrade/reporter";
 import { startReview } from "@kneegrade/review";
+import { loadRoutingRules } from "@kneegrade/routing";
 import { type RunningWorker, startWorker, startWorkerThread } from "@kneegrade/worker";
 
 export const SERVICES = ["listener", "worker", "reporter", "review"] as const;

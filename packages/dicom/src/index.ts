@@ -4,7 +4,6 @@ export * from "./files.ts";
 export * from "./header.ts";
 export * from "./limits.ts";
 export * from "./part10.ts";
-export * from "./routing.ts";
 export * from "./scu.ts";
 export * from "./status.ts";
 export * from "./uids.ts";

@@ -13,8 +13,8 @@ import {
   composeBilateral,
   composeRadiograph,
   radiographDicom,
-  testModel,
-} from "@kneegrade/samples";
+} from "@kneegrade/sample-radiographs";
+import { testModel } from "@kneegrade/test-models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
 import { gradeDicom, type KneePredictor } from "./grade.ts";

@@ -5,12 +5,12 @@
  * bottom edges.
  */
 import { readdir, readFile } from "node:fs/promises";
-import { Ensemble } from "@kneegrade/inference";
+import type { Ensemble } from "@kneegrade/inference";
 import { cropFromImageFile } from "@kneegrade/knee";
 import { createLogger } from "@kneegrade/log";
-import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
+import { openTestModel } from "../../inference/src/test-support.ts";
 
 const VAL = `${SHARED_DATA}knee-kl/val/`;
 const PER_GRADE = 5;
@@ -31,12 +31,7 @@ function bandMean(data: Float32Array, width: number, height: number, r0: number,
 describe("heat map on real knee crops", () => {
   let ensemble: Ensemble;
   beforeAll(async () => {
-    ensemble = await Ensemble.open({
-      modelDir: await testModel("test"),
-      allowTestModel: true,
-      intraOpThreads: 1,
-      logger: createLogger("heatmap-test", "error"),
-    });
+    ensemble = await openTestModel("test", { logger: createLogger("heatmap-test", "error") });
   }, 600_000);
   afterAll(async () => {
     await ensemble?.close();

@@ -1,22 +1,15 @@
 /** The micro-batcher around the real smoke-model ensemble. */
 
-import { testModel } from "@kneegrade/samples";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatcherClosedError, type BatchInfo, MicroBatcher } from "./batcher.ts";
-import { Ensemble } from "./runtime.ts";
-import { captureLogger, syntheticCrops } from "./test-support.ts";
+import type { Ensemble } from "./runtime.ts";
+import { openTestModel, syntheticCrops } from "./test-support.ts";
 import type { KneePrediction } from "./types.ts";
 
 let ensemble: Ensemble;
 
 beforeAll(async () => {
-  ensemble = await Ensemble.open({
-    modelDir: await testModel("smoke"),
-    allowTestModel: true,
-    intraOpThreads: 1,
-    maxBatch: 64,
-    logger: captureLogger().logger,
-  });
+  ensemble = await openTestModel("smoke", { maxBatch: 64 });
 });
 afterAll(async () => {
   await ensemble?.close();

@@ -23,14 +23,5 @@ export {
 } from "./manifest.ts";
 export { argmax, poolProbabilities, sharpen, softmax } from "./pooling.ts";
 export { Ensemble, type EnsembleOptions } from "./runtime.ts";
-export type {
-  Crop,
-  EnsembleMember,
-  Heatmap,
-  InputSize,
-  KneePrediction,
-  MemberPrediction,
-  MemberTiming,
-  PredictTimings,
-  RawMemberOutputs,
-} from "./types.ts";
+// Every type of the ensemble's inputs and outputs.
+export type * from "./types.ts";

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InferenceError } from "./errors.ts";
 import { loadModel, modelVersion } from "./manifest.ts";

@@ -1,7 +1,7 @@
 /** The ensemble in onnxruntime-node against the smoke model the models/ toolkit built. */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { testModel } from "@kneegrade/samples";
+import { testModel } from "@kneegrade/test-models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { upsampleAdd } from "./heatmap.ts";
 import { poolProbabilities, sharpen, softmax } from "./pooling.ts";
@@ -287,14 +287,18 @@ describe("Ensemble", () => {
 });
 
 describe("provider fallback", () => {
-  it("falls back past a provider that does not exist, with a warning per member", async () => {
+  /** Opens the smoke model with these providers; the log lines it wrote come back beside it. */
+  const openWith = (providers: string[]) => {
     const { logger, lines } = captureLogger();
-    const e = await Ensemble.open({
-      modelDir: dir,
-      allowTestModel: true,
-      providers: ["no-such-ep", "cpu"],
-      logger,
-    });
+    return {
+      opened: Ensemble.open({ modelDir: dir, allowTestModel: true, providers, logger }),
+      lines,
+    };
+  };
+
+  it("falls back past a provider that does not exist, with a warning per member", async () => {
+    const { opened, lines } = openWith(["no-such-ep", "cpu"]);
+    const e = await opened;
     expect(e.members.map((m) => m.provider)).toEqual(["cpu", "cpu"]);
     const warnings = lines.filter((l) => l.event === "inference.provider-unavailable");
     expect(warnings).toHaveLength(2);
@@ -308,13 +312,8 @@ describe("provider fallback", () => {
   });
 
   it("uses webgpu where it works and falls back to the CPU where it does not", async () => {
-    const { logger, lines } = captureLogger();
-    const e = await Ensemble.open({
-      modelDir: dir,
-      allowTestModel: true,
-      providers: ["webgpu", "cpu"],
-      logger,
-    });
+    const { opened, lines } = openWith(["webgpu", "cpu"]);
+    const e = await opened;
     const warned = lines
       .filter((l) => l.event === "inference.provider-unavailable" && l.provider === "webgpu")
       .map((l) => l.member);
@@ -329,13 +328,7 @@ describe("provider fallback", () => {
   });
 
   it("fails clearly when no provider in the list works", async () => {
-    const { logger } = captureLogger();
-    const opened = Ensemble.open({
-      modelDir: dir,
-      allowTestModel: true,
-      providers: ["no-such-ep", "neither"],
-      logger,
-    });
+    const { opened } = openWith(["no-such-ep", "neither"]);
     await expect(opened).rejects.toMatchObject({ name: "InferenceError", code: "NO_PROVIDER" });
     await expect(opened).rejects.toThrow(
       /member tiny_a: none of the execution providers \[no-such-ep, neither\] could create a session/,

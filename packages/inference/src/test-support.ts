@@ -3,6 +3,8 @@ import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger, type Logger } from "@kneegrade/log";
+import { type TestModelName, testModel } from "@kneegrade/test-models";
+import { Ensemble, type EnsembleOptions } from "./runtime.ts";
 
 /** Deterministic synthetic 8-bit grey crops (smooth bands plus noise): no patient data. */
 export function syntheticCrops(
@@ -62,4 +64,21 @@ export async function copyModel(
 /** `manifest.members` of a parsed manifest, typed loosely for edits. */
 export function membersOf(manifest: Record<string, unknown>): Record<string, unknown>[] {
   return manifest.members as Record<string, unknown>[];
+}
+
+/**
+ * A test model (built by models/ once, then cached) opened for a test file: one intra-op thread,
+ * so that test files running side by side do not compete for cores; its log kept out of the output.
+ */
+export async function openTestModel(
+  name: TestModelName,
+  options: Omit<EnsembleOptions, "modelDir" | "allowTestModel"> = {},
+): Promise<Ensemble> {
+  return Ensemble.open({
+    modelDir: await testModel(name),
+    allowTestModel: true,
+    intraOpThreads: 1,
+    logger: captureLogger().logger,
+    ...options,
+  });
 }

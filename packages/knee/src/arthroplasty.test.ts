@@ -4,7 +4,7 @@ import {
   IMPLANT_KINDS,
   type ImplantKind,
   onProsthesis,
-} from "@kneegrade/samples";
+} from "@kneegrade/sample-radiographs";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";

@@ -3,7 +3,7 @@
  * collimation, burned-in side markers: CLINICAL_LOOK), the demo's studies among them.
  */
 import { readdirSync } from "node:fs";
-import { composeClinicalBilateral, demoCrops } from "@kneegrade/samples";
+import { composeClinicalBilateral, demoCrops } from "@kneegrade/sample-radiographs";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
 import { findKnees } from "./find.ts";

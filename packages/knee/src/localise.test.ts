@@ -1,5 +1,9 @@
 import { readdirSync, readFileSync } from "node:fs";
-import { composeBilateral, composeRadiograph, type PlacedKnee } from "@kneegrade/samples";
+import {
+  composeBilateral,
+  composeRadiograph,
+  type PlacedKnee,
+} from "@kneegrade/sample-radiographs";
 import dicomParser from "dicom-parser";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA, WG04_DIR } from "../../../tests/helpers/paths.ts";
@@ -184,42 +188,29 @@ describe("deciding which candidates are knees", () => {
       { ...x, score: a },
       { ...y, score: b },
     ];
+  /** A pair of candidates side by side (scores from the search), re-matched to `rematched`. */
+  const decidePair = (scores: [number, number], rematched: [number, number]) =>
+    decideKnees([knee(300, scores[0]), knee(900, scores[1])], thresholds, rescored(...rematched));
 
   it("keeps a pair whose re-matched scores still reach their thresholds", async () => {
-    const knees = await decideKnees(
-      [knee(300, 0.6), knee(900, 0.5)],
-      thresholds,
-      rescored(0.58, 0.43),
-    );
+    const knees = await decidePair([0.6, 0.5], [0.58, 0.43]);
     expect(knees.map((k) => k.score)).toEqual([0.58, 0.43]);
   });
 
   it("drops a second knee whose score fell below the pair threshold when re-matched", async () => {
-    // The reported bug: a second knee checked before refinement was kept at -0.04 after it.
-    const knees = await decideKnees(
-      [knee(300, 0.6), knee(900, 0.5)],
-      thresholds,
-      rescored(0.61, -0.04),
-    );
+    // Checked only before refinement, this second knee would be kept at -0.04 after it.
+    const knees = await decidePair([0.6, 0.5], [0.61, -0.04]);
     expect(knees).toEqual([knee(300, 0.6)]);
   });
 
   it("drops the pair when neither re-matched score reaches the knee threshold", async () => {
-    const knees = await decideKnees(
-      [knee(300, 0.46), knee(900, 0.5)],
-      thresholds,
-      rescored(0.44, 0.44),
-    );
+    const knees = await decidePair([0.46, 0.5], [0.44, 0.44]);
     expect(knees).toEqual([knee(300, 0.46)]);
   });
 
   it("keeps the pair when either re-matched knee reaches the knee threshold and the other the pair threshold", async () => {
     // At one size the better match may change sides: the pair is judged as a pair.
-    const knees = await decideKnees(
-      [knee(300, 0.46), knee(900, 0.5)],
-      thresholds,
-      rescored(0.43, 0.5),
-    );
+    const knees = await decidePair([0.46, 0.5], [0.43, 0.5]);
     expect(knees.map((k) => k.score)).toEqual([0.43, 0.5]);
   });
 

@@ -1,5 +1,5 @@
 import { readdirSync } from "node:fs";
-import { mulberry32 } from "@kneegrade/samples";
+import { mulberry32 } from "@kneegrade/sample-radiographs";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";

@@ -4,7 +4,7 @@
  * upside-down knees; the verifier (verify.ts) refuses those as "not an AP/PA knee view".
  */
 import { readdirSync } from "node:fs";
-import { composeBilateral, drawFoot } from "@kneegrade/samples";
+import { composeBilateral, drawFoot } from "@kneegrade/sample-radiographs";
 import { describe, expect, it } from "vitest";
 import { SHARED_DATA } from "../../../tests/helpers/paths.ts";
 import { findKnees } from "./find.ts";

@@ -1,11 +1,11 @@
 /**
  * Agreement monitoring: for every knee of the latest signature of each graded revision in a window,
  * the AI's grade against the radiologist's (knees marked not gradable are counted apart). The same
- * figures as `kneegrade evaluate` (@kneegrade/metrics), the radiologist's grade taken as the truth.
+ * figures as `kneegrade evaluate` (@kneegrade/grading-metrics), the radiologist's grade taken as the truth.
  */
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
-import { evaluationMetrics } from "@kneegrade/metrics";
+import { evaluationMetrics } from "@kneegrade/grading-metrics";
 
 export interface AgreementReport {
   windowDays: number;

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
-import { reportUids, SR_SOP_CLASSES } from "@kneegrade/reports";
+import { reportUids, SR_SOP_CLASSES } from "@kneegrade/dicom-writers";
 import { type FhirPeer, fhirTransaction, postTransaction } from "./fhir.ts";
 import { type Hl7Peer, oruR01, sendMllp } from "./hl7.ts";
 import { buildStudyResult } from "./result.ts";

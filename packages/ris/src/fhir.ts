@@ -17,7 +17,7 @@
 import { createHash } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { KL_GRADE_WORDS } from "@kneegrade/reports";
+import { KL_GRADE_WORDS } from "@kneegrade/dicom-writers";
 import type {
   Bundle,
   BundleEntry,
@@ -181,14 +181,7 @@ function patientEntry(
     ...(fhirDate(ctx.patientBirthDate) ? { birthDate: fhirDate(ctx.patientBirthDate) } : {}),
   };
   const fullUrl = urn(`patient:${result.aiSrSopInstanceUid}`);
-  return {
-    entry: {
-      fullUrl,
-      resource: patient,
-      request: { method: "POST", url: "Patient", ifNoneExist: token(identifier) },
-    },
-    ref: { reference: fullUrl },
-  };
+  return { entry: createUnlessExists(fullUrl, patient, identifier), ref: { reference: fullUrl } };
 }
 
 /**
@@ -233,11 +226,7 @@ function imagingStudyEntry(
   };
   const fullUrl = urn(`study:${result.aiSrSopInstanceUid}`);
   return {
-    entry: {
-      fullUrl,
-      resource: study,
-      request: { method: "POST", url: "ImagingStudy", ifNoneExist: token(studyId) },
-    },
+    entry: createUnlessExists(fullUrl, study, studyId),
     ref: { reference: fullUrl, display: `Study ${ctx.studyInstanceUid}` },
   };
 }
@@ -266,12 +255,22 @@ function deviceEntry(result: StudyResult): { entry: BundleEntry } {
       },
     ],
   };
+  return { entry: createUnlessExists(urn(`device:${algorithm.version}`), device, modelId) };
+}
+
+/**
+ * A conditional create: the server adds `resource` only when none of its type carries
+ * `identifier`, so the hospital's own Patient, ImagingStudy and Device stay as they are.
+ */
+function createUnlessExists(
+  fullUrl: string,
+  resource: Patient | ImagingStudy | Device,
+  identifier: Identifier,
+): BundleEntry {
   return {
-    entry: {
-      fullUrl: urn(`device:${algorithm.version}`),
-      resource: device,
-      request: { method: "POST", url: "Device", ifNoneExist: token(modelId) },
-    },
+    fullUrl,
+    resource,
+    request: { method: "POST", url: resource.resourceType, ifNoneExist: token(identifier) },
   };
 }
 

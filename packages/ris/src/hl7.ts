@@ -15,7 +15,7 @@
  */
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { KL_GRADE_WORDS } from "@kneegrade/reports";
+import { KL_GRADE_WORDS } from "@kneegrade/dicom-writers";
 import { Message, MLLPCodec } from "node-hl7-client";
 import { HL7_2_5_1 } from "node-hl7-client/hl7";
 import type { ResultKnee, StudyResult } from "./result.ts";

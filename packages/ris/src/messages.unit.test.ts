@@ -3,7 +3,7 @@
  * them to real ones): HL7 delimiters anywhere in the text survive a round trip through an HL7
  * parser, statuses map P/F/C, and a study without a Patient ID still makes a usable Bundle.
  */
-import { kneeFindingCode } from "@kneegrade/reports";
+import { kneeFindingCode } from "@kneegrade/dicom-writers";
 import type { DiagnosticReport, Observation } from "@medplum/fhirtypes";
 import { Message } from "node-hl7-client";
 import { describe, expect, it } from "vitest";

@@ -6,7 +6,6 @@
  */
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
-import { buildReportInputWithIds } from "@kneegrade/reporting";
 import {
   type KneeDecision,
   type KneeFinding,
@@ -15,7 +14,8 @@ import {
   type SourceImage,
   type StudyContext,
   trackingUid,
-} from "@kneegrade/reports";
+} from "@kneegrade/dicom-writers";
+import { buildReportInputWithIds } from "@kneegrade/report-jobs";
 
 export type ResultStatus = "preliminary" | "final" | "amended";
 

@@ -1,8 +1,8 @@
 /**
- * Rate limit for the audit rows of refusals. Every refused association or object used to add a
- * row, so an unauthenticated sender could grow the database without bound. Now each peer address
- * gets `perMinute` rows per minute; what is held back is counted and written as one
- * `audit.suppressed` row per peer and minute (so the flood itself stays visible).
+ * Rate limit for the audit rows of refusals: were every refused association or object to add a
+ * row, an unauthenticated sender could grow the database without bound. Each peer address gets
+ * `perMinute` rows per minute; what is held back is counted and written as one `audit.suppressed`
+ * row per peer and minute (so the flood itself stays visible).
  */
 import type { Db } from "@kneegrade/db";
 import type { Logger } from "@kneegrade/log";

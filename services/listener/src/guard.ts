@@ -2,10 +2,10 @@
  * The network guard: what an unauthenticated TCP peer may make the listener hold.
  *
  * dcmjs-dimse reads the socket with `socket.on("data")` and concatenates every chunk of a PDU until
- * the length its header declares has arrived, so a header declaring 4 GiB made the listener buffer
- * whatever the peer sent (136 MiB in one connection was measured). Its association timeout never
- * fires for server sockets (it counts from a `connect` event that only client sockets emit), and
- * nothing bounded the number of TCP connections. This module sits between the socket and
+ * the length its header declares has arrived, so on its own a header declaring 4 GiB makes the
+ * listener buffer whatever the peer sends (136 MiB in one connection measured). Its association
+ * timeout never fires for server sockets (it counts from a `connect` event that only client sockets
+ * emit), and it does not bound the number of TCP connections. This module sits between the socket and
  * dcmjs-dimse (`guardConnection`: dcmjs-dimse's `data` listeners are moved behind the guard) and:
  *
  * - follows the PDU framing (6-byte header: type, reserved, uint32 BE length) across chunk
@@ -32,9 +32,9 @@ import {
   abortPdu,
   associateRjPdu,
   checkAssociateRqFields,
-  HEADER_BYTES,
   PDU_TYPE,
   PduAssembler,
+  PduHeader,
   type RqVerdict,
 } from "./pdu.ts";
 
@@ -70,8 +70,7 @@ type Phase = "awaiting-rq" | "awaiting-accept" | "associated" | "closing";
  */
 export class ConnectionGuard {
   private phase: Phase = "awaiting-rq";
-  private readonly header = Buffer.alloc(HEADER_BYTES);
-  private headerFill = 0;
+  private readonly header = new PduHeader();
   /** Body bytes of the current PDU still to come. */
   private bodyLeft = 0;
   /** The RQ's checked fields while they arrive; undefined once checked. */
@@ -154,13 +153,9 @@ export class ConnectionGuard {
         pos += n;
         continue;
       }
-      const n = Math.min(HEADER_BYTES - this.headerFill, chunk.length - pos);
-      chunk.copy(this.header, this.headerFill, pos, pos + n);
-      this.headerFill += n;
-      pos += n;
-      if (this.headerFill < HEADER_BYTES) continue;
-      this.headerFill = 0;
-      if (!this.onHeader(this.header[0]!, this.header.readUInt32BE(2))) return;
+      pos += this.header.take(chunk, pos);
+      if (!this.header.complete()) continue;
+      if (!this.onHeader(this.header.type, this.header.length)) return;
     }
     if (this.holding) {
       // Copied: a few dozen bytes per connection (an A-ABORT and the RQ's first 42 bytes at

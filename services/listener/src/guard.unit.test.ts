@@ -199,13 +199,9 @@ describe("ConnectionGuard idle timer and responses", () => {
 
 describe("association request fields", () => {
   it("accepts protocol version 1 only, and printable AE titles", () => {
-    const fields = (version: number, called: Buffer, calling: Buffer) => {
-      const b = Buffer.alloc(36);
-      b.writeUInt16BE(version, 0);
-      called.copy(b, 4);
-      calling.copy(b, 20);
-      return b;
-    };
+    // Protocol version (uint16 BE), 2 reserved bytes, called and calling AE (16 bytes each).
+    const fields = (version: number, called: Buffer, calling: Buffer) =>
+      Buffer.concat([Buffer.from([version >> 8, version & 0xff, 0, 0]), called, calling]);
     const ok = Buffer.from("KNEEGRADE       ");
     expect(checkAssociateRqFields(fields(1, ok, ok))).toBeUndefined();
     expect(checkAssociateRqFields(fields(0xffff, ok, ok))).toMatchObject({

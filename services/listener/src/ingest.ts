@@ -11,12 +11,8 @@
 import { randomUUID } from "node:crypto";
 import { rm, unlink } from "node:fs/promises";
 import type { Db } from "@kneegrade/db";
-import {
-  clampHeader,
-  type LimitNote,
-  type RadiographHeader,
-  type RoutingDecision,
-} from "@kneegrade/dicom";
+import { clampHeader, type LimitNote, type RadiographHeader } from "@kneegrade/dicom";
+import type { RoutingDecision } from "@kneegrade/routing";
 import { commitSpoolFile, type SpooledFile, spoolPathFor } from "./spool.ts";
 
 export interface IngestInput {

@@ -79,30 +79,64 @@ export interface RqVerdict {
 export function checkAssociateRqFields(fields: Uint8Array): RqVerdict | undefined {
   const version = (fields[0]! << 8) | fields[1]!;
   if (version !== 0x0001) {
-    return {
-      reason: "protocol-version",
-      result: REJECT.permanent,
-      source: REJECT.sourceServiceProviderAcse,
-      rejectReason: REJECT.protocolVersionNotSupported,
-    };
+    return rqVerdict(
+      "protocol-version",
+      REJECT.sourceServiceProviderAcse,
+      REJECT.protocolVersionNotSupported,
+    );
   }
   if (!isValidAeTitleField(fields.subarray(20, 36))) {
-    return {
-      reason: "bad-calling-ae",
-      result: REJECT.permanent,
-      source: REJECT.sourceServiceUser,
-      rejectReason: REJECT.callingAeNotRecognized,
-    };
+    return rqVerdict("bad-calling-ae", REJECT.sourceServiceUser, REJECT.callingAeNotRecognized);
   }
   if (!isValidAeTitleField(fields.subarray(4, 20))) {
-    return {
-      reason: "bad-called-ae",
-      result: REJECT.permanent,
-      source: REJECT.sourceServiceUser,
-      rejectReason: REJECT.calledAeNotRecognized,
-    };
+    return rqVerdict("bad-called-ae", REJECT.sourceServiceUser, REJECT.calledAeNotRecognized);
   }
   return undefined;
+}
+
+/** Every refusal of an RQ's fixed fields is permanent: resending the same RQ cannot succeed. */
+function rqVerdict(reason: RefusalReason, source: number, rejectReason: number): RqVerdict {
+  return { reason, result: REJECT.permanent, source, rejectReason };
+}
+
+/** Collects a PDU header (type, reserved, length) that may arrive split between socket chunks. */
+export class PduHeader {
+  readonly bytes = Buffer.alloc(HEADER_BYTES);
+  private fill = 0;
+
+  /** Whether no byte of the next header has arrived yet. */
+  get empty(): boolean {
+    return this.fill === 0;
+  }
+
+  /** Copies what the header still lacks from `chunk` at `pos`; returns how many bytes it took. */
+  take(chunk: Buffer, pos: number): number {
+    const n = Math.min(HEADER_BYTES - this.fill, chunk.length - pos);
+    chunk.copy(this.bytes, this.fill, pos, pos + n);
+    this.fill += n;
+    return n;
+  }
+
+  /** Whether the header is whole; when it is, the next `take` starts the next header. */
+  complete(): boolean {
+    if (this.fill < HEADER_BYTES) return false;
+    this.fill = 0;
+    return true;
+  }
+
+  /** The PDU type. */
+  get type(): number {
+    return this.bytes[0]!;
+  }
+
+  /** The PDU length, header excluded. */
+  get length(): number {
+    return this.bytes.readUInt32BE(2);
+  }
+
+  clear(): void {
+    this.fill = 0;
+  }
 }
 
 /**
@@ -114,8 +148,7 @@ export function checkAssociateRqFields(fields: Uint8Array): RqVerdict | undefine
  * so that length is already within its limits when the buffer is allocated.
  */
 export class PduAssembler {
-  private readonly header = Buffer.alloc(HEADER_BYTES);
-  private headerFill = 0;
+  private readonly header = new PduHeader();
   private pdu: Buffer | undefined;
   private pduFill = 0;
 
@@ -132,7 +165,7 @@ export class PduAssembler {
         if (this.pduFill === this.pdu.length) this.complete();
         continue;
       }
-      if (this.headerFill === 0 && chunk.length - pos >= HEADER_BYTES) {
+      if (this.header.empty && chunk.length - pos >= HEADER_BYTES) {
         const total = HEADER_BYTES + chunk.readUInt32BE(pos + 2);
         if (chunk.length - pos >= total) {
           this.emit(chunk.subarray(pos, pos + total));
@@ -144,14 +177,10 @@ export class PduAssembler {
         continue;
       }
       // A header split between chunks.
-      const n = Math.min(HEADER_BYTES - this.headerFill, chunk.length - pos);
-      chunk.copy(this.header, this.headerFill, pos, pos + n);
-      this.headerFill += n;
-      pos += n;
-      if (this.headerFill < HEADER_BYTES) continue;
-      this.headerFill = 0;
-      this.pdu = Buffer.allocUnsafe(HEADER_BYTES + this.header.readUInt32BE(2));
-      this.header.copy(this.pdu, 0);
+      pos += this.header.take(chunk, pos);
+      if (!this.header.complete()) continue;
+      this.pdu = Buffer.allocUnsafe(HEADER_BYTES + this.header.length);
+      this.header.bytes.copy(this.pdu, 0);
       this.pduFill = HEADER_BYTES;
       if (this.pduFill === this.pdu.length) this.complete();
     }
@@ -161,7 +190,7 @@ export class PduAssembler {
   clear(): void {
     this.pdu = undefined;
     this.pduFill = 0;
-    this.headerFill = 0;
+    this.header.clear();
   }
 
   private complete(): void {

@@ -16,13 +16,12 @@ import {
   pixelDataProblem,
   pixelEncodingProblem,
   type RadiographHeader,
-  type RoutingRules,
   readRadiographHeader,
-  routeInstance,
   structureProblem,
 } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
+import { type RoutingRules, routeInstance } from "@kneegrade/routing";
 import dimse from "dcmjs-dimse";
 import { type AssociationPolicy, associationRejection, negotiate } from "./association.ts";
 import type { AuditLimiter } from "./audit.ts";
@@ -176,7 +175,7 @@ async function objectProblem(
 ): Promise<StoreFailure | undefined> {
   const { cannotUnderstand, datasetDoesNotMatchSopClass } = DIMSE_STATUS;
   // The whole object must parse (up to STRUCTURE_CHECK_MAX_BYTES; larger ones, beyond any
-  // radiograph, are read only up to the pixel data, as before).
+  // radiograph, are read only up to the pixel data, like every header).
   if (file.sizeBytes <= STRUCTURE_CHECK_MAX_BYTES) {
     const structure = await wholeFile.read(file.tmpPath, file.sizeBytes, structureProblem);
     if (structure) return new StoreFailure(cannotUnderstand, "INVALID_OBJECT", structure);

@@ -15,7 +15,7 @@ import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
 import { startJobWorker } from "@kneegrade/queue";
-import { routeDcmjsLog } from "@kneegrade/reporting";
+import { routeDcmjsLog } from "@kneegrade/report-jobs";
 import { outputChecks, resultOutputs } from "@kneegrade/ris";
 import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";

@@ -15,7 +15,7 @@ import type { Db } from "@kneegrade/db";
 import { cStoreFiles, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import type { Metrics } from "@kneegrade/ops";
-import { buildReportInput, writeReportObjects, writeSignedReport } from "@kneegrade/reporting";
+import { buildReportInput, writeReportObjects, writeSignedReport } from "@kneegrade/report-jobs";
 import {
   ensureResultDeliveries,
   PermanentDeliveryError,

@@ -2,7 +2,7 @@
  * The agreement page: the figures of `agreementReport` (@kneegrade/review-data) as a table and a
  * confusion-matrix picture.
  */
-import { confusionSvg } from "@kneegrade/metrics";
+import { confusionSvg } from "@kneegrade/grading-metrics";
 import { type AgreementReport, agreementReport } from "@kneegrade/review-data";
 import type { FastifyPluginAsync } from "fastify";
 import sharp from "sharp";

@@ -9,7 +9,7 @@ import {
   type ReportInput,
   reportUids,
   signedReportLines,
-} from "@kneegrade/reports";
+} from "@kneegrade/dicom-writers";
 import { z } from "zod";
 import {
   type MissingDecision,

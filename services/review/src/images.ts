@@ -1,15 +1,15 @@
 /**
  * Pictures for the study page: the radiograph as the worker saw it (@kneegrade/pixels: Modality
  * LUT, VOI, MONOCHROME1), scaled; each knee's crop and its heat map as the Secondary Capture shows
- * them (@kneegrade/reports). The knee regions and their labels are not drawn into the radiograph:
+ * them (@kneegrade/dicom-writers). The knee regions and their labels are not drawn into the radiograph:
  * the page draws them over it (study.ts), so the labels follow the radiologist's grades, and the
  * picture depends only on the image and the view asked for (which lets the browser keep it).
  */
 import { createHash } from "node:crypto";
 import { open, readFile } from "node:fs/promises";
 import { IncompleteHeaderError, readRadiographHeader } from "@kneegrade/dicom";
+import { heatmapOverlayPng } from "@kneegrade/dicom-writers";
 import { readRadiograph } from "@kneegrade/pixels";
-import { heatmapOverlayPng } from "@kneegrade/reports";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import sharp from "sharp";
 import { z } from "zod";

@@ -4,7 +4,7 @@
  * with an arthroplasty — each become a card the radiologist must decide (a grade, not gradable,
  * or not present) before signing, and a line of the signed report.
  */
-import { KL_GRADE_WORDS } from "@kneegrade/reports";
+import { KL_GRADE_WORDS } from "@kneegrade/dicom-writers";
 
 export type Side = "RIGHT" | "LEFT" | "UNKNOWN";
 

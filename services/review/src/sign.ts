@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto";
 import { QUEUES, ReportStudyJob, signedReportJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
-import { type KneeDecision, reportUids, signedSrUid } from "@kneegrade/reports";
+import { type KneeDecision, reportUids, signedSrUid } from "@kneegrade/dicom-writers";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import {
   audit,

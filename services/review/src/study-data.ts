@@ -4,7 +4,7 @@
  * the patient's earlier studies.
  */
 import type { Db } from "@kneegrade/db";
-import { byReadingOrder } from "@kneegrade/reports";
+import { byReadingOrder } from "@kneegrade/dicom-writers";
 import { imageSize } from "./images.ts";
 import { missingKnees, type Side } from "./missing.ts";
 

@@ -8,7 +8,7 @@ import {
   lateralityAssumed,
   type ReportInput,
   reportUids,
-} from "@kneegrade/reports";
+} from "@kneegrade/dicom-writers";
 import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import { audit, type ReviewDeps, signedIn, studyUid } from "./context.ts";
 import {

@@ -1,8 +1,8 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { RadiographHeader } from "@kneegrade/dicom";
 import { describe, expect, it } from "vitest";
-import type { RadiographHeader } from "./header.ts";
 import { DEFAULT_ROUTING_RULES, loadRoutingRules, routeInstance } from "./routing.ts";
 
 const header = (h: Partial<RadiographHeader>): RadiographHeader => ({

@@ -1,7 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { readStudyContext } from "./context.ts";
 import { writeBasicTextSr, writeComprehensiveSr } from "./sr.ts";
-import { dciodvfy, fixture, image, pydicomRead, run, tempFile } from "./test-support.ts";
+import {
+  dciodvfy,
+  fixture,
+  image,
+  pydicomRead,
+  run,
+  tempFile,
+  withArthroplasty,
+} from "./test-support.ts";
 import { reportLines, UNVERIFIED_NOTICE } from "./text.ts";
 import { derivedUids, isValidUid } from "./uids.ts";
 
@@ -186,21 +194,7 @@ describe("writeComprehensiveSr", () => {
   });
 
   it("reports a knee arthroplasty as a finding without a grade, the other knee graded", async () => {
-    const [right, left] = fixture().knees;
-    const input = fixture({
-      knees: [right!],
-      notGraded: [
-        {
-          laterality: "L",
-          lateralitySource: left!.lateralitySource,
-          code: "ARTHROPLASTY",
-          reason: "knee arthroplasty — not graded",
-          localisationScore: 0.52,
-          source: left!.source,
-          region: left!.region,
-        },
-      ],
-    });
+    const input = withArthroplasty(fixture());
     const path = await tempFile("sr-tka.dcm", writeComprehensiveSr(input));
     const check = dciodvfy(path);
     expect(check.errors).toEqual([]);

@@ -2,7 +2,7 @@
  * dcmjs reports through `loglevel` straight to the console, quoting the values it handles:
  * "Truncating value <the value> of StudyDate because it is longer than 18", "Value exceeds max
  * length, vr: PN, value: <the patient's name>". Its loggers are handed to the services' structured
- * log (`routeDcmjsLog` in @kneegrade/reporting) with `dcmjsMessageWithoutValues` as the redaction.
+ * log (`routeDcmjsLog` in @kneegrade/report-jobs) with `dcmjsMessageWithoutValues` as the redaction.
  */
 import dcmjs from "dcmjs";
 

@@ -8,14 +8,14 @@
 import { join } from "node:path";
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
-import type { Logger } from "@kneegrade/log";
 import {
   type KneeDecision,
   type ReportInput,
   reportUids,
   SR_SOP_CLASSES,
   writeComprehensiveSr,
-} from "@kneegrade/reports";
+} from "@kneegrade/dicom-writers";
+import type { Logger } from "@kneegrade/log";
 import { UnrecoverableError } from "bullmq";
 import { buildReportInputWithIds, encodeReportObject, writeDurably } from "./report.ts";
 

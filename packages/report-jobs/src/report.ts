@@ -28,7 +28,7 @@ import {
   writeBasicTextSr,
   writeComprehensiveSr,
   writeSecondaryCapture,
-} from "@kneegrade/reports";
+} from "@kneegrade/dicom-writers";
 import { UnrecoverableError } from "bullmq";
 
 /** One entry of InstanceGrading.notGraded, as the worker writes it (services/worker/src/job.ts). */

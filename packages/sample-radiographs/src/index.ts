@@ -10,4 +10,3 @@ export * from "./paths.ts";
 export * from "./prosthesis.ts";
 export * from "./radiograph-dicom.ts";
 export * from "./radiographs.ts";
-export * from "./test-model.ts";

@@ -10,7 +10,7 @@ import { createLogger } from "@kneegrade/log";
 import { UnrecoverableError } from "bullmq";
 import dcmjs from "dcmjs";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { fixtureWithImages } from "../../reports/src/test-support.ts";
+import { fixtureWithImages } from "../../dicom-writers/src/test-support.ts";
 import { routeDcmjsLog } from "./dcmjs-log.ts";
 import { encodeReportObject, ReportObjectError, writeReportObjects } from "./report.ts";
 

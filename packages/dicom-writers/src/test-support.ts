@@ -108,6 +108,26 @@ export function fixture(overrides: Partial<ReportInput> = {}): ReportInput {
   };
 }
 
+/** The fixture with its left knee a knee arthroplasty, found but not graded. */
+export function withArthroplasty(input: ReportInput): ReportInput {
+  const [right, left] = input.knees;
+  return {
+    ...input,
+    knees: [right!],
+    notGraded: [
+      {
+        laterality: "L",
+        lateralitySource: left!.lateralitySource,
+        code: "ARTHROPLASTY",
+        reason: "knee arthroplasty — not graded",
+        localisationScore: 0.52,
+        source: left!.source,
+        region: left!.region,
+      },
+    ],
+  };
+}
+
 /** The fixture with crops and heat maps on both knees. */
 export async function fixtureWithImages(
   overrides: Partial<ReportInput> = {},

@@ -4,8 +4,8 @@
  * defaults with a JSON file (ROUTING_RULES_FILE) of the same shape; see docs/ROUTING.md.
  */
 import { readFileSync } from "node:fs";
+import { type RadiographHeader, ROUTABLE_ATTRIBUTES } from "@kneegrade/dicom";
 import { z } from "zod";
-import { type RadiographHeader, ROUTABLE_ATTRIBUTES } from "./header.ts";
 
 const Rule = z.object({
   name: z.string().min(1),

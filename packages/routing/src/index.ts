@@ -1,0 +1,2 @@
+/** Knee routing: which received instances kneegrade grades (rules over header attributes). */
+export * from "./routing.ts";
