@@ -1,8 +1,8 @@
-"""The plain-CNN floor of the model issue, on the same CPU and budget as a PIM member.
+"""The plain-CNN floor the PIM members are measured against, on the same CPU and budget as one.
 
 ``python3 -m models.baseline --size 128 --time-budget-s 2000 --out models/runs/baseline``
 
-A torchvision ResNet-18 (1 grey channel, random init, no PIM head) trained with the issue's recipe:
+A torchvision ResNet-18 (1 grey channel, random init, no PIM head) trained with a standard recipe:
 bf16 autocast + channels_last where the CPU has it, batch 64, SGD momentum 0.9 Nesterov, one-cycle
 to lr 0.1, weight decay 5e-4, label smoothing 0.1, the toolkit's augmentation (flip, rotation,
 scale, shift, brightness/contrast/gamma), best epoch by val QWK with flip test-time augmentation.

@@ -1,11 +1,12 @@
-"""Model v2 as a campaign: 224-px PIM members trained one at a time on one core, across sessions.
+"""Model v2 as a campaign: 224-px PIM members trained one at a time on one core, a training that
+outlives any one machine.
 
-The campaign's state lives in ``models/campaign/campaign.json`` (committed), so any session knows
-where it stands: which member is next, which are done with what figures, and the hours spent. A
+The campaign's state lives in ``models/campaign/campaign.json`` (committed), so a run on any machine
+knows where it stands: which member is next, which are done with what figures, and the hours spent. A
 finished member is kept as ``models/campaign/members/<name>.pt`` (weights in float16, its
 selection-set and val logits), because the training folder ``models/runs/`` does not outlive a
-machine; a member whose training a session could not finish starts again (its budget,
-``time_budget_s`` in the config, is sized to fit one session on one core).
+machine; a member whose training did not finish on its machine starts again (its budget,
+``time_budget_s`` in the config, is sized to fit one machine's run on one core).
 
     python3 -m models.campaign status              # the table
     python3 -m models.campaign start [--core 1]    # train the next member, detached, niced, pinned

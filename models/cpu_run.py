@@ -94,7 +94,7 @@ def _parse_args(argv):
 
 def _open_run(args, cfg: dict, run_path: Path, log) -> dict:
     """The run's record (``run.json``): the interrupted one on ``--resume``, else a new one; this
-    session counted in either way."""
+    invocation counted in either way."""
     if args.resume and run_path.exists():
         run = json.loads(run_path.read_text())
         if args.time_budget_s:

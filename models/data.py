@@ -1,7 +1,7 @@
 """Image folders, the compact pack format for the GPU machine, and augmentation on the device.
 
 Folders are laid out ``<dir>/<grade>/*.png`` (grade 0-4). A pack file holds one split as WebP
-bytes (lossy, to fit the device tool's 64 MiB carry limit) behind a JSON index:
+bytes (lossy: both splits and the working tree stay within 64 MiB, see pack.py) behind a JSON index:
     b"KGPACK1\\n" | uint32 LE header length | header JSON | concatenated image bytes
 header = {"format": "webp", "quality": q, "items": [{"name", "grade", "offset", "length"}, ...]}
 """

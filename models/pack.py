@@ -1,7 +1,8 @@
-"""Pack the train and val crops compactly for the GPU machine (device tool carry limit 64 MiB).
+"""Pack the train and val crops compactly for training on a GPU machine.
 
 ``python3 -m models.pack`` writes models/.pack/{train,val}.kgpack (WebP q75 by default, format
-in models/data.py) and reports their size next to the size of the rest of the working tree.
+in models/data.py) and reports their size next to the size of the rest of the working tree: packs
+and tree together stay within 64 MiB, so that they travel to the training machine as one.
 """
 import argparse
 import subprocess
@@ -14,7 +15,7 @@ CARRY_LIMIT = 64 * 1024 * 1024
 
 
 def tree_bytes() -> int:
-    """Bytes of tracked + untracked-not-ignored files (what the device tool sends besides carries)."""
+    """Bytes of tracked + untracked-not-ignored files: the working tree that travels with the packs."""
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
                          capture_output=True, check=True).stdout.split(b"\0")
     return sum((REPO_ROOT / f.decode()).stat().st_size for f in out if f and (REPO_ROOT / f.decode()).is_file())
@@ -36,9 +37,9 @@ def main(argv=None):
         print(f"{split}: {r['images']} images, {r['bytes'] / 2**20:.2f} MiB -> {r['file']}")
     tree = tree_bytes()
     print(f"packs {total / 2**20:.2f} MiB + working tree {tree / 2**20:.2f} MiB = "
-          f"{(total + tree) / 2**20:.2f} MiB of the 64 MiB carry limit")
+          f"{(total + tree) / 2**20:.2f} MiB of the 64 MiB budget")
     if total + tree > CARRY_LIMIT:
-        raise SystemExit("too large for the device tool: lower --quality")
+        raise SystemExit("packs and working tree exceed 64 MiB: lower --quality")
 
 
 if __name__ == "__main__":

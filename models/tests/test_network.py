@@ -94,7 +94,7 @@ def test_selector_ties_go_to_lower_index():
 
 
 def test_ensemble_config_fits_the_budgets(repo_root):
-    """gpu.json: each ONNX file <= 16 MiB (device tool) and the ensemble <= 64 MiB (fp32)."""
+    """gpu.json: each ONNX file <= 16 MiB (a quarter of the model budget) and the ensemble <= 64 MiB (fp32)."""
     from models.config import load_config, member_config
     from models.pim import build_model
     cfg = load_config(repo_root / "models" / "configs" / "gpu.json")

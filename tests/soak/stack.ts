@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { CLI, freePort, kill } from "../helpers/cli.ts";
-import { orthancBinary } from "../helpers/orthanc.ts";
+import { orthancBinary, orthancConfig } from "../helpers/orthanc.ts";
 import { REPO_ROOT } from "../helpers/paths.ts";
 
 const exec = promisify(execFile);
@@ -193,22 +193,9 @@ export async function startPacs(dir: string): Promise<SoakPacs> {
   await writeFile(
     config,
     JSON.stringify({
-      Name: "KneegradeSoakPACS",
-      StorageDirectory: join(dir, "db"),
-      IndexDirectory: join(dir, "db"),
-      DicomAet: aet,
-      DicomPort: dicomPort,
-      HttpPort: httpPort,
-      HttpBindAddress: "127.0.0.1",
-      DicomBindAddress: "127.0.0.1",
-      RemoteAccessAllowed: false,
-      AuthenticationEnabled: false,
-      DicomCheckCalledAet: true,
-      DicomAlwaysAllowStore: true,
-      DicomAlwaysAllowEcho: true,
+      ...orthancConfig({ name: "KneegradeSoakPACS", dir, aet, dicomPort, httpPort }),
       // Keeps every change for the soak's watcher, however long the run.
       KeepAlive: true,
-      Plugins: [],
     }),
   );
   const httpUrl = `http://127.0.0.1:${httpPort}`;

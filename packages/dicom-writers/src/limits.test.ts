@@ -1,5 +1,5 @@
 /**
- * Header values beyond their VR's limits (issue 35): the writers clamp them instead of throwing,
+ * Header values beyond their VR's limits: the writers clamp them instead of throwing,
  * and dcmjs's own messages are redacted before they reach a log.
  */
 import dcmjs from "dcmjs";

@@ -5,7 +5,13 @@
  * the typed content items in sr-content.ts. The content tree is in README.md.
  */
 import { CODES } from "./codes.ts";
-import { codeItem, codingSchemeIdentification, sourceImages, writePart10 } from "./dataset.ts";
+import {
+  codeItem,
+  codingSchemeIdentification,
+  type Dataset,
+  sourceImages,
+  writePart10,
+} from "./dataset.ts";
 import type { ContentItem } from "./sr-content.ts";
 import * as item from "./sr-content.ts";
 import { SR_SOP_CLASSES, srDocument, validate } from "./sr-document.ts";
@@ -16,7 +22,7 @@ import {
   radiologistGroup,
 } from "./sr-templates.ts";
 import { orderedKnees, reportLines } from "./text.ts";
-import type { ReportInput } from "./types.ts";
+import type { Code, ReportInput } from "./types.ts";
 import { derivedUids } from "./uids.ts";
 
 /** UT text with DICOM line breaks (CR LF). */
@@ -72,32 +78,24 @@ export function writeComprehensiveSr(input: ReportInput): Uint8Array {
     input.sopInstanceUid,
     input.instanceNumber,
   );
-  Object.assign(ds, {
-    ValueType: "CONTAINER",
-    ConceptNameCodeSequence: [codeItem(CODES.imagingMeasurementReport)],
-    ContinuityOfContent: "SEPARATE",
-    ContentTemplateSequence: [{ MappingResource: "DCMR", TemplateIdentifier: "1500" }],
-    ContentSequence: [
-      ...languageAndObserver(input),
-      item.code(
-        "HAS CONCEPT MOD",
-        CODES.procedureReported,
-        input.procedureReported ?? CODES.imagingProcedure,
+  return writeDocument(ds, CODES.imagingMeasurementReport, "1500", [
+    ...languageAndObserver(input),
+    item.code(
+      "HAS CONCEPT MOD",
+      CODES.procedureReported,
+      input.procedureReported ?? CODES.imagingProcedure,
+    ),
+    imageLibrary(input),
+    item.container("CONTAINS", CODES.imagingMeasurements, imagingMeasurements(input)),
+    item.container("CONTAINS", CODES.qualitativeEvaluations, [
+      item.text("CONTAINS", CODES.findings, crlf(input.signature?.findings ?? lines.findings)),
+      item.text(
+        "CONTAINS",
+        CODES.impressions,
+        crlf(input.signature?.impression ?? lines.impression),
       ),
-      imageLibrary(input),
-      item.container("CONTAINS", CODES.imagingMeasurements, imagingMeasurements(input)),
-      item.container("CONTAINS", CODES.qualitativeEvaluations, [
-        item.text("CONTAINS", CODES.findings, crlf(input.signature?.findings ?? lines.findings)),
-        item.text(
-          "CONTAINS",
-          CODES.impressions,
-          crlf(input.signature?.impression ?? lines.impression),
-        ),
-      ]),
-    ],
-  });
-  ds.CodingSchemeIdentificationSequence = codingSchemeIdentification(ds);
-  return writePart10(ds);
+    ]),
+  ]);
 }
 
 /**
@@ -115,24 +113,37 @@ export function writeBasicTextSr(input: ReportInput): Uint8Array {
     uids.sopInstanceUid,
     input.instanceNumber + 1,
   );
+  return writeDocument(ds, CODES.diagnosticImagingReport, "2000", [
+    ...languageAndObserver(input),
+    item.container(
+      "CONTAINS",
+      CODES.findings,
+      lines.findings.map((line) => item.text("CONTAINS", CODES.finding, line)),
+    ),
+    item.container(
+      "CONTAINS",
+      CODES.impressions,
+      lines.impression.map((line) => item.text("CONTAINS", CODES.impression, line)),
+    ),
+  ]);
+}
+
+/**
+ * The document's content tree on its SR header `ds`, as Part 10: a root CONTAINER titled `title`
+ * (content items separate) following DCMR template `templateId`, with the coding schemes it uses.
+ */
+function writeDocument(
+  ds: Dataset,
+  title: Code,
+  templateId: string,
+  content: ContentItem[],
+): Uint8Array {
   Object.assign(ds, {
     ValueType: "CONTAINER",
-    ConceptNameCodeSequence: [codeItem(CODES.diagnosticImagingReport)],
+    ConceptNameCodeSequence: [codeItem(title)],
     ContinuityOfContent: "SEPARATE",
-    ContentTemplateSequence: [{ MappingResource: "DCMR", TemplateIdentifier: "2000" }],
-    ContentSequence: [
-      ...languageAndObserver(input),
-      item.container(
-        "CONTAINS",
-        CODES.findings,
-        lines.findings.map((line) => item.text("CONTAINS", CODES.finding, line)),
-      ),
-      item.container(
-        "CONTAINS",
-        CODES.impressions,
-        lines.impression.map((line) => item.text("CONTAINS", CODES.impression, line)),
-      ),
-    ],
+    ContentTemplateSequence: [{ MappingResource: "DCMR", TemplateIdentifier: templateId }],
+    ContentSequence: content,
   });
   ds.CodingSchemeIdentificationSequence = codingSchemeIdentification(ds);
   return writePart10(ds);

@@ -47,29 +47,30 @@ export async function heatmapPng(): Promise<Uint8Array> {
   );
 }
 
+/** A knee of the fixture's AP image, graded by its most probable grade. */
+function knee(
+  laterality: "R" | "L",
+  probabilities: number[],
+  localisationScore: number,
+  { x, y, side }: { x: number; y: number; side: number },
+): KneeFinding {
+  return {
+    laterality,
+    lateralitySource: "image side and PatientOrientation (L\\F)",
+    grade: probabilities.indexOf(Math.max(...probabilities)),
+    probabilities,
+    localisationScore,
+    lowConfidence: false,
+    source: image(1),
+    region: { x, y, width: side, height: side },
+  };
+}
+
 /** A realistic bilateral result: two knees in one AP image, probabilities summing to 1. */
 export function fixture(overrides: Partial<ReportInput> = {}): ReportInput {
-  const knees: KneeFinding[] = [
-    {
-      laterality: "R",
-      lateralitySource: "image side and PatientOrientation (L\\F)",
-      grade: 3,
-      probabilities: [0.02, 0.05, 0.12, 0.71, 0.1],
-      localisationScore: 0.74,
-      lowConfidence: false,
-      source: image(1),
-      region: { x: 412, y: 1630, width: 690, height: 690 },
-    },
-    {
-      laterality: "L",
-      lateralitySource: "image side and PatientOrientation (L\\F)",
-      grade: 1,
-      probabilities: [0.25, 0.48, 0.2, 0.05, 0.02],
-      localisationScore: 0.68,
-      lowConfidence: false,
-      source: image(1),
-      region: { x: 1490, y: 1640, width: 680, height: 680 },
-    },
+  const knees = [
+    knee("R", [0.02, 0.05, 0.12, 0.71, 0.1], 0.74, { x: 412, y: 1630, side: 690 }),
+    knee("L", [0.25, 0.48, 0.2, 0.05, 0.02], 0.68, { x: 1490, y: 1640, side: 680 }),
   ];
   return {
     context: {

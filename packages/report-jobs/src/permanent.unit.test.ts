@@ -1,6 +1,6 @@
 /**
  * Report objects that cannot be encoded fail at once, with a fixed message; dcmjs's console output
- * reaches the structured log without the values it quotes (issue 35).
+ * reaches the structured log without the values it quotes.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -32,3 +32,22 @@ export function mulberry32(seed: number): () => number {
 
 /** Smoothstep on 0..1: 0 below, 1 above, an S-curve between. */
 export const smooth = (x: number) => (x <= 0 ? 0 : x >= 1 ? 1 : x * x * (3 - 2 * x));
+
+/**
+ * Calls `paint` for each pixel of `square` that lies on the canvas, with its place in the square
+ * (`x`, `y`) and its index in the canvas (`i`).
+ */
+export function forEachPixelIn(
+  { width, height }: Canvas,
+  { left, top, side }: Square,
+  paint: (x: number, y: number, i: number) => void,
+): void {
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      const gx = left + x;
+      const gy = top + y;
+      if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
+      paint(x, y, gy * width + gx);
+    }
+  }
+}

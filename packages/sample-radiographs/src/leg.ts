@@ -3,7 +3,7 @@
  * and below the crop from its edge rows (as plain fading columns, or as cortical tubes narrowing
  * to the shafts for the clinical look), and the crop itself feathered in.
  */
-import { type Canvas, type Square, smooth } from "./draw.ts";
+import { type Canvas, forEachPixelIn, type Square, smooth } from "./draw.ts";
 
 /** Draws the leg of one knee crop (`crop`: 8-bit, `square.side`² pixels) into the canvas. */
 export function drawLeg(canvas: Canvas, crop: Uint8Array, square: Square, clinical: boolean): void {
@@ -66,23 +66,14 @@ function drawBoneBeyondCrop(
 }
 
 /** The crop itself, blended into what is beneath over `feather` pixels at its left and right. */
-function setCrop(
-  { img, width, height }: Canvas,
-  crop: Uint8Array,
-  { left, top, side }: Square,
-  feather: number,
-): void {
-  for (let y = 0; y < side; y++) {
-    for (let x = 0; x < side; x++) {
-      const gx = left + x;
-      const gy = top + y;
-      if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
-      const edge = Math.min(x, side - 1 - x);
-      const w = edge >= feather ? 1 : smooth(edge / feather);
-      const i = gy * width + gx;
-      img[i] = w * (crop[y * side + x]! / 255) + (1 - w) * img[i]!;
-    }
-  }
+function setCrop(canvas: Canvas, crop: Uint8Array, square: Square, feather: number): void {
+  const { img } = canvas;
+  const { side } = square;
+  forEachPixelIn(canvas, square, (x, y, i) => {
+    const edge = Math.min(x, side - 1 - x);
+    const w = edge >= feather ? 1 : smooth(edge / feather);
+    img[i] = w * (crop[y * side + x]! / 255) + (1 - w) * img[i]!;
+  });
 }
 
 /** A long bone's shaft as seen from the crop's edge: where the bone is and how bright. */

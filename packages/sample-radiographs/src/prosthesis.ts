@@ -2,7 +2,7 @@
  * Knee prostheses drawn into composed radiographs, so that the arthroplasty check has positives
  * with a ground truth: crop-relative shapes of each kind, and the grey the metal is drawn at.
  */
-import type { Canvas, Square } from "./draw.ts";
+import { type Canvas, forEachPixelIn, type Square } from "./draw.ts";
 
 /**
  * The prostheses a knee radiograph shows, as seen on an AP view (crop-relative shapes; the crop is
@@ -54,17 +54,9 @@ export function onProsthesis(u: number, v: number, kind: ImplantKind = "total"):
 export const METAL = 2;
 
 /** Draws a prosthesis of `kind` into the knee square at the metal's grey. */
-export function drawImplant(
-  { img, width, height }: Canvas,
-  { left, top, side }: Square,
-  kind: ImplantKind,
-): void {
-  for (let y = 0; y < side; y++) {
-    for (let x = 0; x < side; x++) {
-      const gx = left + x;
-      const gy = top + y;
-      if (gx < 0 || gx >= width || gy < 0 || gy >= height) continue;
-      if (onProsthesis(x / side, y / side, kind)) img[gy * width + gx] = METAL;
-    }
-  }
+export function drawImplant(canvas: Canvas, square: Square, kind: ImplantKind): void {
+  const { side } = square;
+  forEachPixelIn(canvas, square, (x, y, i) => {
+    if (onProsthesis(x / side, y / side, kind)) canvas.img[i] = METAL;
+  });
 }

@@ -21,6 +21,14 @@ export interface RadiographDicomOptions {
   seriesDescription?: string;
 }
 
+/** The Patient module of every composed radiograph: a made-up patient, no one's data. */
+const SYNTHETIC_PATIENT = {
+  PatientName: "Synthetic^Knee",
+  PatientID: "SYNTH-KNEE",
+  PatientBirthDate: "",
+  PatientSex: "O",
+};
+
 /** Writes a composed radiograph as a DX (for presentation) Part 10 file, Explicit VR Little Endian. */
 export function radiographDicom(r: ComposedRadiograph, o: RadiographDicomOptions = {}): Uint8Array {
   const { DicomDict, DicomMetaDictionary } = dcmjs.data;
@@ -47,10 +55,7 @@ export function radiographDicom(r: ComposedRadiograph, o: RadiographDicomOptions
     ReferringPhysicianName: "",
     StudyDescription: o.studyDescription ?? "XR KNEE BILATERAL (synthetic test image)",
     SeriesDescription: o.seriesDescription ?? "Knees AP",
-    PatientName: "Synthetic^Knee",
-    PatientID: "SYNTH-KNEE",
-    PatientBirthDate: "",
-    PatientSex: "O",
+    ...SYNTHETIC_PATIENT,
     BodyPartExamined: o.bodyPart ?? "KNEE",
     ViewPosition: o.viewPosition ?? "AP",
     StudyInstanceUID: o.studyInstanceUid ?? newUid(),

@@ -23,8 +23,8 @@ const PYTHON = process.env.KNEEGRADE_PYTHON ?? "/usr/bin/python3";
 /**
  * The toolkit plans epochs to fit its time limit; the limit here is far above what the configs'
  * epochs need, so every build trains all of its config's epochs and gives the same model on a
- * busy machine as on an idle one (a budget cut short on a loaded machine once left the test model
- * predicting one grade for every knee, failing the tests that compare grades).
+ * busy machine as on an idle one (a budget cut short on a loaded machine can leave the test model
+ * predicting one grade for every knee, and the tests that compare grades fail).
  */
 const NO_TIME_LIMIT_S = "36000";
 export const TEST_MODELS = {
