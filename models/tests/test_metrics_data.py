@@ -118,3 +118,10 @@ def test_augment_identity_and_range():
     a = augment(x8, 16, {}, g)
     assert a.shape == (3, 1, 16, 16) and a.min() >= 0 and a.max() <= 1
     assert not torch.allclose(a, to_input(x8, 16))
+
+
+def test_only_packs_inside_the_repository_travel(tmp_path):
+    from models.pack import REPO_ROOT, travels
+    assert travels(REPO_ROOT / "models" / ".pack")
+    assert not travels(REPO_ROOT / "var" / "test-models" / "test-x" / "pack")
+    assert not travels(tmp_path / "pack")

@@ -24,12 +24,16 @@ const work = join(tmpdir(), `kneegrade-scale-${process.pid}`);
 let db: Db;
 let cluster: ScaledOut | undefined;
 let env: Record<string, string>;
-let cleanup: () => Promise<void>;
+let cleanup: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
   await mkdir(work, { recursive: true });
   const config = await testConfig({ LISTENER_PORT: "0" });
   db = createDb(config.DATABASE_URL);
+  cleanup = async () => {
+    await db.$disconnect();
+    await cleanupConfig(config);
+  };
   await resetDb(db);
   env = {
     ...configEnv(config),
@@ -42,14 +46,10 @@ beforeAll(async () => {
     JOB_LOCK_SECONDS: "10",
     LOG_LEVEL: "info",
   };
-  cleanup = async () => {
-    await db.$disconnect();
-    await cleanupConfig(config);
-  };
 }, 600_000);
 afterAll(async () => {
   await cluster?.stop();
-  await cleanup();
+  await cleanup?.();
   await rm(work, { recursive: true, force: true });
 });
 

@@ -108,7 +108,7 @@ describe("a burst of studies through the worker, and the expected wait", () => {
     worker = undefined;
   });
   afterAll(async () => {
-    await h.stop();
+    await h?.stop();
     await rm(work, { recursive: true, force: true });
   });
 

@@ -36,7 +36,7 @@ describe("gradeDicom on composed bilateral radiographs", () => {
     work = await mkdtemp(join(tmpdir(), "kneegrade-grade-"));
   }, 300_000);
   afterAll(async () => {
-    await ensemble.close();
+    await ensemble?.close();
     await rm(work, { recursive: true, force: true });
   });
 
