@@ -47,7 +47,8 @@ def main(argv=None):
     print(f"packs {total / 2**20:.2f} MiB + working tree {tree / 2**20:.2f} MiB = "
           f"{(total + tree) / 2**20:.2f} MiB of the 64 MiB budget")
     if travels(Path(args.out)) and total + tree > CARRY_LIMIT:
-        raise SystemExit("packs and working tree exceed 64 MiB: lower --quality")
+        raise SystemExit(f"packs ({total / 2**20:.1f} MiB) and working tree ({tree / 2**20:.1f} MiB) exceed the 64 MiB "
+                         "that travel to the training machine: lower --quality, or shrink the tracked tree")
 
 
 if __name__ == "__main__":
