@@ -6,7 +6,8 @@
  *   npx tsx tests/bench/decode.bench.ts [--runs N]     (or BENCH_RUNS; default 7)
  *
  * Ours: median wall time of readRadiograph on the file's bytes already in memory (parse, decode in
- * the codec worker, modality/VOI LUTs and display grey), after two warm-up calls. Baseline: median
+ * the codec worker, modality/VOI LUTs and display grey), after two warm-up calls; like grading, it
+ * does not read `stored` (a compressed frame's 32-bit copy, made on first read). Baseline: median
  * wall time of the tool's process, from spawn to exit, decoding the file into a temp file, after
  * one warm-up run. Ratio = ours / theirs (below 1: we are faster).
  */

@@ -1,12 +1,16 @@
 /**
- * Compressed frames are decoded by dcmjs-codecs (libjpeg 8/12/16-bit, CharLS, OpenJPEG and an RLE
- * decoder, compiled to WebAssembly) in worker threads, so that a stream that traps the WebAssembly
- * module, or makes a decoder loop, costs one worker and one CORRUPT_PIXEL_DATA error instead of
- * the process. Workers start lazily, are reused, and do not keep the process alive when idle.
+ * Compressed frames are decoded by CharLS (@cornerstonejs/codec-charls: JPEG-LS) and dcmjs-codecs
+ * (libjpeg 8/12/16-bit, OpenJPEG and an RLE decoder), compiled to WebAssembly, in worker threads,
+ * so that a stream that traps a WebAssembly module, or makes a decoder loop, costs one worker and
+ * one CORRUPT_PIXEL_DATA error instead of the process. Workers start lazily, are reused, and do
+ * not keep the process alive when idle. A worker returns the frame's stored values, not the
+ * decoder's samples: they are converted where they are decoded (samples.mjs), and the frame's
+ * buffers are transferred, never copied, in both directions.
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { PixelDataError } from "./errors.ts";
+import type { CompactStored } from "./samples.mjs";
 
 export type CodecName = "jpeg" | "jpegls" | "jpeg2000" | "rle";
 
@@ -20,6 +24,8 @@ export interface FrameToDecode {
   bitsStored: number;
   pixelRepresentation: 0 | 1;
   photometric: string;
+  /** Whether the codec is lossy: its samples are then clamped to the stored range, not masked. */
+  lossy: boolean;
 }
 
 export interface CodecOptions {
@@ -35,12 +41,12 @@ const options: CodecOptions = {
 };
 
 type WorkerReply =
-  | { id: number; ok: true; decoded: ArrayBuffer }
+  | { id: number; ok: true; stored: ArrayBuffer }
   | { id: number; ok: false; message: string; trap: boolean };
 
 interface Job {
   frame: FrameToDecode;
-  resolve: (decoded: Uint8Array) => void;
+  resolve: (stored: CompactStored) => void;
   reject: (error: Error) => void;
 }
 
@@ -99,7 +105,7 @@ function startWorker(slot: Slot): Worker {
     slot.job = undefined;
     clearTimeout(job.timer);
     worker.unref();
-    if (reply.ok) job.resolve(new Uint8Array(reply.decoded));
+    if (reply.ok) job.resolve(compact(reply.stored, job.frame));
     else {
       const what = reply.trap ? "the decoder aborted" : "the decoder failed";
       job.reject(
@@ -174,8 +180,20 @@ function dispatch(): void {
   }
 }
 
-/** Decodes one frame; the result is the decoder's output (1 or 2 bytes per sample, little endian). */
-export function decodeFrame(frame: FrameToDecode): Promise<Uint8Array> {
+/** The worker's stored values as 1 or 2 bytes per pixel, signed when Pixel Representation is 1. */
+function compact(buffer: ArrayBuffer, frame: FrameToDecode): CompactStored {
+  const signed = frame.pixelRepresentation === 1;
+  if (buffer.byteLength === frame.width * frame.height) {
+    return signed ? new Int8Array(buffer) : new Uint8Array(buffer);
+  }
+  return signed ? new Int16Array(buffer) : new Uint16Array(buffer);
+}
+
+/**
+ * Decodes one frame into its stored values (width x height, masked or clamped to Bits Stored), at
+ * the decoder's sample width.
+ */
+export function decodeFrame(frame: FrameToDecode): Promise<CompactStored> {
   return new Promise((resolve, reject) => {
     queue.push({ frame, resolve, reject });
     dispatch();

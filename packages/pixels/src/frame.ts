@@ -1,6 +1,7 @@
 /** Frame 0 of Pixel Data (7FE0,0010): native bytes -> stored values, or the compressed bytes. */
 import dicomParser from "dicom-parser";
 import { PixelDataError } from "./errors.ts";
+import { maskWords } from "./samples.mjs";
 
 export interface PixelModule {
   rows: number;
@@ -35,11 +36,6 @@ function masker(m: PixelModule, shift: number): (raw: number) => number {
     };
   }
   return (raw) => (raw >>> shift) & mask;
-}
-
-function maskWords(words: Uint16Array, out: Int32Array, shift: number, mask: number): void {
-  const n = out.length;
-  for (let i = 0; i < n; i++) out[i] = (words[i]! >>> shift) & mask;
 }
 
 /**
@@ -78,76 +74,6 @@ export function nativeStored(
     for (let i = 0; i < n; i++) out[i] = fix(dv.getUint32(4 * i, littleEndian));
   }
   return out;
-}
-
-/**
- * Stored values from a decoder's output (little endian, 1 or 2 bytes per sample).
- * Lossless codecs reproduce the encoded bits, so they are masked and sign-extended like native data.
- * Lossy codecs work at their own precision (e.g. 12-bit JPEG for a 10-bit image) and may overshoot
- * the stored range at sharp edges; masking would wrap such a sample (1024 -> 0 in 10 bits), so it
- * is clamped to the range instead.
- */
-export function decodedStored(decoded: Uint8Array, m: PixelModule, lossy: boolean): Int32Array {
-  const n = m.rows * m.columns;
-  const bytesPerSample = decoded.byteLength / n;
-  if (bytesPerSample !== 1 && bytesPerSample !== 2) {
-    throw new PixelDataError(
-      "CORRUPT_PIXEL_DATA",
-      `the decoder returned ${decoded.byteLength} bytes for a ${m.columns}x${m.rows} frame ` +
-        `(expected ${n} or ${2 * n})`,
-    );
-  }
-  const signed = m.pixelRepresentation === 1;
-  let samples: Uint8Array | Int8Array | Uint16Array | Int16Array;
-  if (bytesPerSample === 1) {
-    samples = signed ? new Int8Array(decoded.buffer, decoded.byteOffset, n) : decoded;
-  } else {
-    // The decoder's output is little endian, as is every platform Node runs on.
-    const aligned = decoded.byteOffset % 2 === 0 ? decoded : new Uint8Array(decoded); // copy to align
-    samples = signed
-      ? new Int16Array(aligned.buffer, aligned.byteOffset, n)
-      : new Uint16Array(aligned.buffer, aligned.byteOffset, n);
-  }
-  const out = new Int32Array(n);
-  const { min, max } = storedRange(m);
-  const fullWidth = m.bitsStored === 8 * bytesPerSample;
-  if (fullWidth) {
-    out.set(samples); // every bit is stored: nothing to mask, overshoot impossible
-    return out;
-  }
-  if (!lossy) {
-    const mask = 2 ** m.bitsStored - 1;
-    const signBit = 2 ** (m.bitsStored - 1);
-    const modulus = 2 ** m.bitsStored;
-    if (signed) {
-      for (let i = 0; i < n; i++) {
-        const v = (samples[i] as number) & mask;
-        out[i] = v >= signBit ? v - modulus : v;
-      }
-    } else if (samples instanceof Uint16Array) {
-      maskWords(samples, out, 0, mask);
-    } else {
-      for (let i = 0; i < n; i++) out[i] = (samples[i] as number) & mask;
-    }
-    return out;
-  }
-  if (samples instanceof Uint16Array) {
-    clampWords(samples, out, min, max);
-    return out;
-  }
-  for (let i = 0; i < n; i++) {
-    const v = samples[i] as number;
-    out[i] = v < min ? min : Math.min(v, max);
-  }
-  return out;
-}
-
-function clampWords(words: Uint16Array, out: Int32Array, min: number, max: number): void {
-  const n = out.length;
-  for (let i = 0; i < n; i++) {
-    const v = words[i]!;
-    out[i] = v < min ? min : Math.min(v, max);
-  }
 }
 
 type Element = dicomParser.Element;

@@ -115,9 +115,12 @@ export interface RenderedFrame {
   voi: VoiTransform;
 }
 
+/** Stored values, one per pixel: 32-bit, or at a decoder's sample width. */
+export type StoredArray = Int32Array | Int16Array | Uint16Array | Int8Array | Uint8Array;
+
 /** A per-pixel loop of `render`, on its own so that it is optimised as one tight loop. */
 function lookUpAll<T extends Float32Array | Uint8Array>(
-  stored: Int32Array,
+  stored: StoredArray,
   min: number,
   table: T,
   out: T,
@@ -134,7 +137,7 @@ function lookUpAll<T extends Float32Array | Uint8Array>(
  * computed pixel by pixel.
  */
 export function render(
-  stored: Int32Array,
+  stored: StoredArray,
   range: { min: number; max: number },
   modality: ModalityTransform,
   chooseVoi: (histogram: () => { value: number; count: number }[]) => VoiTransform,

@@ -275,7 +275,11 @@ describe("corrupt compressed frames", () => {
 
   it.each([
     ["RG3_JPLL.dcm", "1.2.840.10008.1.2.4.70", /JPEG decoder \(libjpeg\): the decoder failed/],
-    ["RG3_JLSL.dcm", "1.2.840.10008.1.2.4.80", /JPEG-LS decoder \(CharLS\): the decoder aborted/],
+    [
+      "RG3_JLSL.dcm",
+      "1.2.840.10008.1.2.4.80",
+      /JPEG-LS decoder \(CharLS\): the decoder failed: Invalid JPEG-LS stream/,
+    ],
     ["RG3_RLE.dcm", "1.2.840.10008.1.2.5", /RLE decoder: the decoder failed/],
   ])("turns a decoder failure on damaged %s into CORRUPT_PIXEL_DATA", async (file, syntax, why) => {
     const frame = wg04Frame(file).slice();
@@ -285,6 +289,26 @@ describe("corrupt compressed frames", () => {
     // The process and the codecs survive: the intact frame still decodes.
     const r = await readRadiograph(rg3(wg04Frame(file), syntax));
     expect(r.stored.length).toBe(1760 * 1760);
+  });
+
+  it("refuses a JPEG-LS stream whose size is not the data set's, even with as many pixels", async () => {
+    const image = (rows: number, columns: number) =>
+      writePart10(
+        syntheticImage({
+          rows,
+          columns,
+          pixels: [],
+          bitsStored: 10,
+          photometric: "MONOCHROME1",
+          pixelData: { offsets: [], fragments: [wg04Frame("RG3_JLSL.dcm")] },
+        }),
+        "1.2.840.10008.1.2.4.80",
+      );
+    await expectFailure(
+      image(880, 3520),
+      "CORRUPT_PIXEL_DATA",
+      /JPEG-LS decoder \(CharLS\): the decoder failed: the stream holds 1760x1760 pixels of 1 component\(s\); the data set declares 3520x880/,
+    );
   });
 
   it("abandons a decode that runs past its deadline, and recovers", async () => {

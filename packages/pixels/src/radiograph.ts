@@ -1,8 +1,8 @@
 /**
  * readRadiograph: a DICOM Part 10 projection radiograph (bytes) -> frame 0 as stored values,
  * modality values and display-ready grey. dicom-parser reads the data set (all four native
- * syntaxes; Deflated through node:zlib), dcmjs-codecs decodes compressed frames (codecs.ts), and
- * the LUT pipeline (lut.ts) is ours.
+ * syntaxes; Deflated through node:zlib), CharLS and dcmjs-codecs decode compressed frames
+ * (codecs.ts), and the LUT pipeline (lut.ts) is ours.
  */
 import { inflateRawSync } from "node:zlib";
 import {
@@ -15,18 +15,13 @@ import {
 import dicomParser from "dicom-parser";
 import { decodeFrame } from "./codecs.ts";
 import { PixelDataError } from "./errors.ts";
-import {
-  decodedStored,
-  encapsulatedFrame0,
-  nativeStored,
-  type PixelModule,
-  storedRange,
-} from "./frame.ts";
+import { encapsulatedFrame0, nativeStored, type PixelModule, storedRange } from "./frame.ts";
 import {
   autoWindow,
   type LookupTable,
   type ModalityTransform,
   render,
+  type StoredArray,
   type VoiFunction,
   type VoiTransform,
   validWindow,
@@ -39,8 +34,11 @@ export interface Radiograph {
   width: number;
   /** Rows. */
   height: number;
-  /** Stored values of frame 0 after decoding (one sample per pixel). */
-  stored: Int32Array;
+  /**
+   * Stored values of frame 0 after decoding (one sample per pixel). A compressed frame's are
+   * widened from the decoder's 8 or 16 bits on first read (grading reads only `display`).
+   */
+  readonly stored: Int32Array;
   /**
    * Modality values: stored * RescaleSlope + RescaleIntercept (or the Modality LUT Sequence);
    * computed from `stored` on first read.
@@ -278,7 +276,7 @@ async function storedValues(
   m: PixelModule,
   photometric: string,
   numberOfFrames: number,
-): Promise<Int32Array> {
+): Promise<StoredArray> {
   const info = transferSyntaxInfo(uid)!;
   const el = ds.elements.x7fe00010;
   if (!el || (el.length === 0 && !el.fragments?.length)) {
@@ -333,7 +331,7 @@ async function storedValues(
   if (encoded.buffer === ds.byteArray.buffer || encoded.buffer === part10.buffer) {
     encoded = new Uint8Array(encoded);
   }
-  const decoded = await decodeFrame({
+  return decodeFrame({
     codec: encoding.codec,
     encoded,
     width: m.columns,
@@ -342,15 +340,8 @@ async function storedValues(
     bitsStored: m.bitsStored,
     pixelRepresentation: m.pixelRepresentation,
     photometric,
+    lossy: encoding.lossy,
   });
-  try {
-    return decodedStored(decoded, m, encoding.lossy);
-  } catch (error) {
-    if (error instanceof PixelDataError) {
-      error.message = `${error.message} (${describeTransferSyntax(uid)})`;
-    }
-    throw error;
-  }
 }
 
 /** The whole data set, parsed once, with its transfer syntax (throws PixelDataError). */
@@ -417,7 +408,7 @@ async function fromDataSet(
     throw unsupported(`${m.columns}x${m.rows} exceeds the limit of ${maxPixels} pixels`);
   }
   const numberOfFrames = Math.max(1, ds.intString("x00280008") ?? 1);
-  const stored = await storedValues(part10, ds, transferSyntaxUid, m, photometric, numberOfFrames);
+  const samples = await storedValues(part10, ds, transferSyntaxUid, m, photometric, numberOfFrames);
   const modality = readModality(ds, m);
   const range = storedRange(m);
   const modalityMin =
@@ -428,17 +419,21 @@ async function fromDataSet(
         )
       : 0;
   const frame = render(
-    stored,
+    samples,
     range,
     modality,
     voiChooser(ds, modalityMin),
     photometric === "MONOCHROME1",
   );
   const { display, voi } = frame;
+  let stored = samples instanceof Int32Array ? samples : undefined;
   return {
     width: m.columns,
     height: m.rows,
-    stored,
+    get stored() {
+      stored ??= new Int32Array(samples); // one native widening copy
+      return stored;
+    },
     get values() {
       return frame.values;
     },

@@ -7,6 +7,7 @@
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -100,7 +101,8 @@ const LOSSLESS = [
 
 /**
  * Measured errors of the lossy WG04 files against RG3_UNC (10 bits stored, range 0..1023), with
- * dcmjs-codecs 0.0.8; DCMTK 3.6.7 and GDCM 3.0.21 give exactly the same samples.
+ * dcmjs-codecs 0.0.8 (JPEG, JPEG 2000) and CharLS of @cornerstonejs/codec-charls 1.2.7 (JPEG-LS);
+ * DCMTK 3.6.7 and GDCM 3.0.21 give exactly the same samples.
  *   RG3_JPLY (JPEG extended 12-bit, ratio 67:1): max 48 (4.7 % of the range), mean 1.767
  *   RG3_JLSN (JPEG-LS near-lossless, ratio 21:1): max 4 (the NEAR bound), mean 1.543
  *   RG3_J2KI (JPEG 2000 irreversible, ratio 30:1): max 9 (0.9 %), mean 0.777
@@ -321,5 +323,71 @@ describe("8-bit JPEG baseline (.50) and multi-frame encapsulated data, made with
     const d0 = diff(r.stored, frame0);
     expect(d0.maxAbs).toBeLessThanOrEqual(r.lossyTransferSyntax ? 1 : 0);
     expect(diff(r.stored, frame1).meanAbs).toBeGreaterThan(d0.meanAbs + 1);
+  });
+});
+
+describe("signed 12-bit pixels through the lossless codecs", () => {
+  /** RG3's centre shifted into -2048..2047, as 16-bit cells sign-extended from 12 bits or not. */
+  function signedCells(size: number, cellMask: number): Uint16Array {
+    const origin = (1760 - size) >> 1;
+    const pixels = new Uint16Array(size * size);
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const v = (unc.stored[(origin + y) * 1760 + origin + x]! - 512) * 4 + ((x * y) & 3);
+        pixels[y * size + x] = v & cellMask;
+      }
+    }
+    return pixels;
+  }
+
+  async function signedSource(name: string, pixels: Uint16Array, pr: 0 | 1): Promise<string> {
+    const path = join(dir, `${name}.dcm`);
+    const image = { rows: 256, columns: 256, pixels, bitsStored: 12, pixelRepresentation: pr };
+    await writeFile(path, writePart10(syntheticImage(image)));
+    return path;
+  }
+
+  // Sign-extended cells (as most modalities write them) make DCMTK encode 16-bit samples.
+  it.each([
+    ["dcmcjpls", ["+el"], "1.2.840.10008.1.2.4.80"],
+    ["dcmcrle", [], "1.2.840.10008.1.2.5"],
+    ["dcmcjpeg", ["+e1"], "1.2.840.10008.1.2.4.70"],
+  ] as const)(
+    "%s %j (%s) keeps every stored value, negative ones included",
+    async (cmd, args, syntax) => {
+      const source = await signedSource(`signed-${cmd}`, signedCells(256, 0xffff), 1);
+      const native = await readRadiograph(readFileSync(source));
+      expect(Math.min(...native.stored)).toBeLessThan(-1000);
+      const out = await convert(cmd, [...args], source, `signed-${cmd}.out.dcm`);
+      const r = await readRadiograph(readFileSync(out));
+      expect(r.transferSyntaxUid).toBe(syntax);
+      expect(r.pixelRepresentation).toBe(1);
+      expect(diff(r.stored, native.stored).maxAbs).toBe(0);
+    },
+  );
+
+  it("sign-extends a JPEG-LS stream of 12-bit samples (two's complement in Bits Stored)", async () => {
+    // DCMTK and GDCM encode signed data as 16-bit samples; other encoders use Bits Stored, as
+    // CharLS's own encoder does here.
+    const cells = signedCells(256, 0x0fff);
+    const native = await readRadiograph(readFileSync(await signedSource("s12", cells, 1)));
+    const charls = await createRequire(import.meta.url)("@cornerstonejs/codec-charls/wasmjs")();
+    const encoder = new charls.JpegLSEncoder();
+    const frameInfo = { width: 256, height: 256, bitsPerSample: 12, componentCount: 1 };
+    encoder.getDecodedBuffer(frameInfo).set(new Uint8Array(cells.buffer));
+    encoder.encode();
+    const stream = new Uint8Array(encoder.getEncodedBuffer());
+    encoder.delete();
+    const image = syntheticImage({
+      rows: 256,
+      columns: 256,
+      pixels: [],
+      bitsStored: 12,
+      pixelRepresentation: 1,
+      pixelData: { offsets: [], fragments: [stream] },
+    });
+    const r = await readRadiograph(writePart10(image, "1.2.840.10008.1.2.4.80"));
+    expect(r.pixelRepresentation).toBe(1);
+    expect(diff(r.stored, native.stored).maxAbs).toBe(0);
   });
 });
