@@ -19,8 +19,13 @@
  * whose cores are busy with other work, throughput follows the CPU share the process gets, not its
  * parallelism, so compare it too.
  *
+ * The reporting stage (graded → SR stored) is split into `written` (graded → report objects written
+ * and recorded: waiting for a reporter slot, reading the header, encoding, durable writes) and
+ * `stored` (recorded → the PACS's C-STORE response).
+ *
  *   npx tsx tests/bench/e2e.bench.ts [--rounds 1] [--single 3] [--burst 9] [--stable 1]
- *     [--concurrency 4] [--threads 2]
+ *     [--concurrency 4] [--threads 2] [--modes baseline,pipelined,no-threads]
+ *     [--reporter-concurrency N]
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -46,6 +51,9 @@ const { values } = parseArgs({
     stable: { type: "string", default: "1" },
     concurrency: { type: "string", default: "4" },
     threads: { type: "string", default: "2" },
+    modes: { type: "string", default: "baseline,pipelined,no-threads" },
+    // REPORTER_CONCURRENCY; its default when absent.
+    "reporter-concurrency": { type: "string" },
   },
 });
 const rounds = Number(values.rounds);
@@ -64,6 +72,9 @@ const h = await startHarness({
   PACS_HOST: "127.0.0.1",
   PACS_PORT: String(orthanc.dicomPort),
   PACS_AET: orthanc.aet,
+  ...(values["reporter-concurrency"]
+    ? { REPORTER_CONCURRENCY: values["reporter-concurrency"] }
+    : {}),
 });
 const MODES = {
   baseline: { WORKER_PREPARE_THREADS: 0, WORKER_CONCURRENCY: 2 },
@@ -74,6 +85,10 @@ const MODES = {
   "no-threads": { WORKER_PREPARE_THREADS: 0, WORKER_CONCURRENCY: Number(values.concurrency) },
 } as const;
 type Mode = keyof typeof MODES;
+const modesRun = values.modes.split(",").map((m) => m.trim()) as Mode[];
+for (const m of modesRun) {
+  if (!(m in MODES)) throw new Error(`unknown mode ${m} (modes: ${Object.keys(MODES).join(", ")})`);
+}
 type Study = { uid: string; path: string };
 const reporter = await startReporter(h.config, h.db, quiet);
 
@@ -133,6 +148,8 @@ async function measure(batch: Study[]) {
     localise: [],
     predict: [],
     reporting: [],
+    written: [],
+    stored: [],
   };
   let lastSent = 0;
   for (const s of rows) {
@@ -146,6 +163,10 @@ async function measure(batch: Study[]) {
     stages.queued!.push(job.startedAt.getTime() - complete);
     stages.grading!.push(job.finishedAt.getTime() - job.startedAt.getTime());
     stages.reporting!.push(sent - job.finishedAt.getTime());
+    if (sr) {
+      stages.written!.push(sr.createdAt.getTime() - job.finishedAt.getTime());
+      stages.stored!.push(sent - sr.createdAt.getTime());
+    }
     for (const i of job.instances) {
       const t = i.timingsMs as Record<string, number>;
       for (const k of ["decode", "localise", "predict"]) stages[k]!.push(t[k] ?? 0);
@@ -196,21 +217,22 @@ async function runRound(round: number, mode: Mode): Promise<Row> {
 
 function printHeader() {
   console.log(
-    `End to end on this machine (bilateral studies, 2 knees each; STUDY_STABLE_SECONDS ${stable}; the toolkit's test model; ${singles} studies one at a time, then ${burstSize} at once, per round and mode):`,
+    `End to end on this machine (bilateral studies, 2 knees each; STUDY_STABLE_SECONDS ${stable}; the toolkit's test model; REPORTER_CONCURRENCY ${h.config.REPORTER_CONCURRENCY}; ${singles} studies one at a time, then ${burstSize} at once, per round and mode):`,
   );
   for (const [mode, settings] of Object.entries(MODES)) {
+    if (!modesRun.includes(mode as Mode)) continue;
     const values = Object.entries(settings).map(([k, v]) => `${k} ${v}`);
     console.log(`  ${mode}: ${values.join(", ")}`);
   }
   console.log(
-    "| round | mode | one at a time p50 / p95 ms | at once: studies/min | ratio to baseline | p50 ms | p95 ms | CPU ms/study | medians ms: queued, grading (decode, localise, predict per radiograph), reporting |",
+    "| round | mode | one at a time p50 / p95 ms | at once: studies/min | ratio to baseline | p50 ms | p95 ms | CPU ms/study | medians ms: queued, grading (decode, localise, predict per radiograph), reporting (written, stored) |",
   );
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 }
 
 /** A round's rows, each mode against that round's baseline. */
 function printRound(rows: Row[]) {
-  const base = rows.find((r) => r.mode === "baseline")!;
+  const base = rows.find((r) => r.mode === "baseline") ?? rows[0]!;
   for (const r of rows) {
     console.log(
       `| ${r.round} | ${r.mode} | ${r.idle.p50.toFixed(0)} / ${r.idle.p95.toFixed(0)} | ${r.perMinute.toFixed(1)} | ${(r.perMinute / base.perMinute).toFixed(2)} | ${r.loaded.p50.toFixed(0)} | ${r.loaded.p95.toFixed(0)} | ${r.cpuMsPerStudy.toFixed(0)} | ${r.loaded.where} |`,
@@ -223,7 +245,7 @@ try {
   printHeader();
   for (let round = 1; round <= rounds; round++) {
     // Alternating which goes first, so no mode always runs on a warmer machine.
-    const modes = Object.keys(MODES) as Mode[];
+    const modes = modesRun;
     const order = round % 2 ? modes : [...modes].reverse();
     const these: Row[] = [];
     for (const mode of order) these.push(await runRound(round, mode));
@@ -231,13 +253,14 @@ try {
     rows.push(...these);
   }
   if (rounds > 1) {
-    for (const mode of Object.keys(MODES) as Mode[]) {
+    for (const mode of modesRun) {
       const ratios = rows
         .filter((r) => r.mode === mode)
-        .map(
-          (r) =>
-            r.perMinute / rows.find((b) => b.round === r.round && b.mode === "baseline")!.perMinute,
-        );
+        .map((r) => {
+          const round = rows.filter((b) => b.round === r.round);
+          const base = round.find((b) => b.mode === "baseline") ?? round[0]!;
+          return r.perMinute / base.perMinute;
+        });
       const p95 = rows.filter((r) => r.mode === mode).map((r) => r.loaded.p95);
       console.log(
         `${mode}: median ratio to baseline ${median(ratios).toFixed(2)} (${ratios.map((x) => x.toFixed(2)).join(", ")}), median p95 ${median(p95).toFixed(0)} ms`,

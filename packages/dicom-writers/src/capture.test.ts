@@ -11,6 +11,7 @@ import {
   run,
   tempFile,
 } from "./test-support.ts";
+import { orderedKnees } from "./text.ts";
 import { derivedUids, isValidUid } from "./uids.ts";
 
 /** Decodes with DCMTK (dcmj2pnm → PNG) and returns the exit status and the decoded pixels. */
@@ -78,6 +79,57 @@ describe("writeSecondaryCapture", () => {
     expect(g).toBe(b);
     const [hr, , hb] = px(crop.left + TILE + TILE / 2, tileTop + Math.round((15.5 / 28) * TILE));
     expect(hr! - hb!).toBeGreaterThan(60);
+  });
+
+  it("blends the heat map over the crop pixel for pixel: opacity 0.6 × heat, blue → cyan → yellow → red", async () => {
+    const input = await fixtureWithImages();
+    const path = await tempFile("sc.dcm", await writeSecondaryCapture(input));
+    const decoded = await decode(path);
+    expect(decoded.status).toBe(0);
+    const layout = secondaryCaptureLayout(input);
+    const channels = decoded.info!.channels;
+    const col = layout.knees[0]!;
+    const tileTop = layout.top + 64;
+    const knee = orderedKnees(input.knees)[0]!.knee;
+    // The heat map as the capture scales it (a tile of 448 px, cubic).
+    const heat = await sharp(knee.heatmapPng!)
+      .greyscale()
+      .resize(TILE, TILE, { fit: "fill", kernel: "cubic" })
+      .toColourspace("b-w")
+      .raw()
+      .toBuffer();
+    const stops = [
+      [0, 0, 0, 160],
+      [0.35, 0, 190, 230],
+      [0.65, 250, 230, 0],
+      [1, 230, 20, 0],
+    ] as const;
+    const colour = (t: number) => {
+      const i = stops.findIndex((s) => t <= s[0]);
+      if (i <= 0) return [0, 0, 160];
+      const [t0, ...c0] = stops[i - 1]!;
+      const [t1, ...c1] = stops[i]!;
+      const f = (t - t0) / (t1 - t0);
+      return c0.map((c, k) => c + f * (c1[k]! - c));
+    };
+    let compared = 0;
+    let heated = 0;
+    // Every 7th pixel of the tile above its caption bar.
+    for (let y = 0; y < TILE - 28; y += 7) {
+      for (let x = 0; x < TILE; x += 7) {
+        const at = (px: number) => ((tileTop + y) * layout.columns + px) * channels;
+        const grey = decoded.data![at(col.left + x)]!;
+        const h = heat[y * TILE + x]!;
+        const a = 0.6 * (h / 255);
+        const expected = colour(h / 255).map((c) => Math.round((1 - a) * grey + a * c));
+        const o = at(col.left + TILE + x);
+        expect([decoded.data![o], decoded.data![o + 1], decoded.data![o + 2]]).toEqual(expected);
+        compared++;
+        if (h > 128) heated++;
+      }
+    }
+    expect(compared).toBeGreaterThan(3000);
+    expect(heated).toBeGreaterThan(20);
   });
 
   it("is deterministic: the same input gives the same bytes", async () => {

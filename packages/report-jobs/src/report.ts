@@ -9,7 +9,7 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Config } from "@kneegrade/config";
 import type { Db } from "@kneegrade/db";
-import { uidFromName } from "@kneegrade/dicom";
+import { readRadiographHeader, uidFromName } from "@kneegrade/dicom";
 import {
   algorithmOf,
   byReadingOrder,
@@ -90,7 +90,7 @@ export async function buildReportInputWithIds(
   for (const instance of images) {
     if (!instance.spoolPath) continue;
     try {
-      const read = readStudyContext(new Uint8Array(await readFile(instance.spoolPath)));
+      const read = readStudyContext(await readHeaderBytes(instance.spoolPath));
       context ??= read.context;
       sources.set(instance.id, read.image);
     } catch {
@@ -153,26 +153,73 @@ export async function buildReportInputWithIds(
   return { input, kneeResultIds: results.map((r) => r.id) };
 }
 
+/** How much of a spooled image is read for its header first (the listener keeps as much). */
+const HEADER_PREFIX = 256 * 1024;
+
+/**
+ * The bytes of a spooled image up to its pixel data: its first bytes when they hold the whole
+ * header (the radiograph's megabytes of pixels are never read), else the whole file.
+ */
+export async function readHeaderBytes(path: string): Promise<Uint8Array> {
+  const file = await open(path, "r");
+  try {
+    const head = new Uint8Array(HEADER_PREFIX);
+    const { bytesRead } = await file.read(head, 0, HEADER_PREFIX, 0);
+    const prefix = head.subarray(0, bytesRead);
+    if (bytesRead < HEADER_PREFIX) return prefix;
+    try {
+      // Parses up to the Pixel Data element, and throws when the prefix ends before it.
+      readRadiographHeader(prefix, false);
+      return prefix;
+    } catch {
+      // The header goes on past the prefix (or is not a radiograph's): the whole file decides.
+    }
+  } finally {
+    await file.close();
+  }
+  return new Uint8Array(await readFile(path));
+}
+
 /** Writes a file atomically (temp file, fsync, rename, fsync of the directory) and returns its sha256. */
 export async function writeDurably(path: string, bytes: Uint8Array): Promise<string> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  const handle = await open(tmp, "w");
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
-  // The rename is durable only once the directory is on disk too.
-  const dir = await open(dirname(path), "r");
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-  return createHash("sha256").update(bytes).digest("hex");
+  const [sha256] = await writeAllDurably([{ path, bytes }]);
+  return sha256!;
+}
+
+/**
+ * Writes files atomically, side by side: each to a temp file that is fsynced, then renamed, then
+ * each directory fsynced once (a rename is durable only once its directory is on disk). When it
+ * resolves every file is on disk under its name. Returns the sha256 of each, in order.
+ */
+export async function writeAllDurably(
+  files: { path: string; bytes: Uint8Array }[],
+): Promise<string[]> {
+  const dirs = [...new Set(files.map((f) => dirname(f.path)))];
+  await Promise.all(dirs.map((d) => mkdir(d, { recursive: true })));
+  const tmp = (path: string) => `${path}.tmp-${process.pid}`;
+  await Promise.all(
+    files.map(async ({ path, bytes }) => {
+      const handle = await open(tmp(path), "w");
+      try {
+        await handle.writeFile(bytes);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }),
+  );
+  await Promise.all(files.map(({ path }) => rename(tmp(path), path)));
+  await Promise.all(
+    dirs.map(async (d) => {
+      const dir = await open(d, "r");
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
+    }),
+  );
+  return files.map(({ bytes }) => createHash("sha256").update(bytes).digest("hex"));
 }
 
 /**
@@ -214,35 +261,50 @@ export async function writeReportObjects(
   // The writers take these UIDs from `input` and `derivedUids(input)`: the rows can use them too.
   const derived = derivedUids(input);
   const study = input.context.studyInstanceUid;
+  // Started first: the capture's image work runs in sharp's threads while the SRs are encoded.
+  const sc = options.secondaryCapture
+    ? encodeReportObject("sc", study, () => writeSecondaryCapture(input))
+    : undefined;
+  const [srBytes, scBytes, textBytes] = await Promise.all([
+    encodeReportObject("sr", study, () => writeComprehensiveSr(input)),
+    sc,
+    options.basicTextSr
+      ? encodeReportObject("text-sr", study, () => writeBasicTextSr(input))
+      : undefined,
+  ]);
   const objects: (Omit<WrittenObject, "path" | "sha256"> & { bytes: Uint8Array })[] = [
     {
       kind: "sr",
       sopClassUid: SR_SOP_CLASSES.comprehensive,
       sopInstanceUid: input.sopInstanceUid,
       seriesInstanceUid: input.seriesInstanceUid,
-      bytes: await encodeReportObject("sr", study, () => writeComprehensiveSr(input)),
+      bytes: srBytes,
     },
   ];
-  if (options.secondaryCapture) {
+  if (scBytes) {
     objects.push({
       kind: "sc",
       sopClassUid: SECONDARY_CAPTURE_SOP_CLASS,
       ...derived.secondaryCapture,
-      bytes: await encodeReportObject("sc", study, () => writeSecondaryCapture(input)),
+      bytes: scBytes,
     });
   }
-  if (options.basicTextSr) {
+  if (textBytes) {
     objects.push({
       kind: "text-sr",
       sopClassUid: SR_SOP_CLASSES.basicText,
       ...derived.basicTextSr,
-      bytes: await encodeReportObject("text-sr", study, () => writeBasicTextSr(input)),
+      bytes: textBytes,
     });
   }
-  const written: WrittenObject[] = [];
-  for (const { bytes, ...object } of objects) {
-    const path = join(dir, `${object.sopInstanceUid}.dcm`);
-    written.push({ ...object, path, sha256: await writeDurably(path, bytes) });
-  }
-  return written;
+  const files = objects.map(({ bytes, sopInstanceUid }) => ({
+    path: join(dir, `${sopInstanceUid}.dcm`),
+    bytes,
+  }));
+  const sha256 = await writeAllDurably(files);
+  return objects.map(({ bytes: _bytes, ...object }, i) => ({
+    ...object,
+    path: files[i]!.path,
+    sha256: sha256[i]!,
+  }));
 }

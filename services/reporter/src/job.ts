@@ -197,7 +197,9 @@ async function deliverPending(
         )
       : [];
   const failures: string[] = [];
-  for (const [i, p] of pending.entries()) {
+  const sentAt = new Date();
+  // One batch for the whole association's outcomes: one round trip, not one per object.
+  const updates = pending.map((p, i) => {
     const o = outcomes[i];
     const ok = o !== undefined && stored(o.status);
     const error = ok
@@ -207,16 +209,17 @@ async function deliverPending(
         : (o?.error ?? "no response");
     if (!ok) failures.push(`${p.report.sopInstanceUid}: ${error}`);
     ctx.metrics?.deliveries.inc({ outcome: ok ? "sent" : "failed" });
-    await ctx.db.delivery.update({
+    return ctx.db.delivery.update({
       where: { id: p.delivery.id },
       data: {
         attempts: { increment: 1 },
         status: ok ? "SENT" : "PENDING",
         lastError: error,
-        ...(ok ? { sentAt: new Date() } : {}),
+        ...(ok ? { sentAt } : {}),
       },
     });
-  }
+  });
+  if (updates.length > 0) await ctx.db.$transaction(updates);
   // The results in report order: the AI's before a signature's, so the RIS ends at the latest.
   const results = unsent.filter((p) => p.delivery.channel !== "DICOM");
   // Another job of the same study (the AI result's, retrying, and a signature's) may be sending
