@@ -73,14 +73,15 @@ export function orthancConfig(o: {
 
 /**
  * `dicomWeb`: also serve DICOMweb (QIDO-RS, WADO-RS, STOW-RS under /dicom-web/, WADO-URI under
- * /wado) through the DICOMweb plugin, as viewers read from a PACS.
+ * /wado) through the DICOMweb plugin, as viewers read from a PACS. `dicomPort`: that DICOM port
+ * (a PACS started again where the one stopped before was), else a free one.
  */
 export async function startOrthanc(
   aet = "ORTHANC",
-  options: { dicomWeb?: boolean } = {},
+  options: { dicomWeb?: boolean; dicomPort?: number } = {},
 ): Promise<RunningOrthanc> {
   const dir = await mkdtemp(join(tmpdir(), "kneegrade-orthanc-"));
-  const dicomPort = await freePort();
+  const dicomPort = options.dicomPort ?? (await freePort());
   const httpPort = await freePort();
   const config = orthancConfig({ name: "KneegradeTestPACS", dir, aet, dicomPort, httpPort });
   if (options.dicomWeb) {

@@ -278,10 +278,12 @@ describe("header values beyond DICOM limits: storescu → kneegrade → Orthanc"
       { jobId: `report-study_${studyInstanceUid}_r1_corrupt` },
     );
     const failed = await waitFor(
-      async () => {
-        const j = await reportQueue.getJob(job.id!);
-        return (await j?.getState()) === "failed" ? j : undefined;
-      },
+      // The state first, then the job: a job read before its failure was written would still
+      // show the attempts of before.
+      async () =>
+        (await reportQueue.getJobState(job.id!)) === "failed"
+          ? reportQueue.getJob(job.id!)
+          : undefined,
       15_000,
       "the job to fail",
     );

@@ -4,6 +4,7 @@
  * several variables are in config.ts.
  */
 import { z } from "zod";
+import { deliveryVariables } from "./delivery-variables.ts";
 
 const aeTitle = z
   .string()
@@ -200,22 +201,8 @@ export const variables = {
     "our PEM client certificate for the PACS (set with `PACS_TLS_KEY`)",
   ),
   PACS_TLS_KEY: optionalPath.describe("our PEM client key for the PACS (set with `PACS_TLS_CERT`)"),
-  DELIVERY_ATTEMPTS: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(100)
-    .default(12)
-    .describe(
-      "delivery attempts of a report; after the last one it is dead-lettered (`FAILED`, see `kneegrade status` and `kneegrade redeliver`)",
-    ),
-  DELIVERY_BACKOFF_SECONDS: z.coerce
-    .number()
-    .min(0)
-    .default(10)
-    .describe(
-      "delay before the first delivery retry; it doubles with each further retry (12 attempts span ≈ 5.7 hours)",
-    ),
+  // The retry schedule of report deliveries and the PACS probe (delivery-variables.ts).
+  ...deliveryVariables,
   FHIR_BASE_URL: z
     .string()
     .trim()
@@ -255,7 +242,7 @@ export const variables = {
     .max(600, "must be at most 600 seconds")
     .default(30)
     .describe(
-      "how long one FHIR request, or one HL7 message until its ACK, may take; FHIR and HL7 deliveries retry and dead-letter with `DELIVERY_ATTEMPTS` and `DELIVERY_BACKOFF_SECONDS` like the PACS's",
+      "how long one FHIR request, or one HL7 message until its ACK, may take; FHIR and HL7 deliveries retry and dead-letter on the PACS's schedule (`DELIVERY_BACKOFF_SECONDS`, `DELIVERY_BACKOFF_MAX_SECONDS`, `DELIVERY_GIVE_UP_HOURS`)",
     ),
   HL7_HOST: z
     .string()
@@ -310,6 +297,15 @@ export const variables = {
   REPORT_BASIC_TEXT_SR: flag("0").describe(
     "`1`: also send the report text as a Basic Text SR, for dictation systems",
   ),
+  REPORTER_CONCURRENCY: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(2)
+    .describe(
+      "`report-study` jobs one reporter process runs at once (each writes its objects and C-STOREs them to the PACS); where the reporter and the PACS share a core, 4 did no better than 2 (`npm run bench:e2e -- --reporter-concurrency N`, docs/PERFORMANCE.md)",
+    ),
   DEVICE_OBSERVER_UID: z
     .string()
     .trim()

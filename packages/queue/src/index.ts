@@ -7,6 +7,9 @@ import { QUEUES, type QueueName } from "@kneegrade/contracts";
 import { errorFields, type Logger } from "@kneegrade/log";
 import { type ConnectionOptions, type Job, type JobsOptions, Queue, Worker } from "bullmq";
 import { Redis, type RedisOptions } from "ioredis";
+import { DELIVERY_BACKOFF, deliveryBackoffStrategy, deliverySchedule } from "./delivery-backoff.ts";
+
+export * from "./delivery-backoff.ts";
 
 export interface QueueConfig {
   REDIS_URL: string;
@@ -14,9 +17,14 @@ export interface QueueConfig {
   /** Attempts per job and the first retry's delay (doubling after each); defaults: packages/config. */
   JOB_ATTEMPTS?: number;
   JOB_BACKOFF_SECONDS?: number;
-  /** The same for `report-study` jobs: delivery waits out PACS outages, so it has its own. */
-  DELIVERY_ATTEMPTS?: number;
+  /**
+   * `report-study` jobs wait out PACS outages on a schedule of their own (delivery-backoff.ts):
+   * the delay doubles up to a ceiling, and the attempts span `DELIVERY_GIVE_UP_HOURS` unless set.
+   */
+  DELIVERY_ATTEMPTS?: number | undefined;
   DELIVERY_BACKOFF_SECONDS?: number;
+  DELIVERY_BACKOFF_MAX_SECONDS?: number;
+  DELIVERY_GIVE_UP_HOURS?: number;
 }
 
 /** Connection options for BullMQ; workers need `maxRetriesPerRequest: null`. */
@@ -43,26 +51,47 @@ const RETENTION: JobsOptions = {
 const CONFIG_DEFAULTS = loadConfig({});
 
 /**
- * A queue whose jobs get the retry policy of their kind (delivery for `report-study`): retries
- * with exponential backoff for transient errors; permanent ones are thrown as UnrecoverableError
- * and fail at once.
+ * The retry policy of a queue's jobs. Grading jobs: `JOB_ATTEMPTS`, BullMQ's exponential backoff
+ * from `JOB_BACKOFF_SECONDS`. Report deliveries: the capped schedule of delivery-backoff.ts, its
+ * attempts spanning `DELIVERY_GIVE_UP_HOURS` (or `DELIVERY_ATTEMPTS` when set).
+ */
+export function retryOptions(
+  name: QueueName,
+  config: QueueConfig,
+): Required<Pick<JobsOptions, "attempts" | "backoff">> {
+  if (name === QUEUES.reportStudy) {
+    const schedule = deliverySchedule({
+      DELIVERY_BACKOFF_SECONDS:
+        config.DELIVERY_BACKOFF_SECONDS ?? CONFIG_DEFAULTS.DELIVERY_BACKOFF_SECONDS,
+      DELIVERY_BACKOFF_MAX_SECONDS:
+        config.DELIVERY_BACKOFF_MAX_SECONDS ?? CONFIG_DEFAULTS.DELIVERY_BACKOFF_MAX_SECONDS,
+      DELIVERY_GIVE_UP_HOURS:
+        config.DELIVERY_GIVE_UP_HOURS ?? CONFIG_DEFAULTS.DELIVERY_GIVE_UP_HOURS,
+      DELIVERY_ATTEMPTS: config.DELIVERY_ATTEMPTS,
+    });
+    return {
+      attempts: schedule.attempts,
+      backoff: { type: DELIVERY_BACKOFF, delay: schedule.baseMs },
+    };
+  }
+  return {
+    attempts: config.JOB_ATTEMPTS ?? CONFIG_DEFAULTS.JOB_ATTEMPTS,
+    backoff: {
+      type: "exponential",
+      delay: (config.JOB_BACKOFF_SECONDS ?? CONFIG_DEFAULTS.JOB_BACKOFF_SECONDS) * 1000,
+    },
+  };
+}
+
+/**
+ * A queue whose jobs get the retry policy of their kind ({@link retryOptions}): retries with
+ * backoff for transient errors; permanent ones are thrown as UnrecoverableError and fail at once.
  */
 export function createQueue(name: QueueName, config: QueueConfig): Queue {
-  const delivery = name === QUEUES.reportStudy;
-  const attempts = delivery
-    ? (config.DELIVERY_ATTEMPTS ?? CONFIG_DEFAULTS.DELIVERY_ATTEMPTS)
-    : (config.JOB_ATTEMPTS ?? CONFIG_DEFAULTS.JOB_ATTEMPTS);
-  const backoffSeconds = delivery
-    ? (config.DELIVERY_BACKOFF_SECONDS ?? CONFIG_DEFAULTS.DELIVERY_BACKOFF_SECONDS)
-    : (config.JOB_BACKOFF_SECONDS ?? CONFIG_DEFAULTS.JOB_BACKOFF_SECONDS);
   return new Queue(name, {
     connection: redisConnection(config.REDIS_URL),
     prefix: config.QUEUE_PREFIX,
-    defaultJobOptions: {
-      ...RETENTION,
-      attempts,
-      backoff: { type: "exponential", delay: backoffSeconds * 1000 },
-    },
+    defaultJobOptions: { ...RETENTION, ...retryOptions(name, config) },
   });
 }
 
@@ -153,7 +182,13 @@ export interface JobMetrics {
 
 export interface JobWorkerOptions<T, R> {
   queue: string;
-  config: { REDIS_URL: string; QUEUE_PREFIX: string; JOB_LOCK_SECONDS: number };
+  config: {
+    REDIS_URL: string;
+    QUEUE_PREFIX: string;
+    JOB_LOCK_SECONDS: number;
+    /** The ceiling of the delivery retries' delay (defaults: packages/config). */
+    DELIVERY_BACKOFF_MAX_SECONDS?: number;
+  };
   concurrency: number;
   /** Recorded on each job it takes (BullMQ `processedBy`, shown in the queue view). */
   name?: string;
@@ -187,6 +222,13 @@ export function startJobWorker<T, R>(o: JobWorkerOptions<T, R>): Worker<T, R> {
     // JOB_LOCK_SECONDS another worker takes the job again.
     lockDuration: o.config.JOB_LOCK_SECONDS * 1000,
     stalledInterval: o.config.JOB_LOCK_SECONDS * 1000,
+    // Delivery jobs name a custom backoff, which BullMQ computes in the worker that failed them.
+    settings: {
+      backoffStrategy: deliveryBackoffStrategy(
+        (o.config.DELIVERY_BACKOFF_MAX_SECONDS ?? CONFIG_DEFAULTS.DELIVERY_BACKOFF_MAX_SECONDS) *
+          1000,
+      ),
+    },
   });
   worker.on("completed", (job, result) => {
     o.metrics?.jobs.inc({ queue: o.queue, outcome: "completed" });

@@ -19,9 +19,11 @@ import { routeDcmjsLog } from "@kneegrade/report-jobs";
 import { outputChecks, resultOutputs } from "@kneegrade/ris";
 import type { Job } from "bullmq";
 import { processReportJob, recordDeadLetter } from "./job.ts";
+import { startPacsProbe } from "./pacs-probe.ts";
 import { startReportReconciler } from "./reconcile.ts";
 
 export * from "./job.ts";
+export { type PacsProbe, type ProbeOutcome, startPacsProbe } from "./pacs-probe.ts";
 export { reconcileReportJobs } from "./reconcile.ts";
 
 export interface RunningReporter {
@@ -116,7 +118,7 @@ export async function startReporter(
   const worker = startJobWorker({
     queue: QUEUES.reportStudy,
     config,
-    concurrency: 2,
+    concurrency: config.REPORTER_CONCURRENCY,
     process: async (job: Job<unknown>) =>
       processReportJob(job.data, job.attemptsMade + 1, {
         db,
@@ -137,6 +139,8 @@ export async function startReporter(
   });
   // Report jobs Redis lost (restarted without persistence) are added again from PostgreSQL.
   const reconciler = startReportReconciler({ db, config, log });
+  // Reports waiting on a PACS that is back go within PACS_PROBE_SECONDS, not their next retry.
+  const pacsProbe = startPacsProbe({ db, config, echo, pacsReachable, pacs: where.pacs, log });
   return {
     pacsReachable,
     outputs: {
@@ -152,6 +156,7 @@ export async function startReporter(
       }
     },
     close: async () => {
+      await pacsProbe.stop();
       await reconciler.stop();
       await worker.close();
     },
