@@ -141,9 +141,10 @@ def _figures(r: dict) -> dict:
             "per_grade": [None if v is None else round(v, 3) for v in r["per_grade_accuracy"]]}
 
 
-def record(state: dict, runs: Path = RUNS, kept: Path = KEPT) -> list:
+def record(state: dict, runs: Path = RUNS, kept: Path = KEPT, carry_dir: Path = CARRY) -> list:
     """Members whose training finished (``<name>.pt`` without a pending ``.state.pt``) become done:
-    their figures go into the state and their weights into ``kept``."""
+    their figures go into the state and their weights into ``kept``; their carried training state,
+    now superseded, leaves the tree."""
     import torch
     done = []
     for m in state["members"]:
@@ -167,6 +168,8 @@ def record(state: dict, runs: Path = RUNS, kept: Path = KEPT) -> list:
                     "state_dict": {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()},
                     "selection_logits": ckpt["val_logits"], "val_logits": ckpt["val_heldout_logits"],
                     "history": ckpt["history"]}, kept / f"{m['name']}.pt")
+        (carry_dir / f"{m['name']}.pt").unlink(missing_ok=True)
+        m.pop("carried", None)
         done.append(m["name"])
     return done
 

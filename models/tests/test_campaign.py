@@ -80,9 +80,13 @@ def test_member_is_chosen_on_the_selection_set_and_val_reported_once(tmp_path, d
     # The campaign takes the finished member in: figures in the state, float16 weights kept.
     state = {"config": "x", "selection_list": str(sel_path), "input_size": 64,
              "members": [{"name": "a", "status": "training", "runs": [{"started": "t"}]}]}
-    kept = tmp_path / "kept"
-    assert campaign.record(state, runs=out, kept=kept) == ["a"]
+    kept, carried = tmp_path / "kept", tmp_path / "carry"
+    carried.mkdir()
+    (carried / "a.pt").write_bytes(b"superseded training state")
+    state["members"][0]["carried"] = {"epoch": 1, "file": str(carried / "a.pt")}
+    assert campaign.record(state, runs=out, kept=kept, carry_dir=carried) == ["a"]
     m = state["members"][0]
+    assert not (carried / "a.pt").exists() and "carried" not in m
     assert m["status"] == "done" and m["selection"]["accuracy"] == pytest.approx(ckpt["val"]["accuracy"], abs=1e-4)
     assert m["val_once"]["qwk"] == pytest.approx(ckpt["val_heldout"]["qwk"], abs=1e-4)
     small = torch.load(kept / "a.pt", map_location="cpu")
