@@ -364,13 +364,13 @@ export const variables = {
     .max(100)
     .default(5)
     .describe(
-      "attempts of a grading (or report) job; after the last one the study is marked `FAILED` with the reason",
+      "attempts of a grading job (report deliveries have their own schedule, `DELIVERY_*`); after the last one the study is marked `FAILED` with the reason",
     ),
   JOB_BACKOFF_SECONDS: z.coerce
     .number()
     .min(0)
     .default(5)
-    .describe("delay before a job's first retry; it doubles with each further retry"),
+    .describe("delay before a grading job's first retry; it doubles with each further retry"),
   JOB_LOCK_SECONDS: z.coerce
     .number()
     .min(1)
