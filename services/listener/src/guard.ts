@@ -20,8 +20,8 @@
  *   the ARTIM timer of PS3.8 9.1.5) and aborts an association that stays silent for
  *   `idleTimeoutMs`, so an idle peer gives its MAX_ASSOCIATIONS slot back;
  * - counts connections in total and per peer address (`ConnectionLimiter`, connections.ts);
- * - hands dcmjs-dimse whole PDUs (`PduAssembler`, pdu.ts), each copied at most once, instead of
- *   raw chunks.
+ * - hands dcmjs-dimse whole PDUs (`PduAssembler`, pdu.ts) instead of raw chunks: a C-STORE's data
+ *   PDUs as views of the bytes received, every other PDU copied once.
  *
  * It never logs peer data beyond the PDU type and declared length.
  */
@@ -294,16 +294,28 @@ export class ConnectionGuard {
   }
 }
 
+/** Which whole PDUs the SCP behind a guard may see as views, and which it takes itself. */
+export interface PduRouting<T> {
+  /** The reader keeps nothing of `pdu` once it returns: it may get a view of the bytes received. */
+  lends(attached: T, pdu: Buffer): boolean;
+  /** `pdu` (one that `lends` allowed) was handled without the reader; it must not see it. */
+  takes(attached: T, pdu: Buffer): boolean;
+}
+
 /**
  * Puts a guard between `socket` and the `data` listeners that `attach` registers on it (dcmjs-dimse
  * reads the socket with `socket.on("data")` in its constructor: see its Network._wrapSocket), then
  * starts the association timer. Throws when `attach` registered no `data` listener (a dcmjs-dimse
- * that reads the socket another way would bypass the guard).
+ * that reads the socket another way would bypass the guard). The socket's chunks may be views of a
+ * reused receive buffer: nothing here keeps one past the call. `reader` may say which PDUs the
+ * reader may be handed as views (it keeps nothing of them; the others are copied) and take some
+ * of those itself instead of the reader.
  */
 export function guardConnection<T>(
   socket: Socket,
   options: GuardOptions,
   attach: () => T,
+  reader: PduRouting<T> = { lends: () => false, takes: () => false },
 ): { guard: ConnectionGuard; attached: T } {
   const before = new Set(socket.listeners("data"));
   const attached = attach();
@@ -314,9 +326,13 @@ export function guardConnection<T>(
     throw new Error("the DICOM reader does not read the socket with 'data' listeners: not guarded");
   }
   for (const reader of readers) socket.off("data", reader);
-  const assembler = new PduAssembler((pdu) => {
-    for (const reader of readers) reader.call(socket, pdu);
-  });
+  const assembler = new PduAssembler(
+    (pdu) => {
+      if (reader.takes(attached, pdu)) return;
+      for (const read of readers) read.call(socket, pdu);
+    },
+    (pdu) => readers.length === 1 && reader.lends(attached, pdu),
+  );
   const guard = new ConnectionGuard(socket, options, (chunk) => assembler.push(chunk));
   socket.on("data", (chunk: Buffer) => guard.receive(chunk));
   socket.once("close", () => {

@@ -3,7 +3,12 @@ import type { Socket } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ConnectionLimiter, RefusalCounter, type RefusalReason } from "./connections.ts";
 import { ConnectionGuard, type GuardLimits } from "./guard.ts";
-import { checkAssociateRqFields, isValidAeTitleField, PduAssembler } from "./pdu.ts";
+import {
+  checkAssociateRqFields,
+  isDataOnlyPDataTf,
+  isValidAeTitleField,
+  PduAssembler,
+} from "./pdu.ts";
 
 const LIMITS: GuardLimits = {
   maxAssociateRqBytes: 65_536,
@@ -283,6 +288,44 @@ describe("PduAssembler", () => {
     }
   });
 
+  it("lends only what the reader keeps nothing of; everything else is a copy of its own", () => {
+    const a = pdu(
+      4,
+      Array.from({ length: 40 }, (_, i) => i),
+    );
+    const b = pdu(
+      4,
+      Array.from({ length: 40 }, (_, i) => 100 + i),
+    );
+    const stream = Buffer.concat([a, b]);
+    for (const lend of [false, true]) {
+      // Chunks are views of one reused receive buffer, overwritten after each push.
+      const reused = Buffer.alloc(stream.length);
+      const views: Buffer[] = [];
+      const seen: Buffer[] = [];
+      const assembler = new PduAssembler(
+        (p) => {
+          views.push(p);
+          seen.push(Buffer.from(p));
+        },
+        () => lend,
+      );
+      for (const [from, to] of [
+        [0, 30],
+        [30, 50],
+        [50, stream.length],
+      ] as const) {
+        stream.copy(reused, 0, from, to);
+        assembler.push(reused.subarray(0, to - from));
+        reused.fill(0xee);
+      }
+      expect(seen).toEqual([a, b]);
+      // Copies still hold their bytes; lent PDUs were views of reused memory, valid during the
+      // call only (the first one now shows other bytes).
+      expect(views.every((v, i) => v.equals(seen[i]!))).toBe(!lend);
+    }
+  });
+
   it("drops a partly received PDU when cleared", () => {
     const { out, assembler } = collect();
     assembler.push(pdu(4, [1, 2, 3, 4]).subarray(0, 8));
@@ -290,5 +333,59 @@ describe("PduAssembler", () => {
     const b = pdu(5, [0, 0, 0, 0]);
     assembler.push(b);
     expect(out).toEqual([b]);
+  });
+});
+
+describe("isDataOnlyPDataTf", () => {
+  /** A P-DATA-TF of PDVs, each [message control header, value length]. */
+  const pDataTf = (pdvs: [number, number][]) => {
+    const items = pdvs.map(([control, n]) => {
+      const item = Buffer.alloc(6 + n, 0x55);
+      item.writeUInt32BE(2 + n, 0);
+      item[4] = 1;
+      item[5] = control;
+      return item;
+    });
+    const body = Buffer.concat(items);
+    const header = Buffer.from([4, 0, 0, 0, 0, 0]);
+    header.writeUInt32BE(body.length, 2);
+    return Buffer.concat([header, body]);
+  };
+
+  it("is true for data set fragments, the last one last", () => {
+    expect(isDataOnlyPDataTf(pDataTf([[0, 100]]))).toBe(true);
+    expect(
+      isDataOnlyPDataTf(
+        pDataTf([
+          [0, 100],
+          [2, 5],
+        ]),
+      ),
+    ).toBe(true);
+  });
+
+  it("is false for commands, data after the last fragment, bad lengths and other PDUs", () => {
+    expect(isDataOnlyPDataTf(pDataTf([[3, 50]]))).toBe(false);
+    expect(
+      isDataOnlyPDataTf(
+        pDataTf([
+          [0, 10],
+          [1, 10],
+        ]),
+      ),
+    ).toBe(false);
+    expect(
+      isDataOnlyPDataTf(
+        pDataTf([
+          [2, 10],
+          [0, 10],
+        ]),
+      ),
+    ).toBe(false);
+    const bad = pDataTf([[0, 100]]);
+    bad.writeUInt32BE(500, 6);
+    expect(isDataOnlyPDataTf(bad)).toBe(false);
+    expect(isDataOnlyPDataTf(pDataTf([[0, 100]]).subarray(0, 9))).toBe(false);
+    expect(isDataOnlyPDataTf(Buffer.from([5, 0, 0, 0, 0, 4, 0, 0, 0, 0]))).toBe(false);
   });
 });

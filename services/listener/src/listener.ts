@@ -17,6 +17,7 @@ import { startAssembler } from "./assembler.ts";
 import { type AuditLimiter, createAuditLimiter } from "./audit.ts";
 import { peerAddress, RefusalCounter, type RefusalReason } from "./connections.ts";
 import { type ConnectionGuard, type GuardLimits, guardConnection } from "./guard.ts";
+import { isDataOnlyPDataTf } from "./pdu.ts";
 import { startRetention } from "./retention.ts";
 import { createScpClass } from "./scp.ts";
 import { createDicomServer, type RefusalReporter } from "./server.ts";
@@ -175,6 +176,10 @@ function scpConnector(settings: ScpSettings): (socket: net.Socket) => void {
       socket,
       { limits, onRefuse: (reason, details) => refused(reason, peer, details) },
       () => new ScpClass(socket, DIMSE_OPTIONS),
+      {
+        lends: (attached, pdu) => attached.receivesStoreData() && isDataOnlyPDataTf(pdu),
+        takes: (attached, pdu) => attached.takeDataPdu(pdu),
+      },
     );
     guards.set(socket, guard);
     (scp as unknown as { connected: boolean }).connected = true;

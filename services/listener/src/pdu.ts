@@ -140,63 +140,122 @@ export class PduHeader {
 }
 
 /**
+ * Whether every PDV of a P-DATA-TF PDU carries data set bytes (none is a command fragment) and
+ * only the PDU's last PDV may be a data set's last fragment: such a PDU is one that dcmjs-dimse
+ * writes straight into a C-STORE's store stream and keeps nothing of. False for any other PDU and
+ * for a PDV list that does not add up to the PDU's length.
+ */
+export function isDataOnlyPDataTf(pdu: Buffer): boolean {
+  if (pdu.length < HEADER_BYTES || pdu[0] !== PDU_TYPE.dataTf) return false;
+  let pos = HEADER_BYTES;
+  while (pos < pdu.length) {
+    if (pdu.length - pos < 6) return false;
+    const itemLength = pdu.readUInt32BE(pos);
+    const end = pos + 4 + itemLength;
+    if (itemLength < 2 || end > pdu.length) return false;
+    const control = pdu[pos + 5]!;
+    if (control & 0x01) return false; // a command fragment
+    if (control & 0x02 && end !== pdu.length) return false; // data after the last fragment
+    pos = end;
+  }
+  return true;
+}
+
+/**
+ * The values of a P-DATA-TF's PDVs (views of `pdu`) when every one is a data set fragment and
+ * none is a data set's last: a PDU in the middle of a data set, which asks nothing of the DIMSE
+ * layer but to keep its bytes. Undefined for any other PDU.
+ */
+export function middleDataFragments(pdu: Buffer): Buffer[] | undefined {
+  if (!isDataOnlyPDataTf(pdu)) return undefined;
+  const values: Buffer[] = [];
+  let pos = HEADER_BYTES;
+  while (pos < pdu.length) {
+    const end = pos + 4 + pdu.readUInt32BE(pos);
+    if (pdu[pos + 5]! & 0x02) return undefined;
+    values.push(pdu.subarray(pos + 6, end));
+    pos = end;
+  }
+  return values;
+}
+
+/**
  * Re-frames the bytes the guard lets through into whole PDUs for dcmjs-dimse. Its own reader
- * concatenates every socket chunk onto the PDU received so far, copying each byte of a 256 KiB PDU
- * several times (the listener's largest CPU cost per instance); here a PDU that lies within one
- * chunk is handed on as a view of it, and one that spans chunks is copied once into a buffer of its
- * declared length. The guard forwards a PDU's bytes only after it has checked that PDU's header,
- * so that length is already within its limits when the buffer is allocated.
+ * concatenates every socket chunk onto the PDU received so far, copying each byte of a PDU
+ * several times; here a PDU goes on as a view of the bytes it arrived in, or of one reused buffer
+ * when it spans socket chunks, whenever `lendable` says that its reader keeps nothing of it once
+ * the call returns (a C-STORE's data: the spool writer copies what it keeps). Any other PDU goes on
+ * as a copy of its own. The socket's chunks are views of one reused receive buffer (server.ts), so
+ * received bytes create no new memory on the way to the spool. The guard forwards a PDU's bytes
+ * only after it has checked that PDU's header, so its length is already within the guard's
+ * limits when the reused buffer grows to it.
  */
 export class PduAssembler {
   private readonly header = new PduHeader();
-  private pdu: Buffer | undefined;
+  /** Holds a PDU that spans chunks; grown to the longest such PDU, then reused. */
+  private spill = Buffer.alloc(0);
+  /** The length (header included) of the PDU being collected in `spill`; 0 when none is. */
+  private pduLength = 0;
   private pduFill = 0;
 
-  constructor(private readonly emit: (pdu: Buffer) => void) {}
+  constructor(
+    private readonly emit: (pdu: Buffer) => void,
+    private readonly lendable: (pdu: Buffer) => boolean = () => false,
+  ) {}
 
   push(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length) {
-      if (this.pdu) {
-        const n = Math.min(this.pdu.length - this.pduFill, chunk.length - pos);
-        chunk.copy(this.pdu, this.pduFill, pos, pos + n);
+      if (this.pduLength > 0) {
+        const n = Math.min(this.pduLength - this.pduFill, chunk.length - pos);
+        chunk.copy(this.spill, this.pduFill, pos, pos + n);
         this.pduFill += n;
         pos += n;
-        if (this.pduFill === this.pdu.length) this.complete();
+        if (this.pduFill === this.pduLength) this.complete();
         continue;
       }
       if (this.header.empty && chunk.length - pos >= HEADER_BYTES) {
         const total = HEADER_BYTES + chunk.readUInt32BE(pos + 2);
         if (chunk.length - pos >= total) {
-          this.emit(chunk.subarray(pos, pos + total));
+          this.hand(chunk.subarray(pos, pos + total));
           pos += total;
         } else {
-          this.pdu = Buffer.allocUnsafe(total);
-          this.pduFill = 0;
+          this.begin(total);
         }
         continue;
       }
       // A header split between chunks.
       pos += this.header.take(chunk, pos);
       if (!this.header.complete()) continue;
-      this.pdu = Buffer.allocUnsafe(HEADER_BYTES + this.header.length);
-      this.header.bytes.copy(this.pdu, 0);
+      this.begin(HEADER_BYTES + this.header.length);
+      this.header.bytes.copy(this.spill, 0);
       this.pduFill = HEADER_BYTES;
-      if (this.pduFill === this.pdu.length) this.complete();
+      if (this.pduFill === this.pduLength) this.complete();
     }
   }
 
   /** Drops a partly received PDU (the connection closed). */
   clear(): void {
-    this.pdu = undefined;
+    this.pduLength = 0;
     this.pduFill = 0;
     this.header.clear();
   }
 
-  private complete(): void {
-    const pdu = this.pdu!;
-    this.pdu = undefined;
+  private begin(total: number): void {
+    if (this.spill.length < total) this.spill = Buffer.allocUnsafe(total);
+    this.pduLength = total;
     this.pduFill = 0;
-    this.emit(pdu);
+  }
+
+  private complete(): void {
+    const pdu = this.spill.subarray(0, this.pduLength);
+    this.pduLength = 0;
+    this.pduFill = 0;
+    this.hand(pdu);
+  }
+
+  /** Emits a view of `pdu` when its reader keeps nothing of it, a copy otherwise. */
+  private hand(pdu: Buffer): void {
+    this.emit(this.lendable(pdu) ? pdu : Buffer.from(pdu));
   }
 }

@@ -26,14 +26,17 @@ import dimse from "dcmjs-dimse";
 import { type AssociationPolicy, associationRejection, negotiate } from "./association.ts";
 import type { AuditLimiter } from "./audit.ts";
 import { ingestInstance } from "./ingest.ts";
+import { middleDataFragments } from "./pdu.ts";
 import {
   freeSpoolBytesSync,
+  ObjectBufferPool,
   type SpooledFile,
   SpoolWriter,
   UnsafeSpoolPathError,
 } from "./spool.ts";
 
 const { Scp, Dataset } = dimse;
+const { CStoreRequest } = dimse.requests;
 const { CEchoResponse, CStoreResponse } = dimse.responses;
 
 type Association = dimse.association.Association;
@@ -65,8 +68,13 @@ export interface ScpDeps {
 
 /** Objects up to this size are parsed whole before they are acknowledged (structureProblem). */
 const STRUCTURE_CHECK_MAX_BYTES = 128 * 1024 * 1024;
-/** Largest object read into the reused buffer of `WholeFileReader`; larger ones get their own. */
+/**
+ * Largest object received into a pooled buffer (`ObjectBufferPool`) or read into the reused buffer
+ * of `WholeFileReader`; larger ones get memory of their own.
+ */
 const REUSED_READ_MAX_BYTES = 16 * 1024 * 1024;
+/** Associations that receive into a pooled buffer at once; others stream through fresh memory. */
+const POOLED_OBJECT_BUFFERS = 2;
 
 /**
  * Reads a spooled object whole for a check, into one buffer that is reused. A fresh buffer per
@@ -148,7 +156,7 @@ async function readHeader(file: SpooledFile): Promise<RadiographHeader> {
       return readRadiographHeader(file.head, file.isWholeFile);
     } catch (error) {
       if (!(error instanceof IncompleteHeaderError)) throw error;
-      return readRadiographHeader(await readFile(file.tmpPath), true);
+      return readRadiographHeader(file.whole ?? (await readFile(file.tmpPath)), true);
     }
   } catch (error) {
     if (error instanceof DicomParseError) {
@@ -177,7 +185,10 @@ async function objectProblem(
   // The whole object must parse (up to STRUCTURE_CHECK_MAX_BYTES; larger ones, beyond any
   // radiograph, are read only up to the pixel data, like every header).
   if (file.sizeBytes <= STRUCTURE_CHECK_MAX_BYTES) {
-    const structure = await wholeFile.read(file.tmpPath, file.sizeBytes, structureProblem);
+    // The bytes received are still in memory when the object fit its pooled buffer.
+    const structure = file.whole
+      ? structureProblem(file.whole)
+      : await wholeFile.read(file.tmpPath, file.sizeBytes, structureProblem);
     if (structure) return new StoreFailure(cannotUnderstand, "INVALID_OBJECT", structure);
   }
   const encoding = pixelEncodingProblem(header);
@@ -265,6 +276,8 @@ async function storeReceived(
   } catch (error) {
     await unlink(file.tmpPath).catch(() => {});
     throw error;
+  } finally {
+    file.release();
   }
 }
 
@@ -272,6 +285,7 @@ async function storeReceived(
 interface ScpShared extends ScpDeps {
   audit: ReturnType<typeof refusalAuditor>;
   wholeFile: WholeFileReader;
+  objectBuffers: ObjectBufferPool;
 }
 
 /** Builds the Scp class for one listener (dcmjs-dimse instantiates it per connection). */
@@ -280,6 +294,7 @@ export function createScpClass(deps: ScpDeps) {
     ...deps,
     audit: refusalAuditor(deps),
     wholeFile: new WholeFileReader(),
+    objectBuffers: new ObjectBufferPool(REUSED_READ_MAX_BYTES, POOLED_OBJECT_BUFFERS),
   };
   return class ListenerScp extends KneegradeScp {
     constructor(socket: Socket, opts?: ConstructorParameters<typeof Scp>[1]) {
@@ -338,6 +353,39 @@ class KneegradeScp extends Scp {
     this.sendAssociationAccept();
   }
 
+  /**
+   * Whether the association is receiving a C-STORE's data set: dcmjs-dimse then writes each data
+   * PDV into the spool writer, which copies it at once, and keeps nothing of the PDU, so the guard
+   * may hand it views of the receive buffer (guard.ts). dcmjs-dimse keeps the current request in
+   * `dimse`; should that change, this is false and every PDU is copied.
+   */
+  receivesStoreData(): boolean {
+    return (this as unknown as { dimse?: unknown }).dimse instanceof CStoreRequest;
+  }
+
+  /**
+   * Writes the data fragments of a P-DATA-TF straight into the spool writer of the C-STORE under
+   * way, when the PDU ends no data set: all dcmjs-dimse would do with it is the same write, after
+   * building a handful of objects and promises per PDU (most of its CPU per instance). The PDU
+   * with the last fragment still goes through dcmjs-dimse, which ends the data set and answers.
+   * Uses dcmjs-dimse's fields `dimse`, `dimseStoreStream` (its current request and writer) and
+   * `lastPduTime` (its PDU timeout); should they change, this takes nothing.
+   */
+  takeDataPdu(pdu: Buffer): boolean {
+    const network = this as unknown as {
+      dimse?: unknown;
+      dimseStoreStream?: unknown;
+      lastPduTime?: number;
+    };
+    const writer = network.dimseStoreStream;
+    if (!(network.dimse instanceof CStoreRequest) || !(writer instanceof SpoolWriter)) return false;
+    const values = middleDataFragments(pdu);
+    if (!values) return false;
+    network.lastPduTime = Date.now();
+    for (const value of values) writer.write(value);
+    return true;
+  }
+
   override associationReleaseRequested(): void {
     this.sendAssociationReleaseResponse();
   }
@@ -371,6 +419,7 @@ class KneegradeScp extends Scp {
       },
       policy.maxInstanceBytes,
       full ? "disk-watermark" : undefined,
+      this.shared.objectBuffers,
     );
     this.writers.add(writer);
     return writer;

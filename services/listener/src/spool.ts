@@ -2,9 +2,11 @@
  * The spool: where received objects are kept, one Part 10 file per instance at
  * `<SPOOL_DIR>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`.
  *
- * A C-STORE data set is streamed to `<SPOOL_DIR>/.incoming/` as it arrives (never held whole in
- * memory), hashed on the way, fsynced, and only then renamed into place; the directory is fsynced
- * too, so a success status is never sent for bytes that a power cut could take back.
+ * A C-STORE data set is written to `<SPOOL_DIR>/.incoming/` as it arrives, hashed on the way,
+ * fsynced, and only then renamed into place; the directory is fsynced too, so a success status is
+ * never sent for bytes that a power cut could take back. Memory per object is bounded: it is kept
+ * whole only in one of a few pooled buffers of fixed size (`ObjectBufferPool`), and otherwise
+ * streams through in pieces.
  */
 import { createHash, randomUUID } from "node:crypto";
 import { constants as fsConstants, statfsSync } from "node:fs";
@@ -17,6 +19,8 @@ import { encodeFileMetaInformation, type FileMetaInformation, isDicomUid } from 
 const HEAD_BYTES = 256 * 1024;
 /** The end of the data set, where encapsulated pixel data must be terminated. */
 const TAIL_BYTES = 1024;
+/** Received bytes are written to the file in pieces of about this size. */
+const WRITE_BYTES = 1024 * 1024;
 
 export const INCOMING_DIR = ".incoming";
 
@@ -29,117 +33,140 @@ export interface SpooledFile {
   /** The last bytes of the file, to tell a complete data set from a truncated one. */
   tail: Buffer;
   isWholeFile: boolean;
+  /** The whole file, when it was kept in memory as it was written (valid until `release`). */
+  whole?: Buffer;
+  /** Gives the memory behind `whole`, `head` and `tail` back; call once they are no longer read. */
+  release(): void;
 }
 
 /** Why bytes were dropped instead of kept; answered with "out of resources". */
 export type SpoolRefusal = "instance-too-large" | "disk-full" | "disk-watermark" | "write-failed";
 
 /**
- * A Writable that dcmjs-dimse fills with one C-STORE data set. It never throws back into the
- * DIMSE layer: a failure is remembered and reported by `finish()`, so the peer gets a status.
+ * Buffers that hold a received object whole while it is written, checked and recorded, reused
+ * from one object to the next. Fresh memory per object (6 MB for a CR) is external memory, and
+ * external memory is what makes V8 collect its whole heap (docs/PERFORMANCE.md, "Ingest"); a
+ * whole object in memory also spares the structure check a read of the file. At most
+ * `maxBuffers` exist (one per association receiving at once; the others stream through fresh
+ * memory, as larger objects do), each allocated on first use.
+ */
+export class ObjectBufferPool {
+  private readonly idle: Buffer[] = [];
+  private allocated = 0;
+
+  constructor(
+    readonly bufferBytes = 16 * 1024 * 1024,
+    readonly maxBuffers = 2,
+  ) {}
+
+  take(): Buffer | undefined {
+    const reused = this.idle.pop();
+    if (reused) return reused;
+    if (this.allocated >= this.maxBuffers) return undefined;
+    this.allocated += 1;
+    return Buffer.allocUnsafeSlow(this.bufferBytes);
+  }
+
+  give(buffer: Buffer): void {
+    this.idle.push(buffer);
+  }
+}
+
+/**
+ * The Writable that dcmjs-dimse fills with one C-STORE data set, PDV by PDV. `write` copies each
+ * PDV at once (dcmjs-dimse hands views of the reused receive buffer, server.ts) into the object's
+ * pooled buffer — or, without one, into fresh memory — hashes it, and writes what has gathered to
+ * the file in pieces of WRITE_BYTES; `end` writes the rest and fsyncs. It never throws back into
+ * the DIMSE layer: a failure is remembered and reported by `finish()`, so the peer gets a status.
  */
 export class SpoolWriter extends Writable {
   readonly tmpPath: string;
   private file?: FileHandle;
+  /** Every file operation, in order: the open, then each write. */
+  private io: Promise<void>;
   private readonly hash = createHash("sha256");
+  /** The pooled buffer holding the object from its first byte, while it fits (`inWhole`). */
+  private whole: Buffer | undefined;
+  private inWhole = true;
+  /** Fresh memory gathered for the next write, once the object is not (or no longer) in `whole`. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes of the object so far (file meta information included), and how many went to the file. */
+  private size = 0;
+  private queued = 0;
   private readonly headChunks: Buffer[] = [];
   private headLength = 0;
   private tail = Buffer.alloc(0);
-  private size = 0;
   refusal?: SpoolRefusal;
   failure?: Error;
 
   constructor(
     spoolDir: string,
-    private readonly meta: FileMetaInformation,
+    meta: FileMetaInformation,
     private readonly maxBytes: number,
     /** Set when the instance is refused before its first byte (the disk watermark). */
     refusal?: SpoolRefusal,
+    private readonly pool?: ObjectBufferPool,
   ) {
-    super({ highWaterMark: 4 * 1024 * 1024 });
+    super();
     this.refusal = refusal;
     this.tmpPath = join(spoolDir, INCOMING_DIR, `${randomUUID()}.part`);
-  }
-
-  override _construct(callback: (error?: Error | null) => void): void {
-    if (this.refusal) {
-      callback();
+    if (refusal) {
+      this.io = Promise.resolve();
       return;
     }
-    open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o640)
-      .then(async (file) => {
+    this.whole = pool?.take();
+    this.io = open(
+      this.tmpPath,
+      fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY,
+      0o640,
+    ).then(
+      (file) => {
         this.file = file;
-        await this.append([encodeFileMetaInformation(this.meta)]);
-        callback();
-      })
-      .catch((error: Error) => {
-        this.fail(error);
-        callback();
-      });
-  }
-
-  override _write(
-    chunk: Buffer,
-    _encoding: BufferEncoding,
-    callback: (error?: Error | null) => void,
-  ) {
-    this.writeChunks([chunk], callback);
+      },
+      (error: Error) => this.fail(error),
+    );
+    this.take(encodeFileMetaInformation(meta));
   }
 
   /**
-   * dcmjs-dimse hands over one PDV at a time: what has queued up goes to the file in one gathered
-   * write, without concatenating it first.
+   * Takes one chunk of the data set; its bytes are copied before this returns. Always true: the
+   * bytes are in the writer's memory, and dcmjs-dimse would hold a PDU's later PDVs back until
+   * "drain" if it were false.
    */
-  override _writev(
-    chunks: { chunk: Buffer; encoding: BufferEncoding }[],
-    callback: (error?: Error | null) => void,
-  ): void {
-    this.writeChunks(
-      chunks.map((c) => c.chunk),
-      callback,
-    );
-  }
-
-  private writeChunks(chunks: Buffer[], callback: (error?: Error | null) => void): void {
-    if (this.refusal) {
-      callback();
-      return;
-    }
-    let length = 0;
-    for (const chunk of chunks) length += chunk.length;
-    if (this.size + length > this.maxBytes) {
-      this.refusal = "instance-too-large";
-      callback();
-      return;
-    }
-    this.append(chunks).then(
-      () => callback(),
-      (error: Error) => {
-        this.fail(error);
-        callback();
-      },
-    );
+  override write(chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
+    const done = typeof encoding === "function" ? encoding : callback;
+    if (Buffer.isBuffer(chunk) && !this.writableEnded && !this.destroyed) this.take(chunk);
+    if (typeof done === "function") process.nextTick(done as () => void, null);
+    return true;
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    const file = this.file;
-    if (!file || this.refusal) {
-      callback();
-      return;
-    }
-    file.sync().then(
-      () => callback(),
-      (error: Error) => {
-        this.fail(error);
-        callback();
-      },
-    );
+    if (!this.refusal) this.flush(true);
+    this.io
+      .then(() => (this.file && !this.refusal ? this.file.sync() : undefined))
+      .then(
+        () => callback(),
+        (error: Error) => {
+          this.fail(error);
+          callback();
+        },
+      );
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    const file = this.file;
-    this.file = undefined;
-    (file ? file.close() : Promise.resolve()).finally(() => callback(error));
+    this.io
+      .catch(() => {})
+      .then(() => {
+        const file = this.file;
+        this.file = undefined;
+        return file?.close();
+      })
+      .catch(() => {})
+      .finally(() => {
+        this.giveBack();
+        callback(error);
+      });
   }
 
   /** Waits for the data set to be on disk (fsynced); resolves with what was written or a refusal. */
@@ -150,20 +177,33 @@ export class SpoolWriter extends Writable {
         this.once("error", () => resolve());
       });
     }
+    await this.io.catch(() => {});
     await this.file?.close().catch(() => {});
     this.file = undefined;
     if (this.refusal) {
+      this.giveBack();
       await unlink(this.tmpPath).catch(() => {});
       return { refusal: this.refusal, error: this.failure };
     }
-    const head = Buffer.concat(this.headChunks, this.headLength);
+    const whole = this.inWhole ? this.whole?.subarray(0, this.size) : undefined;
+    const head = whole
+      ? whole.subarray(0, Math.min(HEAD_BYTES, this.size))
+      : Buffer.concat(this.headChunks, this.headLength);
+    const tail = whole ? whole.subarray(Math.max(0, this.size - TAIL_BYTES)) : this.tail;
+    let released = false;
     return {
       tmpPath: this.tmpPath,
       sha256: this.hash.digest("hex"),
       sizeBytes: this.size,
       head,
-      tail: this.tail,
+      tail,
       isWholeFile: head.length === this.size,
+      ...(whole ? { whole } : {}),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.giveBack();
+      },
     };
   }
 
@@ -177,32 +217,98 @@ export class SpoolWriter extends Writable {
     await unlink(this.tmpPath).catch(() => {});
   }
 
-  private async append(chunks: Buffer[]): Promise<void> {
-    if (!this.file) return;
-    for (const chunk of chunks) {
-      this.hash.update(chunk);
-      if (this.headLength < HEAD_BYTES) {
-        const part = chunk.subarray(0, HEAD_BYTES - this.headLength);
-        this.headChunks.push(Buffer.from(part));
-        this.headLength += part.length;
-      }
+  /** Hashes and keeps one chunk, and starts a write once enough has gathered. */
+  private take(chunk: Buffer): void {
+    if (this.refusal) return;
+    if (this.size + chunk.length > this.maxBytes) {
+      this.refusal = "instance-too-large";
+      return;
+    }
+    const whole = this.inWhole ? this.whole : undefined;
+    if (whole && this.size + chunk.length <= whole.length) {
+      // Hashed with the piece it belongs to when that is written (one call per WRITE_BYTES).
+      chunk.copy(whole, this.size);
       this.size += chunk.length;
-    }
-    const last = chunks[chunks.length - 1];
-    if (last && last.length >= TAIL_BYTES) {
-      this.tail = Buffer.from(last.subarray(last.length - TAIL_BYTES));
     } else {
-      const parts: Buffer[] = [];
-      let n = 0;
-      for (let i = chunks.length - 1; i >= 0 && n < TAIL_BYTES; i--) {
-        parts.unshift(chunks[i]!);
-        n += chunks[i]!.length;
-      }
-      if (n < TAIL_BYTES) parts.unshift(this.tail);
-      this.tail = Buffer.from(Buffer.concat(parts).subarray(-TAIL_BYTES));
+      if (whole) this.leaveWhole(whole);
+      this.hash.update(chunk);
+      this.keepOutside(chunk);
     }
-    // libuv writes every buffer (it loops over short writes), or the call fails.
-    await this.file.writev(chunks);
+    this.flush(false);
+  }
+
+  /**
+   * The object outgrows its pooled buffer: what the buffer holds goes to the file, its head and
+   * tail are kept as they would have been, and the rest streams through fresh memory.
+   */
+  private leaveWhole(whole: Buffer): void {
+    this.inWhole = false;
+    if (this.queued < this.size) this.writeFromWhole(whole);
+    const head = Buffer.from(whole.subarray(0, Math.min(HEAD_BYTES, this.size)));
+    this.headChunks.push(head);
+    this.headLength = head.length;
+    this.tail = Buffer.from(whole.subarray(Math.max(0, this.size - TAIL_BYTES), this.size));
+  }
+
+  /** A chunk of an object that is not kept whole: copied into fresh memory; head and tail kept. */
+  private keepOutside(chunk: Buffer): void {
+    const copy = Buffer.from(chunk);
+    if (this.headLength < HEAD_BYTES) {
+      const part = copy.subarray(0, HEAD_BYTES - this.headLength);
+      this.headChunks.push(part);
+      this.headLength += part.length;
+    }
+    this.tail =
+      copy.length >= TAIL_BYTES
+        ? copy.subarray(copy.length - TAIL_BYTES)
+        : Buffer.concat([this.tail, copy]).subarray(-TAIL_BYTES);
+    this.pending.push(copy);
+    this.pendingBytes += copy.length;
+    this.size += copy.length;
+  }
+
+  /** Starts a write of what has gathered: at WRITE_BYTES, or all of it when `all`. */
+  private flush(all: boolean): void {
+    if (this.whole && this.inWhole) {
+      const ready = this.size - this.queued;
+      if (ready > 0 && (all || ready >= WRITE_BYTES)) this.writeFromWhole(this.whole);
+      return;
+    }
+    if (this.pendingBytes > 0 && (all || this.pendingBytes >= WRITE_BYTES)) {
+      const chunks = this.pending;
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.queueWrite(chunks);
+    }
+  }
+
+  /** Hashes what the pooled buffer holds beyond the last write, and writes it. */
+  private writeFromWhole(whole: Buffer): void {
+    const piece = whole.subarray(this.queued, this.size);
+    this.hash.update(piece);
+    this.queueWrite([piece]);
+  }
+
+  private queueWrite(chunks: Buffer[]): void {
+    const position = this.queued;
+    for (const chunk of chunks) this.queued += chunk.length;
+    this.io = this.io.then(async () => {
+      if (!this.file || this.refusal) return;
+      try {
+        // libuv writes every buffer (it loops over short writes), or the call fails.
+        await this.file.writev(chunks, position);
+      } catch (error) {
+        this.fail(error as Error);
+      }
+    });
+  }
+
+  /** Returns the pooled buffer once nothing reads or writes it any more. */
+  private giveBack(): void {
+    const whole = this.whole;
+    if (!whole) return;
+    this.whole = undefined;
+    void this.io.finally(() => this.pool?.give(whole));
   }
 
   private fail(error: Error): void {
