@@ -9,8 +9,8 @@
  * The study is recorded as the worker records a graded one (no model run here): its DICOM header,
  * spooled, carries the patient data, with HL7 delimiters in it on purpose.
  */
-import { createHash, randomUUID } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Config, loadConfig } from "@kneegrade/config";
 import { QUEUES, signedReportJobId, studyRevisionJobId } from "@kneegrade/contracts";
@@ -37,68 +37,26 @@ import type {
   Observation,
   Patient,
 } from "@medplum/fhirtypes";
-import dcmjs from "dcmjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectStatus } from "../../packages/cli/src/status.ts";
 import { mutualTlsCerts } from "../helpers/certs.ts";
 import { configEnv, kill, metricsPortOf, startServe } from "../helpers/cli.ts";
 import { capturingLogger, cleanupConfig, resetDb, testConfig, waitFor } from "../helpers/env.ts";
 import { type FhirTestServer, startFhirServer } from "../helpers/fhir.ts";
+import { type GradedStudy, seedGradedStudy as seedGraded } from "../helpers/graded-study.ts";
 import { type Hl7TestPeer, type ReceivedMessage, startHl7Peer } from "../helpers/hl7.ts";
 import { readyz } from "../helpers/metrics.ts";
 import { type RunningOrthanc, startOrthanc } from "../helpers/orthanc.ts";
-import { newUid } from "../helpers/studies.ts";
 
 const TOKEN = "fhir-test-token-0123456789";
 const MODEL = "kl-pim-ensemble-1.0.0-0123456789ab";
-const DX = "1.2.840.10008.5.1.4.1.1.1.1";
 const ATTEMPTS = 6;
 /** Everything the reporter logs (debug level), to check that no patient data is in it. */
 const logLines: string[] = [];
 const log = capturingLogger(logLines);
 
-/** A knee radiograph's header (no pixels: the reporter reads the header only). */
-function radiographHeader(uids: { study: string; series: string; sop: string }, accession: string) {
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const meta = {
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: DX,
-    MediaStorageSOPInstanceUID: uids.sop,
-    TransferSyntaxUID: "1.2.840.10008.1.2.1",
-    ImplementationClassUID: "1.2.826.0.1.3680043.8.498.1",
-  };
-  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset({
-    SpecificCharacterSet: "ISO_IR 192",
-    SOPClassUID: DX,
-    SOPInstanceUID: uids.sop,
-    StudyInstanceUID: uids.study,
-    SeriesInstanceUID: uids.series,
-    StudyDate: "20261201",
-    StudyTime: "093000",
-    AccessionNumber: accession,
-    Modality: "DX",
-    StudyDescription: "XR KNEES AP",
-    // HL7's delimiters in patient data: the ORU must escape them (\T\ \F\), FHIR carry them as is.
-    PatientName: "Smith&Jones^Mary",
-    PatientID: "MRN-0042",
-    PatientBirthDate: "19580412",
-    PatientSex: "F",
-    StudyID: "1",
-    SeriesNumber: "1",
-    InstanceNumber: "1",
-    ViewPosition: "AP",
-    BodyPartExamined: "KNEE",
-  });
-  return new Uint8Array(dict.write());
-}
-
-interface Seeded {
-  studyId: string;
-  studyInstanceUid: string;
-  gradingJobId: string;
+interface Seeded extends GradedStudy {
   accession: string;
-  kneeIds: { right: string; left: string };
 }
 
 /**
@@ -141,86 +99,24 @@ async function recordSignature(
   return reviewId;
 }
 
-/** A study graded as the worker records it: right knee KL 2, left knee KL 3. */
+/** A study graded as the worker records it (right knee KL 2, left KL 3), its patient data in its header. */
 async function seedGradedStudy(db: Db, config: Config, accession: string): Promise<Seeded> {
-  const uids = { study: newUid(), series: newUid(), sop: newUid() };
-  const bytes = radiographHeader(uids, accession);
-  const dir = join(config.SPOOL_DIR, "seed");
-  await mkdir(dir, { recursive: true });
-  const spoolPath = join(dir, `${uids.sop}.dcm`);
-  await writeFile(spoolPath, bytes);
-  const study = await db.study.create({
-    data: {
-      studyInstanceUid: uids.study,
-      status: "GRADED",
-      accessionNumber: accession,
-      modality: "DX",
-      series: { create: { seriesInstanceUid: uids.series, modality: "DX" } },
-    },
-    include: { series: true },
-  });
-  const instance = await db.instance.create({
-    data: {
-      sopInstanceUid: uids.sop,
-      sopClassUid: DX,
-      studyId: study.id,
-      seriesId: study.series[0]!.id,
-      transferSyntaxUid: "1.2.840.10008.1.2.1",
-      spoolPath,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
-      sizeBytes: BigInt(bytes.length),
-      callingAet: "MODALITY",
-      revision: 1,
-      routing: "KNEE",
-      routingReason: "test",
-      viewPosition: "AP",
-    },
-  });
-  const job = await db.gradingJob.create({
-    data: {
-      jobId: studyRevisionJobId(QUEUES.gradeStudy, uids.study, 1),
-      queue: QUEUES.gradeStudy,
-      studyId: study.id,
-      revision: 1,
-      status: "COMPLETED",
-      enqueuedAt: new Date(),
-      finishedAt: new Date(),
-      modelVersion: MODEL,
-      modelStatus: "candidate",
-      instances: {
-        create: {
-          instanceId: instance.id,
-          outcome: "GRADED",
-          kneesFound: 2,
-          timingsMs: {},
-        },
-      },
-    },
-  });
-  const knee = (laterality: "RIGHT" | "LEFT", klGrade: number, x: number) =>
-    db.kneeResult.create({
-      data: {
-        gradingJobId: job.id,
-        instanceId: instance.id,
-        laterality,
-        klGrade,
-        probabilities: [0.05, 0.1, 0.15, 0.2, 0.5].map((_, i) => (i === klGrade ? 0.8 : 0.05)),
-        region: { x, y: 300, width: 600, height: 600 },
-        lateralitySource: "image side and PatientOrientation (L\\F)",
-        localisationScore: 0.9,
-        modelVersion: MODEL,
-        timingsMs: {},
-      },
-    });
-  const right = await knee("RIGHT", 2, 100);
-  const left = await knee("LEFT", 3, 1300);
-  return {
-    studyId: study.id,
-    studyInstanceUid: uids.study,
-    gradingJobId: job.id,
+  const seeded = await seedGraded(db, config, {
     accession,
-    kneeIds: { right: right.id, left: left.id },
-  };
+    modelVersion: MODEL,
+    header: {
+      SpecificCharacterSet: "ISO_IR 192",
+      StudyDate: "20261201",
+      StudyTime: "093000",
+      AccessionNumber: accession,
+      StudyDescription: "XR KNEES AP",
+      // HL7's delimiters in patient data: the ORU must escape them (\T\ \F\), FHIR carry them as is.
+      PatientName: "Smith&Jones^Mary",
+      PatientID: "MRN-0042",
+      PatientBirthDate: "19580412",
+    },
+  });
+  return { ...seeded, accession };
 }
 
 describe("results to the RIS: FHIR R4 and HL7 v2 ORU^R01 through the reporter's outbox", () => {

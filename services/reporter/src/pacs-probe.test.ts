@@ -4,16 +4,12 @@
  * interval of the PACS's return, not at its next retry; the probe sends C-ECHO only while a report
  * waits on the PACS, one at a time, and releases reports only after it saw the PACS not answer.
  */
-import { createHash } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { Config } from "@kneegrade/config";
 import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
 import { createDb, type Db } from "@kneegrade/db";
 import { cEcho } from "@kneegrade/dicom";
 import { createQueue } from "@kneegrade/queue";
 import type { Queue } from "bullmq";
-import dcmjs from "dcmjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   capturingLogger,
@@ -22,121 +18,35 @@ import {
   testConfig,
   waitFor,
 } from "../../../tests/helpers/env.ts";
+import {
+  type GradedStudy,
+  seedGradedStudy as seedGraded,
+} from "../../../tests/helpers/graded-study.ts";
 import { type RunningOrthanc, startOrthanc } from "../../../tests/helpers/orthanc.ts";
 import { newUid } from "../../../tests/helpers/studies.ts";
 import { pacsPeer, type RunningReporter, startReporter } from "./index.ts";
 import { startPacsProbe } from "./pacs-probe.ts";
 
-const DX = "1.2.840.10008.5.1.4.1.1.1.1";
 const PATIENT = { name: "Probe^Patricia", id: "MRN-PROBE-7" };
 const PROBE_SECONDS = 2;
 const BACKOFF_SECONDS = 3;
 const logLines: string[] = [];
 const log = capturingLogger(logLines);
 
-/** A knee radiograph's header (the reporter reads the header only), with the patient's data. */
-function radiographHeader(uids: { study: string; series: string; sop: string }) {
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const dict = new DicomDict(
-    DicomMetaDictionary.denaturalizeDataset({
-      FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-      MediaStorageSOPClassUID: DX,
-      MediaStorageSOPInstanceUID: uids.sop,
-      TransferSyntaxUID: "1.2.840.10008.1.2.1",
-      ImplementationClassUID: "1.2.826.0.1.3680043.8.498.1",
-    }),
-  );
-  dict.dict = DicomMetaDictionary.denaturalizeDataset({
-    SOPClassUID: DX,
-    SOPInstanceUID: uids.sop,
-    StudyInstanceUID: uids.study,
-    SeriesInstanceUID: uids.series,
-    StudyDate: "20261207",
-    StudyTime: "101500",
-    AccessionNumber: "ACC-PROBE",
-    Modality: "DX",
-    PatientName: PATIENT.name,
-    PatientID: PATIENT.id,
-    PatientSex: "F",
-    StudyID: "1",
-    SeriesNumber: "1",
-    InstanceNumber: "1",
-    ViewPosition: "AP",
-    BodyPartExamined: "KNEE",
+/** A study graded as the worker records it (right knee KL 2, left KL 3), with the patient's data. */
+function seedGradedStudy(db: Db, config: Config) {
+  return seedGraded(db, config, {
+    header: {
+      StudyDate: "20261207",
+      StudyTime: "101500",
+      AccessionNumber: "ACC-PROBE",
+      PatientName: PATIENT.name,
+      PatientID: PATIENT.id,
+    },
   });
-  return new Uint8Array(dict.write());
 }
 
-/** A study graded as the worker records it (right knee KL 2, left KL 3): its ids. */
-async function seedGradedStudy(db: Db, config: Config) {
-  const uids = { study: newUid(), series: newUid(), sop: newUid() };
-  const bytes = radiographHeader(uids);
-  await mkdir(join(config.SPOOL_DIR, "seed"), { recursive: true });
-  const spoolPath = join(config.SPOOL_DIR, "seed", `${uids.sop}.dcm`);
-  await writeFile(spoolPath, bytes);
-  const study = await db.study.create({
-    data: {
-      studyInstanceUid: uids.study,
-      status: "GRADED",
-      modality: "DX",
-      series: { create: { seriesInstanceUid: uids.series, modality: "DX" } },
-    },
-    include: { series: true },
-  });
-  const instance = await db.instance.create({
-    data: {
-      sopInstanceUid: uids.sop,
-      sopClassUid: DX,
-      studyId: study.id,
-      seriesId: study.series[0]!.id,
-      transferSyntaxUid: "1.2.840.10008.1.2.1",
-      spoolPath,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
-      sizeBytes: BigInt(bytes.length),
-      callingAet: "MODALITY",
-      revision: 1,
-      routing: "KNEE",
-      routingReason: "test",
-      viewPosition: "AP",
-    },
-  });
-  const job = await db.gradingJob.create({
-    data: {
-      jobId: studyRevisionJobId(QUEUES.gradeStudy, uids.study, 1),
-      queue: QUEUES.gradeStudy,
-      studyId: study.id,
-      revision: 1,
-      status: "COMPLETED",
-      finishedAt: new Date(),
-      modelVersion: "test",
-      modelStatus: "candidate",
-      instances: {
-        create: { instanceId: instance.id, outcome: "GRADED", kneesFound: 2, timingsMs: {} },
-      },
-    },
-  });
-  for (const [laterality, klGrade, x] of [
-    ["RIGHT", 2, 100],
-    ["LEFT", 3, 1300],
-  ] as const) {
-    await db.kneeResult.create({
-      data: {
-        gradingJobId: job.id,
-        instanceId: instance.id,
-        laterality,
-        klGrade,
-        probabilities: [0, 1, 2, 3, 4].map((g) => (g === klGrade ? 0.8 : 0.05)),
-        region: { x, y: 300, width: 600, height: 600 },
-        localisationScore: 0.9,
-        modelVersion: "test",
-        timingsMs: {},
-      },
-    });
-  }
-  return { studyId: study.id, studyInstanceUid: uids.study, gradingJobId: job.id };
-}
-
-type Seeded = Awaited<ReturnType<typeof seedGradedStudy>>;
+type Seeded = GradedStudy;
 
 const reportJob = (queue: Queue, s: Seeded, delay?: number) =>
   queue.add(
