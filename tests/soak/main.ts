@@ -69,7 +69,9 @@ for (const f of report.faults) {
 }
 for (const [role, m] of Object.entries(report.memory)) {
   console.log(
-    `${role}: RSS ${f1(m.startMb)} → ${f1(m.endMb)} MB (bound +${f1(m.boundMb)} MB) ${m.ok ? "ok" : "GREW"}`,
+    m.unmeasured
+      ? `${role}: RSS not measured (restarted too late in the run to settle)`
+      : `${role}: RSS ${f1(m.startMb)} → ${f1(m.endMb)} MB (bound +${f1(m.boundMb)} MB) ${m.ok ? "ok" : "GREW"}`,
   );
 }
 for (const e of report.unexpectedExits) {

@@ -66,7 +66,8 @@ export interface SoakOptions {
 
 /**
  * The memory bound: after the first tenth of the run, and at least two minutes (models loaded,
- * V8 and onnxruntime arenas warmed), the median RSS of a process's last quarter may exceed that of its first quarter by at
+ * V8 and onnxruntime arenas warmed) — counted from a process's own start when a fault restarted
+ * it — the median RSS of a process's last quarter may exceed that of its first quarter by at
  * most 25 % or 64 MB, whichever is larger. A leak of a radiograph's buffers per study (≥ 1 MB) over
  * the hundreds of objects of a 30-minute run breaks it; the noise of garbage collection and of
  * the arenas growing to the largest image does not.
@@ -127,7 +128,15 @@ export interface SoakReport {
   unexpectedExits: ServiceExit[];
   memory: Record<
     string,
-    { startMb: number; endMb: number; growthMb: number; boundMb: number; ok: boolean }
+    {
+      startMb: number;
+      endMb: number;
+      growthMb: number;
+      boundMb: number;
+      ok: boolean;
+      /** Restarted too late in the run to have settled samples of its own. */
+      unmeasured?: boolean;
+    }
   >;
   cpuSecondsPerStudy: number;
   tablesMb: { start: number; end: number };
@@ -692,9 +701,24 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     }
 
     const memory: SoakReport["memory"] = {};
-    const settled = samples.filter((s) => s.t >= t0 + Math.max(o.minutes * 6_000, 120_000));
-    const quarter = Math.max(1, Math.floor(settled.length / 4));
+    const settleMs = Math.max(o.minutes * 6_000, 120_000);
     for (const svc of services) {
+      // A process restarted by a fault is measured from its own warm-up: its predecessor's RSS
+      // says nothing of its growth, and its first minutes are arenas growing, not a leak.
+      const from = Math.max(t0, svc.startedAt) + settleMs;
+      const settled = samples.filter((s) => s.t >= from);
+      if (settled.length < 8) {
+        memory[svc.role] = {
+          startMb: NaN,
+          endMb: NaN,
+          growthMb: NaN,
+          boundMb: NaN,
+          ok: true,
+          unmeasured: true,
+        };
+        continue;
+      }
+      const quarter = Math.floor(settled.length / 4);
       const rss = (xs: Sample[]) =>
         xs.map((s) => s.processes[svc.role]?.rssMb).filter((v): v is number => v !== undefined);
       const start = median(rss(settled.slice(0, quarter)));

@@ -322,6 +322,8 @@ export class Service {
   /** BullMQ's processedBy of a worker (host:pid). */
   workerName: string | undefined;
   incarnation = 0;
+  /** When the current process was started (ms since the epoch). */
+  startedAt = 0;
   private expectingExit = false;
   private stopped = false;
   private readonly log: WriteStream;
@@ -340,6 +342,7 @@ export class Service {
   /** Starts the process and resolves once it logged `serve.started`. */
   start(): Promise<void> {
     this.incarnation += 1;
+    this.startedAt = Date.now();
     this.metricsPort = undefined;
     const child = spawn(process.execPath, [CLI, "serve", ...this.args], {
       cwd: this.cwd,
