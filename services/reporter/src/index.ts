@@ -14,7 +14,7 @@ import type { Db } from "@kneegrade/db";
 import { cEcho, type DicomPeer } from "@kneegrade/dicom";
 import type { Logger } from "@kneegrade/log";
 import { createMetrics, type Metrics } from "@kneegrade/ops";
-import { startJobWorker } from "@kneegrade/queue";
+import { createQueue, startJobWorker } from "@kneegrade/queue";
 import { routeDcmjsLog } from "@kneegrade/report-jobs";
 import { outputChecks, resultOutputs } from "@kneegrade/ris";
 import type { Job } from "bullmq";
@@ -137,10 +137,23 @@ export async function startReporter(
     },
     metrics,
   });
+  // One connection to the report queue for the reconciler and the probe.
+  const reportQueue = createQueue(QUEUES.reportStudy, config);
+  reportQueue.on("error", () => {
+    // Redis down: the job worker logs it; the next round tries again.
+  });
   // Report jobs Redis lost (restarted without persistence) are added again from PostgreSQL.
-  const reconciler = startReportReconciler({ db, config, log });
+  const reconciler = startReportReconciler({ db, queue: reportQueue, log });
   // Reports waiting on a PACS that is back go within PACS_PROBE_SECONDS, not their next retry.
-  const pacsProbe = startPacsProbe({ db, config, echo, pacsReachable, pacs: where.pacs, log });
+  const pacsProbe = startPacsProbe({
+    db,
+    queue: reportQueue,
+    config,
+    echo,
+    pacsReachable,
+    pacs: where.pacs,
+    log,
+  });
   return {
     pacsReachable,
     outputs: {
@@ -158,6 +171,7 @@ export async function startReporter(
     close: async () => {
       await pacsProbe.stop();
       await reconciler.stop();
+      await reportQueue.close();
       await worker.close();
     },
   };

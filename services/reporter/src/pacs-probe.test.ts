@@ -169,6 +169,7 @@ describe("the PACS probe", () => {
     };
     const probe = startPacsProbe({
       db,
+      queue,
       config: { ...config, PACS_PROBE_SECONDS: 0 },
       echo,
       pacsReachable: true,

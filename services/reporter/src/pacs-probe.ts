@@ -11,17 +11,14 @@
  * patient data.
  */
 import type { Config } from "@kneegrade/config";
-import { QUEUES } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import type { RequestOutcome } from "@kneegrade/dicom";
 import { errorFields, type Logger } from "@kneegrade/log";
-import { createQueue, deliverySchedule } from "@kneegrade/queue";
+import { deliverySchedule } from "@kneegrade/queue";
 import type { Job, Queue } from "bullmq";
 
 export type PacsProbeConfig = Pick<
   Config,
-  | "REDIS_URL"
-  | "QUEUE_PREFIX"
   | "PACS_PROBE_SECONDS"
   | "DELIVERY_ATTEMPTS"
   | "DELIVERY_BACKOFF_SECONDS"
@@ -31,6 +28,8 @@ export type PacsProbeConfig = Pick<
 
 export interface PacsProbeOptions {
   db: Db;
+  /** The `report-study` queue (the reporter's; closed by its owner). */
+  queue: Queue;
   config: PacsProbeConfig;
   /** One C-ECHO of the PACS (status 0: it answers). */
   echo: () => Promise<RequestOutcome>;
@@ -125,10 +124,7 @@ function logSchedule(o: PacsProbeOptions): void {
  */
 export function startPacsProbe(o: PacsProbeOptions): PacsProbe {
   logSchedule(o);
-  const queue = createQueue(QUEUES.reportStudy, o.config);
-  queue.on("error", () => {
-    // Redis down: the job worker logs it; the next probe tries again.
-  });
+  const { queue } = o;
   let seenDown = !o.pacsReachable;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -206,7 +202,6 @@ export function startPacsProbe(o: PacsProbeOptions): PacsProbe {
       stopped = true;
       clearTimeout(timer);
       await running?.catch(() => undefined);
-      await queue.close();
     },
   };
 }

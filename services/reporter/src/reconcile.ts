@@ -5,11 +5,9 @@
  * the worker added it is added again under its deterministic id, so it is reported once. A
  * revision whose delivery was dead-lettered is left to `kneegrade redeliver`.
  */
-import type { Config } from "@kneegrade/config";
 import { QUEUES, ReportStudyJob, studyRevisionJobId } from "@kneegrade/contracts";
 import type { Db } from "@kneegrade/db";
 import { errorFields, type Logger } from "@kneegrade/log";
-import { createQueue } from "@kneegrade/queue";
 import type { Queue } from "bullmq";
 
 export async function reconcileReportJobs(
@@ -68,14 +66,12 @@ export async function reconcileReportJobs(
 /** Runs the reconciler at start-up and every `intervalMs` until stopped. */
 export function startReportReconciler(opts: {
   db: Db;
-  config: Config;
+  /** The `report-study` queue (the reporter's; closed by its owner). */
+  queue: Queue;
   log: Logger;
   intervalMs?: number;
 }): { stop(): Promise<void> } {
-  const queue = createQueue(QUEUES.reportStudy, opts.config);
-  queue.on("error", () => {
-    // Redis down: the job worker logs it; the next round tries again.
-  });
+  const { queue } = opts;
   const intervalMs = opts.intervalMs ?? 60_000;
   let running: Promise<void> | undefined;
   const run = () => {
@@ -100,7 +96,6 @@ export function startReportReconciler(opts: {
     async stop() {
       clearInterval(timer);
       await running;
-      await queue.close();
     },
   };
 }
