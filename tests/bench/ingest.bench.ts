@@ -3,7 +3,8 @@
  * as the tests start it) against DCMTK storescp, both fed the same uncompressed radiographs by
  * DCMTK storescu over one association.
  *
- *   npm run bench:ingest -- [--count N] [--rounds R]     (or BENCH_COUNT / BENCH_ROUNDS)
+ *   npm run bench:ingest -- [--count N] [--rounds R] [--warmup W]
+ *                                           (or BENCH_COUNT / BENCH_ROUNDS / BENCH_WARMUP)
  *
  * BENCH_CPU_PROFILE=<dir> also writes a V8 CPU profile of each measured kneegrade run there
  * (`<dir>/kneegrade-<round>.cpuprofile`: the listener's main thread during that run only).
@@ -12,6 +13,7 @@
  * median wall time per target is reported. Every run is checked (N rows in the database and N
  * spooled files for kneegrade, N files for storescp), and the benchmark exits 1 if one is not.
  */
+import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
@@ -64,8 +66,9 @@ const GC_KINDS: Record<number, string> = {
 };
 
 /**
- * CPU ms so far of this process's main thread and of its other threads together (V8's GC and
- * compiler helpers, libuv's pool: file writes, fsync), from Linux /proc.
+ * CPU ms so far of this process's main thread and of its other threads grouped by the thread's
+ * name without its number (V8's GC and compiler helpers, libuv's pool: file writes and fsync,
+ * the Prisma query engine's runtime), from Linux /proc.
  */
 function threadCpu(): Map<string, number> {
   const out = new Map<string, number>();
@@ -76,12 +79,47 @@ function threadCpu(): Map<string, number> {
     } catch {
       continue; // the thread ended meanwhile
     }
-    const name = tid === String(process.pid) ? "main" : "other threads";
+    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const name = tid === String(process.pid) ? "main" : comm.replace(/[-_ ]?\d+$/, "");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
     out.set(name, (out.get(name) ?? 0) + ms);
   }
   return out;
+}
+
+/**
+ * A command started now that runs only once released: a shell that waits for a line on its stdin,
+ * then execs the command. `ready` resolves once the shell runs (so its start is behind us).
+ */
+function heldStart(cmd: string, args: string[], timeoutMs: number) {
+  const child = spawn("sh", ["-c", 'echo ready; read go; exec "$@"', "sh", cmd, ...args], {
+    stdio: ["pipe", "pipe", "pipe"],
+    timeout: timeoutMs,
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr })),
+  );
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout.startsWith("ready\n")) resolve();
+    });
+    child.on("error", reject);
+    void exited.then(() => reject(new Error(`${cmd} ended before it was released: ${stderr}`)));
+  });
+  return {
+    ready,
+    release: () => {
+      child.stdin.end("go\n");
+      return exited;
+    },
+  };
 }
 
 /** This process's peak RSS since the last reset (/proc/self/clear_refs), in bytes. */
@@ -120,6 +158,7 @@ const lpad = (s: string, n: number) => s.padStart(n);
 async function main(): Promise<number> {
   const count = intOption("--count", process.env.BENCH_COUNT, 20);
   const rounds = intOption("--rounds", process.env.BENCH_ROUNDS, 3);
+  const warmups = intOption("--warmup", process.env.BENCH_WARMUP, 3);
   const work = await mkdtemp(join(tmpdir(), "kneegrade-bench-"));
   let harness: Harness | undefined;
   const stops: Array<() => Promise<void>> = [];
@@ -222,11 +261,16 @@ async function main(): Promise<number> {
       await t.reset();
       // Start every run with no dirty pages left by the previous one (an fsync may flush them).
       await tool("sync", []);
+      // storescu is started before the measured window and waits there for a line on its stdin:
+      // starting a process from this one (fork of a large heap) costs about 16 ms of this
+      // process's CPU, which would otherwise be counted as the listener's.
+      const args = ["-aec", t.calledAet, "-aet", "MODALITY", "127.0.0.1", String(t.port)];
+      const sender = heldStart("storescu", [...args, ...list], 600_000);
+      await sender.ready;
       const cpu0 = t.cpuMs();
       const go = async () => {
         const t0 = performance.now();
-        const args = ["-aec", t.calledAet, "-aet", "MODALITY", "127.0.0.1", String(t.port)];
-        const r = await tool("storescu", [...args, ...list], 600_000);
+        const r = await sender.release();
         const seconds = (performance.now() - t0) / 1000;
         if (r.code !== 0) throw new Error(`storescu → ${t.name} exited ${r.code}: ${r.stderr}`);
         return seconds;
@@ -237,11 +281,12 @@ async function main(): Promise<number> {
       return { seconds, cpuMs };
     };
 
-    // Warm-up (not counted): connection pool, page cache of the input files, and part of the
-    // work of V8's optimising compiler, which goes on compiling code run a few times per instance
-    // (the C-STORE command and response) for over a hundred instances — still about 3 ms of CPU
-    // per instance on its threads after 60 — a cost that a listener running for days does not pay.
-    for (const t of targets) await send(t, files);
+    // Warm-up (not counted): connection pool, page cache of the input files, and most of the
+    // work of V8's compilers, which go on optimising code run a few times per instance (the
+    // C-STORE command and response, the database driver) for over a hundred instances — about
+    // 6 ms of CPU per instance on their threads in the first run after one run of warm-up — a cost
+    // that a listener running for days does not pay. Every target gets the same warm-up runs.
+    for (let w = 0; w < warmups; w++) for (const t of targets) await send(t, files);
     rssPeakDelta = 0;
 
     const results = new Map<Target, RunResult[]>(targets.map((t) => [t, []]));
@@ -280,7 +325,7 @@ async function main(): Promise<number> {
     console.log(
       `\ningest benchmark: ${count} × ${SOURCE} (${fmt(bytes / count / 1e6)} MB each, ` +
         `${fmt(mb, 1)} MB total, uncompressed), storescu, one association per run, ` +
-        `${rounds} round(s), median wall time`,
+        `${rounds} round(s) after ${warmups} warm-up run(s), median wall time`,
     );
     console.log(
       `baseline: ${baselineName} -- stores uncompressed as received, no fsync option ` +
@@ -307,6 +352,13 @@ async function main(): Promise<number> {
     console.log(line(head));
     console.log(widths.map((w) => "-".repeat(w)).join("  "));
     for (const r of rows) console.log(line(r));
+    for (const t of targets) {
+      const perRun = results
+        .get(t)!
+        .map((x) => fmt(x.cpuMs / count, 1))
+        .join(" ");
+      console.log(`cpu ms/inst per run, ${t.name}: ${perRun}`);
+    }
 
     const ratio = med(baseline) / med(kneegrade);
     const ratioSync = med(baselineSync) / med(kneegrade);
@@ -316,6 +368,12 @@ async function main(): Promise<number> {
         `(target >= ${TARGET_RATIO}) ${verdict}`,
     );
     console.log(`ratio kneegrade / ${baselineName} + exec sync: ${fmt(ratioSync)}`);
+    const cpuPerInst = (t: Target) => median(results.get(t)!.map((x) => x.cpuMs)) / count;
+    console.log(
+      `CPU per instance, kneegrade / ${baselineName}: ${fmt(cpuPerInst(kneegrade) / cpuPerInst(baseline))}` +
+        ` (goal <= 2); / ${baselineName} + exec sync: ` +
+        fmt(cpuPerInst(kneegrade) / cpuPerInst(baselineSync)),
+    );
     console.log(
       `listener peak RSS delta during a run: ${fmt(rssPeakDelta / 2 ** 20, 1)} MiB ` +
         "(the kernel's peak RSS, VmHWM, over the RSS at the start of the run)",

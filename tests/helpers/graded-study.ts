@@ -3,12 +3,11 @@
  * header spooled (the reporter reads the header only, so no pixels), the instance, a completed
  * grading job, and two knees — right KL 2, left KL 3. For the reporter's tests against real peers.
  */
-import { createHash } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Config } from "@kneegrade/config";
 import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
-import type { Db } from "@kneegrade/db";
+import { type Db, instanceDigest } from "@kneegrade/db";
 import dcmjs from "dcmjs";
 import { newUid } from "./studies.ts";
 
@@ -94,7 +93,7 @@ export async function seedGradedStudy(
       seriesId: study.series[0]!.id,
       transferSyntaxUid: "1.2.840.10008.1.2.1",
       spoolPath,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
+      digest: instanceDigest(bytes),
       sizeBytes: BigInt(bytes.length),
       callingAet: "MODALITY",
       revision: 1,

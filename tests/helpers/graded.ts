@@ -26,7 +26,7 @@ export async function recordedInstance(
       studyId,
       seriesId: series.id,
       transferSyntaxUid: EXPLICIT_LE,
-      sha256: "0".repeat(64),
+      digest: `blake3:${"0".repeat(64)}`,
       sizeBytes: 1n,
       callingAet: "MODALITY",
       revision: 1,

@@ -3,12 +3,11 @@
  * Test studies are built from ../shared/data/dicom/wg04 (NEMA WG04, a real CR radiograph).
  */
 import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
-import { createDb } from "@kneegrade/db";
+import { createDb, instanceDigest, legacyInstanceDigest } from "@kneegrade/db";
 import { startListener } from "@kneegrade/listener";
 import { createLogger } from "@kneegrade/log";
 import { createQueue } from "@kneegrade/queue";
@@ -77,7 +76,7 @@ describe("listener (DCMTK storescu/echoscu → kneegrade)", () => {
       expect(row?.routing).toBe("KNEE");
       expect(row?.callingAet).toBe("MODALITY");
       const stored = await readFile(row!.spoolPath!);
-      expect(createHash("sha256").update(stored).digest("hex")).toBe(row!.sha256);
+      expect(instanceDigest(stored)).toBe(row!.digest);
       expect(Number(row!.sizeBytes)).toBe(stored.length);
       // No re-encoding on the way in: same transfer syntax, byte-identical data set.
       expect(row!.transferSyntaxUid).toBe(await dumpValue(sent.path, "0002,0010"));
@@ -111,6 +110,26 @@ describe("listener (DCMTK storescu/echoscu → kneegrade)", () => {
     expect(after).toHaveLength(kneeStudy.instances.length);
     expect(after.every((i) => i.duplicateCount === 1)).toBe(true);
     expect(await queue.getJobCountByTypes("waiting")).toBe(1);
+  });
+
+  it("counts a resend of objects recorded with SHA-256 by an earlier version as a resend", async () => {
+    const study = await h.db.study.findUniqueOrThrow({
+      where: { studyInstanceUid: knee.studyInstanceUid },
+    });
+    const rows = await h.db.instance.findMany({ where: { studyId: study.id } });
+    for (const row of rows) {
+      const digest = legacyInstanceDigest(await readFile(row.spoolPath!));
+      await h.db.instance.update({ where: { id: row.id }, data: { digest } });
+    }
+    for (const r of await sendStudy(h.target, kneeStudy)) expect(r.code, r.stderr).toBe(0);
+    await new Promise((r) => setTimeout(r, 2_500)); // longer than STUDY_STABLE_SECONDS
+    expect(await jobsOf(knee.studyInstanceUid)).toHaveLength(1);
+    const after = await h.db.instance.findMany({ where: { studyId: study.id } });
+    expect(after.map((i) => i.duplicateCount)).toEqual(rows.map(() => 2));
+    expect(after.every((i) => i.digest.startsWith("sha256:"))).toBe(true);
+    expect(
+      await h.db.study.findUniqueOrThrow({ where: { studyInstanceUid: knee.studyInstanceUid } }),
+    ).toMatchObject({ status: "QUEUED", revision: 1 });
   });
 
   it("grades a late instance as one new revision", async () => {

@@ -63,7 +63,7 @@ it("removes the files of settled studies past the retention period and keeps eve
   expect(existsSync(old.reportPath)).toBe(false);
   const after = await h.db.instance.findUniqueOrThrow({ where: { id: old.instance.id } });
   expect(after.spoolPath).toBeNull();
-  expect(after.sha256).toBe(old.instance.sha256);
+  expect(after.digest).toBe(old.instance.digest);
   expect(await h.db.report.count({ where: { study: { studyInstanceUid: old.uid } } })).toBe(1);
   const audit = await h.db.auditEvent.findFirst({
     where: { event: "spool.retention", studyInstanceUid: old.uid },

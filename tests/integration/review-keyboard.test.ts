@@ -727,7 +727,7 @@ describe("review pages in Chromium: every knee accounted for, safe keys, what yo
         seriesId: graded.seriesId,
         transferSyntaxUid: graded.transferSyntaxUid,
         spoolPath: spoolFile,
-        sha256: "1".repeat(64),
+        digest: `blake3:${"1".repeat(64)}`,
         sizeBytes: 1n,
         callingAet: "MODALITY",
         revision: 1,

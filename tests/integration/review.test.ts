@@ -620,7 +620,7 @@ describe("review pages: storescu → kneegrade → radiologist signs in Chromium
         studyId: x.study,
         seriesId: x.series,
         transferSyntaxUid: "1.2.840.10008.1.2.1",
-        sha256: "0".repeat(64),
+        digest: `blake3:${"0".repeat(64)}`,
         sizeBytes: 1n,
         callingAet: "LOAD",
         revision: 1,

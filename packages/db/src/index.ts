@@ -1,2 +1,4 @@
-export { createDb, type Db } from "./client.ts";
+export { createDb, type Db, sqlOf } from "./client.ts";
+export * from "./digest.ts";
 export * from "./generated/prisma/client.ts";
+export type { Sql } from "./sql.ts";

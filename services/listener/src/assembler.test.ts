@@ -33,7 +33,7 @@ it("assembles a stable study once and enqueues its job once, even when run again
       seriesId: series.id,
       transferSyntaxUid: "1.2.840.10008.1.2.1",
       spoolPath: "/nonexistent",
-      sha256: randomUUID(),
+      digest: `blake3:${randomUUID()}`,
       sizeBytes: 1n,
       callingAet: "TEST",
       revision: 1,

@@ -1,7 +1,7 @@
 /**
  * Spool retention (SPOOL_RETENTION_DAYS; 0 keeps everything): once a study has settled — REPORTED,
  * REFUSED or FAILED — and not changed for that many days, its spooled images and the report
- * objects written for it are deleted from disk. PostgreSQL keeps every row (UIDs, sha256, results,
+ * objects written for it are deleted from disk. PostgreSQL keeps every row (UIDs, digests, results,
  * reports, deliveries): `Instance.spoolPath` becomes null and a `spool.retention` audit event says
  * what was removed. A study that is still moving (RECEIVING … GRADED) is never touched.
  */

@@ -8,11 +8,12 @@
  * whole only in one of a few pooled buffers of fixed size (`ObjectBufferPool`), and otherwise
  * streams through in pieces.
  */
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { constants as fsConstants, statfsSync } from "node:fs";
 import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { Writable } from "node:stream";
+import { createInstanceDigest } from "@kneegrade/db";
 import { encodeFileMetaInformation, type FileMetaInformation, isDicomUid } from "@kneegrade/dicom";
 
 /** Enough for the header of any ordinary radiograph; larger headers fall back to a file read. */
@@ -26,7 +27,8 @@ export const INCOMING_DIR = ".incoming";
 
 export interface SpooledFile {
   tmpPath: string;
-  sha256: string;
+  /** `Instance.digest` of the file (`instanceDigest`). */
+  digest: string;
   sizeBytes: number;
   /** The first bytes of the file, for reading the header without another disk read. */
   head: Buffer;
@@ -84,7 +86,7 @@ export class SpoolWriter extends Writable {
   private file?: FileHandle;
   /** Every file operation, in order: the open, then each write. */
   private io: Promise<void>;
-  private readonly hash = createHash("sha256");
+  private readonly hash = createInstanceDigest();
   /** The pooled buffer holding the object from its first byte, while it fits (`inWhole`). */
   private whole: Buffer | undefined;
   private inWhole = true;
@@ -193,7 +195,7 @@ export class SpoolWriter extends Writable {
     let released = false;
     return {
       tmpPath: this.tmpPath,
-      sha256: this.hash.digest("hex"),
+      digest: this.hash.digest(),
       sizeBytes: this.size,
       head,
       tail,

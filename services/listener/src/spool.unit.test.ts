@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { instanceDigest } from "@kneegrade/db";
 import { encodeFileMetaInformation } from "@kneegrade/dicom";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { INCOMING_DIR, ObjectBufferPool, type SpooledFile, SpoolWriter } from "./spool.ts";
@@ -49,7 +49,7 @@ async function expectFile(file: SpooledFile, data: Buffer) {
   const expected = Buffer.concat([META_BYTES, data]);
   expect((await readFile(file.tmpPath)).equals(expected)).toBe(true);
   expect(file.sizeBytes).toBe(expected.length);
-  expect(file.sha256).toBe(createHash("sha256").update(expected).digest("hex"));
+  expect(file.digest).toBe(instanceDigest(expected));
   expect(file.head.equals(expected.subarray(0, 256 * 1024))).toBe(true);
   expect(file.tail.equals(expected.subarray(-1024))).toBe(true);
   expect(file.isWholeFile).toBe(expected.length <= 256 * 1024);

@@ -170,7 +170,7 @@ export const imageRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db }) =
     const full = v.full === "1";
     const voi = v.wc !== undefined && v.ww !== undefined ? { center: v.wc, width: v.ww } : null;
     const viewKey = `${full ? "full" : "fit"}:${voi ? `${voi.center}/${voi.width}` : "voi"}`;
-    if (cachedPicture(request, reply, instance.sopInstanceUid, instance.sha256, viewKey))
+    if (cachedPicture(request, reply, instance.sopInstanceUid, instance.digest, viewKey))
       return reply;
     const jpeg = await radiographJpeg(instance.spoolPath, {
       full,
@@ -185,12 +185,12 @@ export const imageRoutes: FastifyPluginAsync<ReviewDeps> = async (app, { db }) =
     if (p.data.kind === "region.png") {
       const knee = await db.kneeResult.findUnique({
         where: { id: p.data.id },
-        select: { region: true, instance: { select: { spoolPath: true, sha256: true } } },
+        select: { region: true, instance: { select: { spoolPath: true, digest: true } } },
       });
       const region = knee?.region as { x: number; y: number; width: number; height: number };
       if (!region || !knee?.instance.spoolPath) return reply.callNotFound();
-      const { spoolPath, sha256 } = knee.instance;
-      if (cachedPicture(request, reply, "region", sha256, JSON.stringify(region))) return reply;
+      const { spoolPath, digest } = knee.instance;
+      if (cachedPicture(request, reply, "region", digest, JSON.stringify(region))) return reply;
       return reply.type("image/png").send(await kneeRegionPng(spoolPath, region));
     }
     const knee = await db.kneeResult.findUnique({
