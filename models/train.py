@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -390,9 +390,47 @@ def _train_epoch(run: _Run, epoch: int, t_ep: float, log):
     return s0, losses, terms_sum
 
 
+@torch.no_grad()
+def repair_batchnorm(net, x_uint8: torch.Tensor, size: int, device: torch.device,
+                     batches: int = 8, batch: int = 64) -> List[str]:
+    """Re-estimates, in float32, the running statistics of the batch-norm layers of ``net`` whose
+    statistics are not finite, from ``batches`` batches of ``x_uint8`` (a fixed draw: no RNG stream
+    of the training is used); every other layer keeps its own. One overflowing batch leaves a
+    layer's running variance infinite for good while training goes on with batch statistics, and
+    the network then predicts one grade for every knee in eval mode. Returns the layers repaired."""
+    broken = [(name, m) for name, m in net.named_modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+              and not (torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all())]
+    if not broken:
+        return []
+    was_training = net.training
+    net.eval()
+    momenta = []
+    for _, m in broken:
+        momenta.append(m.momentum)
+        m.reset_running_stats()
+        m.momentum = None          # a cumulative average over the batches below
+        m.train()
+    order = torch.randperm(x_uint8.shape[0], generator=torch.Generator().manual_seed(0))[:batches * batch]
+    for i in range(0, len(order), batch):
+        xb = to_input(x_uint8[order[i:i + batch]].to(device), size)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        net(xb)
+    for (_, m), momentum in zip(broken, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+    return [name for name, _ in broken]
+
+
 def _validate(run: _Run, val_x: torch.Tensor, val_y: np.ndarray, epoch: int):
     """Validation of the weights that would be kept (the EMA's where there is one); the best so far
-    is replaced when its QWK is beaten. Returns the report and whether it was."""
+    is replaced when its QWK is beaten. Batch-norm statistics that are not finite are re-estimated
+    first, in the trained network and in the one validated. Returns the report, whether it was the
+    best, and the layers repaired."""
+    repaired = repair_batchnorm(run.model, run.train_x, run.size, run.device)
+    if run.ema is not None:
+        repair_batchnorm(run.ema.model, run.train_x, run.size, run.device)
     net = run.eval_net()
     logits = predict_logits(net, val_x, run.size, run.device)
     r = report(softmax(logits), val_y, run.cfg["num_classes"])
@@ -400,7 +438,7 @@ def _validate(run: _Run, val_x: torch.Tensor, val_y: np.ndarray, epoch: int):
     if improved:
         run.best = {"qwk": r["qwk"], "epoch": epoch, "val": r, "logits": logits,
                     "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()}}
-    return r, improved
+    return r, improved, repaired
 
 
 def _replan(run: _Run, epoch: int, ep_s: float, s0: int, last: bool, line: dict) -> None:
@@ -433,9 +471,11 @@ def _run_epoch(run: _Run, epoch: int, val_x: torch.Tensor, val_y: np.ndarray, lo
     last = epoch == run.plan["epochs"]
     early = epoch <= cfg["eval_after_frac"] * run.plan["epochs"]  # early epochs are never the best: save the time
     if (epoch % cfg["eval_every"] == 0 and not early) or last:
-        r, improved = _validate(run, val_x, val_y, epoch)
+        r, improved, repaired = _validate(run, val_x, val_y, epoch)
         line.update({"val_acc": round(r["accuracy"], 4), "val_qwk": round(r["qwk"], 4),
                      "val_per_grade": [round(v, 3) if v is not None else None for v in r["per_grade_accuracy"]]})
+        if repaired:
+            line["batchnorm_reestimated"] = repaired
         if improved:
             line["best"] = True
     ep_s = time.perf_counter() - t_ep
@@ -446,7 +486,7 @@ def _run_epoch(run: _Run, epoch: int, val_x: torch.Tensor, val_y: np.ndarray, lo
     log(json.dumps(line))
     if epoch == run.plan["epochs"] and "val_qwk" not in line:
         # re-planning made this the last epoch after it ran: validate it now
-        r, _ = _validate(run, val_x, val_y, epoch)
+        r, _, _ = _validate(run, val_x, val_y, epoch)
         log(json.dumps({"member": run.name, "epoch": epoch, "val_acc": round(r["accuracy"], 4),
                         "val_qwk": round(r["qwk"], 4)}))
     run.save_state(epoch, None)
