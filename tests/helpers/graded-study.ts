@@ -7,7 +7,8 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Config } from "@kneegrade/config";
 import { QUEUES, studyRevisionJobId } from "@kneegrade/contracts";
-import { type Db, instanceDigest } from "@kneegrade/db";
+import type { Db } from "@kneegrade/db";
+import { instanceDigest } from "@kneegrade/dicom";
 import dcmjs from "dcmjs";
 import { newUid } from "./studies.ts";
 

@@ -25,8 +25,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join, relative, resolve, sep } from "node:path";
 import { QUEUES } from "@kneegrade/contracts";
-import { instanceDigest } from "@kneegrade/db";
-import { cEcho, encodeFileMetaInformation } from "@kneegrade/dicom";
+import { cEcho, encodeFileMetaInformation, instanceDigest } from "@kneegrade/dicom";
 import { createQueue } from "@kneegrade/queue";
 import type { Queue } from "bullmq";
 import dicomParser from "dicom-parser";

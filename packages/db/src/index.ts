@@ -1,4 +1,3 @@
 export { createDb, type Db, sqlOf } from "./client.ts";
-export * from "./digest.ts";
 export * from "./generated/prisma/client.ts";
 export type { Sql } from "./sql.ts";

@@ -1,5 +1,6 @@
 export * from "./charset.ts";
 export * from "./diagnose.ts";
+export * from "./digest.ts";
 export * from "./files.ts";
 export * from "./header.ts";
 export * from "./limits.ts";

@@ -11,14 +11,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFile, rm, unlink } from "node:fs/promises";
+import { type Db, type Sql, sqlOf } from "@kneegrade/db";
 import {
-  type Db,
+  clampHeader,
   LEGACY_DIGEST_PREFIX,
+  type LimitNote,
   legacyInstanceDigest,
-  type Sql,
-  sqlOf,
-} from "@kneegrade/db";
-import { clampHeader, type LimitNote, type RadiographHeader } from "@kneegrade/dicom";
+  type RadiographHeader,
+} from "@kneegrade/dicom";
 import type { RoutingDecision } from "@kneegrade/routing";
 import { commitSpoolFile, type SpooledFile, spoolPathFor } from "./spool.ts";
 

@@ -13,8 +13,12 @@ import { constants as fsConstants, statfsSync } from "node:fs";
 import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { Writable } from "node:stream";
-import { createInstanceDigest } from "@kneegrade/db";
-import { encodeFileMetaInformation, type FileMetaInformation, isDicomUid } from "@kneegrade/dicom";
+import {
+  createInstanceDigest,
+  encodeFileMetaInformation,
+  type FileMetaInformation,
+  isDicomUid,
+} from "@kneegrade/dicom";
 
 /** Enough for the header of any ordinary radiograph; larger headers fall back to a file read. */
 const HEAD_BYTES = 256 * 1024;

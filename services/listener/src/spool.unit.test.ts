@@ -1,8 +1,7 @@
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { instanceDigest } from "@kneegrade/db";
-import { encodeFileMetaInformation } from "@kneegrade/dicom";
+import { encodeFileMetaInformation, instanceDigest } from "@kneegrade/dicom";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { INCOMING_DIR, ObjectBufferPool, type SpooledFile, SpoolWriter } from "./spool.ts";
 
