@@ -241,4 +241,57 @@ describe("the PACS probe", () => {
       expect(line).not.toContain("Patricia");
     }
   }, 60_000);
+  it("remembers an outage while a report is between attempts, and releases when the PACS is back", async () => {
+    await resetDb(db);
+    await queue.obliterate({ force: true });
+    const probe = startPacsProbe({
+      db,
+      queue,
+      config: { ...config, PACS_PROBE_SECONDS: 0 },
+      echo: () => cEcho({ ...pacsPeer(config), timeoutMs: 3000 }),
+      pacsReachable: true,
+      pacs: "ORTHANC",
+      log,
+    });
+    const waitingReport = async (delay: number) => {
+      const s = await seedGradedStudy(db, config);
+      await db.report.create({
+        data: {
+          studyId: s.studyId,
+          gradingJobId: s.gradingJobId,
+          sopInstanceUid: newUid(),
+          seriesInstanceUid: newUid(),
+          sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
+          path: "/nonexistent",
+          sha256: "0".repeat(64),
+          deliveries: {
+            create: {
+              channel: "DICOM",
+              destinationAet: "ORTHANC",
+              host: "127.0.0.1",
+              port: dicomPort,
+              attempts: 1,
+              status: "PENDING",
+            },
+          },
+        },
+      });
+      return reportJob(queue, s, delay);
+    };
+    try {
+      const first = await waitingReport(600_000);
+      await pacsDown();
+      expect(await probe.probe()).toEqual({ state: "down" });
+      // Its next attempt is due: for a moment no report is delayed, one is waiting to be tried.
+      await first.promote();
+      expect(await probe.probe()).toEqual({ state: "idle" });
+      // That attempt failed too, and another report waits for its retry when the PACS is back.
+      const second = await waitingReport(600_000);
+      await pacsBack();
+      expect(await probe.probe()).toEqual({ state: "back", released: 1 });
+      expect(await second.getState()).toBe("waiting");
+    } finally {
+      await probe.stop();
+    }
+  }, 60_000);
 });

@@ -135,8 +135,11 @@ export function startPacsProbe(o: PacsProbeOptions): PacsProbe {
       (await queue.getDelayedCount()) === 0 ||
       (await waitingOnPacs(queue, o.db, 1)).length === 0
     ) {
-      // Nothing waits on the PACS: whatever it did before no longer matters.
-      seenDown = false;
+      // Nothing waits on the PACS: whatever it did before no longer matters — unless a report is
+      // being tried or about to be: a job between its failed attempt and its next delay is not
+      // "delayed", and forgetting the outage then would leave it to its retry when the PACS is back.
+      const { active = 0, waiting = 0 } = await queue.getJobCounts("active", "waiting");
+      if (active === 0 && waiting === 0) seenDown = false;
       return { state: "idle" };
     }
     const outcome = await o.echo();
