@@ -97,6 +97,34 @@ describe("the PACS probe", () => {
   };
   const dicomDelivery = (gradingJobId: string) =>
     db.delivery.findFirst({ where: { channel: "DICOM", report: { gradingJobId } } });
+  type Channel = "DICOM" | "FHIR";
+  /** A report of `s` whose delivery on `pending` failed once; those on its other channels were sent. */
+  const seedReport = (
+    s: Seeded,
+    pending: Channel,
+    channels: readonly Channel[] = ["DICOM", "FHIR"],
+  ) =>
+    db.report.create({
+      data: {
+        studyId: s.studyId,
+        gradingJobId: s.gradingJobId,
+        sopInstanceUid: newUid(),
+        seriesInstanceUid: newUid(),
+        sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
+        path: "/nonexistent",
+        sha256: "0".repeat(64),
+        deliveries: {
+          create: channels.map((channel) => ({
+            channel,
+            destinationAet: channel === "DICOM" ? "ORTHANC" : "FHIR",
+            host: "127.0.0.1",
+            port: dicomPort,
+            attempts: 1,
+            status: channel === pending ? ("PENDING" as const) : ("SENT" as const),
+          })),
+        },
+      },
+    });
 
   it("delivers a report within the probe interval of the PACS's return, not at its next retry", async () => {
     reporter = await startReporter(config, db, log);
@@ -185,27 +213,7 @@ describe("the PACS probe", () => {
         [onPacs, "DICOM"],
         [onFhir, "FHIR"],
       ] as const) {
-        await db.report.create({
-          data: {
-            studyId: s.studyId,
-            gradingJobId: s.gradingJobId,
-            sopInstanceUid: newUid(),
-            seriesInstanceUid: newUid(),
-            sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
-            path: "/nonexistent",
-            sha256: "0".repeat(64),
-            deliveries: {
-              create: (["DICOM", "FHIR"] as const).map((channel) => ({
-                channel,
-                destinationAet: channel === "DICOM" ? "ORTHANC" : "FHIR",
-                host: "127.0.0.1",
-                port: dicomPort,
-                attempts: 1,
-                status: channel === pending ? ("PENDING" as const) : ("SENT" as const),
-              })),
-            },
-          },
-        });
+        await seedReport(s, pending);
       }
       const pacsJob = await reportJob(queue, onPacs, 600_000);
       const fhirJob = await reportJob(queue, onFhir, 600_000);
@@ -255,27 +263,7 @@ describe("the PACS probe", () => {
     });
     const waitingReport = async (delay: number) => {
       const s = await seedGradedStudy(db, config);
-      await db.report.create({
-        data: {
-          studyId: s.studyId,
-          gradingJobId: s.gradingJobId,
-          sopInstanceUid: newUid(),
-          seriesInstanceUid: newUid(),
-          sopClassUid: "1.2.840.10008.5.1.4.1.1.88.33",
-          path: "/nonexistent",
-          sha256: "0".repeat(64),
-          deliveries: {
-            create: {
-              channel: "DICOM",
-              destinationAet: "ORTHANC",
-              host: "127.0.0.1",
-              port: dicomPort,
-              attempts: 1,
-              status: "PENDING",
-            },
-          },
-        },
-      });
+      await seedReport(s, "DICOM", ["DICOM"]);
       return reportJob(queue, s, delay);
     };
     try {
