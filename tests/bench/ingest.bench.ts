@@ -67,8 +67,8 @@ const GC_KINDS: Record<number, string> = {
 
 /**
  * CPU ms so far of this process's main thread and of its other threads grouped by the thread's
- * name without its number (V8's GC and compiler helpers, libuv's pool: file writes and fsync,
- * the Prisma query engine's runtime), from Linux /proc.
+ * name without its number (V8's GC and compiler helpers, libuv's pool: file writes and fsync),
+ * from Linux /proc.
  */
 function threadCpu(): Map<string, number> {
   const out = new Map<string, number>();
@@ -331,6 +331,7 @@ async function main(): Promise<number> {
       `baseline: ${baselineName} -- stores uncompressed as received, no fsync option ` +
         "(second row: + `--exec-on-reception 'sync #p/#f #p' --exec-sync`, i.e. fsync of file+dir)\n",
     );
+    const cpuPerInst = (t: Target) => median(results.get(t)!.map((x) => x.cpuMs)) / count;
     const rows = targets.map((t) => {
       const runs = secondsOf(t);
       const m = med(t);
@@ -339,7 +340,7 @@ async function main(): Promise<number> {
         fmt(m, 3),
         fmt(count / m, 1),
         fmt(mb / m, 1),
-        fmt(median(results.get(t)!.map((x) => x.cpuMs)) / count, 1),
+        fmt(cpuPerInst(t), 1),
         runs.map((s) => fmt(s, 3)).join(" "),
       ];
     });
@@ -368,7 +369,6 @@ async function main(): Promise<number> {
         `(target >= ${TARGET_RATIO}) ${verdict}`,
     );
     console.log(`ratio kneegrade / ${baselineName} + exec sync: ${fmt(ratioSync)}`);
-    const cpuPerInst = (t: Target) => median(results.get(t)!.map((x) => x.cpuMs)) / count;
     console.log(
       `CPU per instance, kneegrade / ${baselineName}: ${fmt(cpuPerInst(kneegrade) / cpuPerInst(baseline))}` +
         ` (goal <= 2); / ${baselineName} + exec sync: ` +
